@@ -1,0 +1,28 @@
+# The two commands of the README:
+#   make run   create .venv, install kdns, serve the demo cluster on 127.0.0.1:5353 (UDP and TCP)
+#   make test  create .venv, install kdns with its test tools, run the whole suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LISTEN ?= 127.0.0.1:5353
+
+.PHONY: run test clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+run: $(BIN)/.installed
+	@echo "Serving config/demo-cluster.yaml on $(LISTEN). Try, from another terminal:"
+	@sed -e 's/^/  /' -e 's/-p 5353/-p $(lastword $(subst :, ,$(LISTEN)))/' config/demo-queries.txt
+	@echo
+	$(BIN)/kdns serve --manifests config/demo-cluster.yaml --listen $(LISTEN)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

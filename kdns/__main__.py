@@ -1,0 +1,3 @@
+from kdns.cli import main
+
+raise SystemExit(main())

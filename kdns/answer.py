@@ -1,0 +1,205 @@
+"""What a question means: the DNS answer for (name, type, class) given one snapshot.
+
+Pure and synchronous: no sockets, no clock, no wire format. `answer()` returns records as
+plain values; `wire` turns them into bytes and `responder` memoises the bytes.
+
+The rules (Kubernetes DNS spec 1.1.0 plus CoreDNS's choices where the spec is silent):
+
+* A name that does not exist is NXDOMAIN; a name that exists without the asked type is
+  NOERROR with no answer (NODATA). Both carry the zone's SOA in the authority section.
+  Before the first complete sync of the sources, would-be NXDOMAIN answers are SERVFAIL.
+* An ExternalName Service is a CNAME. Its target is followed when it lies in one of our
+  forward zones (up to `MAX_CHAIN` links); other targets are left to the client.
+* SRV answers carry the targets' addresses in the additional section.
+* `a-b-c-d.<ns>.pod.<zone>` answers with that address when pods are "insecure" and the
+  namespace exists (CoreDNS's code checks the namespace even though its README says not).
+* ANY gets one RRset, never everything (RFC 8482). AXFR/IXFR are REFUSED: kdns does not
+  transfer zones. Classes other than IN, and names outside our zones, are REFUSED.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kdns import names
+from kdns.config import PodsMode
+from kdns.index import DNS_VERSION_TTL, Node, Snapshot
+
+# RR types and classes used here (the IANA numbers).
+A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV = 1, 2, 5, 6, 12, 16, 28, 33
+IXFR, AXFR, ANY = 251, 252, 255
+CLASS_IN = 1
+
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+
+MAX_CHAIN = 8  # CNAME links followed inside our zones
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    name: str  # absolute, lowercase
+    rtype: int
+    ttl: int
+    data: object  # str for A/AAAA/CNAME/PTR/NS/TXT (names absolute); (prio, weight, port, target) for SRV
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    rcode: int
+    answer: tuple[Record, ...] = ()
+    authority: tuple[Record, ...] = ()
+    additional: tuple[Record, ...] = ()
+    # The zone whose SOA record ends the message: in the authority section of negative
+    # answers, in the answer section of an apex SOA query. None when there is no SOA.
+    soa_zone: str | None = None
+    soa_in_answer: bool = False
+    authoritative: bool = True
+    # False when the bytes must not be reused: answers given before the sync, REFUSED.
+    cacheable: bool = True
+
+
+def refused() -> Answer:
+    return Answer(REFUSED, authoritative=False, cacheable=False)
+
+
+def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
+    """The longest zone that `labels` lies in, and the labels below it."""
+    best: tuple[str, tuple[str, ...]] | None = None
+    for zone in zones:
+        zl = zone.split(".")
+        n = len(zl)
+        if len(labels) >= n and list(labels[len(labels) - n:]) == zl:
+            if best is None or len(zone) > len(best[0]):
+                best = (zone, labels[: len(labels) - n])
+    return best
+
+
+def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CLASS_IN) -> Answer:
+    """The answer to one question. `labels` are the question's labels, lowercase."""
+    if qclass != CLASS_IN:
+        return refused()
+    found = find_zone(labels, snap.config.all_zones)
+    if found is None:
+        return refused()
+    if qtype in (AXFR, IXFR):
+        return refused()
+    zone, rel = found
+    if any("." in label for label in rel):
+        return _negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
+    if not rel:
+        return _apex(snap, zone, qtype)
+    if zone in names.REVERSE_ZONES:
+        return _reverse(snap, zone, rel, qtype)
+    return _forward(snap, zone, rel, qtype, chain=())
+
+
+def _ttl(snap: Snapshot) -> int:
+    return snap.config.ttl
+
+
+def _negative(snap: Snapshot, zone: str, rcode: int, answer: tuple[Record, ...] = ()) -> Answer:
+    if rcode == NXDOMAIN and not snap.synced:
+        # Never NXDOMAIN out of ignorance: the name may exist once the sources have synced.
+        return Answer(SERVFAIL, answer, cacheable=False)
+    return Answer(rcode, answer, soa_zone=zone)
+
+
+def _apex(snap: Snapshot, zone: str, qtype: int) -> Answer:
+    if qtype in (SOA, ANY):
+        return Answer(NOERROR, soa_zone=zone, soa_in_answer=True)
+    if qtype == NS:
+        primary = snap.config.zones[0]
+        ns_zone = zone if zone in snap.config.zones else primary
+        target = names.join(snap.ns_target, ns_zone)
+        glue = _addresses(snap, snap.names.get(snap.ns_target), target, (A, AAAA))
+        return Answer(NOERROR, (Record(zone, NS, _ttl(snap), target),), additional=glue)
+    return _negative(snap, zone, NOERROR)
+
+
+def _reverse(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int) -> Answer:
+    ip = names.ip_from_reverse(rel, zone)
+    targets = snap.ptr.get(ip) if ip is not None else None
+    if not targets:
+        return _negative(snap, zone, NXDOMAIN)
+    if qtype not in (PTR, ANY):
+        return _negative(snap, zone, NOERROR)
+    owner = names.join(".".join(rel), zone)
+    primary = snap.config.zones[0]
+    return Answer(NOERROR, tuple(Record(owner, PTR, _ttl(snap), names.join(t, primary)) for t in targets))
+
+
+def _pod_node(snap: Snapshot, rel: tuple[str, ...]) -> Node | None:
+    if len(rel) != 3 or rel[2] != "pod" or snap.config.pods is PodsMode.DISABLED:
+        return None
+    if rel[1] not in snap.namespaces:
+        return None
+    ip = names.ip_from_dashed(rel[0])
+    if ip is None:
+        return None
+    return Node(a=(ip,)) if names.ip_family(ip) == 4 else Node(aaaa=(ip,))
+
+
+def _forward(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer:
+    relname = ".".join(rel)
+    owner = names.join(relname, zone)
+    node = snap.names.get(relname)
+    if node is None:
+        node = _pod_node(snap, rel)
+        if node is None:
+            return _negative(snap, zone, NXDOMAIN, chain)
+    ttl = _ttl(snap)
+
+    if node.cname:
+        link = Record(owner, CNAME, ttl, node.cname)
+        if qtype == CNAME:
+            return Answer(NOERROR, chain + (link,))
+        chain += (link,)
+        target = find_zone(tuple(node.cname.split(".")), snap.config.zones)
+        if (
+            target is None  # outside our zones: the client's resolver follows the CNAME
+            or not target[1]  # a zone apex: not worth a special case, the client asks
+            or len(chain) >= MAX_CHAIN
+            or any(r.name == node.cname for r in chain)  # a loop
+        ):
+            return Answer(NOERROR, chain)
+        return _forward(snap, target[0], target[1], qtype, chain)
+
+    records: tuple[Record, ...] = ()
+    additional: tuple[Record, ...] = ()
+    if qtype == A or (qtype == ANY and node.a):
+        records = tuple(Record(owner, A, ttl, ip) for ip in node.a)
+    elif qtype == AAAA or (qtype == ANY and node.aaaa):
+        records = tuple(Record(owner, AAAA, ttl, ip) for ip in node.aaaa)
+    elif qtype == SRV or (qtype == ANY and node.srv):
+        records, additional = _srv(snap, zone, owner, node)
+    elif qtype == TXT or (qtype == ANY and node.txt):
+        records = tuple(Record(owner, TXT, DNS_VERSION_TTL, text) for text in node.txt)
+    if not records:
+        return _negative(snap, zone, NOERROR, chain)
+    return Answer(NOERROR, chain + records, additional=additional)
+
+
+def _srv(snap: Snapshot, zone: str, owner: str, node: Node) -> tuple[tuple[Record, ...], tuple[Record, ...]]:
+    ttl = _ttl(snap)
+    records = []
+    additional: list[Record] = []
+    seen: set[str] = set()
+    for srv in node.srv:
+        target = names.join(srv.target, zone)
+        records.append(Record(owner, SRV, ttl, (srv.priority, srv.weight, srv.port, target)))
+        if target not in seen:
+            seen.add(target)
+            additional.extend(_addresses(snap, snap.names.get(srv.target), target, (A, AAAA)))
+    return tuple(records), tuple(additional)
+
+
+def _addresses(snap: Snapshot, node: Node | None, owner: str, types: tuple[int, ...]) -> tuple[Record, ...]:
+    if node is None:
+        return ()
+    ttl = _ttl(snap)
+    out = []
+    if A in types:
+        out.extend(Record(owner, A, ttl, ip) for ip in node.a)
+    if AAAA in types:
+        out.extend(Record(owner, AAAA, ttl, ip) for ip in node.aaaa)
+    return tuple(out)

@@ -1,0 +1,148 @@
+"""The `kdns` command: argv → ServeConfig → a running server; exit codes and messages.
+
+Exit status: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when kdns cannot start because of
+its input (a manifest, a port in use), 2 for a command-line mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import trio
+
+from kdns import __version__, config
+from kdns.app import Server, StartupError
+from kdns.config import ConfigError, DnsConfig, PodsMode, ServeConfig
+
+log = logging.getLogger("kdns")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kdns", description="Kubernetes cluster DNS, in Python.")
+    parser.add_argument("--version", action="version", version=f"kdns {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="answer DNS queries for a cluster described by manifests",
+        description=(
+            "Serve the Kubernetes DNS schema (services, endpoints, pods, reverse names) for the "
+            "objects in the given manifests, over UDP and TCP. Names outside the zones get REFUSED."
+        ),
+    )
+    serve.add_argument(
+        "--manifests",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a .yaml/.yml/.json file, or a directory of them (read one level deep); repeatable. "
+        "Namespaces, Services, EndpointSlices and Pods are used; changes are picked up while serving",
+    )
+    serve.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"address to serve UDP and TCP on; repeatable; [::1]:5353 for IPv6; port 0 picks a free port "
+        f"(default {config.DEFAULT_LISTEN})",
+    )
+    serve.add_argument(
+        "--zone",
+        action="append",
+        metavar="ZONE",
+        help=f"cluster domain; repeatable, the first is used in PTR answers (default {config.DEFAULT_ZONE}). "
+        "in-addr.arpa and ip6.arpa are always served",
+    )
+    serve.add_argument(
+        "--ttl",
+        type=int,
+        default=config.DEFAULT_TTL,
+        metavar="SECONDS",
+        help=f"TTL of the records, 0-{config.MAX_TTL} (default {config.DEFAULT_TTL})",
+    )
+    serve.add_argument(
+        "--pods",
+        choices=[m.value for m in PodsMode],
+        default=PodsMode.INSECURE.value,
+        help="answer a-b-c-d.<ns>.pod.<zone> for any address in an existing namespace (insecure), "
+        "or never (disabled) (default insecure)",
+    )
+    serve.add_argument(
+        "--tcp-idle-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="close TCP connections idle for this long (default 10)",
+    )
+    serve.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look for changed manifest files (default 1)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="least severe log messages shown (default info)",
+    )
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> ServeConfig:
+    listen = tuple(config.parse_listen(text) for text in args.listen or [str(config.DEFAULT_LISTEN)])
+    zones = config.check_zones([config.parse_zone(z) for z in args.zone or []])
+    if args.tcp_idle_timeout <= 0:
+        raise ConfigError("--tcp-idle-timeout: must be more than 0 seconds")
+    if args.reload_interval <= 0:
+        raise ConfigError("--reload-interval: must be more than 0 seconds")
+    dns = DnsConfig(
+        zones=zones,
+        ttl=config.check_ttl(args.ttl),
+        pods=PodsMode(args.pods),
+        ns_addresses=config.ns_addresses(listen),
+    )
+    return ServeConfig(
+        manifests=tuple(args.manifests),
+        listen=listen,
+        dns=dns,
+        tcp_idle_timeout=args.tcp_idle_timeout,
+        reload_interval=args.reload_interval,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = build_config(args)
+    except ConfigError as exc:
+        parser.exit(2, f"kdns: error: {exc}\n")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        server = Server(cfg)
+    except StartupError as exc:
+        print(f"kdns: error: {exc}", file=sys.stderr)
+        return 1
+    trio.run(_run, server)
+    return 0
+
+
+async def _run(server: Server) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        await nursery.start(server.serve)
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("%s received, shutting down", signal.Signals(signum).name)
+            scope.cancel()
+            return

@@ -1,0 +1,423 @@
+"""The record index: Kubernetes objects in, immutable snapshots of DNS data out.
+
+`Index.apply(events, now)` is the only writer. It keeps the objects it was given, works out
+which Services an event touches, recomputes the records of just those Services, and
+publishes a new `Snapshot` that shares everything else with the previous one (the name
+tables are persistent maps). Readers take the current snapshot once per query and never see
+a half-applied batch.
+
+Rules kept here (see README "What kdns answers" for the user-facing list):
+
+* Forward names are stored relative to the zone ("web.default.svc"), once for all zones.
+* A name owned by a Service is recomputed from that Service and all of its EndpointSlices;
+  no name is owned by two Services. Reverse (PTR) names can be claimed by several Services,
+  so they are merged per IP: ClusterIP owners win over endpoint owners, as in CoreDNS.
+* An update whose records equal the old ones changes nothing: same snapshot, same serial.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import immutables
+
+from kdns import names
+from kdns.config import DnsConfig, PodsMode
+from kdns.model import (
+    Delete,
+    EndpointSlice,
+    Event,
+    Kind,
+    KubeObject,
+    Namespace,
+    Pod,
+    Service,
+    ServiceType,
+    Synced,
+    Upsert,
+)
+
+DNS_SCHEMA_VERSION = "1.1.0"
+DNS_VERSION_TTL = 28800  # the spec's example value; CoreDNS uses it too
+NS_NAME = "ns.dns"  # SOA MNAME, and the NS target when there is no kube-dns Service
+KUBE_DNS = ("kube-system", "kube-dns")
+
+SvcKey = tuple[str, str]  # (namespace, service name)
+
+
+@dataclass(frozen=True, slots=True)
+class Srv:
+    priority: int
+    weight: int
+    port: int
+    target: str  # relative to the forward zone the question is in
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """The records at one name. A Node with no records is an empty non-terminal (NODATA)."""
+
+    a: tuple[str, ...] = ()
+    aaaa: tuple[str, ...] = ()
+    srv: tuple[Srv, ...] = ()
+    cname: str = ""  # absolute target of an ExternalName Service
+    txt: tuple[str, ...] = ()
+
+
+EMPTY = Node()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything an answer needs, frozen. Cheap to make: the maps share structure."""
+
+    config: DnsConfig
+    names: immutables.Map  # relative forward name -> Node
+    ptr: immutables.Map  # canonical IP -> relative targets (in the primary zone)
+    namespaces: frozenset[str]
+    ns_target: str  # relative name of the apex NS target
+    serial: int
+    synced: bool
+
+    def lookup(self, rel: str) -> Node | None:
+        return self.names.get(rel)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one `apply` changed: the memo of packed answers invalidates exactly this."""
+
+    snapshot: Snapshot
+    names: frozenset[str] = frozenset()  # relative forward names whose answers changed
+    ips: frozenset[str] = frozenset()  # IPs whose PTR answers changed
+    everything: bool = False  # e.g. the namespace set changed: pod names depend on it
+
+    @property
+    def empty(self) -> bool:
+        return not (self.names or self.ips or self.everything)
+
+
+@dataclass(slots=True)
+class _Contribution:
+    names: dict[str, Node] = field(default_factory=dict)
+    # ip -> (priority, targets); priority 0 for a ClusterIP, 1 for an endpoint address
+    ptrs: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+
+
+class Index:
+    """Applies change events and publishes snapshots. Pure: no I/O, no clock of its own."""
+
+    def __init__(self, config: DnsConfig, *, sources: Iterable[str] = (), now: float = 0.0):
+        self.config = config
+        self._pending_sources = set(sources)
+        self._services: dict[SvcKey, Service] = {}
+        self._slices: dict[tuple[str, str], EndpointSlice] = {}
+        self._slices_of: dict[SvcKey, set[tuple[str, str]]] = {}
+        self._pods: dict[tuple[str, str], Pod] = {}
+        self._explicit_namespaces: set[str] = set()
+        self._namespace_refs: Counter[str] = Counter()
+        self._contributions: dict[SvcKey, _Contribution] = {}
+        self._ptr_claims: dict[str, dict[SvcKey, tuple[int, tuple[str, ...]]]] = {}
+        self._cname_owners: dict[SvcKey, str] = {}  # ExternalNames pointing into our zones
+
+        static = {
+            "": EMPTY,
+            "svc": EMPTY,
+            "pod": EMPTY,
+            "dns": EMPTY,
+            "dns-version": Node(txt=(DNS_SCHEMA_VERSION,)),
+            NS_NAME: _address_node(config.ns_addresses),
+        }
+        self.snapshot = Snapshot(
+            config=config,
+            names=immutables.Map(static),
+            ptr=immutables.Map(),
+            namespaces=frozenset(),
+            ns_target=NS_NAME,
+            serial=max(1, int(now)),
+            synced=not self._pending_sources,
+        )
+
+    # -- queries about the objects held (for logs and tests) -----------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "namespaces": len(self.snapshot.namespaces),
+            "services": len(self._services),
+            "endpointslices": len(self._slices),
+            "pods": len(self._pods),
+        }
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def apply(self, events: Iterable[Event], now: float) -> Change:
+        """Apply a batch of events; return the new snapshot and what changed."""
+        dirty: set[SvcKey] = set()
+        namespaces_before = self.snapshot.namespaces
+        synced_before = self.snapshot.synced
+        for event in events:
+            if isinstance(event, Upsert):
+                self._upsert(event.obj, dirty)
+            elif isinstance(event, Delete):
+                self._delete(event.key[0], event.key[1], event.key[2], dirty)
+            elif isinstance(event, Synced):
+                self._pending_sources.discard(event.source)
+            else:  # pragma: no cover - a source sent something that is not an event
+                raise TypeError(f"not an index event: {event!r}")
+
+        namespaces = frozenset(self._explicit_namespaces | set(+self._namespace_refs))
+        synced = not self._pending_sources
+        touched: set[str] = set()
+        touched_ips: set[str] = set()
+        old = self.snapshot
+        with old.names.mutate() as names, old.ptr.mutate() as ptr:
+            for key in dirty:
+                self._recompute(key, names, ptr, touched, touched_ips)
+            ns_target = old.ns_target
+            if KUBE_DNS in dirty:
+                ns_target = self._refresh_ns(names, touched)
+            if namespaces != namespaces_before:
+                self._refresh_namespaces(namespaces_before, namespaces, names)
+            if touched and self._cname_owners:
+                # Answers for ExternalNames that point into our zones embed the target's
+                # records: they change whenever anything does.
+                touched.update(self._cname_owners.values())
+            new_names = names.finish()
+            new_ptr = ptr.finish()
+
+        # Pod names and `<ns>.svc` depend on which namespaces exist; the SERVFAIL answers
+        # given before the first sync are never memoised, but flush anyway to be plain.
+        everything = namespaces != namespaces_before or synced != synced_before
+        data_changed = bool(touched or touched_ips) or namespaces != namespaces_before
+        if not (data_changed or everything):
+            return Change(old)
+        self.snapshot = Snapshot(
+            config=self.config,
+            names=new_names,
+            ptr=new_ptr,
+            namespaces=namespaces,
+            ns_target=ns_target,
+            serial=max(old.serial + 1, int(now)) if data_changed else old.serial,
+            synced=synced,
+        )
+        return Change(self.snapshot, frozenset(touched), frozenset(touched_ips), everything)
+
+    def _upsert(self, obj: KubeObject, dirty: set[SvcKey]) -> None:
+        if isinstance(obj, Service):
+            key = (obj.namespace, obj.name)
+            old = self._services.get(key)
+            if old == obj:
+                return
+            if old is None:
+                self._namespace_refs[obj.namespace] += 1
+            self._services[key] = obj
+            dirty.add(key)
+        elif isinstance(obj, EndpointSlice):
+            key = (obj.namespace, obj.name)
+            old_slice = self._slices.get(key)
+            if old_slice == obj:
+                return
+            if old_slice is None:
+                self._namespace_refs[obj.namespace] += 1
+            else:
+                self._unlink_slice(old_slice, dirty)
+            self._slices[key] = obj
+            self._slices_of.setdefault((obj.namespace, obj.service), set()).add(key)
+            dirty.add((obj.namespace, obj.service))
+        elif isinstance(obj, Pod):
+            key = (obj.namespace, obj.name)
+            if key not in self._pods:
+                self._namespace_refs[obj.namespace] += 1
+            self._pods[key] = obj
+        elif isinstance(obj, Namespace):
+            self._explicit_namespaces.add(obj.name)
+        else:  # pragma: no cover
+            raise TypeError(f"not a Kubernetes object value: {obj!r}")
+
+    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey]) -> None:
+        key = (namespace, name)
+        if kind is Kind.SERVICE:
+            if self._services.pop(key, None) is not None:
+                self._deref(namespace)
+                dirty.add(key)
+        elif kind is Kind.ENDPOINT_SLICE:
+            old = self._slices.pop(key, None)
+            if old is not None:
+                self._deref(namespace)
+                self._unlink_slice(old, dirty)
+        elif kind is Kind.POD:
+            if self._pods.pop(key, None) is not None:
+                self._deref(namespace)
+        elif kind is Kind.NAMESPACE:
+            self._explicit_namespaces.discard(name)
+
+    def _unlink_slice(self, old: EndpointSlice, dirty: set[SvcKey]) -> None:
+        owner = (old.namespace, old.service)
+        members = self._slices_of.get(owner)
+        if members is not None:
+            members.discard((old.namespace, old.name))
+            if not members:
+                del self._slices_of[owner]
+        dirty.add(owner)
+
+    def _deref(self, namespace: str) -> None:
+        self._namespace_refs[namespace] -= 1
+        if self._namespace_refs[namespace] <= 0:
+            del self._namespace_refs[namespace]
+
+    def _recompute(self, key: SvcKey, names, ptr, touched: set[str], touched_ips: set[str]) -> None:
+        svc = self._services.get(key)
+        slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
+        new = service_records(svc, slices) if svc is not None else _Contribution()
+        old = self._contributions.get(key, _Contribution())
+        if new.names or new.ptrs:
+            self._contributions[key] = new
+        else:
+            self._contributions.pop(key, None)
+
+        for rel in old.names.keys() | new.names.keys():
+            node = new.names.get(rel)
+            if node == old.names.get(rel):
+                continue
+            touched.add(rel)
+            if node is None:
+                names.pop(rel, None)
+            else:
+                names[rel] = node
+
+        for ip in old.ptrs.keys() | new.ptrs.keys():
+            claim = new.ptrs.get(ip)
+            if claim == old.ptrs.get(ip):
+                continue
+            claims = self._ptr_claims.setdefault(ip, {})
+            if claim is None:
+                claims.pop(key, None)
+            else:
+                claims[key] = claim
+            targets = _merge_ptr_claims(claims)
+            if not claims:
+                del self._ptr_claims[ip]
+            if ptr.get(ip) != targets:
+                touched_ips.add(ip)
+                if targets:
+                    ptr[ip] = targets
+                else:
+                    ptr.pop(ip, None)
+
+        target = svc.external_name if svc is not None and svc.type is ServiceType.EXTERNAL_NAME else ""
+        if target and any(target == z or target.endswith("." + z) for z in self.config.zones):
+            self._cname_owners[key] = f"{key[1]}.{key[0]}.svc"
+        else:
+            self._cname_owners.pop(key, None)
+
+    def _refresh_ns(self, names, touched: set[str]) -> str:
+        """kube-system/kube-dns changed: the apex NS target and ns.dns glue follow it."""
+        svc = self._services.get(KUBE_DNS)
+        if svc is not None and svc.type is ServiceType.CLUSTER_IP and svc.cluster_ips:
+            node, target = _address_node(svc.cluster_ips), "kube-dns.kube-system.svc"
+        else:
+            node, target = _address_node(self.config.ns_addresses), NS_NAME
+        if names.get(NS_NAME) != node:
+            names[NS_NAME] = node
+            touched.add(NS_NAME)
+        touched.add("")  # the apex NS answer names the target and carries its glue
+        return target
+
+    def _refresh_namespaces(self, before: frozenset[str], after: frozenset[str], names) -> None:
+        pods = self.config.pods is not PodsMode.DISABLED
+        for ns in before - after:
+            names.pop(f"{ns}.svc", None)
+            if pods:
+                names.pop(f"{ns}.pod", None)
+        for ns in after - before:
+            names[f"{ns}.svc"] = EMPTY
+            if pods:
+                names[f"{ns}.pod"] = EMPTY
+
+
+def _address_node(addresses: Iterable[str]) -> Node:
+    addresses = tuple(addresses)
+    return Node(
+        a=tuple(ip for ip in addresses if names.ip_family(ip) == 4),
+        aaaa=tuple(ip for ip in addresses if names.ip_family(ip) == 6),
+    )
+
+
+def _merge_ptr_claims(claims: dict[SvcKey, tuple[int, tuple[str, ...]]]) -> tuple[str, ...]:
+    if not claims:
+        return ()
+    best = min(priority for priority, _ in claims.values())
+    return tuple(sorted({t for priority, targets in claims.values() if priority == best for t in targets}))
+
+
+def _dedup(items: Iterable) -> tuple:
+    return tuple(dict.fromkeys(items))
+
+
+def _weight(entries: int) -> int:
+    """CoreDNS's SRV weight: 100 shared by the entries before de-duplication, at least 1."""
+    return max(1, 100 // entries) if entries else 100
+
+
+def service_records(svc: Service, slices: list[EndpointSlice]) -> _Contribution:
+    """Every name and PTR claim one Service makes, given its EndpointSlices."""
+    out = _Contribution()
+    base = f"{svc.name}.{svc.namespace}.svc"
+    if svc.type is ServiceType.EXTERNAL_NAME:
+        if names.canonical_ip(svc.external_name) is None:  # IP literals are not served
+            out.names[base] = Node(cname=svc.external_name)
+        return out
+
+    # Ready endpoint addresses, each with the name it answers to.
+    hosts: dict[str, list[str]] = {}  # endpoint name -> addresses
+    endpoint_addrs: list[str] = []
+    for sl in slices:
+        for ep in sl.endpoints:
+            for ip in ep.addresses:
+                host = ep.hostname or names.dashed_ip(ip)
+                rel = f"{host}.{base}"
+                hosts.setdefault(rel, []).append(ip)
+                endpoint_addrs.append(ip)
+    for rel, addrs in hosts.items():
+        out.names[rel] = _address_node(_dedup(addrs))
+        for ip in addrs:
+            prio, targets = out.ptrs.get(ip, (1, ()))
+            out.ptrs[ip] = (1, _dedup(targets + (rel,)))
+
+    # SRV records: (port name, protocol) -> [(target, port)] before de-duplication.
+    per_port: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    if svc.type is ServiceType.HEADLESS:
+        if not endpoint_addrs:
+            return _Contribution()  # no ready endpoints: every name is NXDOMAIN (spec 2.4.1)
+        addresses = _dedup(endpoint_addrs)
+        for sl in slices:
+            for port in sl.ports:
+                entries = per_port.setdefault((port.name, port.protocol), [])
+                for ep in sl.endpoints:
+                    for ip in ep.addresses:
+                        entries.append((f"{ep.hostname or names.dashed_ip(ip)}.{base}", port.port))
+    else:
+        addresses = svc.cluster_ips
+        for port in svc.ports:
+            entries = per_port.setdefault((port.name, port.protocol), [])
+            entries.extend((base, port.port) for _ in svc.cluster_ips)
+        for ip in svc.cluster_ips:
+            out.ptrs[ip] = (0, (base,))
+
+    every_port = [entry for entries in per_port.values() for entry in entries]
+    out.names[base] = Node(
+        a=tuple(ip for ip in addresses if names.ip_family(ip) == 4),
+        aaaa=tuple(ip for ip in addresses if names.ip_family(ip) == 6),
+        srv=_srv_records(every_port),
+    )
+    for (port_name, protocol), entries in per_port.items():
+        if port_name and entries:
+            out.names[f"_{port_name}._{protocol}.{base}"] = Node(srv=_srv_records(entries))
+    return out
+
+
+def _srv_records(entries: list[tuple[str, int]]) -> tuple[Srv, ...]:
+    weight = _weight(len(entries))
+    return tuple(Srv(0, weight, port, target) for target, port in _dedup(entries))

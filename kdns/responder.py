@@ -1,0 +1,123 @@
+"""Query bytes in, reply bytes out: the serving core that both transports call.
+
+`Responder.handle` first tries the fast path: it reads the header and question with a few
+slice operations and looks the lowercased question up in a memo of packed answers; a hit is
+answered by splicing bytes (`wire.render`). Anything else takes the full path: `wire` parses
+the query, `answer` decides, `wire` packs, and the packed entry goes into the memo. Both paths
+end in the same `render`, so they give the same bytes.
+
+The memo is kept exact by `publish`: each index change names the names it touched, and only
+their entries are dropped; negative answers do not embed the SOA serial (it is appended at
+render time), so a new serial alone invalidates nothing. Pure: no sockets, no clock.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kdns import answer as ans
+from kdns import names, wire
+from kdns.index import Change, Snapshot
+
+log = logging.getLogger("kdns.responder")
+
+MEMO_NAMES = 100_000  # names whose packed answers are kept; the memo is emptied when full
+
+
+class Responder:
+    def __init__(self, snapshot: Snapshot):
+        self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
+        self.snapshot = snapshot
+        self._zones = snapshot.config.all_zones
+        self._soa: tuple[bytes, ...] = ()
+        self.publish(Change(snapshot, everything=True))
+
+    def publish(self, change: Change) -> None:
+        """Make `change.snapshot` the one answers come from, dropping stale memo entries."""
+        snap = change.snapshot
+        if snap.config.all_zones != self._zones:
+            raise ValueError("a Responder serves one set of zones")
+        if change.everything:
+            self.memo.clear()
+        else:
+            memo = self.memo
+            for rel in change.names:
+                for zone in snap.config.zones:
+                    memo.pop(names.to_wire(names.join(rel, zone)), None)
+            for ip in change.ips:
+                memo.pop(names.to_wire(names.reverse_name(ip)), None)
+        if snap.serial != self.snapshot.serial or not self._soa:
+            self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self._zones)
+        self.snapshot = snap
+
+    def handle(self, data: bytes, limit: int | None = None) -> bytes | None:
+        """The reply to `data`, or None to send nothing.
+
+        `limit` is None for UDP (the size then follows EDNS) or the largest reply the
+        transport carries (TCP).
+        """
+        # Fast path: one question, no answer/authority records, at most an OPT record.
+        if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
+            end = data.find(0, 12) + 1
+            if end:
+                qend = end + 4
+                n = len(data)
+                arcount = data[10:12]
+                edns = None
+                if arcount == b"\x00\x00":
+                    ok = n == qend
+                else:
+                    ok = (
+                        arcount == b"\x00\x01"
+                        and n >= qend + 11
+                        and data[qend : qend + 3] == b"\x00\x00\x29"
+                        and data[qend + 6] == 0  # EDNS version 0
+                        and n == qend + 11 + int.from_bytes(data[qend + 9 : qend + 11], "big")
+                    )
+                    if ok:
+                        edns = (int.from_bytes(data[qend + 3 : qend + 5], "big"), data[qend + 7] >= 0x80)
+                if ok:
+                    byname = self.memo.get(data[12:end].lower())
+                    if byname is not None:
+                        entry = byname.get(data[end:qend])
+                        if entry is not None:
+                            return wire.render(
+                                entry,
+                                data[:2],
+                                data[2] << 8 | data[3],
+                                data[12:qend],
+                                self._soa[entry.soa] if entry.soa >= 0 else b"",
+                                edns,
+                                wire.udp_limit(edns) if limit is None else limit,
+                            )
+        return self._full(data, limit)
+
+    def _full(self, data: bytes, limit: int | None) -> bytes | None:
+        try:
+            query = wire.parse_query(data)
+        except wire.Malformed as exc:
+            log.debug("malformed query: %s", exc)
+            return exc.reply
+        if query.edns is not None and query.edns.version != 0:
+            return wire.badvers_reply(query)
+        snap = self.snapshot
+        try:
+            result = ans.answer(snap, query.labels, query.qtype, query.qclass)
+            entry = wire.pack_answer(query, result, self._zones)
+        except Exception:  # a bug: answer SERVFAIL, say where, keep serving
+            log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
+            return wire.simple_reply(query, ans.SERVFAIL)
+        if result.cacheable:
+            if len(self.memo) >= MEMO_NAMES:
+                self.memo.clear()
+            self.memo.setdefault(query.qname, {})[query.qtail] = entry
+        edns = (query.edns.udp_size, query.edns.do) if query.edns else None
+        return wire.render(
+            entry,
+            query.qid,
+            query.flags,
+            query.question,
+            self._soa[entry.soa] if entry.soa >= 0 else b"",
+            edns,
+            wire.udp_limit(edns) if limit is None else limit,
+        )

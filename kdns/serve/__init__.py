@@ -1,0 +1,1 @@
+"""The trio shell: sockets in, `Responder.handle` in the middle, sockets out."""

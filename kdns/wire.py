@@ -1,0 +1,265 @@
+"""The DNS wire format: reading queries, packing answers, splicing replies.
+
+kdns packs an answer once and reuses the bytes. `pack_answer` turns an `answer.Answer` into
+an `Entry`: the reply minus its first 12 bytes, its question and its SOA record, compressed
+against the lowercased question. Because name compression only records offsets, and a
+question's offsets depend on its length and not on its case, an `Entry` fits every query
+for the same name and type whatever its case (0x20 randomisation included). `render` splices
+in the query's ID, flags and question exactly as asked, appends the zone's current SOA (so a
+new serial does not invalidate packed negative answers) and the OPT record, and truncates for
+UDP.
+
+Parsing: `parse_query` reads the header and question itself (strictly: no compression
+pointers in the question) and walks the other sections with dnslib's name decoder, which
+rejects pointer loops. What cannot be parsed raises `Malformed`, carrying the reply to send
+(FORMERR, NOTIMP) or None when the packet must be dropped (no readable header, or not a
+query at all). dnslib does the RDATA and name-compression work of `pack_answer`.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from dnslib import AAAA, CNAME, NS, PTR, RR, SRV, TXT, A, DNSLabel
+from dnslib.buffer import BufferError
+from dnslib.dns import DNSError
+from dnslib.label import DNSBuffer, DNSLabelError
+
+from kdns import answer as ans
+from kdns import names
+
+QR, AA, TC, RD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0010
+COPIED_FLAGS = RD | CD  # copied from the query into the reply
+OPCODE_MASK = 0x7800
+OPT = 41
+BADVERS = 16
+
+MIN_UDP = 512  # RFC 1035, and what a query without EDNS gets
+MAX_UDP = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
+MAX_TCP = 65535
+
+_OPT_TAIL = struct.pack("!HBBHH", MAX_UDP, 0, 0, 0, 0)
+OPT_RR = b"\x00\x00\x29" + _OPT_TAIL  # root owner, type OPT, our UDP size, no flags
+OPT_RR_DO = b"\x00\x00\x29" + struct.pack("!HBBHH", MAX_UDP, 0, 0, 0x8000, 0)  # DO echoed (RFC 3225)
+
+
+class Malformed(Exception):
+    """A packet that cannot be answered normally. `reply` is what to send, or None to drop."""
+
+    def __init__(self, reason: str, reply: bytes | None):
+        super().__init__(reason)
+        self.reply = reply
+
+
+@dataclass(frozen=True, slots=True)
+class Edns:
+    udp_size: int
+    version: int
+    do: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    qid: bytes  # the two ID bytes
+    flags: int
+    question: bytes  # qname + qtype + qclass exactly as received
+    qname: bytes  # the question name in wire form, lowercased: the memo key
+    labels: tuple[str, ...]  # lowercase labels (latin-1 decoded, so any byte survives)
+    qtype: int
+    qclass: int
+    edns: Edns | None
+
+    @property
+    def qtail(self) -> bytes:
+        return self.question[-4:]
+
+
+def _header_reply(data: bytes, rcode: int) -> bytes:
+    """A reply made of the query's header alone: ID, opcode and RD kept, no sections."""
+    flags = int.from_bytes(data[2:4], "big")
+    flags = QR | (flags & (OPCODE_MASK | RD)) | rcode
+    return data[:2] + flags.to_bytes(2, "big") + b"\x00" * 8
+
+
+def parse_query(data: bytes) -> Query:
+    if len(data) < 12:
+        raise Malformed("shorter than a DNS header", None)
+    flags = int.from_bytes(data[2:4], "big")
+    if flags & QR:
+        raise Malformed("a response, not a query", None)
+    if flags & OPCODE_MASK:
+        raise Malformed(f"opcode {(flags & OPCODE_MASK) >> 11} is not implemented", _header_reply(data, ans.NOTIMP))
+    qdcount, ancount, nscount, arcount = struct.unpack_from("!4H", data, 4)
+    if qdcount != 1:
+        raise Malformed(f"{qdcount} questions", _header_reply(data, ans.FORMERR))
+
+    pos, labels = 12, []
+    while True:
+        if pos >= len(data):
+            raise Malformed("question name runs past the end", _header_reply(data, ans.FORMERR))
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length & 0xC0:
+            raise Malformed("compression or extended label in the question", _header_reply(data, ans.FORMERR))
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+        if pos - 12 > 255:
+            raise Malformed("question name longer than 255 bytes", _header_reply(data, ans.FORMERR))
+    if pos + 4 > len(data):
+        raise Malformed("question type or class missing", _header_reply(data, ans.FORMERR))
+    qtype, qclass = struct.unpack_from("!HH", data, pos)
+    qend = pos + 4
+    qname = data[12:pos].lower()
+
+    edns = None
+    buffer = DNSBuffer(data)
+    buffer.offset = qend
+    try:
+        for i in range(ancount + nscount + arcount):
+            owner = buffer.decode_name()
+            rtype, rclass, ttl, rdlength = buffer.unpack("!HHIH")
+            if buffer.remaining() < rdlength:
+                raise Malformed("record data runs past the end", _header_reply(data, ans.FORMERR))
+            if rtype == OPT:
+                if i < ancount + nscount or edns is not None or owner.label:
+                    raise Malformed("misplaced or repeated OPT record", _header_reply(data, ans.FORMERR))
+                edns = Edns(max(MIN_UDP, rclass), (ttl >> 16) & 0xFF, bool(ttl & 0x8000))
+            buffer.offset += rdlength
+    except (BufferError, DNSError, DNSLabelError) as exc:
+        raise Malformed(f"unreadable record: {exc}", _header_reply(data, ans.FORMERR)) from None
+
+    return Query(
+        qid=data[:2],
+        flags=flags,
+        question=data[12:qend],
+        qname=qname,
+        labels=tuple(label.lower().decode("latin-1") for label in labels),
+        qtype=qtype,
+        qclass=qclass,
+        edns=edns,
+    )
+
+
+class Entry:
+    """A packed answer, independent of query ID, flags, question case and SOA serial."""
+
+    __slots__ = ("flags", "counts", "counts_edns", "body", "soa", "short")
+
+    def __init__(self, flags: int, counts: tuple[int, int, int], body: bytes, soa: int, short: Entry | None):
+        an, ns, ar = counts
+        self.flags = flags  # QR, AA and RCODE; RD and CD come from the query
+        self.counts = struct.pack("!4H", 1, an, ns, ar)
+        self.counts_edns = struct.pack("!4H", 1, an, ns, ar + 1)
+        self.body = body  # answer, authority and additional records, SOA excepted
+        self.soa = soa  # index of the zone whose SOA ends the message, or -1
+        self.short = short  # the same without the additional section, for small UDP sizes
+
+
+def _label(name: str) -> DNSLabel:
+    return DNSLabel(name.encode("latin-1")) if name else DNSLabel(())
+
+
+def _rdata(record: ans.Record):
+    t, d = record.rtype, record.data
+    if t == ans.A:
+        return A(d)
+    if t == ans.AAAA:
+        return AAAA(d)
+    if t == ans.SRV:
+        priority, weight, port, target = d
+        return SRV(priority, weight, port, _label(target))
+    if t == ans.CNAME:
+        return CNAME(_label(d))
+    if t == ans.PTR:
+        return PTR(_label(d))
+    if t == ans.NS:
+        return NS(_label(d))
+    if t == ans.TXT:
+        return TXT(d.encode())
+    raise ValueError(f"cannot pack record type {t}")  # pragma: no cover - answer makes only these
+
+
+def pack_answer(query: Query, result: ans.Answer, zones: tuple[str, ...]) -> Entry:
+    """Pack `result` for `query`'s (lowercased) question. `zones` indexes `Entry.soa`."""
+    buffer = DNSBuffer()
+    buffer.append(b"\x00" * 12)
+    buffer.encode_name(DNSLabel(tuple(label.encode("latin-1") for label in query.labels)))
+    buffer.pack("!HH", query.qtype, query.qclass)
+    start = buffer.offset
+    for record in result.answer + result.authority:
+        RR(_label(record.name), record.rtype, ttl=record.ttl, rdata=_rdata(record)).pack(buffer)
+    middle = buffer.offset
+    for record in result.additional:
+        RR(_label(record.name), record.rtype, ttl=record.ttl, rdata=_rdata(record)).pack(buffer)
+    data = bytes(buffer.data)
+
+    soa = zones.index(result.soa_zone) if result.soa_zone is not None else -1
+    an, ns = len(result.answer), len(result.authority)
+    if soa >= 0:
+        if result.soa_in_answer:
+            an += 1
+        else:
+            ns += 1
+    flags = QR | (AA if result.authoritative else 0) | result.rcode
+    short = None
+    if result.additional:
+        short = Entry(flags, (an, ns, 0), data[start:middle], soa, None)
+    return Entry(flags, (an, ns, len(result.additional)), data[start:], soa, short)
+
+
+def soa_record(zone: str, serial: int, ttl: int) -> bytes:
+    """The zone's SOA record, uncompressed so it can end any message.
+
+    CoreDNS's values: `ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400 <ttl>`,
+    with the record's own TTL capped at 300 seconds.
+    """
+    owner = names.to_wire(zone)
+    rdata = names.to_wire(names.join("ns.dns", zone)) + names.to_wire(names.join("hostmaster", zone))
+    rdata += struct.pack("!5I", serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)
+    return owner + struct.pack("!HHIH", ans.SOA, ans.CLASS_IN, min(ttl, 300), len(rdata)) + rdata
+
+
+def render(entry: Entry, qid: bytes, qflags: int, question: bytes, soa: bytes, edns: tuple[int, bool] | None, limit: int) -> bytes:
+    """The reply to send: `entry` with the query's ID, flags and question spliced in.
+
+    `edns` is (client UDP size, DO bit) or None; `limit` the most bytes the transport
+    takes. A reply too big for it loses its additional section, then everything but the
+    question, with TC set.
+    """
+    flags = entry.flags | (qflags & COPIED_FLAGS)
+    if edns is None:
+        reply = b"".join((qid, flags.to_bytes(2, "big"), entry.counts, question, entry.body, soa))
+    else:
+        opt = OPT_RR_DO if edns[1] else OPT_RR
+        reply = b"".join((qid, flags.to_bytes(2, "big"), entry.counts_edns, question, entry.body, soa, opt))
+    if len(reply) <= limit:
+        return reply
+    if entry.short is not None:
+        return render(entry.short, qid, qflags, question, soa, edns, limit)
+    counts = b"\x00\x01\x00\x00\x00\x00" + (b"\x00\x01" if edns else b"\x00\x00")
+    opt = b"" if edns is None else (OPT_RR_DO if edns[1] else OPT_RR)
+    return b"".join((qid, (flags | TC).to_bytes(2, "big"), counts, question, opt))
+
+
+def udp_limit(edns: tuple[int, bool] | None) -> int:
+    if edns is None:
+        return MIN_UDP
+    return max(MIN_UDP, min(edns[0], MAX_UDP))
+
+
+def badvers_reply(query: Query) -> bytes:
+    """RFC 6891: an EDNS version we do not speak gets BADVERS and our version (0)."""
+    flags = QR | (query.flags & COPIED_FLAGS)
+    opt = b"\x00\x00\x29" + struct.pack("!HBBHH", MAX_UDP, BADVERS >> 4, 0, 0, 0)
+    return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, 1), query.question, opt))
+
+
+def simple_reply(query: Query, rcode: int) -> bytes:
+    """A reply with the question and no records (SERVFAIL for a bug, for example)."""
+    flags = QR | (query.flags & COPIED_FLAGS) | rcode
+    arcount = 1 if query.edns else 0
+    opt = (OPT_RR_DO if query.edns.do else OPT_RR) if query.edns else b""
+    return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, arcount), query.question, opt))
