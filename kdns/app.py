@@ -19,7 +19,7 @@ import trio
 from kdns import __version__
 from kdns.config import ListenAddress, ServeConfig
 from kdns.index import Index
-from kdns.model import Event, Synced
+from kdns.model import Synced
 from kdns.responder import Responder
 from kdns.serve.tcp import bind_tcp, serve_tcp
 from kdns.serve.udp import bind_udp, serve_udp
@@ -94,7 +94,7 @@ class Server:
 
     async def serve(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; `task_status.started()` gets the bound addresses."""
-        send, receive = trio.open_memory_channel[list[Event]](EVENT_QUEUE)
+        send, receive = trio.open_memory_channel(EVENT_QUEUE)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._write_index, receive)

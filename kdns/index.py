@@ -18,8 +18,8 @@ Rules kept here (see README "What kdns answers" for the user-facing list):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import immutables
 
@@ -80,9 +80,6 @@ class Snapshot:
     ns_target: str  # relative name of the apex NS target
     serial: int
     synced: bool
-
-    def lookup(self, rel: str) -> Node | None:
-        return self.names.get(rel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +380,7 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> _Contribution:
     for rel, addrs in hosts.items():
         out.names[rel] = _address_node(_dedup(addrs))
         for ip in addrs:
-            prio, targets = out.ptrs.get(ip, (1, ()))
+            targets = out.ptrs.get(ip, (1, ()))[1]
             out.ptrs[ip] = (1, _dedup(targets + (rel,)))
 
     # SRV records: (port name, protocol) -> [(target, port)] before de-duplication.

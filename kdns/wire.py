@@ -146,7 +146,7 @@ def parse_query(data: bytes) -> Query:
 class Entry:
     """A packed answer, independent of query ID, flags, question case and SOA serial."""
 
-    __slots__ = ("flags", "counts", "counts_edns", "body", "soa", "short")
+    __slots__ = ("body", "counts", "counts_edns", "flags", "short", "soa")
 
     def __init__(self, flags: int, counts: tuple[int, int, int], body: bytes, soa: int, short: Entry | None):
         an, ns, ar = counts

@@ -12,7 +12,8 @@ slices without the `kubernetes.io/service-name` label.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kdns import names
 from kdns.model import (

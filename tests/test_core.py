@@ -1,0 +1,166 @@
+"""The sans-IO core on its own: index updates, the memo of packed answers, the pure tier.
+
+These tests drive `Index.apply` and `Responder.handle` directly with query bytes made by
+dnspython, the way the transports do, without sockets: they pin what must stay true while
+objects change (no stale answer after any change, no serial bump for a no-op, SERVFAIL
+before the first sync).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+from conftest import ROOT, rrs
+
+from kdns.config import DnsConfig
+from kdns.index import Index
+from kdns.model import Delete, Endpoint, EndpointSlice, Kind, Namespace, Port, Service, ServiceType, Synced, Upsert
+from kdns.responder import Responder
+
+CONFIG = DnsConfig(ns_addresses=("127.0.0.1",))
+WEB = Service("shop", "web", ServiceType.CLUSTER_IP, ("10.96.0.20",), (Port("http", "tcp", 80),))
+LINK = Service("shop", "link", ServiceType.EXTERNAL_NAME, external_name="web.shop.svc.cluster.local")
+DB = Service("shop", "db", ServiceType.HEADLESS, ports=(Port("pg", "tcp", 5432),))
+
+
+def db_slice(name: str, *ips: str, service: str = "db") -> EndpointSlice:
+    return EndpointSlice("shop", name, service, 4, tuple(Endpoint((ip,)) for ip in ips), (Port("pg", "tcp", 5432),))
+
+
+class Harness:
+    """An index and a responder wired as app.py wires them, queried with real DNS bytes."""
+
+    def __init__(self, *events, sources=()):
+        self.index = Index(CONFIG, sources=sources, now=1000)
+        self.index.apply(list(events), now=1000)
+        self.responder = Responder(self.index.snapshot)
+
+    def apply(self, *events, now=2000):
+        change = self.index.apply(list(events), now=now)
+        if not change.empty:
+            self.responder.publish(change)
+        return change
+
+    def ask(self, name: str, rdtype: str = "A") -> dns.message.Message:
+        query = dns.message.make_query(name, rdtype)
+        reply = self.responder.handle(query.to_wire())
+        return dns.message.from_wire(reply)
+
+    def serial(self) -> int:
+        return self.ask("cluster.local", "SOA").answer[0][0].serial
+
+
+def test_unchanged_update_changes_nothing():
+    h = Harness(Upsert(WEB), Upsert(DB), Upsert(db_slice("db-1", "10.244.0.1")))
+    before = h.index.snapshot
+    change = h.apply(Upsert(WEB), Upsert(db_slice("db-1", "10.244.0.1")), Upsert(Namespace("shop")))
+    assert change.empty and h.index.snapshot is before
+    assert h.serial() == before.serial
+
+
+def test_serial_grows_even_if_the_clock_goes_back():
+    h = Harness(Upsert(WEB))
+    first = h.serial()
+    h.apply(Upsert(Service("shop", "web", ServiceType.CLUSTER_IP, ("10.96.0.21",))), now=10)
+    assert h.serial() == first + 1
+
+
+def test_answers_follow_every_change_after_being_memoised():
+    h = Harness(Upsert(WEB), Upsert(LINK), Upsert(DB), Upsert(db_slice("db-1", "10.244.0.1")))
+    questions = [
+        ("web.shop.svc.cluster.local", "A"),
+        ("link.shop.svc.cluster.local", "A"),
+        ("_http._tcp.web.shop.svc.cluster.local", "SRV"),
+        ("db.shop.svc.cluster.local", "A"),
+        ("1.0.244.10.in-addr.arpa", "PTR"),
+        ("2.0.244.10.in-addr.arpa", "PTR"),
+        ("20.0.96.10.in-addr.arpa", "PTR"),
+        ("21.0.96.10.in-addr.arpa", "PTR"),
+    ]
+    for q in questions:  # fill the memo
+        h.ask(*q)
+    h.apply(
+        Upsert(Service("shop", "web", ServiceType.CLUSTER_IP, ("10.96.0.21",), (Port("http", "tcp", 8080),))),
+        Upsert(db_slice("db-1", "10.244.0.2")),
+    )
+    assert rrs(h.ask("web.shop.svc.cluster.local").answer) == {"web.shop.svc.cluster.local. 5 IN A 10.96.0.21"}
+    assert "web.shop.svc.cluster.local. 5 IN A 10.96.0.21" in rrs(h.ask("link.shop.svc.cluster.local").answer)
+    assert rrs(h.ask("_http._tcp.web.shop.svc.cluster.local", "SRV").answer) == {
+        "_http._tcp.web.shop.svc.cluster.local. 5 IN SRV 0 100 8080 web.shop.svc.cluster.local."
+    }
+    assert rrs(h.ask("db.shop.svc.cluster.local").answer) == {"db.shop.svc.cluster.local. 5 IN A 10.244.0.2"}
+    assert h.ask("1.0.244.10.in-addr.arpa", "PTR").rcode() == dns.rcode.NXDOMAIN
+    assert rrs(h.ask("2.0.244.10.in-addr.arpa", "PTR").answer) == {
+        "2.0.244.10.in-addr.arpa. 5 IN PTR 10-244-0-2.db.shop.svc.cluster.local."
+    }
+    assert h.ask("20.0.96.10.in-addr.arpa", "PTR").rcode() == dns.rcode.NXDOMAIN
+    assert h.ask("21.0.96.10.in-addr.arpa", "PTR").rcode() == dns.rcode.NOERROR
+
+
+def test_negative_answers_carry_the_current_serial():
+    h = Harness(Upsert(WEB))
+    old = h.ask("nope.shop.svc.cluster.local").authority[0][0].serial
+    h.apply(Upsert(DB), Upsert(db_slice("db-1", "10.244.0.1")))
+    new = h.ask("nope.shop.svc.cluster.local").authority[0][0].serial
+    assert new > old and new == h.serial()
+
+
+def test_names_appear_and_vanish_with_their_namespace():
+    h = Harness()
+    assert h.ask("shop.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+    assert h.ask("10-1-2-3.shop.pod.cluster.local").rcode() == dns.rcode.NXDOMAIN
+    h.apply(Upsert(Namespace("shop")))
+    assert h.ask("shop.svc.cluster.local").rcode() == dns.rcode.NOERROR
+    assert rrs(h.ask("10-1-2-3.shop.pod.cluster.local").answer) == {"10-1-2-3.shop.pod.cluster.local. 5 IN A 10.1.2.3"}
+    h.apply(Delete((Kind.NAMESPACE, "", "shop")))
+    assert h.ask("shop.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+    assert h.ask("10-1-2-3.shop.pod.cluster.local").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_a_slice_moving_to_another_service_updates_both():
+    other = Service("shop", "other", ServiceType.HEADLESS)
+    h = Harness(Upsert(DB), Upsert(other), Upsert(db_slice("s", "10.244.0.1")))
+    assert h.ask("db.shop.svc.cluster.local").rcode() == dns.rcode.NOERROR
+    h.apply(Upsert(db_slice("s", "10.244.0.1", service="other")))
+    assert h.ask("db.shop.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+    assert rrs(h.ask("other.shop.svc.cluster.local").answer) == {"other.shop.svc.cluster.local. 5 IN A 10.244.0.1"}
+
+
+def test_ptr_shared_by_two_services_survives_one_of_them():
+    a = Service("shop", "a", ServiceType.HEADLESS)
+    b = Service("shop", "b", ServiceType.HEADLESS)
+    h = Harness(Upsert(a), Upsert(b), Upsert(db_slice("sa", "10.244.0.1", service="a")), Upsert(db_slice("sb", "10.244.0.1", service="b")))
+    assert len(h.ask("1.0.244.10.in-addr.arpa", "PTR").answer[0]) == 2
+    h.apply(Delete(a.key))
+    assert rrs(h.ask("1.0.244.10.in-addr.arpa", "PTR").answer) == {"1.0.244.10.in-addr.arpa. 5 IN PTR 10-244-0-1.b.shop.svc.cluster.local."}
+
+
+def test_servfail_not_nxdomain_before_the_first_sync():
+    h = Harness(Upsert(WEB), sources=("api",))
+    assert h.ask("nope.shop.svc.cluster.local").rcode() == dns.rcode.SERVFAIL
+    assert h.ask("1.2.3.4.in-addr.arpa", "PTR").rcode() == dns.rcode.SERVFAIL
+    assert rrs(h.ask("web.shop.svc.cluster.local").answer) == {"web.shop.svc.cluster.local. 5 IN A 10.96.0.20"}
+    h.apply(Synced("api"))
+    assert h.ask("nope.shop.svc.cluster.local").rcode() == dns.rcode.NXDOMAIN
+
+
+PURE = ["config", "model", "names", "index", "answer", "wire", "responder", "sources/convert", "sources/allocate"]
+ALLOWED = {"__future__", "dataclasses", "enum", "typing", "collections", "ipaddress", "re", "struct", "hashlib",
+           "logging", "dnslib", "immutables", "kdns"}
+
+
+def test_the_pure_tier_does_no_io():
+    """design.md: the core imports no trio, sockets, clock or Kubernetes client."""
+    for module in PURE:
+        tree = ast.parse(Path(ROOT, "kdns", f"{module}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert roots <= ALLOWED, f"kdns/{module}.py imports {roots - ALLOWED}"
