@@ -9,11 +9,14 @@ in the query's ID, flags and question exactly as asked, appends the zone's curre
 new serial does not invalidate packed negative answers) and the OPT record, and truncates for
 UDP.
 
-Parsing: `parse_query` reads the header and question itself (strictly: no compression
-pointers in the question) and walks the other sections with dnslib's name decoder, which
-rejects pointer loops. What cannot be parsed raises `Malformed`, carrying the reply to send
-(FORMERR, NOTIMP) or None when the packet must be dropped (no readable header, or not a
-query at all). dnslib does the RDATA and name-compression work of `pack_answer`.
+Parsing: `parse_query` reads a query itself: the header, the question (strictly: no
+compression in it) and every other record's framing, with a bounded walk over compression
+pointers. Only these few fields matter to a server, and a parser of our own can promise
+what dnslib's recursive name decoder cannot: that no input costs more than one pass (its
+loop check misses two pointers aimed at each other). What cannot be parsed raises
+`Malformed`, carrying the reply to send (FORMERR, NOTIMP) or None when the packet must be
+dropped (no readable header, or not a query at all). dnslib does the RDATA and
+name-compression work of `pack_answer`.
 """
 
 from __future__ import annotations
@@ -22,9 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from dnslib import AAAA, CNAME, NS, PTR, RR, SRV, TXT, A, DNSLabel
-from dnslib.buffer import BufferError
-from dnslib.dns import DNSError
-from dnslib.label import DNSBuffer, DNSLabelError
+from dnslib.label import DNSBuffer
 
 from kdns import answer as ans
 from kdns import names
@@ -82,6 +83,51 @@ def _header_reply(data: bytes, rcode: int) -> bytes:
     return data[:2] + flags.to_bytes(2, "big") + b"\x00" * 8
 
 
+MAX_NAME = 255  # bytes of a name in wire form, terminator included (RFC 1035)
+MAX_POINTERS = 64  # compression pointers followed in one name before it counts as a loop
+
+
+def _formerr(data: bytes, reason: str) -> Malformed:
+    return Malformed(reason, _header_reply(data, ans.FORMERR))
+
+
+def _read_name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], int]:
+    """The labels of the name at `pos` and the offset just after it in the message.
+
+    Pointers must point backwards and are followed at most MAX_POINTERS times, so loops
+    and long chains end in FORMERR rather than in recursion. A question name may not be
+    compressed (`compressed=False`): it is the first name in the message.
+    """
+    labels: list[bytes] = []
+    size, end, hops = 1, None, 0
+    while True:
+        if pos >= len(data):
+            raise _formerr(data, "name runs past the end")
+        length = data[pos]
+        if length == 0:
+            return labels, (pos + 1 if end is None else end)
+        if length & 0xC0 == 0xC0 and compressed:
+            if pos + 1 >= len(data):
+                raise _formerr(data, "name runs past the end")
+            target = (length & 0x3F) << 8 | data[pos + 1]
+            hops += 1
+            if target >= pos or hops > MAX_POINTERS:
+                raise _formerr(data, "compression pointer loop or forward pointer")
+            if end is None:
+                end = pos + 2
+            pos = target
+            continue
+        if length & 0xC0:
+            raise _formerr(data, "compressed or extended label where none is allowed")
+        size += 1 + length
+        if size > MAX_NAME:
+            raise _formerr(data, f"name longer than {MAX_NAME} bytes")
+        if pos + 1 + length > len(data):
+            raise _formerr(data, "name runs past the end")
+        labels.append(data[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+
+
 def parse_query(data: bytes) -> Query:
     if len(data) < 12:
         raise Malformed("shorter than a DNS header", None)
@@ -92,50 +138,36 @@ def parse_query(data: bytes) -> Query:
         raise Malformed(f"opcode {(flags & OPCODE_MASK) >> 11} is not implemented", _header_reply(data, ans.NOTIMP))
     qdcount, ancount, nscount, arcount = struct.unpack_from("!4H", data, 4)
     if qdcount != 1:
-        raise Malformed(f"{qdcount} questions", _header_reply(data, ans.FORMERR))
+        raise _formerr(data, f"{qdcount} questions")
 
-    pos, labels = 12, []
-    while True:
-        if pos >= len(data):
-            raise Malformed("question name runs past the end", _header_reply(data, ans.FORMERR))
-        length = data[pos]
-        if length == 0:
-            pos += 1
-            break
-        if length & 0xC0:
-            raise Malformed("compression or extended label in the question", _header_reply(data, ans.FORMERR))
-        labels.append(data[pos + 1 : pos + 1 + length])
-        pos += 1 + length
-        if pos - 12 > 255:
-            raise Malformed("question name longer than 255 bytes", _header_reply(data, ans.FORMERR))
+    labels, pos = _read_name(data, 12, compressed=False)
     if pos + 4 > len(data):
-        raise Malformed("question type or class missing", _header_reply(data, ans.FORMERR))
+        raise _formerr(data, "question type or class missing")
     qtype, qclass = struct.unpack_from("!HH", data, pos)
     qend = pos + 4
-    qname = data[12:pos].lower()
 
+    # The other sections: only an OPT record in the additional section matters to us,
+    # but every record must be readable for the query to count as well-formed.
     edns = None
-    buffer = DNSBuffer(data)
-    buffer.offset = qend
-    try:
-        for i in range(ancount + nscount + arcount):
-            owner = buffer.decode_name()
-            rtype, rclass, ttl, rdlength = buffer.unpack("!HHIH")
-            if buffer.remaining() < rdlength:
-                raise Malformed("record data runs past the end", _header_reply(data, ans.FORMERR))
-            if rtype == OPT:
-                if i < ancount + nscount or edns is not None or owner.label:
-                    raise Malformed("misplaced or repeated OPT record", _header_reply(data, ans.FORMERR))
-                edns = Edns(max(MIN_UDP, rclass), (ttl >> 16) & 0xFF, bool(ttl & 0x8000))
-            buffer.offset += rdlength
-    except (BufferError, DNSError, DNSLabelError) as exc:
-        raise Malformed(f"unreadable record: {exc}", _header_reply(data, ans.FORMERR)) from None
+    pos = qend
+    for i in range(ancount + nscount + arcount):
+        owner, pos = _read_name(data, pos, compressed=True)
+        if pos + 10 > len(data):
+            raise _formerr(data, "record header runs past the end")
+        rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
+        pos += 10 + rdlength
+        if pos > len(data):
+            raise _formerr(data, "record data runs past the end")
+        if rtype == OPT:
+            if i < ancount + nscount or edns is not None or owner:
+                raise _formerr(data, "misplaced or repeated OPT record")
+            edns = Edns(max(MIN_UDP, rclass), (ttl >> 16) & 0xFF, bool(ttl & 0x8000))
 
     return Query(
         qid=data[:2],
         flags=flags,
         question=data[12:qend],
-        qname=qname,
+        qname=data[12 : qend - 4].lower(),
         labels=tuple(label.lower().decode("latin-1") for label in labels),
         qtype=qtype,
         qclass=qclass,
