@@ -274,15 +274,20 @@ class Index:
         else:
             self._contributions.pop(key, None)
 
+        changed = False
         for rel in old.names.keys() | new.names.keys():
             node = new.names.get(rel)
             if node == old.names.get(rel):
                 continue
-            touched.add(rel)
+            changed = True
             if node is None:
                 names.pop(rel, None)
             else:
                 names[rel] = node
+        if changed:
+            # An answer can embed records of other names of the same Service (SRV glue),
+            # so a change to one of its names makes all of its answers stale.
+            touched.update(old.names.keys() | new.names.keys())
 
         for ip in old.ptrs.keys() | new.ptrs.keys():
             claim = new.ptrs.get(ip)

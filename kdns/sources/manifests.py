@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +29,15 @@ from kdns.sources.allocate import ClusterIPAllocator
 log = logging.getLogger("kdns.manifests")
 
 SUFFIXES = (".yaml", ".yml", ".json")
+SETTLE = 0.05  # seconds: a file modified more recently than this is read on the next look
 
 
 class ManifestError(Exception):
     """A manifest kdns cannot use; the message is one line naming file, object and field."""
+
+
+class _Duplicate(ManifestError):
+    """An object another file already defines: the verdict depends on the other files."""
 
 
 @dataclass
@@ -39,6 +45,7 @@ class _File:
     signature: tuple[int, int, int] | None = None  # (mtime_ns, size, inode) of what was read
     objects: dict[ObjectKey, KubeObject] = field(default_factory=dict)
     error: str | None = None  # the last problem reported, so it is logged once
+    blocked: bool = False  # refused because another file defines one of its objects
 
 
 class ManifestSet:
@@ -71,28 +78,41 @@ class ManifestSet:
                 log.info("%s: removed; its objects are gone", path)
                 del self._files[path]
         for path in present:
-            state = self._files.setdefault(path, _File())
-            try:
-                before = _signature(path)
-                if before == state.signature:
-                    continue
-                text = path.read_text(encoding="utf-8")
-                if _signature(path) != before:
-                    continue  # being written right now: look again next time
-            except (OSError, UnicodeDecodeError) as exc:
-                problem = f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
-                self._report(state, problem, errors)
-                continue
-            try:
-                objects = self._parse(path, text)
-            except ManifestError as exc:
-                self._report(state, str(exc), errors)
-                state.signature = before  # do not re-read an unchanged broken file
-                continue
-            if state.error:
-                log.info("%s: fixed", path)
-            state.signature, state.objects, state.error = before, objects, None
+            self._read(path, errors)
+        # A file refused for defining an object that another file defines may be fine now
+        # that the other files have been read: try those again (their verdict is not theirs).
+        for path in present:
+            if self._files[path].blocked:
+                self._read(path, errors, force=True)
         return self._diff(), errors
+
+    def _read(self, path: Path, errors: list[str], *, force: bool = False) -> None:
+        state = self._files.setdefault(path, _File())
+        try:
+            before = _signature(path)
+            if before == state.signature and not force:
+                if state.error:
+                    errors.append(state.error)
+                return
+            if self._loaded and time.time() - before[0] / 1e9 < SETTLE:
+                return  # modified a moment ago, perhaps still being written: next time
+            text = path.read_text(encoding="utf-8")
+            if _signature(path) != before:
+                return  # being written right now: look again next time
+        except (OSError, UnicodeDecodeError) as exc:
+            problem = f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
+            self._report(state, problem, errors)
+            return
+        try:
+            objects = self._parse(path, text)
+        except ManifestError as exc:
+            self._report(state, str(exc), errors)
+            state.signature = before  # do not re-read an unchanged broken file
+            state.blocked = isinstance(exc, _Duplicate)
+            return
+        if state.error:
+            log.info("%s: fixed", path)
+        state.signature, state.objects, state.error, state.blocked = before, objects, None, False
 
     def _report(self, state: _File, problem: str, errors: list[str]) -> None:
         errors.append(problem)
@@ -146,7 +166,7 @@ class ManifestSet:
                     raise ManifestError(f"{path}: {describe(obj.key)}: defined twice in this file")
                 owner = self._owner(obj.key, path)
                 if owner is not None:
-                    raise ManifestError(f"{path}: {describe(obj.key)}: already defined in {owner}")
+                    raise _Duplicate(f"{path}: {describe(obj.key)}: already defined in {owner}")
                 objects[obj.key] = obj
         return objects
 
