@@ -22,11 +22,13 @@ from kdns.index import Change, Snapshot
 log = logging.getLogger("kdns.responder")
 
 MEMO_NAMES = 100_000  # names whose packed answers are kept; the memo is emptied when full
+MAX_REPLIES = 50_000  # whole UDP replies kept for replay; emptied when full and on every change
 
 
 class Responder:
     def __init__(self, snapshot: Snapshot):
         self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
+        self.replies: dict[bytes, bytes] = {}  # UDP query minus ID -> reply minus ID
         self.snapshot = snapshot
         self._zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()
@@ -37,6 +39,7 @@ class Responder:
         snap = change.snapshot
         if snap.config.all_zones != self._zones:
             raise ValueError("a Responder serves one set of zones")
+        self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
         if change.everything:
             self.memo.clear()
         else:
@@ -56,6 +59,21 @@ class Responder:
         `limit` is None for UDP (the size then follows EDNS) or the largest reply the
         transport carries (TCP).
         """
+        if limit is None:
+            # Stub resolvers send the same bytes for the same question every time: the
+            # reply to a UDP query is a function of everything after its ID.
+            tail = self.replies.get(data[2:])
+            if tail is not None:
+                return data[:2] + tail
+        reply, reusable = self._reply(data, limit)
+        if reusable and limit is None:
+            if len(self.replies) >= MAX_REPLIES:
+                self.replies.clear()
+            self.replies[data[2:]] = reply[2:]
+        return reply
+
+    def _reply(self, data: bytes, limit: int | None) -> tuple[bytes | None, bool]:
+        """The reply, and whether it may be replayed for the same bytes until the next change."""
         # Fast path: one question, no answer/authority records, at most an OPT record.
         if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
             end = data.find(0, 12) + 1
@@ -81,7 +99,7 @@ class Responder:
                     if byname is not None:
                         entry = byname.get(data[end:qend])
                         if entry is not None:
-                            return wire.render(
+                            reply = wire.render(
                                 entry,
                                 data[:2],
                                 data[2] << 8 | data[3],
@@ -90,29 +108,30 @@ class Responder:
                                 edns,
                                 wire.udp_limit(edns) if limit is None else limit,
                             )
+                            return reply, True
         return self._full(data, limit)
 
-    def _full(self, data: bytes, limit: int | None) -> bytes | None:
+    def _full(self, data: bytes, limit: int | None) -> tuple[bytes | None, bool]:
         try:
             query = wire.parse_query(data)
         except wire.Malformed as exc:
             log.debug("malformed query: %s", exc)
-            return exc.reply
+            return exc.reply, False
         if query.edns is not None and query.edns.version != 0:
-            return wire.badvers_reply(query)
+            return wire.badvers_reply(query), False
         snap = self.snapshot
         try:
             result = ans.answer(snap, query.labels, query.qtype, query.qclass)
             entry = wire.pack_answer(query, result, self._zones)
         except Exception:  # a bug: answer SERVFAIL, say where, keep serving
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
-            return wire.simple_reply(query, ans.SERVFAIL)
+            return wire.simple_reply(query, ans.SERVFAIL), False
         if result.cacheable:
             if len(self.memo) >= MEMO_NAMES:
                 self.memo.clear()
             self.memo.setdefault(query.qname, {})[query.qtail] = entry
         edns = (query.edns.udp_size, query.edns.do) if query.edns else None
-        return wire.render(
+        reply = wire.render(
             entry,
             query.qid,
             query.flags,
@@ -121,3 +140,4 @@ class Responder:
             edns,
             wire.udp_limit(edns) if limit is None else limit,
         )
+        return reply, result.cacheable
