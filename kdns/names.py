@@ -27,7 +27,11 @@ def is_subdomain(text: str) -> bool:
 
 
 def canonical_ip(text: str) -> str | None:
-    """The canonical text of an IP address (`2001:db8::1`), or None if `text` is not one."""
+    """The canonical text of an IP address (`2001:db8::1`), or None if `text` is not one.
+
+    IPv6 addresses with a zone (`fe80::1%eth0`) are not addresses a Service or a Pod has."""
+    if "%" in text:
+        return None
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -52,9 +56,18 @@ def dashed_ip(ip: str) -> str:
     return label
 
 
+def pod_labels(ip: str) -> tuple[str, ...]:
+    """The spellings of a pod name kdns recognises as canonical for `ip`: the dashed form,
+    and for IPv6 also the plain one without the `0` that keeps the label from ending in `-`
+    (what `tr ":." "-"` makes of an address, as the Kubernetes e2e tests do)."""
+    plain = ip.replace(".", "-").replace(":", "-")
+    dashed = dashed_ip(ip)
+    return (dashed,) if dashed == plain else (dashed, plain)
+
+
 def ip_from_dashed(label: str) -> str | None:
     """The inverse of `dashed_ip` for pod names: `10-1-2-3` → `10.1.2.3`, else None."""
-    if "." in label or ":" in label:
+    if "." in label or ":" in label or "%" in label or not label.isascii():
         return None
     if label.count("-") == 3:
         v4 = _ipv4(label.replace("-", "."))
@@ -85,7 +98,7 @@ def ip_from_reverse(rel: tuple[str, ...], zone: str) -> str | None:
     32 single hex nibbles under ip6.arpa. Anything else is None.
     """
     if zone == IN_ADDR_ARPA:
-        if len(rel) != 4 or not all(o.isdigit() and o == str(int(o)) for o in rel):
+        if len(rel) != 4 or not all(o.isascii() and o.isdigit() and o == str(int(o)) for o in rel):
             return None
         return _ipv4(".".join(reversed(rel)))
     if zone == IP6_ARPA:

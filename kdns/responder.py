@@ -21,14 +21,16 @@ from kdns.index import Change, Snapshot
 
 log = logging.getLogger("kdns.responder")
 
-MEMO_NAMES = 100_000  # names whose packed answers are kept; the memo is emptied when full
+MEMO_ENTRIES = 200_000  # packed answers kept (name x type); the memo is emptied when full
 MAX_REPLIES = 50_000  # whole UDP replies kept for replay; emptied when full and on every change
+MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
 
 
 class Responder:
     def __init__(self, snapshot: Snapshot):
         self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
         self.replies: dict[bytes, bytes] = {}  # UDP query minus ID -> reply minus ID
+        self._entries = 0  # packed answers in the memo
         self.snapshot = snapshot
         self._zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()
@@ -42,13 +44,16 @@ class Responder:
         self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
         if change.everything:
             self.memo.clear()
+            self._entries = 0
         else:
-            memo = self.memo
-            for rel in change.names:
-                for zone in snap.config.zones:
-                    memo.pop(names.to_wire(names.join(rel, zone)), None)
-            for ip in change.ips:
-                memo.pop(names.to_wire(names.reverse_name(ip)), None)
+            stale = [names.join(rel, zone) for rel in change.names for zone in snap.config.zones]
+            if "" in change.names:  # the apex NS answer and its glue are the same in every zone
+                stale += self._zones
+            stale += [names.reverse_name(ip) for ip in change.ips]
+            for name in stale:
+                byname = self.memo.pop(names.to_wire(name), None)
+                if byname is not None:
+                    self._entries -= len(byname)
         if snap.serial != self.snapshot.serial or not self._soa:
             self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self._zones)
         self.snapshot = snap
@@ -66,7 +71,7 @@ class Responder:
             if tail is not None:
                 return data[:2] + tail
         reply, reusable = self._reply(data, limit)
-        if reusable and limit is None:
+        if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             if len(self.replies) >= MAX_REPLIES:
                 self.replies.clear()
             self.replies[data[2:]] = reply[2:]
@@ -127,9 +132,12 @@ class Responder:
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
             return wire.simple_reply(query, ans.SERVFAIL), False
         if result.cacheable:
-            if len(self.memo) >= MEMO_NAMES:
+            if self._entries >= MEMO_ENTRIES:
                 self.memo.clear()
-            self.memo.setdefault(query.qname, {})[query.qtail] = entry
+                self._entries = 0
+            byname = self.memo.setdefault(query.qname, {})
+            self._entries += query.qtail not in byname
+            byname[query.qtail] = entry
         edns = (query.edns.udp_size, query.edns.do) if query.edns else None
         reply = wire.render(
             entry,

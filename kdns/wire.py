@@ -175,6 +175,21 @@ def parse_query(data: bytes) -> Query:
     )
 
 
+class _Buffer(DNSBuffer):
+    """dnslib's buffer, minus one trap: it remembers names written past offset 0x3FFF, where
+    a 14-bit compression pointer cannot reach (it would silently point elsewhere)."""
+
+    def encode_name(self, name) -> None:
+        if self.offset + 256 <= 0x4000:  # every suffix of this name will be reachable
+            super().encode_name(name)
+            return
+        before = set(self.names)
+        super().encode_name(name)
+        for suffix in set(self.names) - before:
+            if self.names[suffix] > 0x3FFF:
+                del self.names[suffix]
+
+
 class Entry:
     """A packed answer, independent of query ID, flags, question case and SOA serial."""
 
@@ -216,12 +231,12 @@ def _rdata(record: ans.Record):
 
 def pack_answer(query: Query, result: ans.Answer, zones: tuple[str, ...]) -> Entry:
     """Pack `result` for `query`'s (lowercased) question. `zones` indexes `Entry.soa`."""
-    buffer = DNSBuffer()
+    buffer = _Buffer()
     buffer.append(b"\x00" * 12)
     buffer.encode_name(DNSLabel(tuple(label.encode("latin-1") for label in query.labels)))
     buffer.pack("!HH", query.qtype, query.qclass)
     start = buffer.offset
-    for record in result.answer + result.authority:
+    for record in result.answer:
         RR(_label(record.name), record.rtype, ttl=record.ttl, rdata=_rdata(record)).pack(buffer)
     middle = buffer.offset
     for record in result.additional:
@@ -229,8 +244,10 @@ def pack_answer(query: Query, result: ans.Answer, zones: tuple[str, ...]) -> Ent
     data = bytes(buffer.data)
 
     soa = zones.index(result.soa_zone) if result.soa_zone is not None else -1
-    an, ns = len(result.answer), len(result.authority)
+    an, ns = len(result.answer), 0
     if soa >= 0:
+        # `render` appends the SOA after the body: it must be the last record.
+        assert not result.additional, "an answer with an SOA has no additional section"
         if result.soa_in_answer:
             an += 1
         else:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import dns.edns
 import dns.message
+import dns.name
 import dns.rcode
 from conftest import ROOT, rrs
 
+from kdns import responder as responder_module
 from kdns.config import DnsConfig
 from kdns.index import Index
 from kdns.model import Delete, Endpoint, EndpointSlice, Kind, Namespace, Port, Service, ServiceType, Synced, Upsert
@@ -164,3 +167,40 @@ def test_the_pure_tier_does_no_io():
             else:
                 continue
             assert roots <= ALLOWED, f"kdns/{module}.py imports {roots - ALLOWED}"
+
+
+def test_reverse_zone_ns_follows_kube_dns():
+    kube_dns = Service("kube-system", "kube-dns", ServiceType.CLUSTER_IP, ("10.96.0.10",))
+    h = Harness(Upsert(kube_dns))
+    for zone in ("cluster.local", "in-addr.arpa", "ip6.arpa"):
+        assert rrs(h.ask(zone, "NS").additional) == {"kube-dns.kube-system.svc.cluster.local. 5 IN A 10.96.0.10"}
+    h.apply(Upsert(Service("kube-system", "kube-dns", ServiceType.CLUSTER_IP, ("10.96.0.11",))))
+    for zone in ("cluster.local", "in-addr.arpa", "ip6.arpa"):
+        assert rrs(h.ask(zone, "NS").additional) == {"kube-dns.kube-system.svc.cluster.local. 5 IN A 10.96.0.11"}
+    h.apply(Delete(kube_dns.key))
+    for zone in ("cluster.local", "in-addr.arpa", "ip6.arpa"):
+        reply = h.ask(zone, "NS")
+        assert rrs(reply.answer) == {f"{zone}. 5 IN NS ns.dns.cluster.local."}
+        assert rrs(reply.additional) == {"ns.dns.cluster.local. 5 IN A 127.0.0.1"}
+
+
+def test_strange_labels_are_nxdomain_not_servfail(caplog):
+    """Non-ASCII digits and scoped addresses parse as numbers/addresses in Python: not here."""
+    h = Harness(Upsert(WEB))
+    for labels in ([b"\xb2", b"0", b"96", b"10", b"in-addr", b"arpa", b""], [b"fe80--1%eth0", b"shop", b"pod", b"cluster", b"local", b""]):
+        query = dns.message.make_query(dns.name.Name(labels), "PTR" if b"arpa" in labels else "AAAA")
+        reply = dns.message.from_wire(h.responder.handle(query.to_wire()))
+        assert reply.rcode() == dns.rcode.NXDOMAIN
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_memory_of_replies_is_bounded(monkeypatch):
+    """Padded queries are not kept whole, and the memo counts entries, not names."""
+    h = Harness(Upsert(WEB))
+    padded = dns.message.make_query("web.shop.svc.cluster.local", "A", use_edns=0, payload=4096, options=[dns.edns.GenericOption(65001, b"x" * 2000)])
+    h.responder.handle(padded.to_wire(max_size=65535))
+    assert not h.responder.replies
+    monkeypatch.setattr(responder_module, "MEMO_ENTRIES", 50)
+    for qtype in range(1000, 1200):  # one name, many types
+        h.responder.handle(dns.message.make_query("web.shop.svc.cluster.local", qtype).to_wire())
+    assert sum(len(types) for types in h.responder.memo.values()) <= 50

@@ -441,6 +441,33 @@ async def test_tcp_carries_the_whole_answer(big, name, ips):
         assert rrs(r.answer) == {f"{name}. 5 IN A {ip}" for ip in ips}
 
 
+async def test_tcp_reply_larger_than_16k_is_well_formed(kdns, tmp_path):
+    """Compression pointers reach 16 KiB: names written later must not be pointed at."""
+    hosts = [f"web-{i}" for i in range(200)]
+    v4 = "\n".join(f'  - {{addresses: ["10.9.{i // 200}.{i % 200 + 1}"], hostname: {h}}}' for i, h in enumerate(hosts))
+    v6 = "\n".join(f'  - {{addresses: ["fd00:9::{i + 1:x}"], hostname: {h}}}' for i, h in enumerate(hosts))
+    slices = ""
+    for family, endpoints in (("IPv4", v4), ("IPv6", v6)):
+        slices += f"""---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: db-{family.lower()}, namespace: shop, labels: {{kubernetes.io/service-name: db}}}}
+addressType: {family}
+endpoints:
+{endpoints}
+ports:
+  - {{name: pg, port: 5432, protocol: TCP}}
+"""
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: shop}\nspec: {clusterIP: None}\n"
+    running = await kdns(write(tmp_path / "db.yaml", service + slices))
+    for _ in range(2):  # packed fresh, then from the memo
+        r = await running.query("_pg._tcp.db.shop.svc.cluster.local", "SRV", tcp=True)
+        assert len(r.to_wire()) > 0x4000
+        assert len(rrs(r.answer)) == 200
+        assert len(rrs(r.additional)) == 400
+        assert "web-199.db.shop.svc.cluster.local. 5 IN AAAA fd00:9::c8" in rrs(r.additional)
+
+
 async def test_tc_then_tcp_retry_like_a_resolver(big):
     """What a stub resolver does: UDP gives TC=1, the TCP retry gets all 100 records."""
     r = await big.query(MANY, "A", use_edns=0)
