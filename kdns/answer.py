@@ -19,7 +19,7 @@ The rules (Kubernetes DNS spec 1.1.0 plus CoreDNS's choices where the spec is si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kdns import names
 from kdns.config import PodsMode
@@ -47,7 +47,6 @@ class Record:
 class Answer:
     rcode: int
     answer: tuple[Record, ...] = ()
-    authority: tuple[Record, ...] = ()
     additional: tuple[Record, ...] = ()
     # The zone whose SOA record ends the message: in the authority section of negative
     # answers, in the answer section of an apex SOA query. None when there is no SOA.
@@ -128,14 +127,26 @@ def _reverse(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int) -> Ans
     return Answer(NOERROR, tuple(Record(owner, PTR, _ttl(snap), names.join(t, primary)) for t in targets))
 
 
-def _pod_node(snap: Snapshot, rel: tuple[str, ...]) -> Node | None:
+def _pod_node(snap: Snapshot, rel: tuple[str, ...]) -> tuple[Node | None, bool]:
+    """The address node of a pod name, and whether the answer may be memoised."""
     if len(rel) != 3 or rel[2] != "pod" or snap.config.pods is PodsMode.DISABLED:
-        return None
+        return None, True
     if rel[1] not in snap.namespaces:
-        return None
+        return None, True
     ip = names.ip_from_dashed(rel[0])
     if ip is None:
-        return None
+        return None, True
+    if snap.config.pods is PodsMode.VERIFIED:
+        # The index invalidates the canonical spellings when Pods come and go; answers to
+        # other spellings of the same address are worked out afresh each time.
+        cacheable = rel[0] in names.pod_labels(ip)
+        if (rel[1], ip) not in snap.pod_ips:
+            return None, cacheable
+        return _address_node_for(ip), cacheable
+    return _address_node_for(ip), True
+
+
+def _address_node_for(ip: str) -> Node:
     return Node(a=(ip,)) if names.ip_family(ip) == 4 else Node(aaaa=(ip,))
 
 
@@ -144,9 +155,15 @@ def _forward(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain:
     owner = names.join(relname, zone)
     node = snap.names.get(relname)
     if node is None:
-        node = _pod_node(snap, rel)
-        if node is None:
-            return _negative(snap, zone, NXDOMAIN, chain)
+        node, cacheable = _pod_node(snap, rel)
+        if not cacheable:
+            return replace(_forward_node(snap, zone, owner, node, qtype, chain), cacheable=False)
+    return _forward_node(snap, zone, owner, node, qtype, chain)
+
+
+def _forward_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtype: int, chain: tuple[Record, ...]) -> Answer:
+    if node is None:
+        return _negative(snap, zone, NXDOMAIN, chain)
     ttl = _ttl(snap)
 
     if node.cname:

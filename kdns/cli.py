@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+from collections.abc import Mapping
 
 import trio
 
-from kdns import __version__, config
+from kdns import __version__, config, names
 from kdns.app import Server, StartupError
-from kdns.config import ConfigError, DnsConfig, PodsMode, ServeConfig
+from kdns.config import ApiSource, ConfigError, DnsConfig, PodsMode, ServeConfig
 
 log = logging.getLogger("kdns")
 
@@ -26,20 +28,24 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve = commands.add_parser(
         "serve",
-        help="answer DNS queries for a cluster described by manifests",
+        help="answer DNS queries for a cluster (live, from manifests, or the demo)",
         description=(
-            "Serve the Kubernetes DNS schema (services, endpoints, pods, reverse names) for the "
-            "objects in the given manifests, over UDP and TCP. Names outside the zones get REFUSED."
+            "Serve the Kubernetes DNS schema (services, endpoints, pods, reverse names) for a live "
+            "cluster or the objects in manifests, over UDP and TCP. Names outside the zones get REFUSED."
         ),
     )
-    serve.add_argument(
+    source = serve.add_argument_group(
+        "source (one of them; with none, KUBECONFIG, then in-cluster config, then the bundled demo cluster)"
+    )
+    source.add_argument(
         "--manifests",
         action="append",
-        required=True,
         metavar="PATH",
         help="a .yaml/.yml/.json file, or a directory of them (read one level deep); repeatable. "
         "Namespaces, Services, EndpointSlices and Pods are used; changes are picked up while serving",
     )
+    source.add_argument("--kubeconfig", metavar="PATH", help="follow the cluster of this kubeconfig file")
+    source.add_argument("--apiserver", metavar="URL", help="follow the API server at URL, unauthenticated (test servers)")
     serve.add_argument(
         "--listen",
         action="append",
@@ -66,7 +72,25 @@ def _parser() -> argparse.ArgumentParser:
         choices=[m.value for m in PodsMode],
         default=PodsMode.INSECURE.value,
         help="answer a-b-c-d.<ns>.pod.<zone> for any address in an existing namespace (insecure), "
-        "or never (disabled) (default insecure)",
+        "only for addresses of Pods that exist there (verified: watches Pods), or never (disabled) (default insecure)",
+    )
+    serve.add_argument(
+        "--namespaces",
+        metavar="NS[,NS...]",
+        help="expose only these namespaces; names elsewhere are NXDOMAIN (default: all)",
+    )
+    serve.add_argument(
+        "--labels",
+        metavar="SELECTOR",
+        help="serve only Services (and their EndpointSlices) matching this label selector, e.g. 'dns!=off,tier in (web,api)'",
+    )
+    serve.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="warn when the first sync with the API takes longer; cluster names that kdns does not know yet "
+        "get SERVFAIL until it completes (default 5)",
     )
     serve.add_argument(
         "--tcp-idle-timeout",
@@ -91,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_config(args: argparse.Namespace) -> ServeConfig:
+def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServeConfig:
     listen = tuple(config.parse_listen(text) for text in args.listen or [str(config.DEFAULT_LISTEN)])
     zones = config.check_zones([config.parse_zone(z) for z in args.zone or []])
     if args.tcp_idle_timeout <= 0:
@@ -104,13 +128,46 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         pods=PodsMode(args.pods),
         ns_addresses=config.ns_addresses(listen),
     )
+    namespaces = None
+    if args.namespaces is not None:
+        namespaces = frozenset(ns.strip() for ns in args.namespaces.split(",") if ns.strip())
+        bad = sorted(ns for ns in namespaces if not names.is_label(ns))
+        if not namespaces or bad:
+            raise ConfigError(f"--namespaces: not namespace names: {', '.join(bad) or repr(args.namespaces)}")
+    if args.startup_timeout < 0:
+        raise ConfigError("--startup-timeout: must not be negative")
     return ServeConfig(
-        manifests=tuple(args.manifests),
+        manifests=tuple(args.manifests or ()),
+        api=api_source(args, environ),
         listen=listen,
         dns=dns,
+        namespaces=namespaces,
+        labels=args.labels,
         tcp_idle_timeout=args.tcp_idle_timeout,
         reload_interval=args.reload_interval,
+        startup_timeout=args.startup_timeout,
     )
+
+
+def api_source(args: argparse.Namespace, environ: Mapping[str, str]) -> ApiSource | None:
+    """The API source the options and environment ask for; None means manifests (or the demo)."""
+    if args.manifests and (args.kubeconfig or args.apiserver):
+        raise ConfigError("--manifests: cannot be combined with --kubeconfig or --apiserver")
+    if args.kubeconfig and args.apiserver:
+        raise ConfigError("--apiserver: cannot be combined with --kubeconfig")
+    if args.apiserver:
+        if not args.apiserver.startswith(("http://", "https://")):
+            raise ConfigError(f"--apiserver: expected an http:// or https:// URL, got {args.apiserver!r}")
+        return ApiSource(apiserver=args.apiserver)
+    if args.kubeconfig:
+        return ApiSource(kubeconfig=args.kubeconfig)
+    if args.manifests:
+        return None
+    if environ.get("KUBECONFIG"):
+        return ApiSource(kubeconfig=environ["KUBECONFIG"])
+    if environ.get("KUBERNETES_SERVICE_HOST"):
+        return ApiSource(in_cluster=True)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kdns: error: {exc}", file=sys.stderr)
         return 1
     trio.run(_run, server)
+    server.join()
     return 0
 
 

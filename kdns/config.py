@@ -22,6 +22,7 @@ class PodsMode(str, enum.Enum):
 
     DISABLED = "disabled"
     INSECURE = "insecure"
+    VERIFIED = "verified"  # only for addresses of Pods that exist in that namespace
 
 
 DEFAULT_ZONE = "cluster.local"
@@ -62,12 +63,34 @@ class DnsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSource:
+    """Where the cluster is: a kubeconfig file, an unauthenticated URL, or in-cluster."""
+
+    kubeconfig: str | None = None
+    apiserver: str | None = None
+    in_cluster: bool = False
+
+    def describe(self) -> str:
+        if self.apiserver:
+            return self.apiserver
+        if self.in_cluster:
+            return "the in-cluster API server"
+        return f"the cluster of {self.kubeconfig}"
+
+
+@dataclass(frozen=True, slots=True)
 class ServeConfig:
-    manifests: tuple[str, ...]
+    """Exactly one source: `manifests` (paths) or `api`."""
+
+    manifests: tuple[str, ...] = ()
+    api: ApiSource | None = None
     listen: tuple[ListenAddress, ...] = (DEFAULT_LISTEN,)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    namespaces: frozenset[str] | None = None  # expose only these namespaces
+    labels: str | None = None  # label selector for Services (and their EndpointSlices)
     tcp_idle_timeout: float = 10.0
     reload_interval: float = 1.0
+    startup_timeout: float = 5.0
 
 
 def parse_listen(text: str) -> ListenAddress:
@@ -103,6 +126,10 @@ def check_zones(zones: list[str]) -> tuple[str, ...]:
     for zone in zones:
         if zone in seen:
             raise ConfigError(f"--zone: {zone!r} given twice")
+        for other in seen:
+            inner, outer = (zone, other) if len(zone) > len(other) else (other, zone)
+            if inner.endswith("." + outer):
+                raise ConfigError(f"--zone: {inner!r} lies inside {outer!r}: the zones must not overlap")
         seen.append(zone)
     return tuple(seen)
 

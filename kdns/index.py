@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import immutables
 
@@ -77,6 +77,7 @@ class Snapshot:
     names: immutables.Map  # relative forward name -> Node
     ptr: immutables.Map  # canonical IP -> relative targets (in the primary zone)
     namespaces: frozenset[str]
+    pod_ips: immutables.Map  # (namespace, IP) of existing Pods -> count; kept for `pods verified`
     ns_target: str  # relative name of the apex NS target
     serial: int
     synced: bool
@@ -132,6 +133,7 @@ class Index:
             names=immutables.Map(static),
             ptr=immutables.Map(),
             namespaces=frozenset(),
+            pod_ips=immutables.Map(),
             ns_target=NS_NAME,
             serial=max(1, int(now)),
             synced=not self._pending_sources,
@@ -152,13 +154,14 @@ class Index:
     def apply(self, events: Iterable[Event], now: float) -> Change:
         """Apply a batch of events; return the new snapshot and what changed."""
         dirty: set[SvcKey] = set()
+        pods_changed: dict[tuple[str, str], int] = {}  # (namespace, IP) -> change in pod count
         namespaces_before = self.snapshot.namespaces
         synced_before = self.snapshot.synced
         for event in events:
             if isinstance(event, Upsert):
-                self._upsert(event.obj, dirty)
+                self._upsert(event.obj, dirty, pods_changed)
             elif isinstance(event, Delete):
-                self._delete(event.key[0], event.key[1], event.key[2], dirty)
+                self._delete(event.key[0], event.key[1], event.key[2], dirty, pods_changed)
             elif isinstance(event, Synced):
                 self._pending_sources.discard(event.source)
             else:  # pragma: no cover - a source sent something that is not an event
@@ -177,6 +180,7 @@ class Index:
                 ns_target = self._refresh_ns(names, touched)
             if namespaces != namespaces_before:
                 self._refresh_namespaces(namespaces_before, namespaces, names)
+            pod_ips = self._refresh_pods(pods_changed, touched)
             if touched and self._cname_owners:
                 # Answers for ExternalNames that point into our zones embed the target's
                 # records: they change whenever anything does.
@@ -195,13 +199,14 @@ class Index:
             names=new_names,
             ptr=new_ptr,
             namespaces=namespaces,
+            pod_ips=pod_ips,
             ns_target=ns_target,
             serial=max(old.serial + 1, int(now)) if data_changed else old.serial,
             synced=synced,
         )
         return Change(self.snapshot, frozenset(touched), frozenset(touched_ips), everything)
 
-    def _upsert(self, obj: KubeObject, dirty: set[SvcKey]) -> None:
+    def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict) -> None:
         if isinstance(obj, Service):
             key = (obj.namespace, obj.name)
             old = self._services.get(key)
@@ -225,15 +230,18 @@ class Index:
             dirty.add((obj.namespace, obj.service))
         elif isinstance(obj, Pod):
             key = (obj.namespace, obj.name)
-            if key not in self._pods:
+            old_pod = self._pods.get(key)
+            if old_pod is None:
                 self._namespace_refs[obj.namespace] += 1
             self._pods[key] = obj
+            _count_pod_ips(old_pod, -1, pods_changed)
+            _count_pod_ips(obj, +1, pods_changed)
         elif isinstance(obj, Namespace):
             self._explicit_namespaces.add(obj.name)
         else:  # pragma: no cover
             raise TypeError(f"not a Kubernetes object value: {obj!r}")
 
-    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey]) -> None:
+    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict) -> None:
         key = (namespace, name)
         if kind is Kind.SERVICE:
             if self._services.pop(key, None) is not None:
@@ -245,8 +253,10 @@ class Index:
                 self._deref(namespace)
                 self._unlink_slice(old, dirty)
         elif kind is Kind.POD:
-            if self._pods.pop(key, None) is not None:
+            old_pod = self._pods.pop(key, None)
+            if old_pod is not None:
                 self._deref(namespace)
+                _count_pod_ips(old_pod, -1, pods_changed)
         elif kind is Kind.NAMESPACE:
             self._explicit_namespaces.discard(name)
 
@@ -327,6 +337,24 @@ class Index:
         touched.add("")  # the apex NS answer names the target and carries its glue
         return target
 
+    def _refresh_pods(self, changed: dict[tuple[str, str], int], touched: set[str]) -> immutables.Map:
+        """Count Pods per (namespace, IP); with `pods verified` their names come and go."""
+        pod_ips = self.snapshot.pod_ips
+        changed = {k: d for k, d in changed.items() if d}
+        if not changed:
+            return pod_ips
+        with pod_ips.mutate() as m:
+            for key, delta in changed.items():
+                count = m.get(key, 0) + delta
+                if count > 0:
+                    m[key] = count
+                else:
+                    m.pop(key, None)
+                if (count > 0) != (count - delta > 0) and self.config.pods is PodsMode.VERIFIED:
+                    namespace, ip = key
+                    touched.update(f"{label}.{namespace}.pod" for label in names.pod_labels(ip))
+            return m.finish()
+
     def _refresh_namespaces(self, before: frozenset[str], after: frozenset[str], names) -> None:
         pods = self.config.pods is not PodsMode.DISABLED
         for ns in before - after:
@@ -337,6 +365,13 @@ class Index:
             names[f"{ns}.svc"] = EMPTY
             if pods:
                 names[f"{ns}.pod"] = EMPTY
+
+
+def _count_pod_ips(pod: Pod | None, delta: int, changed: dict[tuple[str, str], int]) -> None:
+    if pod is not None:
+        for ip in pod.ips:
+            key = (pod.namespace, ip)
+            changed[key] = changed.get(key, 0) + delta
 
 
 def _address_node(addresses: Iterable[str]) -> Node:
@@ -372,16 +407,15 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> _Contribution:
             out.names[base] = Node(cname=svc.external_name)
         return out
 
-    # Ready endpoint addresses, each with the name it answers to.
+    # Ready endpoint addresses, each under the name it answers to, slice by slice.
+    endpoints = [
+        (sl, [(f"{ep.hostname or names.dashed_ip(ip)}.{base}", ip) for ep in sl.endpoints for ip in ep.addresses])
+        for sl in slices
+    ]
     hosts: dict[str, list[str]] = {}  # endpoint name -> addresses
-    endpoint_addrs: list[str] = []
-    for sl in slices:
-        for ep in sl.endpoints:
-            for ip in ep.addresses:
-                host = ep.hostname or names.dashed_ip(ip)
-                rel = f"{host}.{base}"
-                hosts.setdefault(rel, []).append(ip)
-                endpoint_addrs.append(ip)
+    for _, named in endpoints:
+        for rel, ip in named:
+            hosts.setdefault(rel, []).append(ip)
     for rel, addrs in hosts.items():
         out.names[rel] = _address_node(_dedup(addrs))
         for ip in addrs:
@@ -391,32 +425,27 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> _Contribution:
     # SRV records: (port name, protocol) -> [(target, port)] before de-duplication.
     per_port: dict[tuple[str, str], list[tuple[str, int]]] = {}
     if svc.type is ServiceType.HEADLESS:
-        if not endpoint_addrs:
+        if not hosts:
             return _Contribution()  # no ready endpoints: every name is NXDOMAIN (spec 2.4.1)
-        addresses = _dedup(endpoint_addrs)
-        for sl in slices:
+        addresses = _dedup(ip for addrs in hosts.values() for ip in addrs)
+        for sl, named in endpoints:
             for port in sl.ports:
-                entries = per_port.setdefault((port.name, port.protocol), [])
-                for ep in sl.endpoints:
-                    for ip in ep.addresses:
-                        entries.append((f"{ep.hostname or names.dashed_ip(ip)}.{base}", port.port))
+                per_port.setdefault((port.name, port.protocol), []).extend((rel, port.port) for rel, _ in named)
     else:
         addresses = svc.cluster_ips
         for port in svc.ports:
-            entries = per_port.setdefault((port.name, port.protocol), [])
-            entries.extend((base, port.port) for _ in svc.cluster_ips)
+            per_port.setdefault((port.name, port.protocol), []).extend((base, port.port) for _ in svc.cluster_ips)
         for ip in svc.cluster_ips:
             out.ptrs[ip] = (0, (base,))
 
     every_port = [entry for entries in per_port.values() for entry in entries]
-    out.names[base] = Node(
-        a=tuple(ip for ip in addresses if names.ip_family(ip) == 4),
-        aaaa=tuple(ip for ip in addresses if names.ip_family(ip) == 6),
-        srv=_srv_records(every_port),
-    )
+    out.names[base] = replace(_address_node(addresses), srv=_srv_records(every_port))
     for (port_name, protocol), entries in per_port.items():
         if port_name and entries:
             out.names[f"_{port_name}._{protocol}.{base}"] = Node(srv=_srv_records(entries))
+            # `_tcp.<svc>` exists (empty) when `_http._tcp.<svc>` does: NODATA, not NXDOMAIN,
+            # so that resolvers applying RFC 8020 do not prune the SRV names below it.
+            out.names.setdefault(f"_{protocol}.{base}", EMPTY)
     return out
 
 

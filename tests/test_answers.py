@@ -85,6 +85,8 @@ CASES = [
     nxdomain(f"_http._udp.{WEB}", "SRV", note="no such protocol"),
     nxdomain(f"_https._tcp.{WEB}", "SRV", note="no such port"),
     nodata(f"_http._tcp.{WEB}", "A", note="SRV-only name"),
+    nodata(f"_tcp.{WEB}", "SRV", note="empty non-terminal"),
+    nxdomain(f"_udp.{WEB}", "SRV", note="no UDP port"),
     nxdomain(f"_https._tcp.1kubernetes.e2e.svc.{CL}", "SRV", note="unnamed port"),
     # Bare-name SRV: every port (CoreDNS).
     Case(API, "SRV", answer=(f"{API} 5 IN SRV 0 50 8080 {API}", f"{API} 5 IN SRV 0 50 9090 {API}"), additional=a(API, "10.96.100.20")),

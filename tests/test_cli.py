@@ -34,7 +34,10 @@ START_TIMEOUT = 15.0  # until `listening on udp ...` is logged
 STOP_TIMEOUT = 5.0  # after SIGTERM/SIGINT
 RELOAD_TIMEOUT = 5.0
 LISTENING = re.compile(r"listening on udp 127\.0\.0\.1:(\d+)$")
-DOCUMENTED_OPTIONS = ["--manifests", "--listen", "--zone", "--ttl", "--pods", "--tcp-idle-timeout", "--reload-interval", "--log-level"]
+DOCUMENTED_OPTIONS = [
+    "--manifests", "--kubeconfig", "--apiserver", "--listen", "--zone", "--ttl", "--pods", "--namespaces", "--labels",
+    "--startup-timeout", "--tcp-idle-timeout", "--reload-interval", "--log-level",
+]
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -269,6 +272,7 @@ BAD_OPTIONS = {
     "ttl-too-large": (["--ttl", "5000"], ["--ttl", "5000"]),
     "listen-not-an-address": (["--listen", "nonsense"], ["--listen", "nonsense"]),
     "reverse-zone": (["--zone", "in-addr.arpa"], ["--zone", "in-addr.arpa"]),
+    "overlapping-zones": (["--zone", "cluster.local", "--zone", "svc.cluster.local"], ["--zone", "svc.cluster.local"]),
 }
 
 

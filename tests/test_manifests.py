@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import textwrap
+import time
 import uuid
 from pathlib import Path
 
@@ -462,6 +463,9 @@ async def test_deleting_a_file_removes_its_names(kdns, tmp_path):
 BREAKAGES = {
     "invalid-yaml": "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n   namespace: shop\n",
     "invalid-cluster-ip": textwrap.dedent(web("10.96.0.x")),
+    # Inputs that once escaped the parser and stopped the whole server:
+    "deeply-nested": "a: " + "[" * 5000 + "]" * 5000 + "\n",
+    "scoped-ipv6-cluster-ip": textwrap.dedent(web("10.96.0.50")).replace("10.96.0.50", "'fe80::1%eth0'"),
 }
 
 
@@ -609,3 +613,24 @@ async def test_srv_additional_section_follows_a_changed_endpoint_address(kdns, t
     await eventually(run, "db-0.db.shop.svc.cluster.local", "A", ok("10.244.0.8"))
     response = await run.query(srv, "SRV")
     assert glue(response) == {"10.244.0.8"}
+
+
+async def test_a_file_dated_in_the_future_is_still_read(kdns, tmp_path):
+    """A clock skew between the editor's machine and ours must not freeze a file."""
+    path = write(tmp_path / "svc.yaml", docs(SHOP, web("10.96.0.50")))
+    run = await kdns(path)
+    replace(path, docs(SHOP, web("10.96.0.51")))
+    future = time.time() + 3600
+    os.utime(path, (future, future))
+    await eventually(run, "web.shop.svc.cluster.local", "A", ok("10.96.0.51"))
+
+
+async def test_a_known_kind_with_a_strange_api_version_is_skipped(kdns, tmp_path):
+    """`apiVersion: [v1]` once stopped the server; now it is skipped like any other version."""
+    d = tmp_path / "cluster"
+    web_file = write(d / "a-web.yaml", web("10.96.0.50"))
+    write(d / "b-api.yaml", web("10.96.0.60", name="api"))
+    run = await kdns(d)
+    replace(web_file, textwrap.dedent(web("10.96.0.50")).replace("apiVersion: v1", "apiVersion: [v1]"))
+    await eventually(run, "web.shop.svc.cluster.local", "A", NXDOMAIN)
+    assert await answer(run, "api.shop.svc.cluster.local") == ok("10.96.0.60")

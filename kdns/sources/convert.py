@@ -124,7 +124,10 @@ def kind_of(obj: Any) -> Kind | None:
     """The kind kdns uses this object as, or None."""
     if not isinstance(obj, dict):
         return None
-    return KINDS.get((obj.get("apiVersion"), obj.get("kind")))
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return None
+    return KINDS.get((api_version, kind))
 
 
 def identify(obj: dict) -> tuple[str, str, str]:

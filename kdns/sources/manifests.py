@@ -25,6 +25,7 @@ import yaml
 from kdns.model import Delete, Event, KubeObject, ObjectKey, Service, Upsert, describe
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
+from kdns.sources.select import Scope
 
 log = logging.getLogger("kdns.manifests")
 
@@ -49,11 +50,13 @@ class _File:
 
 
 class ManifestSet:
-    def __init__(self, paths: list[str] | tuple[str, ...]):
+    def __init__(self, paths: list[str] | tuple[str, ...], scope: Scope | None = None):
         self.paths = [Path(p) for p in paths]
+        self.scope = scope or Scope()
         self.allocator = ClusterIPAllocator()
         self._files: dict[Path, _File] = {}
         self._state: dict[ObjectKey, KubeObject] = {}
+        self._owners: dict[ObjectKey, Path] = {}  # which file defines each object
         self._loaded = False
 
     def load(self) -> list[Event]:
@@ -73,46 +76,67 @@ class ManifestSet:
         """Read what changed on disk; return the events and the problems found."""
         errors: list[str] = []
         present = self._list_files()
+        changed = False
         for path in list(self._files):
             if path not in present:
                 log.info("%s: removed; its objects are gone", path)
+                self._set_objects(path, {})
                 del self._files[path]
+                changed = True
         for path in present:
-            self._read(path, errors)
+            changed |= self._read(path, errors)
         # A file refused for defining an object that another file defines may be fine now
         # that the other files have been read: try those again (their verdict is not theirs).
         for path in present:
             if self._files[path].blocked:
-                self._read(path, errors, force=True)
-        return self._diff(), errors
+                changed |= self._read(path, errors, force=True)
+        return (self._diff() if changed else []), errors
 
-    def _read(self, path: Path, errors: list[str], *, force: bool = False) -> None:
+    def _read(self, path: Path, errors: list[str], *, force: bool = False) -> bool:
+        """Re-read `path` if it changed; True when its objects did."""
         state = self._files.setdefault(path, _File())
         try:
             before = _signature(path)
             if before == state.signature and not force:
                 if state.error:
                     errors.append(state.error)
-                return
-            if self._loaded and time.time() - before[0] / 1e9 < SETTLE:
-                return  # modified a moment ago, perhaps still being written: next time
+                return False
+            if self._loaded and 0 <= time.time() - before[0] / 1e9 < SETTLE:
+                return False  # modified a moment ago, perhaps still being written: next time
             text = path.read_text(encoding="utf-8")
             if _signature(path) != before:
-                return  # being written right now: look again next time
+                return False  # being written right now: look again next time
         except (OSError, UnicodeDecodeError) as exc:
             problem = f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
             self._report(state, problem, errors)
-            return
+            return False
         try:
             objects = self._parse(path, text)
         except ManifestError as exc:
-            self._report(state, str(exc), errors)
-            state.signature = before  # do not re-read an unchanged broken file
-            state.blocked = isinstance(exc, _Duplicate)
-            return
-        if state.error:
-            log.info("%s: fixed", path)
-        state.signature, state.objects, state.error, state.blocked = before, objects, None, False
+            problem, blocked = str(exc), isinstance(exc, _Duplicate)
+        except Exception as exc:  # noqa: BLE001 - any input a parser chokes on is a broken file
+            problem, blocked = f"{path}: cannot parse: {type(exc).__name__}: {exc}", False
+        else:
+            if state.error:
+                log.info("%s: fixed", path)
+            state.signature, state.error, state.blocked = before, None, False
+            return self._set_objects(path, objects)
+        self._report(state, problem, errors)
+        state.signature = before  # do not re-read an unchanged broken file
+        state.blocked = blocked
+        return False
+
+    def _set_objects(self, path: Path, objects: dict[ObjectKey, KubeObject]) -> bool:
+        state = self._files[path]
+        if objects == state.objects:
+            return False
+        for key in state.objects.keys() - objects.keys():
+            if self._owners.get(key) == path:
+                del self._owners[key]
+        for key in objects:
+            self._owners[key] = path
+        state.objects = objects
+        return True
 
     def _report(self, state: _File, problem: str, errors: list[str]) -> None:
         errors.append(problem)
@@ -153,6 +177,9 @@ class ManifestSet:
                     else:
                         log.debug("%s: skipping %s: not used for DNS", path, describe(_key_of(item)))
                     continue
+                if not self.scope.admits(item, item["kind"]):
+                    log.debug("%s: skipping %s: outside --namespaces/--labels", path, describe(_key_of(item)))
+                    continue
                 try:
                     obj = convert.convert(item, self.allocator)
                 except convert.ObjectError as exc:
@@ -171,10 +198,8 @@ class ManifestSet:
         return objects
 
     def _owner(self, key: ObjectKey, path: Path) -> Path | None:
-        for other, state in self._files.items():
-            if other != path and key in state.objects:
-                return other
-        return None
+        owner = self._owners.get(key)
+        return owner if owner != path else None
 
     def _diff(self) -> list[Event]:
         state: dict[ObjectKey, KubeObject] = {}

@@ -1,0 +1,334 @@
+"""Follow a live cluster through the Kubernetes API with the official client.
+
+One reflector per resource (Namespaces, Services, EndpointSlices, and Pods when pod records
+are verified) runs in a worker thread, because the client blocks:
+
+1. list the collection in pages (`limit`/`continue`) as raw JSON (`_preload_content=False`),
+   converting and trimming each object on arrival: the client's model objects would cost
+   several times the memory and time;
+2. send the difference from what this reflector last sent (Upserts for everything listed,
+   Deletes for what vanished) as one batch, then `Synced(kind)` after the first list;
+3. watch from the list's resourceVersion with bookmarks and a server-side timeout, sending
+   each event as it comes and remembering the last resourceVersion; when a watch ends,
+   watch again from there; on 410 Gone (history compacted) list again (step 1).
+
+Batches go into trio through a bounded channel (`trio.from_thread.run(send.send, ...)`), so
+a burst of events blocks the reader instead of growing memory. Errors are retried with
+exponential back-off and jitter (capped at 30 s), each logged as one line with its cause
+and the delay. On shutdown the threads are abandoned (their blocking read cannot be
+interrupted portably); a stop flag and read timeouts end them soon after.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+import urllib3
+
+from kdns.config import ApiSource
+from kdns.model import Delete, Event, Kind, ObjectKey, Synced, Upsert
+from kdns.sources import convert
+from kdns.sources.select import Scope
+
+log = logging.getLogger("kdns.kubernetes")
+
+WATCH_TIMEOUT = 60  # seconds the API server keeps one watch open (timeoutSeconds)
+PAGE_SIZE = 500
+CONNECT_TIMEOUT = 5.0
+BACKOFF_FIRST, BACKOFF_CAP = 0.25, 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    kind: Kind
+    api_version: str
+    group: str  # "core" or "discovery"
+    method: str  # the client's cluster-wide list function
+
+    @property
+    def label(self) -> str:
+        return {Kind.ENDPOINT_SLICE: "endpointslices"}.get(self.kind, self.kind.value.lower() + "s")
+
+
+RESOURCES = {
+    Kind.NAMESPACE: Resource(Kind.NAMESPACE, "v1", "core", "list_namespace"),
+    Kind.SERVICE: Resource(Kind.SERVICE, "v1", "core", "list_service_for_all_namespaces"),
+    Kind.ENDPOINT_SLICE: Resource(Kind.ENDPOINT_SLICE, "discovery.k8s.io/v1", "discovery", "list_endpoint_slice_for_all_namespaces"),
+    Kind.POD: Resource(Kind.POD, "v1", "core", "list_pod_for_all_namespaces"),
+}
+
+
+class ApiSourceError(Exception):
+    """The API source cannot be configured (a bad kubeconfig, for example)."""
+
+
+def client_configuration(source: ApiSource):
+    """A kubernetes client Configuration of our own (the client's global one is left alone)."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    cfg = client.Configuration()
+    try:
+        if source.apiserver:
+            cfg.host = source.apiserver.rstrip("/")
+        elif source.in_cluster:
+            config.load_incluster_config(client_configuration=cfg)
+        else:
+            config.load_kube_config(config_file=source.kubeconfig, client_configuration=cfg, persist_config=False)
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        where = "in-cluster config" if source.in_cluster else (source.kubeconfig or "kubeconfig")
+        raise ApiSourceError(f"{where}: {exc}") from None
+    cfg.retries = False  # we retry ourselves, with back-off and one log line per failure
+    return cfg
+
+
+class _Gone(Exception):
+    """The API server no longer has the history we asked for (410): list again."""
+
+
+class Reflector:
+    """List-then-watch of one resource, in a worker thread; sends batches of events."""
+
+    def __init__(self, resource: Resource, cfg, scope: Scope, emit: Callable[[list[Event]], bool], stopping: threading.Event):
+        self.resource = resource
+        self.scope = scope
+        self.emit = emit  # returns False once nobody listens any more
+        self.stopping = stopping
+        self._cfg = cfg
+        self._list_fn = None
+        self._known: set[ObjectKey] = set()
+        self._synced = False
+        self._response = None
+        self._failures = 0
+        self.label_selector = scope.labels.text if scope.labels and resource.kind in (Kind.SERVICE, Kind.ENDPOINT_SLICE) else None
+        self.thread: threading.Thread | None = None
+        self.running = False
+
+    def run(self) -> None:
+        """The reflector's life, in its worker thread (the client's first use imports most of
+        it, close to a second of CPU: better here than in the thread that answers queries)."""
+        from kubernetes import client
+
+        self.thread = threading.current_thread()
+        self.running = True
+        try:
+            with client.ApiClient(self._cfg) as api_client:
+                group = client.CoreV1Api if self.resource.group == "core" else client.DiscoveryV1Api
+                self._list_fn = getattr(group(api_client), self.resource.method)
+                self._api_exception = client.ApiException
+                self._loop()
+        finally:
+            self.running = False
+
+    def stop(self) -> None:
+        """Best effort from another thread: unblock a read by closing the open response."""
+        response = self._response
+        if response is not None:
+            try:
+                response.shutdown() if hasattr(response, "shutdown") else response.close()
+            except Exception as exc:  # noqa: BLE001 - shutting down a socket another thread reads
+                log.debug("%s: closing the open response: %s", self.resource.label, exc)
+
+    def _loop(self) -> None:
+        version = None
+        while not self.stopping.is_set():
+            try:
+                if version is None:
+                    version = self._list()
+                    if version is None:
+                        return
+                version = self._watch(version)
+                self._failures = 0
+            except _Gone:
+                log.info("%s: resourceVersion too old (410 Gone); listing again", self.resource.label)
+                version = None
+            except self._api_exception as exc:
+                if exc.status == 410:
+                    log.info("%s: resourceVersion too old (410 Gone); listing again", self.resource.label)
+                    version = None
+                else:
+                    self._back_off(f"HTTP {exc.status} {exc.reason}".strip())
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
+                self._back_off(_cause(exc))
+            finally:
+                self._response = None
+
+    def _back_off(self, cause: str) -> None:
+        if self.stopping.is_set():
+            return  # the error is our own shutdown closing the connection
+        self._failures += 1
+        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1))
+        delay = random.uniform(delay / 2, delay)
+        log.warning("%s: %s; retrying in %.1fs", self.resource.label, cause, delay)
+        self.stopping.wait(delay)
+
+    def _call(self, **params):
+        params.update(_preload_content=False, _request_timeout=(CONNECT_TIMEOUT, WATCH_TIMEOUT + 15))
+        if self.label_selector:
+            params["label_selector"] = self.label_selector
+        response = self._list_fn(**params)
+        self._response = response
+        return response
+
+    def _list(self) -> str | None:
+        """List every page; send the difference from what we sent before. Returns the RV."""
+        objects: dict[ObjectKey, object] = {}
+        token = None
+        while True:
+            response = self._call(limit=PAGE_SIZE, **({"_continue": token} if token else {}))
+            try:
+                page = json.loads(response.data)
+            finally:
+                response.release_conn()
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", self.resource.api_version)
+                item.setdefault("kind", self.resource.kind.value)
+                obj = self._convert(item)
+                if obj is not None:
+                    objects[obj.key] = obj
+            meta = page.get("metadata") or {}
+            token = meta.get("continue")
+            if not token:
+                break
+        events: list[Event] = [Delete(key) for key in self._known - objects.keys()]
+        events += [Upsert(obj) for obj in objects.values()]
+        self._known = set(objects)
+        if not self._synced:
+            events.append(Synced(self.resource.kind.value))
+            self._synced = True
+            log.info("%s: listed %d", self.resource.label, len(objects))
+        if not self.emit(events):
+            return None
+        return str(meta.get("resourceVersion") or "")
+
+    def _watch(self, version: str) -> str:
+        """Follow events until the server ends the watch; return the last resourceVersion."""
+        response = self._call(watch=True, resource_version=version, timeout_seconds=WATCH_TIMEOUT, allow_watch_bookmarks=True)
+        try:
+            for line in _lines(response):
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Gone()
+                    raise ValueError(f"watch error: {obj.get('code')} {obj.get('message')}")
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if kind == "BOOKMARK":
+                    continue
+                events = self._event(kind, obj)
+                if events and not self.emit(events):
+                    break
+                if self.stopping.is_set():
+                    break
+        finally:
+            response.release_conn()
+        return version
+
+    def _event(self, kind: str, obj: dict) -> list[Event]:
+        obj.setdefault("apiVersion", self.resource.api_version)
+        obj.setdefault("kind", self.resource.kind.value)
+        ident = convert.identify(obj)
+        key: ObjectKey = (self.resource.kind, ident[1], ident[2])
+        if kind == "DELETED":
+            converted = None
+        elif kind in ("ADDED", "MODIFIED"):
+            converted = self._convert(obj)
+        else:
+            return []
+        if converted is None:
+            if key in self._known:
+                self._known.discard(key)
+                return [Delete(key)]
+            return []
+        self._known.add(converted.key)
+        return [Upsert(converted)]
+
+    def _convert(self, item: dict):
+        if not self.scope.admits(item, self.resource.kind.value):
+            return None
+        try:
+            return convert.convert(item)
+        except convert.ObjectError as exc:
+            log.warning("%s: ignoring %s", self.resource.label, exc)
+            return None
+
+
+def _lines(response):
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+def _cause(exc: BaseException) -> str:
+    """A one-line cause for an expected network error (no traceback)."""
+    reason = getattr(exc, "reason", None)
+    while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
+        reason = reason.reason
+    text = str(reason or exc)
+    return text.split(": ", 1)[-1] if "object at 0x" in text else text
+
+
+class ClusterWatch:
+    """The reflectors of one API source; `run` until cancelled, then `join` their threads."""
+
+    def __init__(self, source: ApiSource, kinds: list[Kind], scope: Scope):
+        self.source = source
+        self.kinds = kinds
+        self.scope = scope
+        self.stopping = threading.Event()
+        self.reflectors: list[Reflector] = []
+
+    async def run(self, send: trio.MemorySendChannel) -> None:
+        """Run one reflector per kind, each in a worker thread, sending event batches to `send`."""
+        cfg = client_configuration(self.source)
+        token = trio.lowlevel.current_trio_token()
+        stopping = self.stopping
+
+        def emit(events: list[Event]) -> bool:
+            try:
+                trio.from_thread.run(send.send, events, trio_token=token)
+                return True
+            except (trio.RunFinishedError, trio.Cancelled, trio.ClosedResourceError, trio.BrokenResourceError):
+                stopping.set()
+                return False
+
+        self.reflectors = [Reflector(RESOURCES[kind], cfg, self.scope, emit, stopping) for kind in self.kinds]
+        limiter = trio.CapacityLimiter(len(self.reflectors))
+        try:
+            async with trio.open_nursery() as nursery:
+                for reflector in self.reflectors:
+                    nursery.start_soon(_in_thread, reflector, limiter)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for reflector in self.reflectors:
+            reflector.stop()
+
+    def join(self, timeout: float) -> None:
+        """Wait (blocking) until the reflector threads have noticed the stop, up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        for reflector in self.reflectors:
+            thread = reflector.thread
+            if thread is not None and thread is not threading.current_thread():
+                while reflector.running and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+
+async def _in_thread(reflector: Reflector, limiter: trio.CapacityLimiter) -> None:
+    await trio.to_thread.run_sync(reflector.run, abandon_on_cancel=True, limiter=limiter)
