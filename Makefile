@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test clean
+.PHONY: run test bench-scale clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -23,6 +23,10 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
+bench-scale: $(BIN)/.installed
+	$(BIN)/python perf/scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

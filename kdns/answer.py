@@ -110,7 +110,7 @@ def _apex(snap: Snapshot, zone: str, qtype: int) -> Answer:
         primary = snap.config.zones[0]
         ns_zone = zone if zone in snap.config.zones else primary
         target = names.join(snap.ns_target, ns_zone)
-        glue = _addresses(snap, snap.names.get(snap.ns_target), target, (A, AAAA))
+        glue = _addresses(snap, snap.node(snap.ns_target), target, (A, AAAA))
         return Answer(NOERROR, (Record(zone, NS, _ttl(snap), target),), additional=glue)
     return _negative(snap, zone, NOERROR)
 
@@ -153,7 +153,7 @@ def _address_node_for(ip: str) -> Node:
 def _forward(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer:
     relname = ".".join(rel)
     owner = names.join(relname, zone)
-    node = snap.names.get(relname)
+    node = snap.node(relname)
     if node is None:
         node, cacheable = _pod_node(snap, rel)
         if not cacheable:
@@ -206,7 +206,7 @@ def _srv(snap: Snapshot, zone: str, owner: str, node: Node) -> tuple[tuple[Recor
         records.append(Record(owner, SRV, ttl, (srv.priority, srv.weight, srv.port, target)))
         if target not in seen:
             seen.add(target)
-            additional.extend(_addresses(snap, snap.names.get(srv.target), target, (A, AAAA)))
+            additional.extend(_addresses(snap, snap.node(srv.target), target, (A, AAAA)))
     return tuple(records), tuple(additional)
 
 

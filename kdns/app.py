@@ -180,6 +180,12 @@ class Server:
                 self.config.startup_timeout,
             )
 
+    def _apply(self, batch: list) -> None:
+        change = self.index.apply(batch, time.time())
+        if not change.empty:
+            self.responder.publish(change)
+            log.debug("index updated: serial %d, %d name(s) changed", change.snapshot.serial, len(change.names) + len(change.ips))
+
     async def _write_index(self, receive: trio.MemoryReceiveChannel) -> None:
         """The only writer of the index: applies each batch (and whatever queued behind it)."""
         async for batch in receive:
@@ -190,12 +196,11 @@ class Server:
                     break
             was_synced = self.synced
             try:
-                change = self.index.apply(batch, time.time())
-                if not change.empty:
-                    self.responder.publish(change)
+                self._apply(batch)  # holds nothing once done: an initial list can be large
             except Exception:  # a bug: keep serving the last good snapshot, say what was lost
                 log.exception("failed to apply %d event(s); answers stay as they were", len(batch))
                 continue
-                log.debug("index updated: serial %d, %d name(s) changed", change.snapshot.serial, len(change.names) + len(change.ips))
+            finally:
+                del batch
             if self.synced and not was_synced:
                 log.info("synced with %s: %s", self.describe_source(), self._counts())

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+from dataclasses import dataclass, field
 
 import immutables
 
@@ -47,17 +48,19 @@ KUBE_DNS = ("kube-system", "kube-dns")
 SvcKey = tuple[str, str]  # (namespace, service name)
 
 
-@dataclass(frozen=True, slots=True)
-class Srv:
+class Srv(NamedTuple):
     priority: int
     weight: int
     port: int
     target: str  # relative to the forward zone the question is in
 
 
-@dataclass(frozen=True, slots=True)
-class Node:
-    """The records at one name. A Node with no records is an empty non-terminal (NODATA)."""
+class Node(NamedTuple):
+    """The records at one name. A Node with no records is an empty non-terminal (NODATA).
+
+    A named tuple rather than a dataclass: there is one per endpoint, so it must be small
+    and quick to build and compare (the index compares old and new Nodes on every update).
+    """
 
     a: tuple[str, ...] = ()
     aaaa: tuple[str, ...] = ()
@@ -68,19 +71,31 @@ class Node:
 
 EMPTY = Node()
 
+# What the name table holds: a Node, or, for the commonest name of all (an endpoint with one
+# address), just that address. One string instead of a Node and a tuple saves about 130 bytes
+# per endpoint; `Snapshot.node` turns it back into a Node.
+Value = Node | str
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """Everything an answer needs, frozen. Cheap to make: the maps share structure."""
 
     config: DnsConfig
-    names: immutables.Map  # relative forward name -> Node
+    names: immutables.Map  # relative forward name -> Value
     ptr: immutables.Map  # canonical IP -> relative targets (in the primary zone)
     namespaces: frozenset[str]
     pod_ips: immutables.Map  # (namespace, IP) of existing Pods -> count; kept for `pods verified`
     ns_target: str  # relative name of the apex NS target
     serial: int
     synced: bool
+
+    def node(self, rel: str) -> Node | None:
+        """The records at a relative forward name, or None if the name does not exist."""
+        value = self.names.get(rel)
+        if type(value) is str:  # an endpoint name with a single address (see `Value`)
+            return Node(aaaa=(value,)) if ":" in value else Node(a=(value,))
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +114,7 @@ class Change:
 
 @dataclass(slots=True)
 class _Contribution:
-    names: dict[str, Node] = field(default_factory=dict)
+    names: dict[str, Value] = field(default_factory=dict)
     # ip -> (priority, targets); priority 0 for a ClusterIP, 1 for an endpoint address
     ptrs: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
 
@@ -116,8 +131,9 @@ class Index:
         self._pods: dict[tuple[str, str], Pod] = {}
         self._explicit_namespaces: set[str] = set()
         self._namespace_refs: Counter[str] = Counter()
-        self._contributions: dict[SvcKey, _Contribution] = {}
-        self._ptr_claims: dict[str, dict[SvcKey, tuple[int, tuple[str, ...]]]] = {}
+        # Per Service, the names and IPs it contributes (the records live in the snapshot).
+        self._owned: dict[SvcKey, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._claims = _PtrClaims()
         self._cname_owners: dict[SvcKey, str] = {}  # ExternalNames pointing into our zones
 
         static = {
@@ -278,16 +294,16 @@ class Index:
         svc = self._services.get(key)
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
         new = service_records(svc, slices) if svc is not None else _Contribution()
-        old = self._contributions.get(key, _Contribution())
+        old_names, old_ips = self._owned.get(key, ((), ()))
         if new.names or new.ptrs:
-            self._contributions[key] = new
+            self._owned[key] = (tuple(new.names), tuple(new.ptrs))
         else:
-            self._contributions.pop(key, None)
+            self._owned.pop(key, None)
 
         changed = False
-        for rel in old.names.keys() | new.names.keys():
+        for rel in set(old_names).union(new.names):
             node = new.names.get(rel)
-            if node == old.names.get(rel):
+            if node == names.get(rel):
                 continue
             changed = True
             if node is None:
@@ -297,21 +313,13 @@ class Index:
         if changed:
             # An answer can embed records of other names of the same Service (SRV glue),
             # so a change to one of its names makes all of its answers stale.
-            touched.update(old.names.keys() | new.names.keys())
+            touched.update(old_names)
+            touched.update(new.names)
 
-        for ip in old.ptrs.keys() | new.ptrs.keys():
-            claim = new.ptrs.get(ip)
-            if claim == old.ptrs.get(ip):
-                continue
-            claims = self._ptr_claims.setdefault(ip, {})
-            if claim is None:
-                claims.pop(key, None)
-            else:
-                claims[key] = claim
-            targets = _merge_ptr_claims(claims)
-            if not claims:
-                del self._ptr_claims[ip]
-            if ptr.get(ip) != targets:
+        for ip in set(old_ips).union(new.ptrs):
+            current = ptr.get(ip, ())
+            targets = self._claims.set(ip, key, new.ptrs.get(ip), current, self._claim_of)
+            if current != targets:
                 touched_ips.add(ip)
                 if targets:
                     ptr[ip] = targets
@@ -323,6 +331,14 @@ class Index:
             self._cname_owners[key] = f"{key[1]}.{key[0]}.svc"
         else:
             self._cname_owners.pop(key, None)
+
+    def _claim_of(self, key: SvcKey, ip: str) -> Claim | None:
+        """The PTR claim Service `key` makes on `ip`, worked out afresh (rarely needed)."""
+        svc = self._services.get(key)
+        if svc is None:
+            return None
+        slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
+        return service_records(svc, slices).ptrs.get(ip)
 
     def _refresh_ns(self, names, touched: set[str]) -> str:
         """kube-system/kube-dns changed: the apex NS target and ns.dns glue follow it."""
@@ -375,18 +391,65 @@ def _count_pod_ips(pod: Pod | None, delta: int, changed: dict[tuple[str, str], i
 
 
 def _address_node(addresses: Iterable[str]) -> Node:
-    addresses = tuple(addresses)
-    return Node(
-        a=tuple(ip for ip in addresses if names.ip_family(ip) == 4),
-        aaaa=tuple(ip for ip in addresses if names.ip_family(ip) == 6),
-    )
+    v4, v6 = [], []
+    for ip in addresses:
+        (v6 if ":" in ip else v4).append(ip)
+    return Node(tuple(v4), tuple(v6))
 
 
-def _merge_ptr_claims(claims: dict[SvcKey, tuple[int, tuple[str, ...]]]) -> tuple[str, ...]:
+Claim = tuple[int, tuple[str, ...]]  # (priority, targets): 0 for a ClusterIP, 1 for an endpoint
+
+
+class _PtrClaims:
+    """Which Services claim each IP's PTR name, in as little memory as possible.
+
+    Almost every address belongs to one Service: its entry is just that Service's key (a
+    tuple already held elsewhere), and its PTR targets are that Service's claim. Only an
+    address several Services share keeps each one's claim, in a dict. When an address
+    becomes shared, the first owner's claim is recomputed (`claim_of`): rare, and cheaper
+    than keeping every claim of a hundred thousand endpoints.
+    """
+
+    def __init__(self) -> None:
+        self._by_ip: dict[str, SvcKey | dict[SvcKey, Claim]] = {}
+
+    def set(self, ip: str, key: SvcKey, claim: Claim | None, current: tuple[str, ...], claim_of) -> tuple[str, ...]:
+        """Record (or with None, drop) `key`'s claim on `ip`; return the PTR targets now.
+
+        `current` is the targets before the change; `claim_of(owner, ip)` recomputes the
+        claim of another owner.
+        """
+        entry = self._by_ip.get(ip)
+        if entry is None or entry == key:
+            if claim is None:
+                self._by_ip.pop(ip, None)
+                return ()
+            self._by_ip[ip] = key
+            return _targets([claim])
+        if not isinstance(entry, dict):  # another Service holds this address alone
+            if claim is None:
+                return current
+            entry = self._by_ip[ip] = {entry: claim_of(entry, ip), key: claim}
+            return _targets(entry.values())
+        if claim is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = claim
+        claims = list(entry.values())
+        if len(entry) == 1:
+            self._by_ip[ip] = next(iter(entry))
+        return _targets(claims)
+
+
+def _targets(claims) -> tuple[str, ...]:
+    """Merged PTR targets: ClusterIP owners win over endpoint owners (as in CoreDNS)."""
+    claims = [c for c in claims if c is not None]
     if not claims:
         return ()
-    best = min(priority for priority, _ in claims.values())
-    return tuple(sorted({t for priority, targets in claims.values() if priority == best for t in targets}))
+    if len(claims) == 1 and len(claims[0][1]) == 1:
+        return claims[0][1]  # the common case: one Service, one name
+    best = min(priority for priority, _ in claims)
+    return tuple(sorted({t for priority, targets in claims if priority == best for t in targets}))
 
 
 def _dedup(items: Iterable) -> tuple:
@@ -417,7 +480,8 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> _Contribution:
         for rel, ip in named:
             hosts.setdefault(rel, []).append(ip)
     for rel, addrs in hosts.items():
-        out.names[rel] = _address_node(_dedup(addrs))
+        addrs = _dedup(addrs)
+        out.names[rel] = addrs[0] if len(addrs) == 1 else _address_node(addrs)
         for ip in addrs:
             targets = out.ptrs.get(ip, (1, ()))[1]
             out.ptrs[ip] = (1, _dedup(targets + (rel,)))
@@ -439,7 +503,7 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> _Contribution:
             out.ptrs[ip] = (0, (base,))
 
     every_port = [entry for entries in per_port.values() for entry in entries]
-    out.names[base] = replace(_address_node(addresses), srv=_srv_records(every_port))
+    out.names[base] = _address_node(addresses)._replace(srv=_srv_records(every_port))
     for (port_name, protocol), entries in per_port.items():
         if port_name and entries:
             out.names[f"_{port_name}._{protocol}.{base}"] = Node(srv=_srv_records(entries))

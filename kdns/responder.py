@@ -42,7 +42,9 @@ class Responder:
         if snap.config.all_zones != self._zones:
             raise ValueError("a Responder serves one set of zones")
         self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
-        if change.everything:
+        if change.everything or len(change.names) + len(change.ips) > len(self.memo):
+            # (Dropping everything is also the cheaper way when most names changed, as on
+            # the first sync: no need to spell out a hundred thousand names to forget them.)
             self.memo.clear()
             self._entries = 0
         else:

@@ -50,19 +50,18 @@ BACKOFF_FIRST, BACKOFF_CAP = 0.25, 30.0
 class Resource:
     kind: Kind
     api_version: str
-    group: str  # "core" or "discovery"
-    method: str  # the client's cluster-wide list function
+    path: str  # the cluster-wide collection
 
     @property
     def label(self) -> str:
-        return {Kind.ENDPOINT_SLICE: "endpointslices"}.get(self.kind, self.kind.value.lower() + "s")
+        return self.path.rsplit("/", 1)[-1]
 
 
 RESOURCES = {
-    Kind.NAMESPACE: Resource(Kind.NAMESPACE, "v1", "core", "list_namespace"),
-    Kind.SERVICE: Resource(Kind.SERVICE, "v1", "core", "list_service_for_all_namespaces"),
-    Kind.ENDPOINT_SLICE: Resource(Kind.ENDPOINT_SLICE, "discovery.k8s.io/v1", "discovery", "list_endpoint_slice_for_all_namespaces"),
-    Kind.POD: Resource(Kind.POD, "v1", "core", "list_pod_for_all_namespaces"),
+    Kind.NAMESPACE: Resource(Kind.NAMESPACE, "v1", "/api/v1/namespaces"),
+    Kind.SERVICE: Resource(Kind.SERVICE, "v1", "/api/v1/services"),
+    Kind.ENDPOINT_SLICE: Resource(Kind.ENDPOINT_SLICE, "discovery.k8s.io/v1", "/apis/discovery.k8s.io/v1/endpointslices"),
+    Kind.POD: Resource(Kind.POD, "v1", "/api/v1/pods"),
 }
 
 
@@ -90,6 +89,14 @@ def client_configuration(source: ApiSource):
     return cfg
 
 
+class _HttpError(Exception):
+    """The API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str | None, message: str | None):
+        super().__init__(" ".join(str(part) for part in (f"HTTP {status}", reason, message and f"({message})") if part))
+        self.status = status
+
+
 class _Gone(Exception):
     """The API server no longer has the history we asked for (410): list again."""
 
@@ -103,7 +110,8 @@ class Reflector:
         self.emit = emit  # returns False once nobody listens any more
         self.stopping = stopping
         self._cfg = cfg
-        self._list_fn = None
+        self._api_client = None
+        self._api_exception: type[Exception] = _HttpError
         self._known: set[ObjectKey] = set()
         self._synced = False
         self._response = None
@@ -113,17 +121,21 @@ class Reflector:
         self.running = False
 
     def run(self) -> None:
-        """The reflector's life, in its worker thread (the client's first use imports most of
-        it, close to a second of CPU: better here than in the thread that answers queries)."""
-        from kubernetes import client
+        """The reflector's life, in its worker thread.
 
+        Requests go through the client's `ApiClient` (kubeconfig, in-cluster, TLS and token
+        handling) but not through its generated API classes: those import some 20 MB of
+        models and cost most of a second, for objects we never build.
+        """
+        from kubernetes.client import ApiClient
+        from kubernetes.client.exceptions import ApiException
+
+        self._api_exception = ApiException  # what the client raises for TLS failures, for one
         self.thread = threading.current_thread()
         self.running = True
         try:
-            with client.ApiClient(self._cfg) as api_client:
-                group = client.CoreV1Api if self.resource.group == "core" else client.DiscoveryV1Api
-                self._list_fn = getattr(group(api_client), self.resource.method)
-                self._api_exception = client.ApiException
+            with ApiClient(self._cfg) as api_client:
+                self._api_client = api_client
                 self._loop()
         finally:
             self.running = False
@@ -150,12 +162,14 @@ class Reflector:
             except _Gone:
                 log.info("%s: resourceVersion too old (410 Gone); listing again", self.resource.label)
                 version = None
-            except self._api_exception as exc:
+            except _HttpError as exc:
                 if exc.status == 410:
                     log.info("%s: resourceVersion too old (410 Gone); listing again", self.resource.label)
                     version = None
                 else:
-                    self._back_off(f"HTTP {exc.status} {exc.reason}".strip())
+                    self._back_off(str(exc))
+            except self._api_exception as exc:
+                self._back_off(f"{exc.status or ''} {exc.reason or ''}".strip() or type(exc).__name__)
             except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
                 self._back_off(_cause(exc))
             finally:
@@ -171,10 +185,28 @@ class Reflector:
         self.stopping.wait(delay)
 
     def _call(self, **params):
-        params.update(_preload_content=False, _request_timeout=(CONNECT_TIMEOUT, WATCH_TIMEOUT + 15))
+        """GET the collection with these query parameters; the streaming urllib3 response."""
         if self.label_selector:
-            params["label_selector"] = self.label_selector
-        response = self._list_fn(**params)
+            params["labelSelector"] = self.label_selector
+        method, url, headers, _, _ = self._api_client.param_serialize(
+            method="GET",
+            resource_path=self.resource.path,
+            query_params=list(params.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = self._api_client.call_api(
+            method, url, header_params=headers, _request_timeout=(CONNECT_TIMEOUT, WATCH_TIMEOUT + 15)
+        ).response
+        if response.status >= 300:
+            try:
+                body = json.loads(response.data)
+                message = body.get("message") if isinstance(body, dict) else None
+            except ValueError:
+                message = None
+            finally:
+                response.release_conn()
+            raise _HttpError(response.status, response.reason, message)
         self._response = response
         return response
 
@@ -183,7 +215,7 @@ class Reflector:
         objects: dict[ObjectKey, object] = {}
         token = None
         while True:
-            response = self._call(limit=PAGE_SIZE, **({"_continue": token} if token else {}))
+            response = self._call(limit=PAGE_SIZE, **({"continue": token} if token else {}))
             try:
                 page = json.loads(response.data)
             finally:
@@ -211,7 +243,7 @@ class Reflector:
 
     def _watch(self, version: str) -> str:
         """Follow events until the server ends the watch; return the last resourceVersion."""
-        response = self._call(watch=True, resource_version=version, timeout_seconds=WATCH_TIMEOUT, allow_watch_bookmarks=True)
+        response = self._call(watch="true", resourceVersion=version, timeoutSeconds=WATCH_TIMEOUT, allowWatchBookmarks="true")
         try:
             for line in _lines(response):
                 event = json.loads(line)
