@@ -53,12 +53,22 @@ class Answer:
     soa_zone: str | None = None
     soa_in_answer: bool = False
     authoritative: bool = True
-    # False when the bytes must not be reused: answers given before the sync, REFUSED.
+    # False when the bytes must not be reused: answers given before the sync, REFUSED,
+    # anything that depends on the client (autopath) or on an upstream.
     cacheable: bool = True
+    # Set when the rest of the answer must come from an upstream: the (absolute, lowercase)
+    # name to ask for, with the question's type and class. `answer` then holds what goes
+    # before the upstream's records: the CNAMEs that led there (none for a plain forward).
+    upstream: str | None = None
 
 
 def refused() -> Answer:
     return Answer(REFUSED, authoritative=False, cacheable=False)
+
+
+def forward(name: str, chain: tuple[Record, ...] = ()) -> Answer:
+    """Ask an upstream for `name`; `chain` (our CNAMEs) goes before its records."""
+    return Answer(NOERROR, chain, authoritative=bool(chain), cacheable=False, upstream=name)
 
 
 def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
@@ -73,15 +83,17 @@ def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tup
     return best
 
 
-def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CLASS_IN) -> Answer:
-    """The answer to one question. `labels` are the question's labels, lowercase."""
-    if qclass != CLASS_IN:
+def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CLASS_IN, client_ns: str | None = None) -> Answer:
+    """The answer to one question. `labels` are the question's labels, lowercase.
+
+    `client_ns` is the namespace of the pod that asks, when autopath is on and the client
+    is a pod kdns can tell apart (else None).
+    """
+    if qclass != CLASS_IN or qtype in (AXFR, IXFR):
         return refused()
     found = find_zone(labels, snap.config.all_zones)
     if found is None:
-        return refused()
-    if qtype in (AXFR, IXFR):
-        return refused()
+        return forward(".".join(labels)) if _can_forward(snap, labels) else refused()
     zone, rel = found
     if any("." in label for label in rel):
         return _negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
@@ -89,7 +101,40 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
         return _apex(snap, zone, qtype)
     if zone in names.REVERSE_ZONES:
         return _reverse(snap, zone, rel, qtype)
-    return _forward(snap, zone, rel, qtype, chain=())
+    result = _forward(snap, zone, rel, qtype, chain=())
+    if result.rcode == NXDOMAIN and snap.config.autopath and len(rel) >= 3 and rel[-1] == "svc":
+        # `<name>.<ns>.svc.<zone>` is the first name a pod in <ns> tries for <name>: the
+        # answer depends on who asks, so it is never reused.
+        if client_ns is not None and rel[-2] == client_ns:
+            return _autopath(snap, zone, rel, qtype, result)
+        return replace(result, cacheable=False)
+    return result
+
+
+def _can_forward(snap: Snapshot, labels: tuple[str, ...]) -> bool:
+    """Whether some upstream takes this (outside) name: the default ones, or a stub domain's."""
+    return snap.config.forwarding or find_zone(labels, snap.config.stub_domains) is not None
+
+
+def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, original: Answer) -> Answer:
+    """Walk the rest of the pod's search list (`svc.<zone>`, `<zone>`, then the bare name)
+    and answer with a CNAME from the asked name to the first name that exists."""
+    name = rel[:-2]
+    owner = names.join(".".join(rel), zone)
+    link = lambda target: Record(owner, CNAME, _ttl(snap), target)  # noqa: E731
+    for candidate in (name + ("svc",), name):
+        result = _forward(snap, zone, candidate, qtype, chain=())
+        if result.rcode not in (NXDOMAIN, SERVFAIL):
+            target = names.join(".".join(candidate), zone)
+            return replace(result, answer=(link(target),) + result.answer, cacheable=False)
+    bare = ".".join(name)
+    if find_zone(name, snap.config.all_zones) is not None:  # e.g. `kubernetes.default.svc.cluster.local`
+        result = answer(snap, name, qtype)
+        if result.rcode not in (NXDOMAIN, SERVFAIL, REFUSED):
+            return replace(result, answer=(link(bare),) + result.answer, cacheable=False)
+    elif _can_forward(snap, name):
+        return forward(bare, (link(bare),))
+    return replace(original, cacheable=False)
 
 
 def _ttl(snap: Snapshot) -> int:
@@ -119,6 +164,8 @@ def _reverse(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int) -> Ans
     ip = names.ip_from_reverse(rel, zone)
     targets = snap.ptr.get(ip) if ip is not None else None
     if not targets:
+        if snap.config.forwarding and snap.synced:  # CoreDNS's `fallthrough in-addr.arpa ip6.arpa`
+            return forward(names.join(".".join(rel), zone))
         return _negative(snap, zone, NXDOMAIN)
     if qtype not in (PTR, ANY):
         return _negative(snap, zone, NOERROR)
@@ -172,8 +219,10 @@ def _forward_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtyp
             return Answer(NOERROR, chain + (link,))
         chain += (link,)
         target = find_zone(tuple(node.cname.split(".")), snap.config.zones)
+        if target is None and _can_forward(snap, tuple(node.cname.split("."))):
+            return forward(node.cname, chain)  # outside our zones: its records come from upstream
         if (
-            target is None  # outside our zones: the client's resolver follows the CNAME
+            target is None  # outside our zones, no upstream: the client's resolver follows the CNAME
             or not target[1]  # a zone apex: not worth a special case, the client asks
             or len(chain) >= MAX_CHAIN
             or any(r.name == node.cname for r in chain)  # a loop

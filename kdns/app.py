@@ -23,7 +23,9 @@ from kdns import __version__
 from kdns.config import ListenAddress, PodsMode, ServeConfig
 from kdns.index import Index
 from kdns.model import Kind, Synced
+from kdns.cache import ForwardCache
 from kdns.responder import Responder
+from kdns.serve.forward import Forwarder, Upstream, detect_loop
 from kdns.serve.tcp import bind_tcp, serve_tcp
 from kdns.serve.udp import bind_udp, serve_udp
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests
@@ -59,7 +61,7 @@ class Server:
             raise StartupError(f"--labels: {exc}") from None
         self.scope = Scope(config.namespaces, labels)
         self.kinds = [Kind.NAMESPACE, Kind.SERVICE, Kind.ENDPOINT_SLICE]
-        if config.dns.pods is PodsMode.VERIFIED:
+        if config.dns.pods is PodsMode.VERIFIED or config.dns.autopath:
             self.kinds.append(Kind.POD)
         self.manifests: ManifestSet | None = None
         self.cluster = None
@@ -87,9 +89,32 @@ class Server:
         try:
             for address in config.listen:
                 self._bind(address)
+            self.forwarder = self._forwarder()
         except BaseException:
             self.close()
             raise
+
+    def _forwarder(self) -> Forwarder | None:
+        """The upstreams, checked for loops back to ourselves before anything is served."""
+        config = self.config
+        if not config.upstreams and not config.stub_domains:
+            return None
+        upstreams = [Upstream(ip, port) for ip, port in config.upstreams]
+        stubs = {domain: [Upstream(ip, port) for ip, port in servers] for domain, servers in config.stub_domains}
+        everyone = upstreams + [u for servers in stubs.values() for u in servers]
+        own = {(b.address.host, b.address.port) for b in self.bound}
+        for u in everyone:
+            if (u.host, u.port) in own:
+                raise StartupError(f"upstream {u} is kdns itself (it listens there): forwarding to it would loop")
+        udp = [sock for bound, sock in self._sockets if bound.proto == "udp"]
+        looped = detect_loop(everyone, udp)
+        if looped:
+            raise StartupError(
+                f"upstream {looped[0]} sends kdns's own queries back to it: forwarding to it would loop "
+                "(is it a resolver that forwards to kdns, such as a resolv.conf pointing at kdns?)"
+            )
+        cache = ForwardCache(clock=time.monotonic, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale)
+        return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout)
 
     @property
     def bound(self) -> list[Bound]:
@@ -150,11 +175,13 @@ class Server:
                 else:
                     nursery.start_soon(self.cluster.run, send)
                     nursery.start_soon(self._warn_if_not_synced)
+                if self.forwarder is not None:
+                    await nursery.start(self.forwarder.run)
                 for bound, sock in self._sockets:
                     if bound.proto == "udp":
-                        nursery.start_soon(serve_udp, sock, self.responder)
+                        nursery.start_soon(serve_udp, sock, self.responder, self.forwarder)
                     else:
-                        nursery.start_soon(serve_tcp, sock, self.responder, self.config.tcp_idle_timeout)
+                        nursery.start_soon(serve_tcp, sock, self.responder, self.config.tcp_idle_timeout, self.forwarder)
                 log.info(
                     "kdns %s serving zones %s from %s%s",
                     __version__,
@@ -162,6 +189,12 @@ class Server:
                     self.describe_source(),
                     f": {self._counts()}" if self.synced else " (waiting for the first sync)",
                 )
+                if self.forwarder is not None:
+                    log.info(
+                        "forwarding other names to %s%s",
+                        ", ".join(map(str, self.forwarder.upstreams)) or "nobody",
+                        "".join(f"; {d} to {', '.join(map(str, s))}" for d, s in self.forwarder.stubs.items()),
+                    )
                 for bound in self.bound:
                     log.info("listening on %s %s", bound.proto, bound.address)
                 task_status.started(self.bound)
@@ -182,7 +215,7 @@ class Server:
 
     def _apply(self, batch: list) -> None:
         change = self.index.apply(batch, time.time())
-        if not change.empty:
+        if change.snapshot is not self.responder.snapshot:
             self.responder.publish(change)
             log.debug("index updated: serial %d, %d name(s) changed", change.snapshot.serial, len(change.names) + len(change.ips))
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import trio
 
-from kdns import __version__, config, names
+from kdns import __version__, config, names, upstream
 from kdns.app import Server, StartupError
 from kdns.config import ApiSource, ConfigError, DnsConfig, PodsMode, ServeConfig
 
@@ -92,6 +92,46 @@ def _parser() -> argparse.ArgumentParser:
         help="warn when the first sync with the API takes longer; cluster names that kdns does not know yet "
         "get SERVFAIL until it completes (default 5)",
     )
+    forwarding = serve.add_argument_group("forwarding (names outside the zones; without an upstream they get REFUSED)")
+    forwarding.add_argument(
+        "--upstream",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="resolver for names outside the zones and unknown reverse names; repeatable",
+    )
+    forwarding.add_argument(
+        "--resolv-conf",
+        metavar="PATH",
+        help="use the nameservers of this resolv.conf as upstreams (in a pod: /etc/resolv.conf, "
+        "the default when kdns runs in-cluster)",
+    )
+    forwarding.add_argument(
+        "--stub-domain",
+        action="append",
+        metavar="DOMAIN=HOST[:PORT]",
+        help="send names under DOMAIN to this resolver only (kube-dns stubDomains); repeatable",
+    )
+    forwarding.add_argument(
+        "--upstream-timeout", type=float, default=1.5, metavar="SECONDS", help="timeout of one try (default 1.5)"
+    )
+    forwarding.add_argument(
+        "--cache-ttl", type=int, default=30, metavar="SECONDS", help="cache forwarded answers at most this long (default 30)"
+    )
+    forwarding.add_argument(
+        "--cache-size", type=int, default=10_000, metavar="N", help="forwarded answers kept in the cache (default 10000)"
+    )
+    forwarding.add_argument(
+        "--serve-stale",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="when every upstream fails, serve answers expired for up to this long, with a 30 s TTL; 0 disables (default 3600)",
+    )
+    forwarding.add_argument(
+        "--autopath",
+        action="store_true",
+        help="answer a pod's whole search path in one round trip (watches Pods to know who asks)",
+    )
     serve.add_argument(
         "--tcp-idle-timeout",
         type=float,
@@ -122,11 +162,21 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         raise ConfigError("--tcp-idle-timeout: must be more than 0 seconds")
     if args.reload_interval <= 0:
         raise ConfigError("--reload-interval: must be more than 0 seconds")
+    api = api_source(args, environ)
+    upstreams, stubs = forwarding(args, zones, in_cluster=api is not None and api.in_cluster)
+    for name, value in (("--cache-ttl", args.cache_ttl), ("--cache-size", args.cache_size)):
+        if value < 0 or (name == "--cache-size" and value < 1):
+            raise ConfigError(f"{name}: must be positive, got {value}")
+    if args.upstream_timeout <= 0 or args.serve_stale < 0:
+        raise ConfigError("--upstream-timeout must be positive and --serve-stale not negative")
     dns = DnsConfig(
         zones=zones,
         ttl=config.check_ttl(args.ttl),
         pods=PodsMode(args.pods),
         ns_addresses=config.ns_addresses(listen),
+        forwarding=bool(upstreams),
+        stub_domains=tuple(domain for domain, _ in stubs),
+        autopath=args.autopath,
     )
     namespaces = None
     if args.namespaces is not None:
@@ -138,7 +188,13 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         raise ConfigError("--startup-timeout: must not be negative")
     return ServeConfig(
         manifests=tuple(args.manifests or ()),
-        api=api_source(args, environ),
+        api=api,
+        upstreams=upstreams,
+        stub_domains=stubs,
+        upstream_timeout=args.upstream_timeout,
+        cache_ttl=args.cache_ttl,
+        cache_size=args.cache_size,
+        serve_stale=args.serve_stale,
         listen=listen,
         dns=dns,
         namespaces=namespaces,
@@ -147,6 +203,39 @@ def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.envir
         reload_interval=args.reload_interval,
         startup_timeout=args.startup_timeout,
     )
+
+
+def forwarding(args: argparse.Namespace, zones: tuple[str, ...], *, in_cluster: bool):
+    """(default upstreams, stub domains) from --upstream, --resolv-conf and --stub-domain."""
+    upstreams: list[tuple[str, int]] = []
+    for i, text in enumerate(args.upstream or []):
+        try:
+            upstreams.append(upstream.parse_upstream(text, what=f"--upstream[{i}]"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    resolv_conf = args.resolv_conf or ("/etc/resolv.conf" if in_cluster and not upstreams else None)
+    if resolv_conf:
+        try:
+            with open(resolv_conf, encoding="utf-8") as f:
+                servers = upstream.parse_resolv_conf(f.read())
+        except OSError as exc:
+            raise ConfigError(f"--resolv-conf: {resolv_conf}: {exc.strerror}") from None
+        if not servers:
+            raise ConfigError(f"--resolv-conf: {resolv_conf}: no nameserver lines")
+        upstreams += [(ip, upstream.DEFAULT_PORT) for ip in servers]
+    stubs: dict[str, list[tuple[str, int]]] = {}
+    for text in args.stub_domain or []:
+        domain, sep, server = text.partition("=")
+        domain = domain.strip().rstrip(".").lower()
+        if not sep or not names.is_subdomain(domain):
+            raise ConfigError(f"--stub-domain: expected DOMAIN=HOST[:PORT], got {text!r}")
+        if any(domain == z or domain.endswith("." + z) for z in zones + names.REVERSE_ZONES):
+            raise ConfigError(f"--stub-domain: {domain!r} lies inside a zone kdns serves itself")
+        try:
+            stubs.setdefault(domain, []).append(upstream.parse_upstream(server, what="--stub-domain"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return tuple(dict.fromkeys(upstreams)), tuple((d, tuple(s)) for d, s in stubs.items())
 
 
 def api_source(args: argparse.Namespace, environ: Mapping[str, str]) -> ApiSource | None:

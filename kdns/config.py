@@ -55,6 +55,9 @@ class DnsConfig:
     pods: PodsMode = PodsMode.INSECURE
     # Glue for `ns.dns.<zone>` when no kube-system/kube-dns Service exists.
     ns_addresses: tuple[str, ...] = ()
+    forwarding: bool = False  # names outside the zones (and unknown PTRs) go upstream
+    stub_domains: tuple[str, ...] = ()  # domains with upstreams of their own
+    autopath: bool = False  # answer a pod's whole search path server-side
 
     @property
     def all_zones(self) -> tuple[str, ...]:
@@ -91,6 +94,12 @@ class ServeConfig:
     tcp_idle_timeout: float = 10.0
     reload_interval: float = 1.0
     startup_timeout: float = 5.0
+    upstreams: tuple[tuple[str, int], ...] = ()  # (IP, port) for names outside the zones
+    stub_domains: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()  # (domain, upstreams)
+    upstream_timeout: float = 1.5  # seconds per try
+    cache_ttl: int = 30  # the longest a forwarded answer is cached
+    cache_size: int = 10_000  # forwarded answers kept
+    serve_stale: float = 3600.0  # seconds an expired answer may still be served when upstreams fail
 
 
 def parse_listen(text: str) -> ListenAddress:

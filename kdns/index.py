@@ -86,6 +86,7 @@ class Snapshot:
     ptr: immutables.Map  # canonical IP -> relative targets (in the primary zone)
     namespaces: frozenset[str]
     pod_ips: immutables.Map  # (namespace, IP) of existing Pods -> count; kept for `pods verified`
+    client_ns: immutables.Map  # Pod IP -> its namespace ("" if shared or hostNetwork); for autopath
     ns_target: str  # relative name of the apex NS target
     serial: int
     synced: bool
@@ -109,6 +110,7 @@ class Change:
 
     @property
     def empty(self) -> bool:
+        """Nothing any answer depends on changed (the snapshot may still be new)."""
         return not (self.names or self.ips or self.everything)
 
 
@@ -129,6 +131,7 @@ class Index:
         self._slices: dict[tuple[str, str], EndpointSlice] = {}
         self._slices_of: dict[SvcKey, set[tuple[str, str]]] = {}
         self._pods: dict[tuple[str, str], Pod] = {}
+        self._pods_at: dict[str, set[tuple[str, str]]] = {}  # Pod IP -> Pods (autopath only)
         self._explicit_namespaces: set[str] = set()
         self._namespace_refs: Counter[str] = Counter()
         # Per Service, the names and IPs it contributes (the records live in the snapshot).
@@ -150,6 +153,7 @@ class Index:
             ptr=immutables.Map(),
             namespaces=frozenset(),
             pod_ips=immutables.Map(),
+            client_ns=immutables.Map(),
             ns_target=NS_NAME,
             serial=max(1, int(now)),
             synced=not self._pending_sources,
@@ -208,7 +212,11 @@ class Index:
         # given before the first sync are never memoised, but flush anyway to be plain.
         everything = namespaces != namespaces_before or synced != synced_before
         data_changed = bool(touched or touched_ips) or namespaces != namespaces_before
-        if not (data_changed or everything):
+        client_ns = self._refresh_client_ns(pods_changed)
+        # Pod bookkeeping can change without any answer changing (a second Pod on an address):
+        # a new snapshot then, with nothing to invalidate and the same serial.
+        bookkeeping = pod_ips is not old.pod_ips or client_ns is not old.client_ns
+        if not (data_changed or everything or bookkeeping):
             return Change(old)
         self.snapshot = Snapshot(
             config=self.config,
@@ -216,6 +224,7 @@ class Index:
             ptr=new_ptr,
             namespaces=namespaces,
             pod_ips=pod_ips,
+            client_ns=client_ns,
             ns_target=ns_target,
             serial=max(old.serial + 1, int(now)) if data_changed else old.serial,
             synced=synced,
@@ -252,6 +261,7 @@ class Index:
             self._pods[key] = obj
             _count_pod_ips(old_pod, -1, pods_changed)
             _count_pod_ips(obj, +1, pods_changed)
+            self._place_pod(key, old_pod, obj)
         elif isinstance(obj, Namespace):
             self._explicit_namespaces.add(obj.name)
         else:  # pragma: no cover
@@ -273,6 +283,7 @@ class Index:
             if old_pod is not None:
                 self._deref(namespace)
                 _count_pod_ips(old_pod, -1, pods_changed)
+                self._place_pod(key, old_pod, None)
         elif kind is Kind.NAMESPACE:
             self._explicit_namespaces.discard(name)
 
@@ -284,6 +295,18 @@ class Index:
             if not members:
                 del self._slices_of[owner]
         dirty.add(owner)
+
+    def _place_pod(self, key: tuple[str, str], old: Pod | None, new: Pod | None) -> None:
+        if not self.config.autopath:
+            return
+        for ip in old.ips if old else ():
+            at = self._pods_at.get(ip)
+            if at is not None:
+                at.discard(key)
+                if not at:
+                    del self._pods_at[ip]
+        for ip in new.ips if new else ():
+            self._pods_at.setdefault(ip, set()).add(key)
 
     def _deref(self, namespace: str) -> None:
         self._namespace_refs[namespace] -= 1
@@ -369,6 +392,23 @@ class Index:
                 if (count > 0) != (count - delta > 0) and self.config.pods is PodsMode.VERIFIED:
                     namespace, ip = key
                     touched.update(f"{label}.{namespace}.pod" for label in names.pod_labels(ip))
+            return m.finish()
+
+    def _refresh_client_ns(self, changed: dict[tuple[str, str], int]) -> immutables.Map:
+        """For autopath: which namespace each Pod IP speaks for. An IP shared by several
+        Pods, or used by a hostNetwork Pod (the node's address), speaks for none."""
+        client_ns = self.snapshot.client_ns
+        if not self.config.autopath or not changed:
+            return client_ns
+        with client_ns.mutate() as m:
+            for ip in {ip for _, ip in changed}:
+                pods = [p for p in (self._pods.get(k) for k in self._pods_at.get(ip, ())) if p is not None]
+                if not pods:
+                    m.pop(ip, None)
+                elif len(pods) == 1 and not pods[0].host_network:
+                    m[ip] = pods[0].namespace
+                else:
+                    m[ip] = ""
             return m.finish()
 
     def _refresh_namespaces(self, before: frozenset[str], after: frozenset[str], names) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 
+from dataclasses import dataclass
+
 from kdns import answer as ans
 from kdns import names, wire
 from kdns.index import Change, Snapshot
@@ -26,11 +28,31 @@ MAX_REPLIES = 50_000  # whole UDP replies kept for replay; emptied when full and
 MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
 
 
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """The reply needs an upstream: the shell asks for `question` and builds the reply
+    (`upstream.render`) with `prefix` (our CNAMEs, packed for this query) before the
+    upstream's records."""
+
+    query: wire.Query
+    limit: int
+    question: bytes  # name + type + class, in wire form, to ask upstream
+    prefix: bytes = b""
+    prefix_count: int = 0
+
+    @property
+    def name(self) -> str:
+        """The upstream question's name, lowercase dotted (for routing to stub domains)."""
+        labels, _ = wire.read_name(self.question, 0, compressed=False)
+        return ".".join(label.decode("latin-1") for label in labels).lower()
+
+
 class Responder:
     def __init__(self, snapshot: Snapshot):
         self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
         self.replies: dict[bytes, bytes] = {}  # UDP query minus ID -> reply minus ID
         self._entries = 0  # packed answers in the memo
+        self.queries = 0  # packets handled (a plain int: metrics read it when scraped)
         self.snapshot = snapshot
         self._zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()
@@ -41,7 +63,8 @@ class Responder:
         snap = change.snapshot
         if snap.config.all_zones != self._zones:
             raise ValueError("a Responder serves one set of zones")
-        self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
+        if not change.empty:
+            self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
         if change.everything or len(change.names) + len(change.ips) > len(self.memo):
             # (Dropping everything is also the cheaper way when most names changed, as on
             # the first sync: no need to spell out a hundred thousand names to forget them.)
@@ -60,26 +83,27 @@ class Responder:
             self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self._zones)
         self.snapshot = snap
 
-    def handle(self, data: bytes, limit: int | None = None) -> bytes | None:
-        """The reply to `data`, or None to send nothing.
+    def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | Forward | None:
+        """The reply to `data`, a `Forward` when an upstream must help, or None to send nothing.
 
         `limit` is None for UDP (the size then follows EDNS) or the largest reply the
-        transport carries (TCP).
+        transport carries (TCP). `client` is the asking address (for autopath).
         """
+        self.queries += 1
         if limit is None:
             # Stub resolvers send the same bytes for the same question every time: the
             # reply to a UDP query is a function of everything after its ID.
             tail = self.replies.get(data[2:])
             if tail is not None:
                 return data[:2] + tail
-        reply, reusable = self._reply(data, limit)
+        reply, reusable = self._reply(data, limit, client)
         if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             if len(self.replies) >= MAX_REPLIES:
                 self.replies.clear()
             self.replies[data[2:]] = reply[2:]
         return reply
 
-    def _reply(self, data: bytes, limit: int | None) -> tuple[bytes | None, bool]:
+    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | Forward | None, bool]:
         """The reply, and whether it may be replayed for the same bytes until the next change."""
         # Fast path: one question, no answer/authority records, at most an OPT record.
         if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
@@ -116,9 +140,9 @@ class Responder:
                                 wire.udp_limit(edns) if limit is None else limit,
                             )
                             return reply, True
-        return self._full(data, limit)
+        return self._full(data, limit, client)
 
-    def _full(self, data: bytes, limit: int | None) -> tuple[bytes | None, bool]:
+    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | Forward | None, bool]:
         try:
             query = wire.parse_query(data)
         except wire.Malformed as exc:
@@ -127,8 +151,13 @@ class Responder:
         if query.edns is not None and query.edns.version != 0:
             return wire.badvers_reply(query), False
         snap = self.snapshot
+        client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
+        edns = (query.edns.udp_size, query.edns.do) if query.edns else None
+        limit = wire.udp_limit(edns) if limit is None else limit
         try:
-            result = ans.answer(snap, query.labels, query.qtype, query.qclass)
+            result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
+            if result.upstream is not None:
+                return self._forward(query, result, limit), False
             entry = wire.pack_answer(query, result, self._zones)
         except Exception:  # a bug: answer SERVFAIL, say where, keep serving
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
@@ -140,7 +169,6 @@ class Responder:
             byname = self.memo.setdefault(query.qname, {})
             self._entries += query.qtail not in byname
             byname[query.qtail] = entry
-        edns = (query.edns.udp_size, query.edns.do) if query.edns else None
         reply = wire.render(
             entry,
             query.qid,
@@ -148,6 +176,13 @@ class Responder:
             query.question,
             self._soa[entry.soa] if entry.soa >= 0 else b"",
             edns,
-            wire.udp_limit(edns) if limit is None else limit,
+            limit,
         )
         return reply, result.cacheable
+
+    def _forward(self, query: wire.Query, result: ans.Answer, limit: int) -> Forward:
+        if not result.answer and result.upstream == ".".join(query.labels):
+            return Forward(query, limit, query.question)  # as asked, case and all
+        question = names.to_wire(result.upstream) + query.question[-4:]
+        prefix = wire.pack_answer(query, ans.Answer(ans.NOERROR, result.answer), self._zones).body if result.answer else b""
+        return Forward(query, limit, question, prefix, len(result.answer))

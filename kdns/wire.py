@@ -91,41 +91,52 @@ def _formerr(data: bytes, reason: str) -> Malformed:
     return Malformed(reason, _header_reply(data, ans.FORMERR))
 
 
-def _read_name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], int]:
+class BadName(ValueError):
+    """A name that cannot be read from a message."""
+
+
+def read_name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], int]:
     """The labels of the name at `pos` and the offset just after it in the message.
 
     Pointers must point backwards and are followed at most MAX_POINTERS times, so loops
-    and long chains end in FORMERR rather than in recursion. A question name may not be
+    and long chains end in an error rather than in recursion. A question name may not be
     compressed (`compressed=False`): it is the first name in the message.
     """
     labels: list[bytes] = []
     size, end, hops = 1, None, 0
     while True:
         if pos >= len(data):
-            raise _formerr(data, "name runs past the end")
+            raise BadName("name runs past the end")
         length = data[pos]
         if length == 0:
             return labels, (pos + 1 if end is None else end)
         if length & 0xC0 == 0xC0 and compressed:
             if pos + 1 >= len(data):
-                raise _formerr(data, "name runs past the end")
+                raise BadName("name runs past the end")
             target = (length & 0x3F) << 8 | data[pos + 1]
             hops += 1
             if target >= pos or hops > MAX_POINTERS:
-                raise _formerr(data, "compression pointer loop or forward pointer")
+                raise BadName("compression pointer loop or forward pointer")
             if end is None:
                 end = pos + 2
             pos = target
             continue
         if length & 0xC0:
-            raise _formerr(data, "compressed or extended label where none is allowed")
+            raise BadName("compressed or extended label where none is allowed")
         size += 1 + length
         if size > MAX_NAME:
-            raise _formerr(data, f"name longer than {MAX_NAME} bytes")
+            raise BadName(f"name longer than {MAX_NAME} bytes")
         if pos + 1 + length > len(data):
-            raise _formerr(data, "name runs past the end")
+            raise BadName("name runs past the end")
         labels.append(data[pos + 1 : pos + 1 + length])
         pos += 1 + length
+
+
+def _name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], int]:
+    try:
+        return read_name(data, pos, compressed=compressed)
+    except BadName as exc:
+        raise _formerr(data, str(exc)) from None
 
 
 def parse_query(data: bytes) -> Query:
@@ -140,7 +151,7 @@ def parse_query(data: bytes) -> Query:
     if qdcount != 1:
         raise _formerr(data, f"{qdcount} questions")
 
-    labels, pos = _read_name(data, 12, compressed=False)
+    labels, pos = _name(data, 12, compressed=False)
     if pos + 4 > len(data):
         raise _formerr(data, "question type or class missing")
     qtype, qclass = struct.unpack_from("!HH", data, pos)
@@ -151,7 +162,7 @@ def parse_query(data: bytes) -> Query:
     edns = None
     pos = qend
     for i in range(ancount + nscount + arcount):
-        owner, pos = _read_name(data, pos, compressed=True)
+        owner, pos = _name(data, pos, compressed=True)
         if pos + 10 > len(data):
             raise _formerr(data, "record header runs past the end")
         rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)

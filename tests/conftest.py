@@ -66,7 +66,10 @@ def kdns(nursery):
         argv = ["serve", "--listen", listen, "--reload-interval", "0.1", *args]
         for m in manifests:
             argv += ["--manifests", str(m)]
-        server = Server(build_config(_parser().parse_args(argv)))
+        config = build_config(_parser().parse_args(argv))
+        # In a thread: start-up may probe upstreams for loops, and those may be stub servers
+        # running in this very trio loop.
+        server = await trio.to_thread.run_sync(Server, config)
         bound = await nursery.start(server.serve)
         return Running(server, bound[0].address.host, bound[0].address.port)
 

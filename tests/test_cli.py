@@ -37,6 +37,8 @@ LISTENING = re.compile(r"listening on udp 127\.0\.0\.1:(\d+)$")
 DOCUMENTED_OPTIONS = [
     "--manifests", "--kubeconfig", "--apiserver", "--listen", "--zone", "--ttl", "--pods", "--namespaces", "--labels",
     "--startup-timeout", "--tcp-idle-timeout", "--reload-interval", "--log-level",
+    "--upstream", "--resolv-conf", "--stub-domain", "--upstream-timeout", "--cache-ttl", "--cache-size",
+    "--serve-stale", "--autopath",
 ]
 
 

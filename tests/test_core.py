@@ -43,7 +43,7 @@ class Harness:
 
     def apply(self, *events, now=2000):
         change = self.index.apply(list(events), now=now)
-        if not change.empty:
+        if change.snapshot is not self.responder.snapshot:
             self.responder.publish(change)
         return change
 
@@ -139,6 +139,24 @@ def test_ptr_shared_by_two_services_survives_one_of_them():
     assert len(h.ask("1.0.244.10.in-addr.arpa", "PTR").answer[0]) == 2
     h.apply(Delete(a.key))
     assert rrs(h.ask("1.0.244.10.in-addr.arpa", "PTR").answer) == {"1.0.244.10.in-addr.arpa. 5 IN PTR 10-244-0-1.b.shop.svc.cluster.local."}
+
+
+def test_verified_pod_names_count_every_pod_on_an_address():
+    """Two Pods on one address (a restart): the name lives until the last one goes."""
+    from kdns.config import PodsMode
+    from kdns.model import Pod
+
+    index = Index(DnsConfig(pods=PodsMode.VERIFIED), now=1)
+    h = Harness()
+    h.index = index
+    h.responder = Responder(index.snapshot)
+    name = "10-244-0-9.shop.pod.cluster.local"
+    h.apply(Upsert(Pod("shop", "old", ("10.244.0.9",))))
+    h.apply(Upsert(Pod("shop", "new", ("10.244.0.9",))))
+    h.apply(Delete((Kind.POD, "shop", "old")))
+    assert rrs(h.ask(name).answer) == {f"{name}. 5 IN A 10.244.0.9"}
+    h.apply(Delete((Kind.POD, "shop", "new")))
+    assert h.ask(name).rcode() == dns.rcode.NXDOMAIN
 
 
 def test_servfail_not_nxdomain_before_the_first_sync():
@@ -270,7 +288,7 @@ def test_incremental_updates_match_a_rebuild_and_the_memo_stays_exact():
             for name, rdtype in QUESTIONS[step % 3 :: 3]:  # fill the memo with a third of them
                 responder.handle(dns.message.make_query(name, rdtype).to_wire())
             change = index.apply(batch, now=10 + step)
-            if not change.empty:
+            if change.snapshot is not responder.snapshot:
                 responder.publish(change)
             rebuilt = Index(ZONES_CONFIG, now=1)
             rebuilt.apply([Upsert(obj) for obj in objects.values()], now=1)

@@ -15,8 +15,10 @@ from functools import partial
 
 import trio
 
+from kdns import upstream
 from kdns.config import ListenAddress
-from kdns.responder import Responder
+from kdns.responder import Forward, Responder
+from kdns.serve.forward import Forwarder
 
 log = logging.getLogger("kdns.tcp")
 
@@ -40,14 +42,19 @@ def bind_tcp(address: ListenAddress) -> socket.socket:
     return sock
 
 
-async def serve_tcp(sock: socket.socket, responder: Responder, idle_timeout: float) -> None:
+async def serve_tcp(sock: socket.socket, responder: Responder, idle_timeout: float, forwarder: Forwarder | None = None) -> None:
     """Accept and serve connections on the listening `sock` until cancelled."""
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    await trio.serve_listeners(partial(_connection, responder=responder, idle_timeout=idle_timeout), [listener])
+    handler = partial(_connection, responder=responder, idle_timeout=idle_timeout, forwarder=forwarder)
+    await trio.serve_listeners(handler, [listener])
 
 
-async def _connection(stream: trio.SocketStream, *, responder: Responder, idle_timeout: float) -> None:
+async def _connection(stream: trio.SocketStream, *, responder: Responder, idle_timeout: float, forwarder: Forwarder | None) -> None:
     buffer = bytearray()
+    try:
+        client = stream.socket.getpeername()[0]
+    except OSError:
+        return  # gone already
     async with stream:
         try:
             while True:
@@ -62,7 +69,9 @@ async def _connection(stream: trio.SocketStream, *, responder: Responder, idle_t
                         break
                     message = bytes(buffer[2 : 2 + size])
                     del buffer[: 2 + size]
-                    reply = _answer(responder, message)
+                    reply = _answer(responder, message, client)
+                    if type(reply) is Forward:
+                        reply = await forwarder.reply(reply) if forwarder is not None else upstream.failure(reply.query)
                     if reply is not None:
                         with trio.move_on_after(idle_timeout) as stuck:
                             await stream.send_all(len(reply).to_bytes(2, "big") + reply)
@@ -72,9 +81,9 @@ async def _connection(stream: trio.SocketStream, *, responder: Responder, idle_t
             log.debug("tcp connection ended: %s", exc)
 
 
-def _answer(responder: Responder, message: bytes) -> bytes | None:
+def _answer(responder: Responder, message: bytes, client: str) -> bytes | Forward | None:
     try:
-        return responder.handle(message, MAX_MESSAGE)
+        return responder.handle(message, MAX_MESSAGE, client)
     except Exception:  # a bug in the serving core: log it, keep serving
         log.exception("tcp: failed to handle a %d-byte message", len(message))
         return None

@@ -14,13 +14,16 @@ import socket
 
 import trio
 
+from kdns import upstream
 from kdns.config import ListenAddress
-from kdns.responder import Responder
+from kdns.responder import Forward, Responder
+from kdns.serve.forward import Forwarder
 
 log = logging.getLogger("kdns.udp")
 
 BATCH = 64
 RECV_SIZE = 65535
+MAX_FORWARDS = 1000  # upstream questions in flight per socket
 
 
 def bind_udp(address: ListenAddress) -> socket.socket:
@@ -38,33 +41,54 @@ def bind_udp(address: ListenAddress) -> socket.socket:
     return sock
 
 
-async def serve_udp(sock: socket.socket, responder: Responder) -> None:
-    """Answer queries on `sock` until cancelled. Never raises for a bad packet."""
+async def serve_udp(sock: socket.socket, responder: Responder, forwarder: Forwarder | None = None) -> None:
+    """Answer queries on `sock` until cancelled. Never raises for a bad packet.
+
+    Questions that need an upstream are answered by tasks of their own (at most
+    `MAX_FORWARDS` at a time; beyond that, SERVFAIL at once rather than a growing queue).
+    """
     recvfrom, sendto, handle = sock.recvfrom, sock.sendto, responder.handle
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        for _ in range(BATCH):
-            try:
-                data, peer = recvfrom(RECV_SIZE)
-            except BlockingIOError:
-                break
-            except OSError as exc:  # e.g. ICMP errors reported on the socket
-                log.debug("udp receive: %s", exc)
-                continue
-            try:
-                reply = handle(data)
-            except Exception:  # a bug in the serving core: log it, keep serving
-                log.exception("udp: failed to handle a %d-byte packet from %s", len(data), peer)
-                continue
-            if reply is None:
-                continue
-            try:
-                sendto(reply, peer)
-            except BlockingIOError:
-                await trio.lowlevel.wait_writable(sock)
-                _send_once_more(sock, reply, peer)
-            except OSError as exc:
-                _log_send_error(exc, peer)
+    async with trio.open_nursery() as forwards:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(BATCH):
+                try:
+                    data, peer = recvfrom(RECV_SIZE)
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # e.g. ICMP errors reported on the socket
+                    log.debug("udp receive: %s", exc)
+                    continue
+                try:
+                    reply = handle(data, None, peer[0])
+                except Exception:  # a bug in the serving core: log it, keep serving
+                    log.exception("udp: failed to handle a %d-byte packet from %s", len(data), peer)
+                    continue
+                if reply is None:
+                    continue
+                if type(reply) is Forward:
+                    if forwarder is not None and len(forwards.child_tasks) < MAX_FORWARDS:
+                        forwards.start_soon(_forward, sock, forwarder, reply, peer)
+                        continue
+                    reply = upstream.failure(reply.query)
+                try:
+                    sendto(reply, peer)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+                    _send_once_more(sock, reply, peer)
+                except OSError as exc:
+                    _log_send_error(exc, peer)
+
+
+async def _forward(sock: socket.socket, forwarder: Forwarder, fwd: Forward, peer) -> None:
+    reply = await forwarder.reply(fwd)
+    try:
+        sock.sendto(reply, peer)
+    except BlockingIOError:
+        await trio.lowlevel.wait_writable(sock)
+        _send_once_more(sock, reply, peer)
+    except OSError as exc:
+        _log_send_error(exc, peer)
 
 
 def _send_once_more(sock: socket.socket, reply: bytes, peer) -> None:

@@ -1,0 +1,81 @@
+"""The cache of forwarded answers (cachetools), with serve-stale and prefetch bookkeeping.
+
+Keyed by (lowercased question name, type, class, DO bit, CD bit: a reply fetched without
+DNSSEC checking must not reach a client that wants it checked). An entry lives for its upstream
+lifetime (the smallest TTL of the answer, or the SOA minimum of a negative answer, capped by
+`max_ttl`), then stays `stale_for` seconds longer as a stale copy that is only served when
+every upstream fails (RFC 8767). Eviction beyond `maxsize` is least-recently-used
+(cachetools' TLRUCache, which also drops entries once they are past their stale window).
+
+Cluster names never enter this cache: they are answered from the live index.
+Pure: the clock is injected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cachetools import TLRUCache
+
+from kdns.upstream import Forwarded
+
+Key = tuple[bytes, int, int, bool, bool]  # (qname lowercased wire form, qtype, qclass, DO, CD)
+
+PREFETCH_HITS = 2  # an entry asked for this often ...
+PREFETCH_WINDOW = 0.1  # ... is refreshed once less than this share of its lifetime is left
+
+
+@dataclass(slots=True)
+class Entry:
+    forwarded: Forwarded
+    stored: float
+    expires: float
+    hits: int = 0
+    refreshing: bool = False
+
+
+class ForwardCache:
+    def __init__(self, *, clock: Callable[[], float], maxsize: int = 10_000, max_ttl: int = 30, stale_for: float = 3600.0):
+        self.clock = clock
+        self.max_ttl = max_ttl
+        self.stale_for = stale_for
+        self._entries: TLRUCache = TLRUCache(maxsize, ttu=self._drop_after, timer=clock)
+        self.hits = 0
+        self.misses = 0
+        self.stale_served = 0
+
+    def _drop_after(self, _key, entry: Entry, _now: float) -> float:
+        return entry.expires + self.stale_for
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Key) -> tuple[Entry | None, bool]:
+        """(entry, fresh): a fresh entry counts as a hit; a stale one is only a fallback."""
+        entry = self._entries.get(key)
+        if entry is not None and self.clock() < entry.expires:
+            entry.hits += 1
+            self.hits += 1
+            return entry, True
+        self.misses += 1
+        return entry, False
+
+    def put(self, key: Key, forwarded: Forwarded) -> Entry | None:
+        lifetime = min(forwarded.lifetime, self.max_ttl)
+        if lifetime <= 0:
+            return None
+        now = self.clock()
+        entry = Entry(forwarded, now, now + lifetime)
+        self._entries[key] = entry
+        return entry
+
+    def due_for_refresh(self, entry: Entry) -> bool:
+        """A popular entry close to expiry: refresh it before clients see a miss."""
+        if entry.refreshing or entry.hits < PREFETCH_HITS:
+            return False
+        lifetime = entry.expires - entry.stored
+        return entry.expires - self.clock() < lifetime * PREFETCH_WINDOW
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,286 @@
+"""Forwarding to upstream resolvers: the cache, failover, health probes, prefetch.
+
+`Forwarder.reply(forward)` turns a `responder.Forward` into reply bytes:
+
+1. a fresh cache entry is served at once, with its TTLs counted down (and, if it is
+   popular and about to expire, refreshed in the background: prefetch);
+2. otherwise the upstreams are asked, healthy ones first in random order (CoreDNS's default
+   policy), each with a timeout: UDP first on a connected socket (the kernel drops datagrams
+   from anyone else; a reply must also carry our random ID and our question), then TCP when
+   the reply is truncated. Identical questions in flight share one upstream exchange;
+3. when every upstream fails, an expired entry still within the serve-stale window is served
+   with a short TTL (RFC 8767); failing that, SERVFAIL.
+
+An upstream that fails twice in a row is marked unhealthy and skipped (unless nothing else is
+left) until a background probe (`. NS`) gets an answer from it. Names under a stub domain go
+only to that domain's upstreams. `detect_loop` runs once at start and refuses upstreams that
+send our own queries back to us.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from kdns import upstream as up
+from kdns import wire
+from kdns.cache import ForwardCache, Key
+from kdns.responder import Forward
+
+log = logging.getLogger("kdns.forward")
+
+MAX_FAILS = 2  # consecutive failures that make an upstream unhealthy
+PROBE_EVERY = 0.5  # seconds between health probes of an unhealthy upstream (first)
+PROBE_MAX = 5.0  # ... growing to this
+MAX_TRIES = 3  # upstreams asked for one question
+STALE_TTL = 30  # RFC 8767's recommended TTL for stale answers
+PROBE_QUESTION = b"\x00\x00\x02\x00\x01"  # ". IN NS"
+# What one exchange with an upstream may fail with: network errors (trio's streams report a
+# reset connection as BrokenResourceError), a timeout, a reply that does not fit the query.
+EXCHANGE_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, up.ReplyError, wire.BadName)
+
+
+@dataclass(eq=False)
+class Upstream:
+    host: str
+    port: int
+    fails: int = 0
+    healthy: bool = True
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+
+@dataclass
+class _Pending:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: up.Forwarded | None = None
+
+
+class Forwarder:
+    def __init__(
+        self,
+        upstreams: list[Upstream],
+        stubs: dict[str, list[Upstream]],
+        cache: ForwardCache,
+        *,
+        timeout: float = 1.5,
+        stale_ttl: int = STALE_TTL,
+    ):
+        self.upstreams = upstreams
+        self.stubs = stubs  # domain (lowercase, no trailing dot) -> its upstreams
+        self.cache = cache
+        self.timeout = timeout
+        self.stale_ttl = stale_ttl
+        self._inflight: dict[Key, _Pending] = {}
+        self._nursery: trio.Nursery | None = None
+        self.requests = 0  # upstream exchanges attempted (for metrics and tests)
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Host the background work (health probes, prefetches) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def route(self, name: str) -> list[Upstream]:
+        """The upstreams for `name`: the longest stub domain it lies in, else the default."""
+        best = None
+        for domain in self.stubs:
+            if (name == domain or name.endswith("." + domain)) and (best is None or len(domain) > len(best)):
+                best = domain
+        return self.stubs[best] if best is not None else self.upstreams
+
+    async def reply(self, fwd: Forward) -> bytes:
+        query = fwd.query
+        do = bool(query.edns and query.edns.do)
+        cd = bool(query.flags & up.CD)
+        key: Key = (fwd.question[:-4].lower(), *struct.unpack("!HH", fwd.question[-4:]), do, cd)
+        upstreams = self.route(fwd.name)
+        if not upstreams:
+            return up.failure(query, up.REFUSED)
+        entry, fresh = self.cache.get(key)
+        if fresh:
+            if self.cache.due_for_refresh(entry) and self._nursery is not None:
+                entry.refreshing = True
+                self._nursery.start_soon(self._refresh, key, fwd.question, do, cd, upstreams)
+            return self._render(entry.forwarded, fwd, time.monotonic() - entry.stored)
+        forwarded = await self._resolve(key, fwd.question, do, cd, upstreams)
+        if forwarded is None:
+            if entry is not None:  # every upstream failed: serve stale (RFC 8767)
+                self.cache.stale_served += 1
+                log.info("serving a stale answer for %s: no upstream answers", fwd.name)
+                return self._render(entry.forwarded, fwd, 0, stale_ttl=self.stale_ttl)
+            return up.failure(query)
+        return self._render(forwarded, fwd, 0)
+
+    def _render(self, forwarded: up.Forwarded, fwd: Forward, elapsed: float, stale_ttl: int | None = None) -> bytes:
+        return up.render(forwarded, fwd.query, elapsed, fwd.limit, stale_ttl=stale_ttl, prefix=fwd.prefix, prefix_count=fwd.prefix_count)
+
+    async def _resolve(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.Forwarded | None:
+        """Ask the upstreams once per question, however many clients are waiting for it."""
+        pending = self._inflight.get(key)
+        if pending is not None:
+            await pending.done.wait()
+            return pending.result
+        pending = self._inflight[key] = _Pending()
+        try:
+            pending.result = await self._ask(question, do, cd, upstreams)
+            if pending.result is not None:
+                self.cache.put(key, pending.result)
+        finally:
+            del self._inflight[key]
+            pending.done.set()
+        return pending.result
+
+    async def _refresh(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> None:
+        forwarded = await self._ask(question, do, cd, upstreams)
+        if forwarded is not None:
+            self.cache.put(key, forwarded)
+        else:
+            entry, _ = self.cache.get(key)
+            if entry is not None:
+                entry.refreshing = False
+
+    async def _ask(self, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.Forwarded | None:
+        healthy = [u for u in upstreams if u.healthy]
+        random.shuffle(healthy)
+        order = healthy + [u for u in upstreams if not u.healthy]
+        for upstream in order[:MAX_TRIES]:
+            try:
+                forwarded = await self._exchange(upstream, question, do, cd)
+            except EXCHANGE_ERRORS as exc:
+                self._failed(upstream, _describe(exc))
+                continue
+            upstream.fails = 0
+            if forwarded.rcode in (up.SERVFAIL, up.REFUSED):
+                # It answered, so it is alive; but maybe another one knows better. (Not a
+                # health failure: a DNSSEC-broken domain gets SERVFAIL from everyone.)
+                log.debug("upstream %s: rcode %d for a question; trying the next", upstream, forwarded.rcode)
+                continue
+            return forwarded
+        return None
+
+    def _failed(self, upstream: Upstream, cause: str) -> None:
+        upstream.fails += 1
+        log.debug("upstream %s: %s", upstream, cause)
+        if upstream.healthy and upstream.fails >= MAX_FAILS:
+            upstream.healthy = False
+            log.warning("upstream %s is unhealthy (%s); skipping it until it answers a probe", upstream, cause)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._probe, upstream)
+
+    async def _probe(self, upstream: Upstream) -> None:
+        delay = PROBE_EVERY
+        while not upstream.healthy:
+            await trio.sleep(delay)
+            try:
+                await self._exchange(upstream, PROBE_QUESTION, False, False)
+            except EXCHANGE_ERRORS:
+                delay = min(PROBE_MAX, delay * 2)
+                continue
+            upstream.healthy, upstream.fails = True, 0
+            log.info("upstream %s answers again", upstream)
+
+    async def _exchange(self, upstream: Upstream, question: bytes, do: bool, cd: bool) -> up.Forwarded:
+        """One question to one upstream: UDP, then TCP if the reply was truncated."""
+        self.requests += 1
+        qid = secrets.randbelow(65536)
+        query = up.build_query(qid, question, do=do, cd=cd)
+        with trio.fail_after(self.timeout):
+            forwarded = await self._udp(upstream, query, qid, question)
+            if forwarded.truncated:
+                forwarded = await self._tcp(upstream, query, qid, question)
+        return forwarded
+
+    async def _udp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.Forwarded:
+        with trio.socket.socket(upstream.family, trio.socket.SOCK_DGRAM) as sock:
+            await sock.connect((upstream.host, upstream.port))  # only its datagrams reach us
+            await sock.send(query)
+            while True:
+                data = await sock.recv(65535)
+                try:
+                    return up.parse_reply(data, qid, question, self.cache.max_ttl)
+                except up.ReplyError as exc:
+                    log.debug("upstream %s: ignoring a datagram: %s", upstream, exc)
+
+    async def _tcp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.Forwarded:
+        stream = await trio.open_tcp_stream(upstream.host, upstream.port)
+        async with stream:
+            await stream.send_all(len(query).to_bytes(2, "big") + query)
+            data = b""
+            while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+                chunk = await stream.receive_some(65537)
+                if not chunk:
+                    raise up.ReplyError("the upstream closed the TCP connection early")
+                data += chunk
+            return up.parse_reply(data[2 : 2 + int.from_bytes(data[:2], "big")], qid, question, self.cache.max_ttl)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timeout"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError)):
+        return "connection reset"
+    return str(exc)
+
+
+def detect_loop(upstreams: list[Upstream], own: list[socket.socket], timeout: float = 0.5) -> list[Upstream]:
+    """The upstreams that send a query of ours back to one of our own UDP sockets.
+
+    Each upstream gets a query for a random name; if that name arrives on a socket kdns
+    listens on, forwarding to it would loop (kdns itself, or something that forwards to
+    kdns). Runs before kdns serves; datagrams that arrive meanwhile are not answered (their
+    clients retry). An upstream that does not answer in time is not judged.
+    """
+    probes: dict[socket.socket, tuple[Upstream, bytes]] = {}
+    looped: list[Upstream] = []
+    try:
+        for upstream in upstreams:
+            nonce = secrets.token_hex(8).encode()
+            question = bytes([len(nonce)]) + nonce + b"\x0fkdns-loop-check\x00" + b"\x00\x0d\x00\x01"  # HINFO
+            sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            try:
+                sock.connect((upstream.host, upstream.port))
+                sock.send(up.build_query(secrets.randbelow(65536), question, do=False, cd=False))
+            except OSError:
+                sock.close()
+                continue
+            probes[sock] = (upstream, nonce)
+        deadline = time.monotonic() + timeout
+        waiting = dict(probes)
+        while waiting and time.monotonic() < deadline:
+            readable, _, _ = select.select(list(waiting) + own, [], [], max(0.0, deadline - time.monotonic()))
+            readable.sort(key=lambda s: s not in own)  # our own sockets first: a loop shows there first
+            for sock in readable:
+                try:
+                    data = sock.recv(65535)
+                except OSError:
+                    waiting.pop(sock, None)  # refused: nobody there, not a loop
+                    continue
+                if sock in waiting:
+                    waiting.pop(sock)  # it answered (whatever it said): not looping back
+                    continue
+                for probe, (upstream, nonce) in list(waiting.items()):
+                    if nonce in data:
+                        looped.append(upstream)
+                        waiting.pop(probe)
+    finally:
+        for sock in probes:
+            sock.close()
+    return looped

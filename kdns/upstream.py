@@ -1,0 +1,250 @@
+"""Talking to upstream resolvers, minus the sockets: queries out, replies in, replies re-served.
+
+kdns asks upstreams with a query of its own making (a random ID, RD set, the question as the
+client asked it, EDNS0 with our buffer size and the client's DO bit) so that the reply can be
+cached and served to any client. `parse_reply` checks that a reply answers that query and
+turns it into a `Forwarded`: its records re-encoded without compression (so they can be
+placed in any message: after the client's question, or after a CNAME of ours), the offsets
+of their TTL fields (so that a cached reply is served with TTLs counting down), and how long
+it may be cached. `render` builds the client's reply from it.
+
+Pure: no sockets and no clock; elapsed time is a parameter.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from kdns import names, wire
+
+NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
+OPT, SOA = 41, 6
+QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
+DEFAULT_PORT = 53
+# Types whose RDATA may hold compressed names (RFC 3597 section 4): offsets of the name
+# fields are handled by `_rdata_names`; every other type is copied as it is.
+_NAME_TYPES = {2: "n", 5: "n", 12: "n", 39: "n", 15: "hn", 6: "nnr", 33: "hhhn"}
+
+
+class ReplyError(ValueError):
+    """An upstream reply that does not answer our query or cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """An upstream's answer in a form that fits into any reply of ours."""
+
+    rcode: int
+    records: bytes  # answer, authority and additional records (no OPT), uncompressed
+    counts: tuple[int, int, int]  # records per section
+    answer_size: int  # bytes of `records` that are the answer section
+    ttl_offsets: tuple[int, ...]  # where each record's TTL field is in `records`
+    ttls: tuple[int, ...]  # and its value when the reply arrived
+    lifetime: int  # seconds it may be cached: 0 = not at all
+    truncated: bool
+
+    @property
+    def answer_records(self) -> bytes:
+        return self.records[: self.answer_size]
+
+
+def parse_upstream(text: str, *, what: str = "upstream") -> tuple[str, int]:
+    """`HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address -> (canonical IP, port)."""
+    host, port = text.strip(), DEFAULT_PORT
+    if host.startswith("["):
+        inner, sep, rest = host[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{what}: not an address: {text!r}")
+        host, port_text = inner, rest[1:]
+        port = int(port_text) if port_text.isdigit() else (DEFAULT_PORT if not port_text else -1)
+    elif host.count(":") == 1:
+        host, port_text = host.split(":")
+        port = int(port_text) if port_text.isdigit() else -1
+    ip = names.canonical_ip(host)
+    if ip is None:
+        raise ValueError(f"{what}: not an address: {text!r}")
+    if not 0 < port <= 65535:
+        raise ValueError(f"{what}: not a port number in {text!r}")
+    return ip, port
+
+
+def parse_resolv_conf(text: str) -> list[str]:
+    """The nameserver addresses of a resolv.conf (scoped IPv6 ones are skipped)."""
+    servers = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split(";", 1)[0].split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            ip = names.canonical_ip(fields[1])
+            if ip is not None and ip not in servers:
+                servers.append(ip)
+    return servers
+
+
+def build_query(qid: int, question: bytes, *, do: bool, cd: bool) -> bytes:
+    """Our query for `question` (name, type, class as the client sent them)."""
+    flags = RD | (CD if cd else 0)
+    opt = b"\x00\x00\x29" + struct.pack("!HBBHH", wire.MAX_UDP, 0, 0, 0x8000 if do else 0, 0)
+    return struct.pack("!6H", qid, flags, 1, 0, 0, 1) + question + opt
+
+
+def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Forwarded:
+    """Check that `data` answers our query (ID, QR, question) and re-encode its records."""
+    if len(data) < 12:
+        raise ReplyError("shorter than a DNS header")
+    rid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
+    if rid != qid or not flags & QR:
+        raise ReplyError("not a reply to our query")
+    rcode = flags & 0xF
+    truncated = bool(flags & TC)
+    pos = 12
+    if qdcount != 1:
+        if qdcount == 0 and rcode != NOERROR:
+            return Forwarded(rcode, b"", (0, 0, 0), 0, (), (), 0, truncated)  # e.g. FORMERR
+        raise ReplyError(f"{qdcount} questions in a reply")
+    try:
+        _, qend = wire.read_name(data, 12, compressed=True)
+    except wire.BadName as exc:
+        raise ReplyError(str(exc)) from None
+    if data[12 : qend + 4].lower() != question.lower():
+        raise ReplyError("the reply is for another question")
+    pos = qend + 4
+
+    out = bytearray()
+    offsets: list[int] = []
+    ttls: list[int] = []
+    counts = [0, 0, 0]
+    answer_size = 0
+    min_answer_ttl: int | None = None
+    negative_ttl: int | None = None
+    try:
+        for i in range(ancount + nscount + arcount):
+            section = 0 if i < ancount else (1 if i < ancount + nscount else 2)
+            owner, pos = wire.read_name(data, pos, compressed=True)
+            if pos + 10 > len(data):
+                raise ReplyError("record header runs past the end")
+            rtype, rclass, ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
+            rdata_start = pos + 10
+            pos = rdata_start + rdlength
+            if pos > len(data):
+                raise ReplyError("record data runs past the end")
+            if rtype == OPT:
+                continue
+            if ttl & 0x80000000:
+                ttl = 0  # RFC 2181: a TTL with the top bit set counts as 0
+            rdata = _rdata(data, rtype, rdata_start, rdlength)
+            out += _encode(owner)
+            offsets.append(len(out) + 4)
+            ttls.append(ttl)
+            out += struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
+            counts[section] += 1
+            if section == 0:
+                answer_size = len(out)
+                min_answer_ttl = ttl if min_answer_ttl is None else min(min_answer_ttl, ttl)
+            elif section == 1 and rtype == SOA and len(rdata) >= 20:
+                minimum = struct.unpack_from("!I", rdata, len(rdata) - 4)[0]
+                negative_ttl = min(ttl, minimum)
+    except wire.BadName as exc:
+        raise ReplyError(str(exc)) from None
+
+    # How long it may be cached: RFC 2308 for negative answers (the SOA's TTL and minimum;
+    # without an SOA, not at all); the smallest TTL of the answer otherwise. Failures and
+    # truncated replies are never cached.
+    if truncated or rcode not in (NOERROR, NXDOMAIN):
+        lifetime = 0
+    elif rcode == NOERROR and counts[0]:
+        lifetime = min_answer_ttl or 0
+    else:
+        lifetime = negative_ttl or 0
+    return Forwarded(rcode, bytes(out), tuple(counts), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
+
+
+def _encode(labels: list[bytes]) -> bytes:
+    return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+
+
+def _rdata(data: bytes, rtype: int, start: int, length: int) -> bytes:
+    """RDATA with any compressed names in it written out in full."""
+    layout = _NAME_TYPES.get(rtype)
+    if layout is None:
+        return data[start : start + length]
+    out = bytearray()
+    pos, end = start, start + length
+    for field in layout:
+        if field == "n":
+            labels, pos = wire.read_name(data, pos, compressed=True)
+            out += _encode(labels)
+        elif field == "h":
+            out += data[pos : pos + 2]
+            pos += 2
+        else:  # "r": the rest, as it is (the SOA's five numbers)
+            out += data[pos:end]
+            pos = end
+    if pos > end:
+        raise ReplyError(f"type {rtype} record data is shorter than its names")
+    return bytes(out)
+
+
+def aged(forwarded: Forwarded, elapsed: float, *, section_end: int | None = None, stale_ttl: int | None = None) -> bytes:
+    """The records with their TTLs capped at the cache lifetime and counted down by
+    `elapsed` seconds (never below 0), as a caching resolver serves them.
+
+    `stale_ttl` replaces every TTL (RFC 8767: stale answers go out with a short TTL);
+    `section_end` keeps only the records before that offset (the answer section).
+    """
+    end = len(forwarded.records) if section_end is None else section_end
+    out = bytearray(forwarded.records[:end])
+    passed = int(elapsed)
+    cap = forwarded.lifetime if forwarded.lifetime > 0 else None
+    for offset, ttl in zip(forwarded.ttl_offsets, forwarded.ttls):
+        if offset >= end:
+            break
+        if stale_ttl is not None:
+            value = stale_ttl
+        else:
+            value = max(0, (ttl if cap is None else min(ttl, cap)) - passed)
+        struct.pack_into("!I", out, offset, value)
+    return bytes(out)
+
+
+def render(
+    forwarded: Forwarded,
+    query: wire.Query,
+    elapsed: float,
+    limit: int,
+    *,
+    stale_ttl: int | None = None,
+    prefix: bytes = b"",
+    prefix_count: int = 0,
+) -> bytes:
+    """The reply to `query` from an upstream's answer: the client's ID, flags and question,
+    `prefix` (our own records, e.g. the CNAME of an ExternalName Service, packed for this
+    query), the upstream's records with TTLs counted down, our OPT if the client sent EDNS."""
+    an, ns, ar = forwarded.counts
+    an += prefix_count
+    flags = QR | RA | (AA if prefix_count else 0) | (query.flags & (RD | CD)) | forwarded.rcode
+    if forwarded.truncated:
+        flags |= TC  # truncated even over TCP: say so rather than pass a part off as whole
+    opt = b""
+    if query.edns is not None:
+        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
+    head = query.qid
+    body = aged(forwarded, elapsed, stale_ttl=stale_ttl)
+    reply = head + struct.pack("!5H", flags, 1, an, ns, ar + bool(opt)) + query.question + prefix + body + opt
+    if len(reply) <= limit:
+        return reply
+    # Too big for the client's UDP size: the answer section alone, or TC and nothing.
+    body = aged(forwarded, elapsed, section_end=forwarded.answer_size, stale_ttl=stale_ttl)
+    reply = head + struct.pack("!5H", flags, 1, an, 0, bool(opt)) + query.question + prefix + body + opt
+    if len(reply) <= limit:
+        return reply
+    return head + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
+
+
+def failure(query: wire.Query, rcode: int = SERVFAIL) -> bytes:
+    """SERVFAIL (or another rcode) for a query we could not forward."""
+    flags = QR | RA | (query.flags & (RD | CD)) | rcode
+    opt = b""
+    if query.edns is not None:
+        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
+    return query.qid + struct.pack("!5H", flags, 1, 0, 0, bool(opt)) + query.question + opt
