@@ -42,6 +42,7 @@ class ForwardCache:
         self.stale_for = stale_for
         self._entries: TLRUCache = TLRUCache(maxsize, ttu=self._drop_after, timer=clock)
         self.hits = 0
+        self.hits_success = 0  # hits on positive answers (the rest: denials, CoreDNS's word)
         self.misses = 0
         self.stale_served = 0
 
@@ -57,6 +58,8 @@ class ForwardCache:
         if entry is not None and self.clock() < entry.expires:
             entry.hits += 1
             self.hits += 1
+            if _success(entry.forwarded):
+                self.hits_success += 1
             return entry, True
         self.misses += 1
         return entry, False
@@ -79,3 +82,13 @@ class ForwardCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def sizes(self) -> tuple[int, int]:
+        """(positive answers, negative answers) held, for coredns_cache_entries."""
+        entries = list(self._entries.values())
+        success = sum(1 for e in entries if _success(e.forwarded))
+        return success, len(entries) - success
+
+
+def _success(forwarded: Forwarded) -> bool:
+    return forwarded.rcode == 0 and forwarded.counts[0] > 0

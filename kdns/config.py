@@ -82,6 +82,15 @@ class ApiSource:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpAddresses:
+    """Where the HTTP endpoints listen; None: not served."""
+
+    health: ListenAddress | None = None
+    ready: ListenAddress | None = None
+    metrics: ListenAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServeConfig:
     """Exactly one source: `manifests` (paths) or `api`."""
 
@@ -100,53 +109,26 @@ class ServeConfig:
     cache_ttl: int = 30  # the longest a forwarded answer is cached
     cache_size: int = 10_000  # forwarded answers kept
     serve_stale: float = 3600.0  # seconds an expired answer may still be served when upstreams fail
+    lameduck: float = 5.0  # seconds of answering after SIGTERM, readiness already 503
+    http: HttpAddresses = field(default_factory=HttpAddresses)
+    log_level: str = "info"
+    log_format: str = "text"
+    log_queries: bool = False
 
 
-def parse_listen(text: str) -> ListenAddress:
-    """`127.0.0.1:5353`, `[::1]:5353`, `0.0.0.0:0` (port 0 picks a free port)."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"--listen: expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ConfigError(f"--listen: write an IPv6 address in brackets, as [{host}]:{port_text}")
-    ip = names.canonical_ip(host)
-    if ip is None:
-        raise ConfigError(f"--listen: not an IP address: {host!r} in {text!r}")
-    if not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"--listen: not a port number: {port_text!r} in {text!r}")
-    return ListenAddress(ip, int(port_text))
-
-
-def parse_zone(text: str) -> str:
-    zone = text.strip().rstrip(".").lower()
-    if not names.is_subdomain(zone):
-        raise ConfigError(f"--zone: not a domain name: {text!r}")
-    if zone in names.REVERSE_ZONES or zone.endswith(("." + names.IN_ADDR_ARPA, "." + names.IP6_ARPA)):
-        raise ConfigError(f"--zone: {text!r}: the reverse zones are always served")
-    return zone
-
-
-def check_zones(zones: list[str]) -> tuple[str, ...]:
+def check_zones(zones: list[str], where: str = "--zone") -> tuple[str, ...]:
     if not zones:
         return (DEFAULT_ZONE,)
     seen: list[str] = []
     for zone in zones:
         if zone in seen:
-            raise ConfigError(f"--zone: {zone!r} given twice")
+            raise ConfigError(f"{where}: {zone!r} given twice")
         for other in seen:
             inner, outer = (zone, other) if len(zone) > len(other) else (other, zone)
             if inner.endswith("." + outer):
-                raise ConfigError(f"--zone: {inner!r} lies inside {outer!r}: the zones must not overlap")
+                raise ConfigError(f"{where}: {inner!r} lies inside {outer!r}: the zones must not overlap")
         seen.append(zone)
     return tuple(seen)
-
-
-def check_ttl(ttl: int) -> int:
-    if not 0 <= ttl <= MAX_TTL:
-        raise ConfigError(f"--ttl: must be between 0 and {MAX_TTL} seconds, got {ttl}")
-    return ttl
 
 
 def ns_addresses(listen: tuple[ListenAddress, ...]) -> tuple[str, ...]:

@@ -159,7 +159,19 @@ class Index:
             synced=not self._pending_sources,
         )
 
-    # -- queries about the objects held (for logs and tests) -----------------------------
+    # -- queries about the objects held (for logs, metrics and reconfiguration) ----------
+
+    def objects(self) -> list[KubeObject]:
+        """Every object held, for building an index with another configuration."""
+        namespaces = [Namespace(name) for name in sorted(self._explicit_namespaces)]
+        return [*namespaces, *self._services.values(), *self._slices.values(), *self._pods.values()]
+
+    @property
+    def pending_sources(self) -> frozenset[str]:
+        return frozenset(self._pending_sources)
+
+    def service(self, namespace: str, name: str) -> Service | None:
+        return self._services.get((namespace, name))
 
     def counts(self) -> dict[str, int]:
         return {

@@ -12,7 +12,7 @@ in canonical text form, protocols are lowercase, not-ready endpoints are gone.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Union
 
 
@@ -75,6 +75,10 @@ class EndpointSlice:
     family: int  # 4 or 6 (FQDN slices are not kept)
     endpoints: tuple[Endpoint, ...] = ()
     ports: tuple[Port, ...] = ()
+    # When the change that produced this version happened (the EndpointSlice controller's
+    # last-change-trigger-time annotation, Unix seconds): for the DNS programming latency
+    # metric only, so it takes no part in comparisons.
+    trigger_time: float | None = field(default=None, compare=False)
 
     kind = Kind.ENDPOINT_SLICE
 

@@ -17,8 +17,13 @@ import logging
 
 from dataclasses import dataclass
 
+from collections.abc import Callable
+
 from kdns import answer as ans
 from kdns import names, wire
+from kdns.stats import Key as StatsKey
+from kdns.stats import QueryStats, zone_wires
+from kdns.stats import key as stats_key
 from kdns.index import Change, Snapshot
 
 log = logging.getLogger("kdns.responder")
@@ -48,13 +53,16 @@ class Forward:
 
 
 class Responder:
-    def __init__(self, snapshot: Snapshot):
+    def __init__(self, snapshot: Snapshot, clock: Callable[[], float] = lambda: 0.0):
+        self.clock = clock  # for durations in the statistics (time.perf_counter in the shell)
         self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
-        self.replies: dict[bytes, bytes] = {}  # UDP query minus ID -> reply minus ID
+        # UDP query minus ID -> (reply minus ID, its statistics key)
+        self.replies: dict[bytes, tuple[bytes, StatsKey | None]] = {}
         self._entries = 0  # packed answers in the memo
         self.queries = 0  # packets handled (a plain int: metrics read it when scraped)
         self.snapshot = snapshot
         self._zones = snapshot.config.all_zones
+        self._zone_wires = zone_wires(self._zones)
         self._soa: tuple[bytes, ...] = ()
         self.publish(Change(snapshot, everything=True))
 
@@ -83,25 +91,42 @@ class Responder:
             self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self._zones)
         self.snapshot = snap
 
-    def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | Forward | None:
+    def handle(
+        self, data: bytes, limit: int | None = None, client: str | None = None, stats: QueryStats | None = None
+    ) -> bytes | Forward | None:
         """The reply to `data`, a `Forward` when an upstream must help, or None to send nothing.
 
         `limit` is None for UDP (the size then follows EDNS) or the largest reply the
-        transport carries (TCP). `client` is the asking address (for autopath).
+        transport carries (TCP). `client` is the asking address (for autopath); `stats`
+        the listener's counters.
         """
         self.queries += 1
         if limit is None:
             # Stub resolvers send the same bytes for the same question every time: the
             # reply to a UDP query is a function of everything after its ID.
-            tail = self.replies.get(data[2:])
-            if tail is not None:
-                return data[:2] + tail
+            hit = self.replies.get(data[2:])
+            if hit is not None:
+                if stats is not None:
+                    stats.counts[hit[1]] += 1
+                return data[:2] + hit[0]
+        started = self.clock()
         reply, reusable = self._reply(data, limit, client)
+        if type(reply) is Forward:
+            return reply  # counted by the shell once the upstream has answered
+        if stats is not None:
+            self.count(stats, data, reply, self.clock() - started)
         if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             if len(self.replies) >= MAX_REPLIES:
                 self.replies.clear()
-            self.replies[data[2:]] = reply[2:]
+            self.replies[data[2:]] = (reply[2:], stats_key(data, reply, self._zone_wires, 0.0))
         return reply
+
+    def count(self, stats: QueryStats, query: bytes, reply: bytes | None, seconds: float) -> None:
+        """Count one answered query in `stats` (the shell calls it for forwarded ones)."""
+        k = stats_key(query, reply, self._zone_wires, seconds)
+        if k is not None:
+            stats.counts[k] += 1
+            stats.seconds += seconds
 
     def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | Forward | None, bool]:
         """The reply, and whether it may be replayed for the same bytes until the next change."""

@@ -355,8 +355,9 @@ def test_dig_over_tcp(demo_port):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_stops_kdns_with_status_0(signum):
-    """SIGTERM or SIGINT while serving: kdns says so and exits 0 within a few seconds."""
-    with serving("--manifests", DEMO) as (process, port):
+    """SIGTERM or SIGINT while serving: kdns says so and exits 0 within a few seconds
+    (SIGTERM after its lameduck period, shortened here; tests/test_lifecycle.py has more)."""
+    with serving("--manifests", DEMO, "--lameduck", "0.2") as (process, port):
         assert ask(port, "web.shop.svc.cluster.local") == ("NOERROR", {"10.96.100.10"})
         process.proc.send_signal(signum)
         assert process.proc.wait(timeout=STOP_TIMEOUT) == 0

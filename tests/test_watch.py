@@ -296,7 +296,7 @@ def test_sigterm_while_watching(api, tmp_path):
     kubeconfig = api.kubeconfig(tmp_path / "kc")
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kdns", "serve", "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "kdns", "serve", "--kubeconfig", str(kubeconfig), "--listen", "127.0.0.1:0", "--lameduck", "0"],
         stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     )
     try:

@@ -34,6 +34,7 @@ from kdns import upstream as up
 from kdns import wire
 from kdns.cache import ForwardCache, Key
 from kdns.responder import Forward
+from kdns.stats import RCODES, duration_bucket
 
 log = logging.getLogger("kdns.forward")
 
@@ -87,6 +88,8 @@ class Forwarder:
         self._inflight: dict[Key, _Pending] = {}
         self._nursery: trio.Nursery | None = None
         self.requests = 0  # upstream exchanges attempted (for metrics and tests)
+        # (upstream, rcode) -> (count per duration bucket, total seconds), for metrics
+        self.durations: dict[tuple[str, str], tuple[dict[int, int], float]] = {}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Host the background work (health probes, prefetches) until cancelled."""
@@ -199,10 +202,16 @@ class Forwarder:
         self.requests += 1
         qid = secrets.randbelow(65536)
         query = up.build_query(qid, question, do=do, cd=cd)
+        started = time.monotonic()
         with trio.fail_after(self.timeout):
             forwarded = await self._udp(upstream, query, qid, question)
             if forwarded.truncated:
                 forwarded = await self._tcp(upstream, query, qid, question)
+        seconds = time.monotonic() - started
+        buckets, total = self.durations.setdefault((str(upstream), RCODES.get(forwarded.rcode, str(forwarded.rcode))), ({}, 0.0))
+        bucket = duration_bucket(seconds)
+        buckets[bucket] = buckets.get(bucket, 0) + 1
+        self.durations[(str(upstream), RCODES.get(forwarded.rcode, str(forwarded.rcode)))] = (buckets, total + seconds)
         return forwarded
 
     async def _udp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.Forwarded:

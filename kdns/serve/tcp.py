@@ -1,24 +1,29 @@
-"""DNS over TCP: two-byte length framing, several queries per connection, idle timeout.
+"""DNS over TCP: two-byte length framing, several queries per connection, idle timeout,
+and a graceful drain at shutdown.
 
 Each connection is read in chunks; every complete message in the buffer is answered in
 order. A connection that sends nothing for `idle_timeout` seconds is closed, which also
 bounds how long a length prefix larger than what follows can hold a connection open.
 Messages that cannot be answered (shorter than a header, a response) get no reply, and the
 connection carries on with the next message: the framing is still intact.
+
+`TcpServer.drain()` stops accepting, closes connections that are waiting for a query, and
+lets the ones in the middle of a query finish theirs.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from functools import partial
+import time
 
 import trio
 
 from kdns import upstream
 from kdns.config import ListenAddress
-from kdns.responder import Forward, Responder
-from kdns.serve.forward import Forwarder
+from kdns.responder import Forward
+from kdns.serve import Serving, log_query
+from kdns.stats import QueryStats
 
 log = logging.getLogger("kdns.tcp")
 
@@ -42,48 +47,82 @@ def bind_tcp(address: ListenAddress) -> socket.socket:
     return sock
 
 
-async def serve_tcp(sock: socket.socket, responder: Responder, idle_timeout: float, forwarder: Forwarder | None = None) -> None:
-    """Accept and serve connections on the listening `sock` until cancelled."""
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-    handler = partial(_connection, responder=responder, idle_timeout=idle_timeout, forwarder=forwarder)
-    await trio.serve_listeners(handler, [listener])
+class TcpServer:
+    def __init__(self, sock: socket.socket, state: Serving, stats: QueryStats, idle_timeout: float):
+        self.sock = sock
+        self.state = state
+        self.stats = stats
+        self.idle_timeout = idle_timeout
+        self.draining = False
+        self.active = 0  # open connections
+        self._accepting = trio.CancelScope()
+        self._waiting: set[trio.CancelScope] = set()  # connections idle between queries
 
+    async def serve(self) -> None:
+        """Accept and serve connections until cancelled, or until drained and all are done."""
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(self.sock))
+        async with trio.open_nursery() as connections:
+            with self._accepting:
+                await trio.serve_listeners(self._connection, [listener], handler_nursery=connections)
 
-async def _connection(stream: trio.SocketStream, *, responder: Responder, idle_timeout: float, forwarder: Forwarder | None) -> None:
-    buffer = bytearray()
-    try:
-        client = stream.socket.getpeername()[0]
-    except OSError:
-        return  # gone already
-    async with stream:
+    def drain(self) -> None:
+        self.draining = True
+        self._accepting.cancel()
+        for scope in list(self._waiting):
+            scope.cancel()
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        self.active += 1
         try:
-            while True:
-                with trio.move_on_after(idle_timeout) as idle:
-                    chunk = await stream.receive_some(MAX_MESSAGE + 2)
-                if idle.cancelled_caught or not chunk:
-                    return  # idle for too long, or the client closed its side
-                buffer += chunk
-                while len(buffer) >= 2:
-                    size = buffer[0] << 8 | buffer[1]
-                    if len(buffer) < 2 + size:
-                        break
-                    message = bytes(buffer[2 : 2 + size])
-                    del buffer[: 2 + size]
-                    reply = _answer(responder, message, client)
-                    if type(reply) is Forward:
-                        reply = await forwarder.reply(reply) if forwarder is not None else upstream.failure(reply.query)
-                    if reply is not None:
-                        with trio.move_on_after(idle_timeout) as stuck:
-                            await stream.send_all(len(reply).to_bytes(2, "big") + reply)
-                        if stuck.cancelled_caught:
-                            return  # the client does not read its answers
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            log.debug("tcp connection ended: %s", exc)
+            await self._serve_connection(stream)
+        finally:
+            self.active -= 1
 
+    async def _serve_connection(self, stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        try:
+            client = stream.socket.getpeername()
+        except OSError:
+            return  # gone already
+        async with stream:
+            try:
+                while not self.draining:
+                    with trio.move_on_after(self.idle_timeout) as idle:
+                        self._waiting.add(idle)
+                        try:
+                            chunk = await stream.receive_some(MAX_MESSAGE + 2)
+                        finally:
+                            self._waiting.discard(idle)
+                    if idle.cancelled_caught or not chunk:
+                        return  # idle for too long, draining, or the client closed its side
+                    buffer += chunk
+                    while len(buffer) >= 2:
+                        size = buffer[0] << 8 | buffer[1]
+                        if len(buffer) < 2 + size:
+                            break
+                        message = bytes(buffer[2 : 2 + size])
+                        del buffer[: 2 + size]
+                        reply = await self._answer(message, client)
+                        if reply is not None:
+                            with trio.move_on_after(self.idle_timeout) as stuck:
+                                await stream.send_all(len(reply).to_bytes(2, "big") + reply)
+                            if stuck.cancelled_caught:
+                                return  # the client does not read its answers
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.debug("tcp connection ended: %s", exc)
 
-def _answer(responder: Responder, message: bytes, client: str) -> bytes | Forward | None:
-    try:
-        return responder.handle(message, MAX_MESSAGE, client)
-    except Exception:  # a bug in the serving core: log it, keep serving
-        log.exception("tcp: failed to handle a %d-byte message", len(message))
-        return None
+    async def _answer(self, message: bytes, client) -> bytes | None:
+        state = self.state
+        try:
+            reply = state.responder.handle(message, MAX_MESSAGE, client[0], self.stats)
+        except Exception:  # a bug in the serving core: log it, keep serving
+            log.exception("tcp: failed to handle a %d-byte message", len(message))
+            return None
+        if type(reply) is Forward:
+            started = time.perf_counter()
+            fwd = reply
+            reply = await state.forwarder.reply(fwd) if state.forwarder is not None else upstream.failure(fwd.query)
+            state.responder.count(self.stats, message, reply, time.perf_counter() - started)
+        if state.log_queries:
+            log_query("tcp", client, message, reply)
+        return reply

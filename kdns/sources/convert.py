@@ -13,6 +13,7 @@ slices without the `kubernetes.io/service-name` label.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from kdns import names
@@ -29,6 +30,7 @@ from kdns.model import (
 )
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 KINDS = {
     ("v1", "Namespace"): Kind.NAMESPACE,
@@ -273,7 +275,18 @@ def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict, obj: dict
                 port=f.port_number(port.get("port"), f"{field}.port"),
             )
         )
-    return EndpointSlice(namespace, name, service, family, tuple(endpoints), tuple(ports))
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    return EndpointSlice(namespace, name, service, family, tuple(endpoints), tuple(ports), _timestamp(annotations.get(TRIGGER_TIME)))
+
+
+def _timestamp(value: Any) -> float | None:
+    """An RFC 3339 timestamp as Unix seconds; None if absent or unreadable (it only feeds a metric)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _pod(f: _Fields, namespace: str, name: str, obj: dict) -> Pod:

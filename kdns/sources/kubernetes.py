@@ -119,6 +119,9 @@ class Reflector:
         self.label_selector = scope.labels.text if scope.labels and resource.kind in (Kind.SERVICE, Kind.ENDPOINT_SLICE) else None
         self.thread: threading.Thread | None = None
         self.running = False
+        self.lists = 0  # complete lists (for metrics)
+        self.watches = 0  # watches started
+        self.last_event: float | None = None  # time.monotonic() of the last event sent
 
     def run(self) -> None:
         """The reflector's life, in its worker thread.
@@ -230,6 +233,8 @@ class Reflector:
             token = meta.get("continue")
             if not token:
                 break
+        self.lists += 1
+        self.last_event = time.monotonic()
         events: list[Event] = [Delete(key) for key in self._known - objects.keys()]
         events += [Upsert(obj) for obj in objects.values()]
         self._known = set(objects)
@@ -243,6 +248,7 @@ class Reflector:
 
     def _watch(self, version: str) -> str:
         """Follow events until the server ends the watch; return the last resourceVersion."""
+        self.watches += 1
         response = self._call(watch="true", resourceVersion=version, timeoutSeconds=WATCH_TIMEOUT, allowWatchBookmarks="true")
         try:
             for line in _lines(response):
@@ -256,8 +262,10 @@ class Reflector:
                 if kind == "BOOKMARK":
                     continue
                 events = self._event(kind, obj)
-                if events and not self.emit(events):
-                    break
+                if events:
+                    self.last_event = time.monotonic()
+                    if not self.emit(events):
+                        break
                 if self.stopping.is_set():
                     break
         finally:
@@ -351,6 +359,10 @@ class ClusterWatch:
         self.stopping.set()
         for reflector in self.reflectors:
             reflector.stop()
+
+    def stats(self) -> dict[str, tuple[int, int, float | None]]:
+        """Per resource: (lists, watch restarts, time.monotonic() of the last event)."""
+        return {r.resource.label: (r.lists, max(0, r.watches - r.lists), r.last_event) for r in self.reflectors}
 
     def join(self, timeout: float) -> None:
         """Wait (blocking) until the reflector threads have noticed the stop, up to `timeout`."""

@@ -58,6 +58,8 @@ class ManifestSet:
         self._state: dict[ObjectKey, KubeObject] = {}
         self._owners: dict[ObjectKey, Path] = {}  # which file defines each object
         self._loaded = False
+        self.reads = 0  # rescans that found changes (for metrics)
+        self.last_change: float | None = None  # time.monotonic() of the last change found
 
     def load(self) -> list[Event]:
         """The first read: every problem is fatal (raises ManifestError)."""
@@ -90,7 +92,11 @@ class ManifestSet:
         for path in present:
             if self._files[path].blocked:
                 changed |= self._read(path, errors, force=True)
-        return (self._diff() if changed else []), errors
+        events = self._diff() if changed else []
+        if events:
+            self.reads += 1
+            self.last_change = time.monotonic()
+        return events, errors
 
     def _read(self, path: Path, errors: list[str], *, force: bool = False) -> bool:
         """Re-read `path` if it changed; True when its objects did."""

@@ -1,0 +1,277 @@
+"""What operators see: logs, /health, /ready, /metrics.
+
+* Logs go to stderr, one line per event, as text or (`--log-format json`) one JSON object per
+  line. Every record logged with a traceback counts as a panic (`coredns_panics_total`).
+* The HTTP endpoints are a minimal HTTP/1.1 server on trio: GET (or HEAD) of a known path,
+  one response, connection closed. Several endpoints may share an address.
+* Metrics use CoreDNS's names and labels, so dashboards and coredns-mixin alerts keep working.
+  Nothing is counted through prometheus_client on the hot path: listeners keep plain counters
+  (`stats.QueryStats`) and a collector turns them into metric families at scrape time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import trio
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from kdns import __version__, stats
+
+log = logging.getLogger("kdns.http")
+
+HTTP_READ_TIMEOUT = 5.0
+MAX_REQUEST = 8192
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+class PanicCounter(logging.Handler):
+    """Counts the records logged with a traceback: kdns's equivalent of a recovered panic."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.count += 1
+
+
+PANICS = PanicCounter()
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    logging.getLogger("kdns").addHandler(PANICS)
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+Route = Callable[[], tuple[int, str, bytes]]  # () -> (status, content type, body)
+REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+
+
+async def serve_http(listener: trio.SocketListener, routes: dict[str, Route]) -> None:
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            try:
+                await _http_exchange(stream, routes)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                pass
+
+    await trio.serve_listeners(handle, [listener])
+
+
+async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) -> None:
+    data = b""
+    with trio.fail_after(HTTP_READ_TIMEOUT):
+        while b"\r\n\r\n" not in data and b"\n\n" not in data:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            data += chunk
+            if len(data) > MAX_REQUEST:
+                break
+    parts = data.split(b"\r\n", 1)[0].split()
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        status, ctype, body = 400, "text/plain; charset=utf-8", b"bad request\n"
+        method = b"GET"
+    else:
+        method, target = parts[0], parts[1].decode("latin-1").split("?", 1)[0]
+        route = routes.get(target)
+        if route is None:
+            status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
+        elif method not in (b"GET", b"HEAD"):
+            status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
+        else:
+            status, ctype, body = route()
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    await stream.send_all(head + (body if method != b"HEAD" else b""))
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def _histogram(counts: dict[int, int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    """Cumulative buckets from counts per bucket index (index len(bounds) means +Inf)."""
+    out, total = [], 0
+    for i, bound in enumerate(bounds):
+        total += counts.get(i, 0)
+        out.append((repr(float(bound)) if isinstance(bound, float) else str(bound), total))
+    total += counts.get(len(bounds), 0)
+    out.append(("+Inf", total))
+    return out
+
+
+def _size_bucket(size: int) -> int:
+    for i, bound in enumerate(stats.SIZE_BUCKETS):
+        if size <= bound:
+            return i
+    return len(stats.SIZE_BUCKETS)
+
+
+class Collector:
+    """Reads the server's counters at scrape time (see app.Server for what it exposes)."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+
+    def collect(self):
+        server = self.server
+        yield from self._dns(server.listener_stats())
+        yield from self._cache(server.forwarder)
+        yield from self._forward(server.forwarder)
+        build = GaugeMetricFamily("coredns_build_info", "A metric with a constant '1' value labeled by version, revision, "
+                                  "and goversion from which CoreDNS was built.", labels=["version", "revision", "goversion"])
+        build.add_metric([__version__, "kdns", f"python{platform.python_version()}"], 1)
+        yield build
+        panics = CounterMetricFamily("coredns_panics", "A metrics that counts the number of panics.")
+        panics.add_metric([], PANICS.count)
+        yield panics
+        yield from self._kubernetes(server)
+
+    def _dns(self, listeners: list[stats.QueryStats]):
+        requests = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
+                                       labels=["server", "zone", "view", "proto", "family", "type"])
+        responses = CounterMetricFamily("coredns_dns_responses", "Counter of response status codes.",
+                                        labels=["server", "zone", "view", "rcode", "plugin"])
+        durations = HistogramMetricFamily("coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) "
+                                          "each request took.", labels=["server", "zone", "view", "type"])
+        request_sizes = HistogramMetricFamily("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes "
+                                              "(64K for TCP) per zone and protocol.", labels=["server", "zone", "view", "proto"])
+        response_sizes = HistogramMetricFamily("coredns_dns_response_size_bytes", "Size of the returned response in bytes.",
+                                               labels=["server", "zone", "view", "proto"])
+        req_counts, resp_counts = defaultdict(int), defaultdict(int)
+        dur = defaultdict(lambda: defaultdict(int))
+        dur_sum = defaultdict(float)
+        reqsz, respsz = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int))
+        reqsz_sum, respsz_sum = defaultdict(int), defaultdict(int)
+        for listener in listeners:
+            sv = listener.server
+            for (zone, qtype, rcode, qsize, rsize, dbucket), n in list(listener.counts.items()):
+                req_counts[(sv, zone, listener.proto, listener.family, qtype)] += n
+                resp_counts[(sv, zone, rcode)] += n
+                dur[(sv, zone, qtype)][dbucket] += n
+                reqsz[(sv, zone, listener.proto)][_size_bucket(qsize)] += n
+                respsz[(sv, zone, listener.proto)][_size_bucket(rsize)] += n
+                reqsz_sum[(sv, zone, listener.proto)] += qsize * n
+                respsz_sum[(sv, zone, listener.proto)] += rsize * n
+            # The time measured is per listener; share it out by zone and type in proportion.
+            total = sum(listener.counts.values()) or 1
+            for (zone, qtype, _, _, _, _), n in list(listener.counts.items()):
+                dur_sum[(sv, zone, qtype)] += listener.seconds * n / total
+        for (sv, zone, proto, family, qtype), n in req_counts.items():
+            requests.add_metric([sv, zone, "", proto, family, qtype], n)
+        for (sv, zone, rcode), n in resp_counts.items():
+            responses.add_metric([sv, zone, "", rcode, "kubernetes"], n)
+        for (sv, zone, qtype), buckets in dur.items():
+            durations.add_metric([sv, zone, "", qtype], _histogram(buckets, stats.DURATION_BUCKETS), dur_sum[(sv, zone, qtype)])
+        for (sv, zone, proto), buckets in reqsz.items():
+            request_sizes.add_metric([sv, zone, "", proto], _histogram(buckets, stats.SIZE_BUCKETS), reqsz_sum[(sv, zone, proto)])
+        for (sv, zone, proto), buckets in respsz.items():
+            response_sizes.add_metric([sv, zone, "", proto], _histogram(buckets, stats.SIZE_BUCKETS), respsz_sum[(sv, zone, proto)])
+        yield from (requests, responses, durations, request_sizes, response_sizes)
+
+    def _cache(self, forwarder):
+        entries = GaugeMetricFamily("coredns_cache_entries", "The number of elements in the cache.", labels=["server", "type", "zones", "view"])
+        hits = CounterMetricFamily("coredns_cache_hits", "The count of cache hits.", labels=["server", "type", "zones", "view"])
+        misses = CounterMetricFamily("coredns_cache_misses", "The count of cache misses.", labels=["server", "zones", "view"])
+        requests = CounterMetricFamily("coredns_cache_requests", "The count of cache requests.", labels=["server", "zones", "view"])
+        if forwarder is not None:
+            cache = forwarder.cache
+            success, denial = cache.sizes()
+            entries.add_metric(["dns://:53", "success", ".", ""], success)
+            entries.add_metric(["dns://:53", "denial", ".", ""], denial)
+            hits.add_metric(["dns://:53", "success", ".", ""], cache.hits_success)
+            hits.add_metric(["dns://:53", "denial", ".", ""], cache.hits - cache.hits_success)
+            misses.add_metric(["dns://:53", ".", ""], cache.misses)
+            requests.add_metric(["dns://:53", ".", ""], cache.hits + cache.misses)
+        yield from (entries, hits, misses, requests)
+
+    def _forward(self, forwarder):
+        family = HistogramMetricFamily("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.",
+                                       labels=["proxy_name", "to", "rcode"])
+        if forwarder is not None:
+            for (to, rcode), (buckets, total) in list(forwarder.durations.items()):
+                family.add_metric(["forward", to, rcode], _histogram(buckets, stats.DURATION_BUCKETS), total)
+        yield family
+
+    def _kubernetes(self, server):
+        programming = HistogramMetricFamily(
+            "coredns_kubernetes_dns_programming_duration_seconds",
+            "Histogram of the time (in seconds) it took to program a dns instance.", labels=["service_kind"],
+        )
+        for kind, (buckets, total) in list(server.programming.items()):
+            programming.add_metric([kind], _histogram(buckets, PROGRAMMING_BUCKETS), total)
+        yield programming
+        objects = GaugeMetricFamily("kdns_objects", "Kubernetes objects held, per kind.", labels=["kind"])
+        for kind, n in server.index.counts().items():
+            objects.add_metric([kind], n)
+        yield objects
+        synced = GaugeMetricFamily("kdns_synced", "1 once every source has delivered its initial state.")
+        synced.add_metric([], 1 if server.synced else 0)
+        yield synced
+        relists = CounterMetricFamily("kdns_source_relists", "Complete lists of a resource (the first included).", labels=["resource"])
+        restarts = CounterMetricFamily("kdns_source_watch_restarts", "Watches started again after one ended.", labels=["resource"])
+        age = GaugeMetricFamily("kdns_source_seconds_since_last_event", "Seconds since the source last delivered an event.",
+                                labels=["resource"])
+        now = time.monotonic()
+        for resource, (lists, watches, last) in server.source_stats().items():
+            relists.add_metric([resource], lists)
+            restarts.add_metric([resource], watches)
+            if last is not None:
+                age.add_metric([resource], now - last)
+        yield from (relists, restarts, age)
+
+
+# Time from an endpoint change to DNS: CoreDNS's buckets (1 ms doubling to ~1 hour).
+PROGRAMMING_BUCKETS = tuple(0.001 * 2**i for i in range(20))
+
+
+def programming_bucket(seconds: float) -> int:
+    for i, bound in enumerate(PROGRAMMING_BUCKETS):
+        if seconds <= bound:
+            return i
+    return len(PROGRAMMING_BUCKETS)
+
+
+def metrics_text(server) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collector(server))
+    return generate_latest(registry)
