@@ -1,0 +1,1 @@
+"""Helpers of perf/bench.py: the generated cluster and the dnslib peer."""
