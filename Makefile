@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test bench bench-scale clean
+.PHONY: run test bench bench-scale image clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -32,6 +32,10 @@ bench: $(BIN)/.installed
 # 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
 bench-scale: $(BIN)/.installed
 	$(BIN)/python perf/scale.py
+
+# The container image of config/kubernetes/ (needs a container engine).
+image:
+	docker build -t kdns:latest .
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

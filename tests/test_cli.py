@@ -38,7 +38,8 @@ DOCUMENTED_OPTIONS = [
     "--manifests", "--kubeconfig", "--apiserver", "--listen", "--zone", "--ttl", "--pods", "--namespaces", "--labels",
     "--startup-timeout", "--tcp-idle-timeout", "--reload-interval", "--log-level",
     "--upstream", "--resolv-conf", "--stub-domain", "--upstream-timeout", "--cache-ttl", "--cache-size",
-    "--serve-stale", "--autopath",
+    "--serve-stale", "--autopath", "--config", "--health", "--ready", "--metrics", "--lameduck", "--log-format",
+    "--log-queries",
 ]
 
 
