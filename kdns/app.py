@@ -409,7 +409,7 @@ class Server:
             new = _keep_restart_only(old, new)
         if new.dns != old.dns:
             index = Index(new.dns, sources=self.index.pending_sources, now=time.time())
-            index.apply(self.index.objects(), time.time())
+            index.apply([Upsert(obj) for obj in self.index.objects()], time.time())
             self.index = index
             self.state.responder = Responder(index.snapshot, clock=time.perf_counter)
         forwarding = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "serve_stale")
@@ -463,4 +463,3 @@ def _keep_restart_only(old: ServeConfig, new: ServeConfig) -> ServeConfig:
     )
 
 
-__all__ = ["Bound", "Server", "StartupError", "Upsert", "demo_cluster"]

@@ -49,8 +49,14 @@ def _parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServeConfig:
     """The ServeConfig of `kdns serve`: defaults, then the --config file, then the flags."""
     flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "config")})
-    file_values = settings.load_file(args.config) if getattr(args, "config", None) else {}
-    return settings.build(settings.merge(flags, file_values), environ)
+    path = getattr(args, "config", None)
+    file_values = settings.load_file(path) if path else {}
+    try:
+        return settings.build(settings.merge(flags, file_values), environ)
+    except ConfigError as exc:
+        if path and not str(exc).startswith("--"):
+            raise ConfigError(f"{path}: {exc}") from None  # a key of the file: name the file too
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = build_config(args)
     except ConfigError as exc:
-        status = 2 if str(exc).startswith("--") else 1  # a flag, or the file
+        status = 2 if str(exc).startswith("--") else 1  # a flag, or the file (its message starts with its path)
         print(f"kdns: error: {exc}", file=sys.stderr)
         return status
     observe.setup_logging(cfg.log_level, cfg.log_format)

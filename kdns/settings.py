@@ -392,11 +392,13 @@ def check_config_file(path: str, environ: Mapping[str, str]) -> list[str]:
         mark = getattr(exc, "problem_mark", None)
         return [f"{path}: {f'line {mark.line + 1}: ' if mark else ''}invalid YAML: {getattr(exc, 'problem', None) or exc}"]
     problems = file_problems(data)
-    if problems:
+    if not isinstance(data, (dict, type(None))):
         return problems
-    # The types are right; now the values. `build` stops at the first problem: report it,
-    # put that option back to its default, and go on, so that every bad option is named.
-    data = dict(data or {})
+    # Now the values of the keys whose types are right. `build` stops at the first problem:
+    # report it, put that option back to its default, and go on, so that every bad option is
+    # named, whatever kind of problem it has.
+    bad = {p.split(":", 1)[0].split("[", 1)[0] for p in problems}
+    data = {k: v for k, v in (data or {}).items() if k not in bad}
     for _ in range(len(OPTIONS)):
         try:
             build(merge(argparse.Namespace(), data), environ)
