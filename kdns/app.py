@@ -66,8 +66,17 @@ class Bound:
 
 
 class Server:
-    def __init__(self, config: ServeConfig, *, config_path: str | None = None, flags: argparse.Namespace | None = None):
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        config_path: str | None = None,
+        flags: argparse.Namespace | None = None,
+        memory: bool = False,
+    ):
+        """`memory`: no source at all; objects come from `apply_now` (kdns.testing)."""
         self.config = config
+        self.memory = memory
         self.config_path = config_path  # reloaded on SIGHUP and when it changes
         self.flags = flags  # command-line flags, which keep overriding the file on reloads
         try:
@@ -89,10 +98,12 @@ class Server:
                 raise StartupError(str(exc)) from None
             self.cluster = ClusterWatch(config.api, self.kinds, self.scope)
             sources = [kind.value for kind in self.kinds]
+        elif memory:
+            sources = []
         else:
             sources = [MANIFESTS]
         self.index = Index(config.dns, sources=sources, now=time.time())
-        if config.api is None:
+        if config.api is None and not memory:
             self.manifests = ManifestSet(config.manifests or (str(demo_cluster()),), scope=self.scope)
             try:
                 events = self.manifests.load()
@@ -155,6 +166,8 @@ class Server:
         return {}
 
     def describe_source(self) -> str:
+        if self.memory:
+            return "objects given in-process"
         if self.config.api is not None:
             return self.config.api.describe()
         return ", ".join(map(str, self.manifests.paths)) if self.manifests else ""
@@ -265,7 +278,7 @@ class Server:
                 nursery.start_soon(self._write_index, receive)
                 if self.manifests is not None:
                     nursery.start_soon(watch_manifests, self.manifests, send, self.config.reload_interval)
-                else:
+                elif self.cluster is not None:
                     nursery.start_soon(self.cluster.run, send)
                     nursery.start_soon(self._warn_if_not_synced)
                 if self.forwarder is not None:
@@ -332,6 +345,10 @@ class Server:
                 self.describe_source(),
                 self.config.startup_timeout,
             )
+
+    def apply_now(self, events: list) -> None:
+        """Apply events at once, from the trio thread (kdns.testing): the next query sees them."""
+        self._apply(events)
 
     def _apply(self, batch: list) -> None:
         change = self.index.apply(batch, time.time())
@@ -407,29 +424,37 @@ class Server:
         if kept:
             log.warning("reload: %s only change(s) at start; restart kdns to apply", ", ".join(kept))
             new = _keep_restart_only(old, new)
+        try:
+            self.reconfigure(new)
+        except StartupError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            return False
+        log.info("configuration reloaded from %s", self.config_path)
+        return True
+
+    def reconfigure(self, new: ServeConfig) -> None:
+        """Apply a configuration between two queries (the parts that can change live)."""
+        old = self.config
+        forwarding = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "serve_stale")
+        new_forwarder = any(getattr(new, f) != getattr(old, f) for f in forwarding)
+        forwarder = self._forwarder(new, probe=False) if new_forwarder else None  # may raise: nothing changed yet
         if new.dns != old.dns:
             index = Index(new.dns, sources=self.index.pending_sources, now=time.time())
             index.apply([Upsert(obj) for obj in self.index.objects()], time.time())
             self.index = index
             self.state.responder = Responder(index.snapshot, clock=time.perf_counter)
-        forwarding = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "serve_stale")
-        if any(getattr(new, f) != getattr(old, f) for f in forwarding):
-            try:
-                forwarder = self._forwarder(new, probe=False)
-            except StartupError as exc:
-                log.error("reload rejected, keeping the running configuration: %s", exc)
-                return False
+        if new_forwarder:
             if forwarder is not None:
                 self._nursery.start_soon(forwarder.run)
-            self.state.forwarder = forwarder  # the old one's in-flight questions finish on their own
+            if self.state.forwarder is not None:
+                self.state.forwarder.close()  # its background probes; questions in flight finish
+            self.state.forwarder = forwarder
         self.state.log_queries = new.log_queries
         for tcp in self._tcp:
             tcp.idle_timeout = new.tcp_idle_timeout
         if new.log_level != old.log_level or new.log_format != old.log_format:
             observe.setup_logging(new.log_level, new.log_format)
         self.config = new
-        log.info("configuration reloaded from %s", self.config_path)
-        return True
 
 
 def _signature(path: str | None):

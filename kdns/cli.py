@@ -39,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     settings.add_arguments(serve)
+    serve.add_argument(
+        "--print-address",
+        action="store_true",
+        help="once ready to answer, print HOST:PORT of the first listen address on stdout (for tests in other "
+        "languages: start kdns with --listen 127.0.0.1:0 and read the port)",
+    )
     check = commands.add_parser(
         "check-config", help="check a config file; print each problem with its key", description="Check a kdns config file."
     )
@@ -48,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServeConfig:
     """The ServeConfig of `kdns serve`: defaults, then the --config file, then the flags."""
-    flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "config")})
+    flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "config", "print_address")})
     path = getattr(args, "config", None)
     file_values = settings.load_file(path) if path else {}
     try:
@@ -81,15 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     except StartupError as exc:
         print(f"kdns: error: {exc}", file=sys.stderr)
         return 1
-    trio.run(_run, server)
+    trio.run(_run, server, args.print_address)
     server.join()
     return 0
 
 
-async def _run(server: Server) -> None:
+async def _run(server: Server, print_address: bool = False) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_signals, server, nursery.cancel_scope)
-        await nursery.start(server.serve)
+        bound = await nursery.start(server.serve)
+        if print_address:
+            print(bound[0].address, flush=True)
 
 
 async def _signals(server: Server, scope: trio.CancelScope) -> None:

@@ -317,6 +317,14 @@ def badvers_reply(query: Query) -> bytes:
     return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, 1), query.question, opt))
 
 
+def truncated_reply(query: Query) -> bytes:
+    """TC set, the question and no records: "ask again over TCP"."""
+    flags = QR | AA | TC | (query.flags & COPIED_FLAGS)
+    arcount = 1 if query.edns else 0
+    opt = (OPT_RR_DO if query.edns.do else OPT_RR) if query.edns else b""
+    return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, arcount), query.question, opt))
+
+
 def simple_reply(query: Query, rcode: int) -> bytes:
     """A reply with the question and no records (SERVFAIL for a bug, for example)."""
     flags = QR | (query.flags & COPIED_FLAGS) | rcode

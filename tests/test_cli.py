@@ -39,7 +39,7 @@ DOCUMENTED_OPTIONS = [
     "--startup-timeout", "--tcp-idle-timeout", "--reload-interval", "--log-level",
     "--upstream", "--resolv-conf", "--stub-domain", "--upstream-timeout", "--cache-ttl", "--cache-size",
     "--serve-stale", "--autopath", "--config", "--health", "--ready", "--metrics", "--lameduck", "--log-format",
-    "--log-queries",
+    "--log-queries", "--print-address",
 ]
 
 

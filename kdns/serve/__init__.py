@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from kdns import wire
 from kdns.responder import Responder
@@ -19,6 +20,49 @@ class Serving:
     responder: Responder
     forwarder: object | None = None  # kdns.serve.forward.Forwarder (imported lazily there)
     log_queries: bool = False
+    # Called with (proto, peer, query, reply) after each reply (kdns.testing records them).
+    on_query: Callable[[str, tuple, bytes, bytes | None], None] | None = None
+    # Fault switches of kdns.testing, by lowercased question name; empty in production.
+    faults: dict[str, Fault] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do instead of answering a name normally (see kdns.testing)."""
+
+    rcode: int | None = None  # answer with this rcode and no records
+    delay: float = 0.0  # answer normally, this many seconds late
+    truncate: bool = False  # answer with TC set and no records
+    drop: bool = False  # do not answer at all
+
+
+def question_name(query: bytes) -> str | None:
+    """The lowercased question name of a query ("web.default.svc.cluster.local"), or None."""
+    try:
+        labels, _ = wire.read_name(query, 12, compressed=False)
+    except (wire.BadName, IndexError):
+        return None
+    return ".".join(label.decode("latin-1") for label in labels).lower()
+
+
+def fault_reply(fault: Fault, query: bytes) -> bytes | None:
+    """The reply a fault gives instead of the answer (None: no reply, or answer late)."""
+    if fault.drop or fault.delay:
+        return None
+    try:
+        parsed = wire.parse_query(query)
+    except wire.Malformed as exc:
+        return exc.reply
+    if fault.truncate:
+        return wire.truncated_reply(parsed)
+    return wire.simple_reply(parsed, fault.rcode or 0)
+
+
+def notify(state: Serving, proto: str, peer, query: bytes, reply: bytes | None) -> None:
+    if state.log_queries:
+        log_query(proto, peer, query, reply)
+    if state.on_query is not None:
+        state.on_query(proto, peer, query, reply)
 
 
 def log_query(proto: str, peer, query: bytes, reply: bytes | None) -> None:

@@ -98,6 +98,11 @@ class Forwarder:
             task_status.started()
             await trio.sleep_forever()
 
+    def close(self) -> None:
+        """Stop the background work (health probes, prefetches)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
     def route(self, name: str) -> list[Upstream]:
         """The upstreams for `name`: the longest stub domain it lies in, else the default."""
         best = None

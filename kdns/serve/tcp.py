@@ -22,7 +22,7 @@ import trio
 from kdns import upstream
 from kdns.config import ListenAddress
 from kdns.responder import Forward
-from kdns.serve import Serving, log_query
+from kdns.serve import Serving, fault_reply, notify, question_name
 from kdns.stats import QueryStats
 
 log = logging.getLogger("kdns.tcp")
@@ -113,6 +113,15 @@ class TcpServer:
 
     async def _answer(self, message: bytes, client) -> bytes | None:
         state = self.state
+        if state.faults:  # kdns.testing's fault switches
+            fault = state.faults.get(question_name(message) or "")
+            if fault is not None:
+                if fault.delay:
+                    await trio.sleep(fault.delay)
+                else:
+                    reply = fault_reply(fault, message)
+                    notify(state, "tcp", client, message, reply)
+                    return reply
         try:
             reply = state.responder.handle(message, MAX_MESSAGE, client[0], self.stats)
         except Exception:  # a bug in the serving core: log it, keep serving
@@ -123,6 +132,5 @@ class TcpServer:
             fwd = reply
             reply = await state.forwarder.reply(fwd) if state.forwarder is not None else upstream.failure(fwd.query)
             state.responder.count(self.stats, message, reply, time.perf_counter() - started)
-        if state.log_queries:
-            log_query("tcp", client, message, reply)
+        notify(state, "tcp", client, message, reply)
         return reply

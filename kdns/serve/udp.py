@@ -19,7 +19,7 @@ import trio
 from kdns import upstream
 from kdns.config import ListenAddress
 from kdns.responder import Forward
-from kdns.serve import Serving, log_query
+from kdns.serve import Serving, fault_reply, notify, question_name
 from kdns.stats import QueryStats
 
 log = logging.getLogger("kdns.udp")
@@ -54,7 +54,8 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats) -> N
     async with trio.open_nursery() as forwards:
         while True:
             await trio.lowlevel.wait_readable(sock)
-            handle, forwarder, logging_queries = state.responder.handle, state.forwarder, state.log_queries
+            handle, forwarder = state.responder.handle, state.forwarder
+            observed, faults = state.log_queries or state.on_query is not None, state.faults
             for _ in range(BATCH):
                 try:
                     data, peer = recvfrom(RECV_SIZE)
@@ -63,6 +64,17 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats) -> N
                 except OSError as exc:  # e.g. ICMP errors reported on the socket
                     log.debug("udp receive: %s", exc)
                     continue
+                if faults:  # kdns.testing's fault switches
+                    fault = faults.get(question_name(data) or "")
+                    if fault is not None:
+                        if fault.delay:
+                            forwards.start_soon(_late, sock, state, fault.delay, data, peer, stats)
+                            continue
+                        reply = fault_reply(fault, data)
+                        notify(state, "udp", peer, data, reply)
+                        if reply is not None:
+                            _send_once_more(sock, reply, peer)
+                        continue
                 try:
                     reply = handle(data, None, peer[0], stats)
                 except Exception:  # a bug in the serving core: log it, keep serving
@@ -75,8 +87,8 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats) -> N
                         forwards.start_soon(_forward, sock, state, reply, data, peer, stats)
                         continue
                     reply = upstream.failure(reply.query)
-                if logging_queries:
-                    log_query("udp", peer, data, reply)
+                if observed:
+                    notify(state, "udp", peer, data, reply)
                 try:
                     sendto(reply, peer)
                 except BlockingIOError:
@@ -90,8 +102,7 @@ async def _forward(sock: socket.socket, state: Serving, fwd: Forward, data: byte
     started = time.perf_counter()
     reply = await state.forwarder.reply(fwd)
     state.responder.count(stats, data, reply, time.perf_counter() - started)
-    if state.log_queries:
-        log_query("udp", peer, data, reply)
+    notify(state, "udp", peer, data, reply)
     try:
         sock.sendto(reply, peer)
     except BlockingIOError:
@@ -99,6 +110,17 @@ async def _forward(sock: socket.socket, state: Serving, fwd: Forward, data: byte
         _send_once_more(sock, reply, peer)
     except OSError as exc:
         _log_send_error(exc, peer)
+
+
+async def _late(sock: socket.socket, state: Serving, delay: float, data: bytes, peer, stats: QueryStats) -> None:
+    """A delayed answer (kdns.testing's `delay`): the normal reply, `delay` seconds late."""
+    await trio.sleep(delay)
+    reply = state.responder.handle(data, None, peer[0], stats)
+    if type(reply) is Forward:
+        reply = await state.forwarder.reply(reply) if state.forwarder is not None else upstream.failure(reply.query)
+    notify(state, "udp", peer, data, reply)
+    if reply is not None:
+        _send_once_more(sock, reply, peer)
 
 
 def _send_once_more(sock: socket.socket, reply: bytes, peer) -> None:
