@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -161,7 +162,7 @@ class KdnsServer:
 
     def apply(self, manifest: dict | list[dict]) -> None:
         """Add or replace Kubernetes objects (dicts as in a manifest; a list, or `kind: List`)."""
-        from kdns.model import Upsert
+        from kdns.model import Kind, Upsert
         from kdns.sources import convert
 
         items = manifest if isinstance(manifest, list) else [manifest]
@@ -177,6 +178,8 @@ class KdnsServer:
                 continue  # kinds DNS does not use
             obj = convert.convert(item, self._allocator)
             if obj is not None:
+                if obj.kind is Kind.SERVICE:
+                    self._allocator.reserve(obj.cluster_ips)  # never hand out an address given by hand
                 events.append(Upsert(obj))
         self._call(lambda: self._server.apply_now(events))
 
@@ -233,19 +236,21 @@ class KdnsServer:
         if isinstance(endpoints, int):
             endpoints = [str(next(self._endpoint_ips)) for _ in range(endpoints)]
         eps = [_endpoint(e) for e in endpoints]
-        if eps and external_name is None:
-            families = {4: [], 6: []}
-            for ep in eps:
-                families[6 if ":" in ep["addresses"][0] else 4].append(ep)
-            for family, members in families.items():
-                if members:
-                    objects.append({
-                        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                        "metadata": {"name": f"{name}-ipv{family}", "namespace": namespace,
-                                     "labels": {"kubernetes.io/service-name": name}},
-                        "addressType": f"IPv{family}", "endpoints": members,
-                        "ports": [_port(p) for p in ports],
-                    })
+        families: dict[int, list] = {4: [], 6: []}
+        for ep in eps if external_name is None else ():
+            families[6 if ":" in ep["addresses"][0] else 4].append(ep)
+        for family, members in families.items():
+            if not members:
+                # Declared again with fewer families: the old slice of this family goes.
+                self.delete("EndpointSlice", namespace, f"{name}-ipv{family}")
+            else:
+                objects.append({
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": f"{name}-ipv{family}", "namespace": namespace,
+                                 "labels": {"kubernetes.io/service-name": name}},
+                    "addressType": f"IPv{family}", "endpoints": members,
+                    "ports": [_port(p) for p in ports],
+                })
         self.apply(objects)
         svc = self._call(lambda: self._server.index.service(namespace, name))
         return ServiceInfo(
@@ -359,10 +364,48 @@ def pod_resolver(server: KdnsServer, namespace: str = "default", *, timeout: flo
     resolver.use_search_by_default = True
     resolver.timeout = resolver.lifetime = timeout
     dns.resolver.override_system_resolver(resolver)
+    overridden = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
+    socket.getaddrinfo = _pod_getaddrinfo(overridden["getaddrinfo"])
+    socket.gethostbyname = _local_first(overridden["gethostbyname"], _ORIGINAL["gethostbyname"])
+    socket.gethostbyname_ex = _local_first(overridden["gethostbyname_ex"], _ORIGINAL["gethostbyname_ex"])
     try:
         yield resolver
     finally:
         dns.resolver.restore_system_resolver()
+
+
+# What a pod's /etc/hosts (written by the kubelet) answers before DNS is asked.
+_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+_ORIGINAL = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
+
+
+def _host_text(host) -> str | None:
+    if isinstance(host, (bytes, bytearray)):  # trio passes IDNA-encoded bytes
+        return bytes(host).decode("idna")
+    return host
+
+
+def _pod_getaddrinfo(dns_getaddrinfo):
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 - the socket module's names
+        host = _host_text(host)
+        if host is None or host.rstrip(".").lower() in _LOCAL_NAMES:
+            return _ORIGINAL["getaddrinfo"](host, port, family, type, proto, flags)
+        # dnspython rejects the flags that only tune the system resolver's results
+        # (aiohttp's default resolver passes AI_ADDRCONFIG).
+        flags &= ~(getattr(socket, "AI_ADDRCONFIG", 0) | getattr(socket, "AI_V4MAPPED", 0) | getattr(socket, "AI_ALL", 0))
+        return dns_getaddrinfo(host, port, family, type, proto, flags)
+
+    return getaddrinfo
+
+
+def _local_first(dns_function, original):
+    def resolve(host):
+        host = _host_text(host)
+        if host.rstrip(".").lower() in _LOCAL_NAMES:
+            return original(host)
+        return dns_function(host)
+
+    return resolve
 
 
 @pytest.fixture
