@@ -26,6 +26,7 @@ log = logging.getLogger("kdns.udp")
 
 BATCH = 64
 RECV_SIZE = 65535
+RECV_BUFFER = 4 * 1024 * 1024
 MAX_FORWARDS = 1000  # upstream questions in flight per socket
 
 
@@ -36,6 +37,8 @@ def bind_udp(address: ListenAddress) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # Room for a burst while a batch is being answered (the kernel caps it at rmem_max).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
         sock.bind((address.host, address.port))
         sock.setblocking(False)
     except OSError:
@@ -103,6 +106,11 @@ async def _forward(sock: socket.socket, state: Serving, fwd: Forward, data: byte
     reply = await state.forwarder.reply(fwd)
     state.responder.count(stats, data, reply, time.perf_counter() - started)
     notify(state, "udp", peer, data, reply)
+    await _send(sock, reply, peer)
+
+
+async def _send(sock: socket.socket, reply: bytes, peer) -> None:
+    """Send, waiting once for room if the socket's buffer is full (the hot loop inlines this)."""
     try:
         sock.sendto(reply, peer)
     except BlockingIOError:
@@ -120,7 +128,7 @@ async def _late(sock: socket.socket, state: Serving, delay: float, data: bytes, 
         reply = await state.forwarder.reply(reply) if state.forwarder is not None else upstream.failure(reply.query)
     notify(state, "udp", peer, data, reply)
     if reply is not None:
-        _send_once_more(sock, reply, peer)
+        await _send(sock, reply, peer)
 
 
 def _send_once_more(sock: socket.socket, reply: bytes, peer) -> None:
