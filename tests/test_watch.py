@@ -203,7 +203,9 @@ async def test_unchanged_objects_change_nothing(api, follow):
     assert after == serial + 1, "only the new Service bumped the serial"
 
 
-async def test_servfail_until_the_first_sync(api, kdns):
+async def test_servfail_until_the_first_sync(api, kdns, caplog):
+    """Before the first sync: SERVFAIL (never NXDOMAIN), not synced, and after the startup
+    timeout a warning; then the right answers."""
     api.apply(service("web", "shop", "10.96.1.1"))
     api.hold()
     try:
@@ -214,6 +216,7 @@ async def test_servfail_until_the_first_sync(api, kdns):
             assert (await server.query(f"nope.shop.svc.{CL}")).rcode() == dns.rcode.SERVFAIL
             assert not server.server.synced
             await trio.sleep(0.15)
+        assert any("not synced with" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     finally:
         api.release()
     await eventually(server, f"web.shop.svc.{CL}", "A", answers(a(f"web.shop.svc.{CL}", "10.96.1.1")))
