@@ -37,7 +37,8 @@ from kdns.model import EndpointSlice, Kind, ServiceType, Synced, Upsert
 from kdns.responder import Responder
 from kdns.serve import Serving
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
-from kdns.serve.tcp import TcpServer, bind_tcp
+from kdns.guard import RateLimiter, RecursionAcl
+from kdns.serve.tcp import TcpLimits, TcpServer, bind_tcp
 from kdns.serve.udp import bind_udp, serve_udp
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests
 from kdns.sources.select import Scope, SelectorError, parse_selector
@@ -110,7 +111,12 @@ class Server:
             except ManifestError as exc:
                 raise StartupError(str(exc)) from None
             self.index.apply([*events, Synced(MANIFESTS)], time.time())
-        self.state = Serving(Responder(self.index.snapshot, clock=time.perf_counter), log_queries=config.log_queries)
+        self.state = Serving(
+            Responder(self.index.snapshot, clock=time.perf_counter),
+            log_queries=config.log_queries,
+            acl=RecursionAcl(config.allow_recursion),
+            rrl=_rate_limiter(config, None),
+        )
         self.stopping = False  # SIGTERM received: readiness is 503 from then on
         self.programming: dict[str, tuple[dict[int, int], float]] = {}  # service kind -> DNS programming latency
         self._sockets: list[tuple[Bound, socket.socket]] = []
@@ -290,7 +296,7 @@ class Server:
                     if bound.proto == "udp":
                         nursery.start_soon(serve_udp, sock, self.state, next(stats))
                     else:
-                        tcp = TcpServer(sock, self.state, next(stats), self.config.tcp_idle_timeout)
+                        tcp = TcpServer(sock, self.state, next(stats), _tcp_limits(self.config))
                         self._tcp.append(tcp)
                         nursery.start_soon(tcp.serve)
                 self._log_start()
@@ -451,10 +457,29 @@ class Server:
             self.state.forwarder = forwarder
         self.state.log_queries = new.log_queries
         for tcp in self._tcp:
-            tcp.idle_timeout = new.tcp_idle_timeout
+            tcp.limits = _tcp_limits(new)
+        self.state.acl = RecursionAcl(new.allow_recursion)
+        self.state.rrl = _rate_limiter(new, self.state.rrl)
         if new.log_level != old.log_level or new.log_format != old.log_format:
             observe.setup_logging(new.log_level, new.log_format)
         self.config = new
+
+
+def _tcp_limits(config: ServeConfig) -> TcpLimits:
+    return TcpLimits(
+        idle_timeout=config.tcp_idle_timeout,
+        message_timeout=config.tcp_message_timeout,
+        max_connections=config.tcp_max_connections,
+        max_queries=config.tcp_max_queries,
+    )
+
+
+def _rate_limiter(config: ServeConfig, current: RateLimiter | None) -> RateLimiter | None:
+    if config.rrl_rate <= 0:
+        return None
+    if current is not None and (current.rate, current.slip) == (config.rrl_rate, config.rrl_slip):
+        return current
+    return RateLimiter(config.rrl_rate, config.rrl_slip)
 
 
 def _signature(path: str | None):

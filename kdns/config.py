@@ -110,6 +110,12 @@ class ServeConfig:
     cache_size: int = 10_000  # forwarded answers kept
     serve_stale: float = 3600.0  # seconds an expired answer may still be served when upstreams fail
     lameduck: float = 5.0  # seconds of answering after SIGTERM, readiness already 503
+    allow_recursion: tuple = ()  # ipaddress networks whose clients may have names forwarded; () = all
+    rrl_rate: float = 0.0  # UDP responses per second per client prefix; 0 = unlimited
+    rrl_slip: int = 2
+    tcp_max_connections: int = 1000
+    tcp_message_timeout: float = 5.0
+    tcp_max_queries: int = 10_000
     http: HttpAddresses = field(default_factory=HttpAddresses)
     log_level: str = "info"
     log_format: str = "text"

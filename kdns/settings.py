@@ -12,6 +12,7 @@ the second entry of the file's `upstream` list.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,20 @@ OPTIONS: tuple[Option, ...] = (
            "(CoreDNS: :8181)", OPERATION, metavar="[HOST]:PORT"),
     Option("metrics", str, None, "serve Prometheus metrics on http://ADDRESS/metrics (CoreDNS: :9153)", OPERATION,
            metavar="[HOST]:PORT"),
+    Option("allow-recursion", str, ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+           "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10"],
+           "clients that may have names forwarded (CIDR, repeatable); others get REFUSED for them. Default: loopback, "
+           "private, shared and link-local ranges", FORWARDING, True, "CIDR"),
+    Option("rrl-rate", float, 0.0, "answer each client (IPv4 /24, IPv6 /56) at most this many times a second over "
+           "UDP, in the spirit of BIND's response rate limiting; 0 disables", OPERATION, metavar="PER_SECOND"),
+    Option("rrl-slip", int, 2, "of the answers held back by --rrl-rate, send every Nth truncated (TC), so that real "
+           "clients retry over TCP; 0: send none", OPERATION, metavar="N"),
+    Option("tcp-max-connections", int, 1000, "open TCP connections at most; beyond, the longest idle one is closed, "
+           "or the new one if none is idle", OPERATION, metavar="N"),
+    Option("tcp-message-timeout", float, 5.0, "a TCP query must arrive whole within this long once it has begun",
+           OPERATION, metavar="SECONDS"),
+    Option("tcp-max-queries", int, 10_000, "queries answered on one TCP connection before kdns closes it", OPERATION,
+           metavar="N"),
     Option("lameduck", float, 5.0, "after SIGTERM, go on answering for this long (readiness 503), then drain TCP and exit",
            OPERATION, metavar="SECONDS"),
     Option("tcp-idle-timeout", float, 10.0, "close TCP connections idle for this long", OPERATION, metavar="SECONDS"),
@@ -241,10 +256,11 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     ttl = v["ttl"]
     if not 0 <= ttl <= config.MAX_TTL:
         raise ConfigError(f"{v.where('ttl')}: must be between 0 and {config.MAX_TTL} seconds, got {ttl}")
-    for name in ("cache-ttl", "cache-size", "upstream-timeout", "tcp-idle-timeout", "reload-interval"):
+    for name in ("cache-ttl", "cache-size", "upstream-timeout", "tcp-idle-timeout", "reload-interval",
+                 "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise ConfigError(f"{v.where(name)}: must be more than 0, got {v[name]}")
-    for name in ("serve-stale", "startup-timeout", "lameduck"):
+    for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip"):
         if v[name] < 0:
             raise ConfigError(f"{v.where(name)}: must not be negative, got {v[name]}")
     namespaces = None
@@ -253,6 +269,12 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         bad = sorted(ns for ns in namespaces if not names.is_label(ns))
         if not namespaces or bad:
             raise ConfigError(f"{v.where('namespaces')}: not namespace names: {', '.join(bad) or v['namespaces']!r}")
+    recursion = []
+    for i, text in enumerate(v["allow-recursion"]):
+        try:
+            recursion.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(f"{v.where('allow-recursion', i)}: not an address range (CIDR): {text!r}") from None
     dns = DnsConfig(
         zones=zones,
         ttl=ttl,
@@ -284,6 +306,12 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
             ready=_http(v, "ready"),
             metrics=_http(v, "metrics"),
         ),
+        allow_recursion=tuple(recursion),
+        rrl_rate=v["rrl-rate"],
+        rrl_slip=v["rrl-slip"],
+        tcp_max_connections=v["tcp-max-connections"],
+        tcp_message_timeout=v["tcp-message-timeout"],
+        tcp_max_queries=v["tcp-max-queries"],
         log_level=v["log-level"],
         log_format=v["log-format"],
         log_queries=v["log-queries"],

@@ -241,6 +241,18 @@ def render(
     return head + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
 
 
+def local_only(query: wire.Query, prefix: bytes, prefix_count: int) -> bytes:
+    """The reply without the upstream's part: our own records (an ExternalName's CNAME) if
+    there are any, for the client's resolver to follow; REFUSED otherwise."""
+    if not prefix_count:
+        return failure(query, REFUSED)
+    flags = QR | AA | (query.flags & (RD | CD))
+    opt = b""
+    if query.edns is not None:
+        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
+    return query.qid + struct.pack("!5H", flags, 1, prefix_count, 0, bool(opt)) + query.question + prefix + opt
+
+
 def failure(query: wire.Query, rcode: int = SERVFAIL) -> bytes:
     """SERVFAIL (or another rcode) for a query we could not forward."""
     flags = QR | RA | (query.flags & (RD | CD)) | rcode

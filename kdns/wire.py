@@ -317,6 +317,16 @@ def badvers_reply(query: Query) -> bytes:
     return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, 1), query.question, opt))
 
 
+def as_truncated(reply: bytes) -> bytes:
+    """The same reply with TC set and only its question: "ask again over TCP" (rate limiting)."""
+    try:
+        _, end = read_name(reply, 12, compressed=False)
+    except (BadName, IndexError):
+        return reply[:12]
+    flags = int.from_bytes(reply[2:4], "big") | TC
+    return reply[:2] + flags.to_bytes(2, "big") + b"\x00\x01\x00\x00\x00\x00\x00\x00" + reply[12 : end + 4]
+
+
 def truncated_reply(query: Query) -> bytes:
     """TC set, the question and no records: "ask again over TCP"."""
     flags = QR | AA | TC | (query.flags & COPIED_FLAGS)

@@ -39,7 +39,8 @@ DOCUMENTED_OPTIONS = [
     "--startup-timeout", "--tcp-idle-timeout", "--reload-interval", "--log-level",
     "--upstream", "--resolv-conf", "--stub-domain", "--upstream-timeout", "--cache-ttl", "--cache-size",
     "--serve-stale", "--autopath", "--config", "--health", "--ready", "--metrics", "--lameduck", "--log-format",
-    "--log-queries", "--print-address",
+    "--log-queries", "--print-address", "--allow-recursion", "--rrl-rate", "--rrl-slip", "--tcp-message-timeout",
+    "--tcp-max-connections", "--tcp-max-queries",
 ]
 
 

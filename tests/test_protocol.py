@@ -977,10 +977,10 @@ async def assert_closed_after_idle(conn: Framed, started: float, idle: float) ->
     assert elapsed >= idle * 0.6, f"closed after {elapsed:.2f}s, before the idle timeout"
 
 
-async def test_tcp_incomplete_message_closed_after_idle_timeout(kdns):
-    """A length prefix larger than what follows gets no reply; the connection is closed after
-    the idle timeout, and other clients are answered meanwhile."""
-    server = await kdns(DEMO, args=["--tcp-idle-timeout", "0.5"])
+async def test_tcp_incomplete_message_closed_after_message_timeout(kdns):
+    """A length prefix larger than what follows gets no reply; the connection is closed once
+    the query has taken --tcp-message-timeout to arrive, and other clients are answered meanwhile."""
+    server = await kdns(DEMO, args=["--tcp-idle-timeout", "30", "--tcp-message-timeout", "0.5"])
     async with tcp(server) as stuck:
         await stuck.stream.send_all(b"\x01\x00" + query(WEB)[:10])
         started = time.monotonic()

@@ -49,6 +49,7 @@ def string_values(tmp_path: Path) -> dict[str, object]:
         "health": "127.0.0.1:8080",
         "ready": ":8181",
         "metrics": "[::1]:9153",
+        "allow-recursion": ["10.0.0.0/8", "fd00::/8"],
     }
 
 

@@ -6,7 +6,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kdns import wire
+from kdns import upstream, wire
+from kdns.guard import RateLimiter, RecursionAcl
 from kdns.responder import Responder
 from kdns.stats import RCODES, TYPES
 
@@ -24,6 +25,14 @@ class Serving:
     on_query: Callable[[str, tuple, bytes, bytes | None], None] | None = None
     # Fault switches of kdns.testing, by lowercased question name; empty in production.
     faults: dict[str, Fault] = field(default_factory=dict)
+    acl: RecursionAcl = field(default_factory=lambda: RecursionAcl(()))  # who may have names forwarded
+    rrl: RateLimiter | None = None  # UDP response rate limiting, when enabled
+
+    def refuse_recursion(self, fwd, client: str | None) -> bytes | None:
+        """The reply for a Forward from a client not allowed recursion; None if allowed."""
+        if self.acl.allows(client):
+            return None
+        return upstream.local_only(fwd.query, fwd.prefix, fwd.prefix_count)
 
 
 @dataclass(frozen=True)

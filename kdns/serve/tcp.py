@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from dataclasses import dataclass
 
 import trio
 
@@ -47,16 +48,26 @@ def bind_tcp(address: ListenAddress) -> socket.socket:
     return sock
 
 
+@dataclass
+class TcpLimits:
+    idle_timeout: float = 10.0  # between queries
+    message_timeout: float = 5.0  # from the first byte of a query to its last
+    max_connections: int = 1000  # beyond: the longest idle connection goes, or the new one
+    max_queries: int = 10_000  # per connection, then it is closed
+
+
 class TcpServer:
-    def __init__(self, sock: socket.socket, state: Serving, stats: QueryStats, idle_timeout: float):
+    def __init__(self, sock: socket.socket, state: Serving, stats: QueryStats, limits: TcpLimits):
         self.sock = sock
         self.state = state
         self.stats = stats
-        self.idle_timeout = idle_timeout
+        self.limits = limits
         self.draining = False
         self.active = 0  # open connections
+        self.reaped = 0  # idle connections closed to make room, or new ones refused (for metrics)
         self._accepting = trio.CancelScope()
-        self._waiting: set[trio.CancelScope] = set()  # connections idle between queries
+        # Connections idle between queries: their wait's cancel scope -> since when.
+        self._waiting: dict[trio.CancelScope, float] = {}
 
     async def serve(self) -> None:
         """Accept and serve connections until cancelled, or until drained and all are done."""
@@ -71,15 +82,35 @@ class TcpServer:
         for scope in list(self._waiting):
             scope.cancel()
 
+    @property
+    def idle_timeout(self) -> float:
+        return self.limits.idle_timeout
+
     async def _connection(self, stream: trio.SocketStream) -> None:
+        if self.active >= self.limits.max_connections and not self._make_room():
+            self.reaped += 1
+            await stream.aclose()  # full, and every connection is busy: this one goes at once
+            return
         self.active += 1
         try:
             await self._serve_connection(stream)
         finally:
             self.active -= 1
 
+    def _make_room(self) -> bool:
+        """Close the connection that has been idle the longest, if any is idle."""
+        if not self._waiting:
+            return False
+        oldest = min(self._waiting, key=self._waiting.__getitem__)
+        del self._waiting[oldest]
+        oldest.cancel()
+        self.reaped += 1
+        return True
+
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         buffer = bytearray()
+        answered = 0
+        limits = self.limits
         try:
             client = stream.socket.getpeername()
         except OSError:
@@ -87,14 +118,20 @@ class TcpServer:
         async with stream:
             try:
                 while not self.draining:
-                    with trio.move_on_after(self.idle_timeout) as idle:
-                        self._waiting.add(idle)
+                    if buffer:  # a query has begun: it must be whole within the message timeout
+                        scope = trio.move_on_at(started + limits.message_timeout)
+                    else:
+                        scope = trio.move_on_after(limits.idle_timeout)
+                        self._waiting[scope] = trio.current_time()
+                    with scope:
                         try:
                             chunk = await stream.receive_some(MAX_MESSAGE + 2)
                         finally:
-                            self._waiting.discard(idle)
-                    if idle.cancelled_caught or not chunk:
-                        return  # idle for too long, draining, or the client closed its side
+                            self._waiting.pop(scope, None)
+                    if scope.cancelled_caught or not chunk:
+                        return  # idle or slow for too long, reaped, draining, or closed by the client
+                    if not buffer:
+                        started = trio.current_time()
                     buffer += chunk
                     while len(buffer) >= 2:
                         size = buffer[0] << 8 | buffer[1]
@@ -102,12 +139,16 @@ class TcpServer:
                             break
                         message = bytes(buffer[2 : 2 + size])
                         del buffer[: 2 + size]
+                        started = trio.current_time()  # the next query's clock starts now
                         reply = await self._answer(message, client)
                         if reply is not None:
-                            with trio.move_on_after(self.idle_timeout) as stuck:
+                            with trio.move_on_after(limits.idle_timeout) as stuck:
                                 await stream.send_all(len(reply).to_bytes(2, "big") + reply)
                             if stuck.cancelled_caught:
                                 return  # the client does not read its answers
+                        answered += 1
+                        if answered >= limits.max_queries:
+                            return  # enough for one connection: the client reconnects
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("tcp connection ended: %s", exc)
 
@@ -130,7 +171,9 @@ class TcpServer:
         if type(reply) is Forward:
             started = time.perf_counter()
             fwd = reply
-            reply = await state.forwarder.reply(fwd) if state.forwarder is not None else upstream.failure(fwd.query)
+            reply = state.refuse_recursion(fwd, client[0])
+            if reply is None:
+                reply = await state.forwarder.reply(fwd) if state.forwarder is not None else upstream.failure(fwd.query)
             state.responder.count(self.stats, message, reply, time.perf_counter() - started)
         notify(state, "tcp", client, message, reply)
         return reply

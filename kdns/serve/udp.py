@@ -16,8 +16,9 @@ import time
 
 import trio
 
-from kdns import upstream
+from kdns import upstream, wire
 from kdns.config import ListenAddress
+from kdns.guard import SEND, SLIP, RateLimiter
 from kdns.responder import Forward
 from kdns.serve import Serving, fault_reply, notify, question_name
 from kdns.stats import QueryStats
@@ -57,7 +58,7 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats) -> N
     async with trio.open_nursery() as forwards:
         while True:
             await trio.lowlevel.wait_readable(sock)
-            handle, forwarder = state.responder.handle, state.forwarder
+            handle, forwarder, rrl = state.responder.handle, state.forwarder, state.rrl
             observed, faults = state.log_queries or state.on_query is not None, state.faults
             for _ in range(BATCH):
                 try:
@@ -86,10 +87,18 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats) -> N
                 if reply is None:
                     continue
                 if type(reply) is Forward:
-                    if forwarder is not None and len(forwards.child_tasks) < MAX_FORWARDS:
+                    refused = state.refuse_recursion(reply, peer[0])
+                    if refused is not None:
+                        reply = refused
+                    elif forwarder is not None and len(forwards.child_tasks) < MAX_FORWARDS:
                         forwards.start_soon(_forward, sock, state, reply, data, peer, stats)
                         continue
-                    reply = upstream.failure(reply.query)
+                    else:
+                        reply = upstream.failure(reply.query)  # saturated: fail at once, queue nothing
+                if rrl is not None:
+                    reply = _rate_limited(rrl, peer, reply)
+                    if reply is None:
+                        continue
                 if observed:
                     notify(state, "udp", peer, data, reply)
                 try:
@@ -105,8 +114,19 @@ async def _forward(sock: socket.socket, state: Serving, fwd: Forward, data: byte
     started = time.perf_counter()
     reply = await state.forwarder.reply(fwd)
     state.responder.count(stats, data, reply, time.perf_counter() - started)
+    if state.rrl is not None:
+        reply = _rate_limited(state.rrl, peer, reply)
     notify(state, "udp", peer, data, reply)
-    await _send(sock, reply, peer)
+    if reply is not None:
+        await _send(sock, reply, peer)
+
+
+def _rate_limited(rrl: RateLimiter, peer, reply: bytes) -> bytes | None:
+    """The reply, its truncated form (a slip), or None (dropped) under --rrl-rate."""
+    verdict = rrl.check(peer[0], time.monotonic())
+    if verdict == SEND:
+        return reply
+    return wire.as_truncated(reply) if verdict == SLIP else None
 
 
 async def _send(sock: socket.socket, reply: bytes, peer) -> None:
