@@ -1,0 +1,190 @@
+"""Staying up and staying right under hostile clients (issue 7): TCP abuse, rate limiting,
+the recursion allow list, minimal ANY. Everything through real sockets on loopback.
+
+Clients outside the allow list are made by binding the client socket to another loopback
+address (127.0.0.2): no namespace or root needed.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import trio
+
+from conftest import DEMO, rrs
+from stubdns import StubDNS
+
+WEB = "web.shop.svc.cluster.local"
+WAIT = 5.0
+
+
+def query(name: str = WEB, rdtype: str = "A", qid: int = 0x4242) -> bytes:
+    q = dns.message.make_query(name, rdtype)
+    q.id = qid
+    return q.to_wire()
+
+
+async def tcp_ask(stream: trio.SocketStream, packet: bytes) -> bytes:
+    await stream.send_all(struct.pack("!H", len(packet)) + packet)
+    data = b""
+    with trio.fail_after(WAIT):
+        while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+            chunk = await stream.receive_some(65537)
+            assert chunk, "the connection closed before the answer"
+            data += chunk
+    return data[2:]
+
+
+async def closed(stream: trio.SocketStream, timeout: float) -> bool:
+    """Whether the server closes `stream` within `timeout` seconds."""
+    with trio.move_on_after(timeout):
+        try:
+            while await stream.receive_some(65537):
+                pass
+        except trio.BrokenResourceError:
+            pass
+        return True
+    return False
+
+
+async def udp_from(source: str, server, packet: bytes, timeout: float = 1.0) -> bytes | None:
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind((source, 0))
+        await sock.sendto(packet, (server.host, server.port))
+        with trio.move_on_after(timeout):
+            return await sock.recv(65535)
+    return None
+
+
+# -- TCP ------------------------------------------------------------------------------------
+
+
+async def test_many_idle_connections_do_not_lock_out_a_new_client(kdns):
+    """At --tcp-max-connections the connection idle the longest makes room for a new one."""
+    server = await kdns(DEMO, args=["--tcp-max-connections", "5", "--tcp-idle-timeout", "30"])
+    idle = [await trio.open_tcp_stream(server.host, server.port) for _ in range(5)]
+    await trio.sleep(0.2)  # let all five settle into waiting
+    try:
+        fresh = await trio.open_tcp_stream(server.host, server.port)
+        async with fresh:
+            reply = dns.message.from_wire(await tcp_ask(fresh, query()))
+            assert rrs(reply.answer) == {f"{WEB}. 5 IN A 10.96.100.10"}
+        assert await closed(idle[0], 2.0), "the oldest idle connection was reaped"
+    finally:
+        for stream in idle:
+            await stream.aclose()
+
+
+async def test_byte_a_second_sender_is_cut_off_while_others_are_answered(kdns):
+    """A query that trickles in is dropped after --tcp-message-timeout; meanwhile another
+    client gets its answers."""
+    server = await kdns(DEMO, args=["--tcp-message-timeout", "0.6", "--tcp-idle-timeout", "30"])
+    slow = await trio.open_tcp_stream(server.host, server.port)
+    packet = struct.pack("!H", len(query())) + query()
+    async with slow, await trio.open_tcp_stream(server.host, server.port) as normal:
+        cut = False
+        with trio.fail_after(WAIT):
+            for i, byte in enumerate(packet):
+                try:
+                    await slow.send_all(bytes([byte]))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    cut = True
+                    break
+                reply = dns.message.from_wire(await tcp_ask(normal, query(qid=i)))
+                assert reply.id == i and reply.rcode() == dns.rcode.NOERROR
+                await trio.sleep(0.2)
+        assert cut or await closed(slow, 1.0)
+
+
+async def test_huge_length_prefix_gets_no_answer_and_is_dropped(kdns):
+    """A length prefix of 65535 followed by a few bytes: no answer, and the connection goes."""
+    server = await kdns(DEMO, args=["--tcp-message-timeout", "0.5"])
+    async with await trio.open_tcp_stream(server.host, server.port) as stream:
+        await stream.send_all(b"\xff\xff" + query())
+        assert await closed(stream, 3.0)
+    assert (await server.query(WEB)).rcode() == dns.rcode.NOERROR
+
+
+async def test_queries_per_connection_are_bounded(kdns):
+    """After --tcp-max-queries answers kdns closes the connection (the client reconnects)."""
+    server = await kdns(DEMO, args=["--tcp-max-queries", "3"])
+    async with await trio.open_tcp_stream(server.host, server.port) as stream:
+        for i in range(3):
+            assert dns.message.from_wire(await tcp_ask(stream, query(qid=i))).id == i
+        assert await closed(stream, 2.0)
+
+
+# -- response rate limiting ----------------------------------------------------------------
+
+
+async def test_rate_limiting_holds_back_a_flood_with_slips(kdns):
+    """With --rrl-rate 5, a burst of 40 UDP queries from one client gets about 5 answers, plus
+    every 2nd held-back one as a truncated reply (TC, no records); a client in another /24
+    is not affected; TCP is never limited."""
+    server = await kdns(DEMO, args=["--rrl-rate", "5", "--rrl-slip", "2"])
+    replies = []
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        for i in range(40):
+            await sock.sendto(query(qid=i), (server.host, server.port))
+        with trio.move_on_after(1.0):
+            while len(replies) < 40:
+                replies.append(dns.message.from_wire(await sock.recv(65535)))
+    full = [r for r in replies if not r.flags & dns.flags.TC]
+    slipped = [r for r in replies if r.flags & dns.flags.TC]
+    assert 4 <= len(full) <= 7, len(full)
+    assert 15 <= len(slipped) <= 19, len(slipped)
+    assert all(not r.answer for r in slipped)
+    other = await udp_from("127.0.1.1", server, query(qid=999))
+    assert other is not None and not dns.message.from_wire(other).flags & dns.flags.TC
+    assert rrs((await server.query(WEB, tcp=True)).answer) == {f"{WEB}. 5 IN A 10.96.100.10"}
+
+
+async def test_no_rate_limiting_by_default(demo):
+    for i in range(30):
+        reply = await demo.query(WEB)
+        assert not reply.flags & dns.flags.TC and reply.answer
+
+
+# -- recursion only for allowed clients ------------------------------------------------------
+
+
+async def test_recursion_refused_outside_the_allow_list(kdns, nursery):
+    """Names that would be forwarded are forwarded for allowed clients only: 127.0.0.2 is
+    outside --allow-recursion 127.0.0.1/32 and gets REFUSED, while cluster names are answered
+    for everyone and an ExternalName gets its CNAME alone."""
+    upstream = StubDNS("example.org. 300 IN A 127.0.0.77", "payments.example.com. 300 IN A 127.0.0.78")
+    port = await nursery.start(upstream.serve)
+    server = await kdns(DEMO, args=["--upstream", f"127.0.0.1:{port}", "--allow-recursion", "127.0.0.1/32"])
+    allowed = dns.message.from_wire(await udp_from("127.0.0.1", server, query("example.org")))
+    assert rrs(allowed.answer) == {"example.org. 30 IN A 127.0.0.77"}
+    refused = dns.message.from_wire(await udp_from("127.0.0.2", server, query("example.org")))
+    assert refused.rcode() == dns.rcode.REFUSED and not refused.answer
+    cluster = dns.message.from_wire(await udp_from("127.0.0.2", server, query(WEB)))
+    assert rrs(cluster.answer) == {f"{WEB}. 5 IN A 10.96.100.10"}
+    external = dns.message.from_wire(await udp_from("127.0.0.2", server, query("payments.shop.svc.cluster.local")))
+    assert external.rcode() == dns.rcode.NOERROR
+    assert rrs(external.answer) == {"payments.shop.svc.cluster.local. 5 IN CNAME payments.example.com."}
+    assert upstream.count("example.org") == 1 and upstream.count("payments.example.com") == 0
+
+
+async def test_recursion_allowed_for_private_ranges_by_default(kdns, nursery):
+    upstream = StubDNS("example.org. 300 IN A 127.0.0.77")
+    port = await nursery.start(upstream.serve)
+    server = await kdns(DEMO, args=["--upstream", f"127.0.0.1:{port}"])
+    reply = dns.message.from_wire(await udp_from("127.0.0.2", server, query("example.org")))
+    assert rrs(reply.answer) == {"example.org. 30 IN A 127.0.0.77"}
+
+
+# -- amplification ---------------------------------------------------------------------------
+
+
+async def test_any_gets_one_rrset(kdns):
+    """ANY on a name with A, AAAA and SRV records returns one RRset (RFC 8482), small."""
+    server = await kdns(DEMO)
+    reply = await server.query(WEB, "ANY")
+    assert len(reply.answer) == 1 and len(reply.to_wire()) < 120
