@@ -110,12 +110,15 @@ def ip_from_reverse(rel: tuple[str, ...], zone: str) -> str | None:
 
 
 def to_wire(name: str) -> bytes:
-    """Wire form of a lowercase dotted name (`a.b` → `\\x01a\\x01b\\x00`)."""
+    """Wire form of a lowercase dotted name (`a.b` → `\\x01a\\x01b\\x00`).
+
+    Latin-1, as query names are decoded (`wire.Query.labels`): every byte of a client's name
+    comes back as itself. Names from Kubernetes and the config are ASCII."""
     if not name:
         return b"\x00"
     out = bytearray()
     for label in name.split("."):
-        raw = label.encode()
+        raw = label.encode("latin-1")
         out.append(len(raw))
         out += raw
     out.append(0)

@@ -208,6 +208,21 @@ class Responder:
     def _forward(self, query: wire.Query, result: ans.Answer, limit: int) -> Forward:
         if not result.answer and result.upstream == ".".join(query.labels):
             return Forward(query, limit, query.question)  # as asked, case and all
-        question = names.to_wire(result.upstream) + query.question[-4:]
+        question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(ans.NOERROR, result.answer), self._zones).body if result.answer else b""
         return Forward(query, limit, question, prefix, len(result.answer))
+
+
+def _client_labels(query: wire.Query, name: str) -> bytes:
+    """`name` in wire form; when it is the client's own name or the first labels of it (an
+    autopath search suffix taken off), those labels as the client sent them, byte for byte
+    (a label may hold any byte, a dot too, which dotted text cannot tell apart)."""
+    labels = query.labels
+    for count in range(len(labels), 0, -1):
+        if ".".join(labels[:count]) == name:
+            question = query.question
+            pos = 0
+            for _ in range(count):
+                pos += 1 + question[pos]
+            return question[:pos] + b"\x00"
+    return names.to_wire(name)

@@ -22,9 +22,30 @@ NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
 OPT, SOA = 41, 6
 QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
 DEFAULT_PORT = 53
-# Types whose RDATA may hold compressed names (RFC 3597 section 4): offsets of the name
-# fields are handled by `_rdata_names`; every other type is copied as it is.
-_NAME_TYPES = {2: "n", 5: "n", 12: "n", 39: "n", 15: "hn", 6: "nnr", 33: "hhhn"}
+# The RDATA layouts `parse_reply` checks, field by field: "n" a name (compression allowed:
+# it is written out in full, since our reply puts it at another offset), "h" 2 bytes, "4" 4
+# bytes, "f" 16 bytes, "s" 18 bytes (SIG's fixed part), "c" a character-string, "C" one or
+# more character-strings to the end, "r" the rest as it is. The RDATA must be exactly its
+# fields. These are the types RFC 3597 section 4 says may carry compressed names, plus the
+# common ones with a fixed shape; every other type is copied as it is (RFC 3597).
+_LAYOUTS = {
+    1: "4",  # A
+    2: "n", 3: "n", 4: "n", 5: "n", 7: "n", 8: "n", 9: "n", 12: "n", 39: "n",  # NS MD MF CNAME MB MG MR PTR DNAME
+    6: "nn44444",  # SOA
+    13: "cc",  # HINFO
+    14: "nn", 17: "nn",  # MINFO RP
+    15: "hn", 18: "hn", 21: "hn", 36: "hn",  # MX AFSDB RT KX
+    16: "C", 99: "C",  # TXT SPF
+    24: "snr",  # SIG
+    26: "hnn",  # PX
+    28: "f",  # AAAA
+    30: "nr",  # NXT
+    33: "hhhn",  # SRV
+    35: "hhcccn",  # NAPTR
+}
+_FIXED = {"h": 2, "4": 4, "f": 16, "s": 18}
+# Records that belong to one hop (RFC 8945 TSIG, RFC 2930 TKEY): never passed on.
+_HOP_TYPES = {249, 250}
 
 
 class ReplyError(ValueError):
@@ -128,7 +149,7 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Forward
             pos = rdata_start + rdlength
             if pos > len(data):
                 raise ReplyError("record data runs past the end")
-            if rtype == OPT:
+            if rtype == OPT or rtype in _HOP_TYPES:
                 continue
             if ttl & 0x80000000:
                 ttl = 0  # RFC 2181: a TTL with the top bit set counts as 0
@@ -164,24 +185,35 @@ def _encode(labels: list[bytes]) -> bytes:
 
 
 def _rdata(data: bytes, rtype: int, start: int, length: int) -> bytes:
-    """RDATA with any compressed names in it written out in full."""
-    layout = _NAME_TYPES.get(rtype)
+    """RDATA checked against its type's layout, with any compressed names written out in full."""
+    layout = _LAYOUTS.get(rtype)
     if layout is None:
         return data[start : start + length]
     out = bytearray()
     pos, end = start, start + length
     for field in layout:
         if field == "n":
-            labels, pos = wire.read_name(data, pos, compressed=True)
+            labels, after = wire.read_name(data, pos, compressed=True)
+            if after > end:
+                raise ReplyError(f"type {rtype} record: a name runs past the record data")
             out += _encode(labels)
-        elif field == "h":
-            out += data[pos : pos + 2]
-            pos += 2
-        else:  # "r": the rest, as it is (the SOA's five numbers)
-            out += data[pos:end]
-            pos = end
-    if pos > end:
-        raise ReplyError(f"type {rtype} record data is shorter than its names")
+        else:
+            if field == "r":
+                after = end
+            elif field == "C":  # character-strings to the end, at least one
+                after = pos + 1 + data[pos] if pos < end else end + 1
+                while after < end:
+                    after += 1 + data[after]
+            elif field == "c":
+                after = pos + 1 + data[pos] if pos < end else end + 1
+            else:
+                after = pos + _FIXED[field]
+            if after > end:
+                raise ReplyError(f"type {rtype} record data is shorter than its fields")
+            out += data[pos:after]
+        pos = after
+    if pos != end:
+        raise ReplyError(f"type {rtype} record data is longer than its fields")
     return bytes(out)
 
 
@@ -241,16 +273,20 @@ def render(
     return head + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
 
 
-def local_only(query: wire.Query, prefix: bytes, prefix_count: int) -> bytes:
+def local_only(query: wire.Query, prefix: bytes, prefix_count: int, limit: int) -> bytes:
     """The reply without the upstream's part: our own records (an ExternalName's CNAME) if
-    there are any, for the client's resolver to follow; REFUSED otherwise."""
+    there are any, for the client's resolver to follow; REFUSED otherwise. TC and the
+    question alone if our records do not fit in `limit`."""
     if not prefix_count:
         return failure(query, REFUSED)
     flags = QR | AA | (query.flags & (RD | CD))
     opt = b""
     if query.edns is not None:
         opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
-    return query.qid + struct.pack("!5H", flags, 1, prefix_count, 0, bool(opt)) + query.question + prefix + opt
+    reply = query.qid + struct.pack("!5H", flags, 1, prefix_count, 0, bool(opt)) + query.question + prefix + opt
+    if len(reply) <= limit:
+        return reply
+    return query.qid + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
 
 
 def failure(query: wire.Query, rcode: int = SERVFAIL) -> bytes:

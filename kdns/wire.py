@@ -318,13 +318,31 @@ def badvers_reply(query: Query) -> bytes:
 
 
 def as_truncated(reply: bytes) -> bytes:
-    """The same reply with TC set and only its question: "ask again over TCP" (rate limiting)."""
+    """The same reply with TC set and only its question (and its OPT record, which RFC 6891
+    keeps in every reply to an EDNS query): "ask again over TCP" (rate limiting)."""
     try:
         _, end = read_name(reply, 12, compressed=False)
     except (BadName, IndexError):
         return reply[:12]
+    end += 4
     flags = int.from_bytes(reply[2:4], "big") | TC
-    return reply[:2] + flags.to_bytes(2, "big") + b"\x00\x01\x00\x00\x00\x00\x00\x00" + reply[12 : end + 4]
+    opt = _opt_record(reply, end)
+    return reply[:2] + flags.to_bytes(2, "big") + struct.pack("!4H", 1, 0, 0, bool(opt)) + reply[12:end] + opt
+
+
+def _opt_record(reply: bytes, pos: int) -> bytes:
+    """The OPT record among the records of `reply` from `pos` on, or b"" (none, or unreadable)."""
+    try:
+        for _ in range(sum(struct.unpack_from("!3H", reply, 6))):
+            _, after = read_name(reply, pos, compressed=True)
+            rtype, rdlength = struct.unpack_from("!H6xH", reply, after)
+            end = after + 10 + rdlength
+            if rtype == 41 and end <= len(reply):
+                return reply[pos:end]
+            pos = end
+    except (BadName, IndexError, struct.error):
+        pass
+    return b""
 
 
 def truncated_reply(query: Query) -> bytes:

@@ -144,6 +144,25 @@ async def test_rate_limiting_holds_back_a_flood_with_slips(kdns):
     assert rrs((await server.query(WEB, tcp=True)).answer) == {f"{WEB}. 5 IN A 10.96.100.10"}
 
 
+async def test_slipped_replies_keep_the_opt_record(kdns):
+    """A truncated reply slipped to an EDNS client still carries OPT (RFC 6891 section 7),
+    so the client knows the server speaks EDNS when it retries over TCP."""
+    server = await kdns(DEMO, args=["--rrl-rate", "1", "--rrl-slip", "1"])
+    replies = []
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        for i in range(10):
+            q = dns.message.make_query(WEB, "A", use_edns=0, payload=1232)
+            q.id = i
+            await sock.sendto(q.to_wire(), (server.host, server.port))
+        with trio.move_on_after(1.0):
+            while len(replies) < 10:
+                replies.append(dns.message.from_wire(await sock.recv(65535)))
+    slipped = [r for r in replies if r.flags & dns.flags.TC]
+    assert len(slipped) >= 7, len(slipped)
+    assert all(r.edns == 0 and not r.answer for r in slipped)
+
+
 async def test_no_rate_limiting_by_default(demo):
     for i in range(30):
         reply = await demo.query(WEB)

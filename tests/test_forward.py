@@ -735,6 +735,21 @@ async def test_autopath_cluster_names(autopath):
     assert lookups(up) == 0
 
 
+async def test_autopath_asks_upstream_for_the_clients_own_bytes(autopath):
+    """A search-path name with bytes outside ASCII (UTF-8 `café`, and a 63-byte label of
+    `é`s): the upstream is asked for the client's labels byte for byte (not re-encoded,
+    which made the long label too long for DNS and stopped kdns), the pod gets the CNAME and
+    the upstream's verdict, and kdns goes on serving."""
+    kd, up, _ = autopath
+    for label in ("café".encode(), "é".encode() * 31 + b"x"):
+        name = dns.name.Name([label, b"default", b"svc", b"cluster", b"local", b""])
+        reply = await kd.query(name, "A")
+        assert reply.rcode() == dns.rcode.NXDOMAIN
+        assert [(rr.name, rr.rdtype, rr[0].target) for rr in reply.answer] == [(name, dns.rdatatype.CNAME, dns.name.Name([label, b""]))]
+        assert up.count(dns.name.Name([label, b""]).to_text(), "A") == 1
+    assert rrs((await kd.query("web.shop.svc.cluster.local")).answer) == {f"web.shop.svc.{CL} 5 IN A 10.96.100.10"}
+
+
 async def test_autopath_only_for_the_clients_namespace(autopath):
     """The search path of a pod in `default` does not contain `shop.svc`: a query shaped for
     another namespace is plain NXDOMAIN, with no upstream query."""

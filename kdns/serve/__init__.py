@@ -28,11 +28,22 @@ class Serving:
     acl: RecursionAcl = field(default_factory=lambda: RecursionAcl(()))  # who may have names forwarded
     rrl: RateLimiter | None = None  # UDP response rate limiting, when enabled
 
+    async def forward(self, fwd) -> bytes:
+        """The upstream's reply to a Forward (SERVFAIL without a forwarder). A bug on the way
+        is logged and answered SERVFAIL: it must not end the listener's task group."""
+        if self.forwarder is None:
+            return upstream.failure(fwd.query)
+        try:
+            return await self.forwarder.reply(fwd)
+        except Exception:
+            logging.getLogger("kdns.serve").exception("failed to forward a query for %r", fwd.question)
+            return upstream.failure(fwd.query)
+
     def refuse_recursion(self, fwd, client: str | None) -> bytes | None:
         """The reply for a Forward from a client not allowed recursion; None if allowed."""
         if self.acl.allows(client):
             return None
-        return upstream.local_only(fwd.query, fwd.prefix, fwd.prefix_count)
+        return upstream.local_only(fwd.query, fwd.prefix, fwd.prefix_count, fwd.limit)
 
 
 @dataclass(frozen=True)

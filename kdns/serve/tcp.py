@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import trio
 
-from kdns import upstream
 from kdns.config import ListenAddress
 from kdns.responder import Forward
 from kdns.serve import Serving, fault_reply, notify, question_name
@@ -110,6 +109,7 @@ class TcpServer:
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         buffer = bytearray()
         answered = 0
+        started = 0.0  # when the query now in `buffer` began to arrive
         limits = self.limits
         try:
             client = stream.socket.getpeername()
@@ -173,7 +173,7 @@ class TcpServer:
             fwd = reply
             reply = state.refuse_recursion(fwd, client[0])
             if reply is None:
-                reply = await state.forwarder.reply(fwd) if state.forwarder is not None else upstream.failure(fwd.query)
+                reply = await state.forward(fwd)
             state.responder.count(self.stats, message, reply, time.perf_counter() - started)
         notify(state, "tcp", client, message, reply)
         return reply

@@ -112,7 +112,7 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats) -> N
 
 async def _forward(sock: socket.socket, state: Serving, fwd: Forward, data: bytes, peer, stats: QueryStats) -> None:
     started = time.perf_counter()
-    reply = await state.forwarder.reply(fwd)
+    reply = await state.forward(fwd)
     state.responder.count(stats, data, reply, time.perf_counter() - started)
     if state.rrl is not None:
         reply = _rate_limited(state.rrl, peer, reply)
@@ -145,7 +145,7 @@ async def _late(sock: socket.socket, state: Serving, delay: float, data: bytes, 
     await trio.sleep(delay)
     reply = state.responder.handle(data, None, peer[0], stats)
     if type(reply) is Forward:
-        reply = await state.forwarder.reply(reply) if state.forwarder is not None else upstream.failure(reply.query)
+        reply = await state.forward(reply)
     notify(state, "udp", peer, data, reply)
     if reply is not None:
         await _send(sock, reply, peer)
