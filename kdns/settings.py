@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,10 @@ import yaml
 
 from kdns import config, names, upstream
 from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, PodsMode, ServeConfig
+
+# The longest zone: 196 characters of Kubernetes names (three 63-character labels, "svc",
+# four dots) before it leave 57 of the 253 a DNS name may have.
+MAX_ZONE = 253 - (3 * 63 + 3 + 4)
 
 SOURCE, ANSWERS, FORWARDING, OPERATION = "source", "answers", "forwarding", "operation"
 
@@ -157,7 +162,7 @@ def merge(flags: argparse.Namespace, file_values: Mapping[str, Any]) -> Values:
     for option in OPTIONS:
         if option.name in given:
             values[option.name] = given[option.name]
-        elif option.name in file_values:
+        elif file_values.get(option.name) is not None:  # a key with no value (null) means the default
             values[option.name] = file_values[option.name]
             from_file.add(option.name)
         else:
@@ -171,16 +176,29 @@ def merge(flags: argparse.Namespace, file_values: Mapping[str, Any]) -> Values:
 
 def load_file(path: str) -> dict[str, Any]:
     """Read and type-check a config file; a ConfigError names the file and the key."""
+    return check_file(_read(path), path)
+
+
+def _read(path: str) -> Any:
+    """The parsed YAML of a config file; ConfigError (naming the file) when it cannot be read."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
         raise ConfigError(f"{path}: {line}invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    return check_file(data, path)
+    except (ValueError, TypeError, OverflowError) as exc:  # a tagged value YAML's constructors refuse (`!!float 5z`)
+        raise ConfigError(f"{path}: invalid YAML value: {exc}") from None
 
 
 def check_file(data: Any, path: str = "config") -> dict[str, Any]:
@@ -253,6 +271,9 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     zones = config.check_zones([_zone(text, v.where("zone", i)) for i, text in enumerate(v["zone"])], v.where("zone"))
     api = _api_source(v, environ)
     upstreams, stubs = _forwarding(v, zones, in_cluster=api is not None and api.in_cluster)
+    for option in OPTIONS:
+        if option.kind is float and not math.isfinite(v[option.name]):
+            raise ConfigError(f"{v.where(option.name)}: must be a finite number, got {v[option.name]}")
     ttl = v["ttl"]
     if not 0 <= ttl <= config.MAX_TTL:
         raise ConfigError(f"{v.where('ttl')}: must be between 0 and {config.MAX_TTL} seconds, got {ttl}")
@@ -349,6 +370,9 @@ def _zone(text: str, where: str) -> str:
     zone = text.strip().rstrip(".").lower()
     if not names.is_subdomain(zone):
         raise ConfigError(f"{where}: not a domain name: {text!r}")
+    if len(zone) > MAX_ZONE:
+        raise ConfigError(f"{where}: {len(zone)} characters, more than {MAX_ZONE}: the longest names Kubernetes "
+                          f"allows below a zone (hostname.service.namespace.svc.ZONE) would not fit in a DNS name")
     if zone in names.REVERSE_ZONES or zone.endswith(("." + names.IN_ADDR_ARPA, "." + names.IP6_ARPA)):
         raise ConfigError(f"{where}: {text!r}: the reverse zones are always served")
     return zone
@@ -412,13 +436,9 @@ def _api_source(v: Values, environ: Mapping[str, str]) -> ApiSource | None:
 def check_config_file(path: str, environ: Mapping[str, str]) -> list[str]:
     """`kdns check-config`: every problem of a config file, each naming its key path."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as exc:
-        return [f"{path}: {exc.strerror}"]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        return [f"{path}: {f'line {mark.line + 1}: ' if mark else ''}invalid YAML: {getattr(exc, 'problem', None) or exc}"]
+        data = _read(path)
+    except ConfigError as exc:
+        return [str(exc)]
     problems = file_problems(data)
     if not isinstance(data, (dict, type(None))):
         return problems

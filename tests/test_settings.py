@@ -213,6 +213,9 @@ WRONG_VALUES = {
     "stub-inside-zone": ({"stub-domain": ["x.cluster.local=127.0.0.1"]}, "stub-domain[0]: 'x.cluster.local' lies inside"),
     "negative": ({"lameduck": -1}, "lameduck: must not be negative, got -1"),
     "http-address": ({"health": "nowhere"}, "health: expected HOST:PORT, got 'nowhere'"),
+    "nan": ({"tcp-idle-timeout": float("nan")}, "tcp-idle-timeout: must be a finite number, got nan"),
+    "infinity": ({"reload-interval": float("inf")}, "reload-interval: must be a finite number, got inf"),
+    "zone-too-long": ({"zone": ["cluster.local", "a" * 50 + ".example"]}, "zone[1]: 58 characters, more than 57"),
 }
 
 
@@ -223,6 +226,17 @@ def test_wrong_value_in_file_names_the_key_path(tmp_path, values, fragment):
     message = config_error(tmp_path, values)
     assert fragment in message, message
     assert not re.search(r"(^|\s)--[a-z]", message), message
+
+
+def test_key_without_a_value_means_the_default(tmp_path):
+    """`ttl:` with nothing after it (YAML null) is the same as leaving the key out."""
+    path = tmp_path / "kdns.yaml"
+    path.write_text(f"manifests: [{DEMO}]\nttl:\nlisten:\npods: ~\nlameduck: null\n")
+    built = build_config(_parser().parse_args(["serve", "--config", str(path)]), ENVIRON)
+    default = build_config(_parser().parse_args(["serve", "--manifests", str(DEMO)]), ENVIRON)
+    assert (built.dns.ttl, built.listen, built.dns.pods, built.lameduck) == (default.dns.ttl, default.listen, default.dns.pods, default.lameduck)
+    result = run_kdns("check-config", path)
+    assert (result.returncode, result.stdout) == (0, f"{path}: OK\n"), result.stderr
 
 
 def test_missing_resolv_conf_names_key_and_file(tmp_path):
@@ -289,6 +303,24 @@ def test_check_config_missing_file_and_bad_yaml(tmp_path):
     assert len(result.stdout.splitlines()) == 1 and result.stdout.startswith(f"{broken}: line ") and "invalid YAML" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "raw, expected",
+    [(b"ttl: 5\n# caf\xe9\n", "line 2: not UTF-8 text (byte 0xe9)"),
+     (b"ttl: !!float 5z\n", "invalid YAML value"),
+     (b"listen: [2001-12-14t25:59:43]\n", "invalid YAML value")],
+    ids=["latin-1", "bad-float-tag", "bad-timestamp"],
+)
+def test_unreadable_config_is_one_line_naming_the_file(tmp_path, raw, expected):
+    """A file that is not UTF-8, or a tagged value YAML cannot build: `check-config` says so
+    in one line naming the file, and `kdns serve --config` refuses it (no traceback)."""
+    path = tmp_path / "kdns.yaml"
+    path.write_bytes(raw)
+    result = run_kdns("check-config", path)
+    assert result.returncode == 1 and result.stdout.startswith(f"{path}: ") and expected in result.stdout, result
+    result = run_kdns("serve", "--config", path, "--manifests", DEMO, "--listen", "127.0.0.1:0")
+    assert result.returncode == 1 and result.stderr.startswith(f"kdns: error: {path}: ") and expected in result.stderr, result.stderr
+
+
 # -- kdns serve with a bad file or flag ---------------------------------------------------------
 
 
@@ -321,8 +353,9 @@ def test_serve_with_bad_config_names_the_file(tmp_path, values):
 @pytest.mark.parametrize(
     "flags, fragment",
     [(["--ttl", "9999"], "--ttl"), (["--ttl", "abc"], "--ttl"), (["--pods", "sometimes"], "--pods"),
-     (["--no-such-flag"], "--no-such-flag"), (["--upstream", "10.0.0.x"], "--upstream")],
-    ids=["ttl-range", "ttl-type", "choice", "unknown", "bad-address"],
+     (["--no-such-flag"], "--no-such-flag"), (["--upstream", "10.0.0.x"], "--upstream"),
+     (["--tcp-idle-timeout", "nan"], "--tcp-idle-timeout: must be a finite number")],
+    ids=["ttl-range", "ttl-type", "choice", "unknown", "bad-address", "nan"],
 )
 def test_serve_with_bad_flag_exits_2(tmp_path, flags, fragment):
     """A bad flag is a command-line mistake: exit 2 naming the flag, even with a good --config."""
