@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import logging
 import os
 import socket
@@ -74,8 +75,11 @@ class Server:
         config_path: str | None = None,
         flags: argparse.Namespace | None = None,
         memory: bool = False,
+        reuse_port: bool = False,
     ):
-        """`memory`: no source at all; objects come from `apply_now` (kdns.testing)."""
+        """`memory`: no source at all; objects come from `apply_now` (kdns.testing).
+        `reuse_port`: bind the DNS ports with SO_REUSEPORT (`--workers`, kdns.workers)."""
+        self.reuse_port = reuse_port
         self.config = config
         self.memory = memory
         self.config_path = config_path  # reloaded on SIGHUP and when it changes
@@ -195,11 +199,11 @@ class Server:
     def _bind(self, address: ListenAddress) -> None:
         """UDP and TCP on the same port; with port 0, retry until both get the same one."""
         for _ in range(20):
-            udp = self._open("udp", bind_udp, address)
+            udp = self._open("udp", functools.partial(bind_udp, reuse_port=self.reuse_port), address)
             port = udp.getsockname()[1]
             actual = ListenAddress(address.host, port)
             try:
-                tcp = bind_tcp(actual)
+                tcp = bind_tcp(actual, reuse_port=self.reuse_port)
             except OSError as exc:
                 udp.close()
                 if address.port == 0 and exc.errno == errno.EADDRINUSE:
@@ -495,6 +499,7 @@ def _signature(path: str | None):
 _FIELDS = {
     "manifests": "manifests", "kubeconfig": "api", "apiserver": "api", "listen": "listen", "namespaces": "namespaces",
     "labels": "labels", "pods": "dns.pods", "autopath": "dns.autopath", "health": "http", "ready": "http", "metrics": "http",
+    "workers": "workers",
 }
 
 
@@ -509,7 +514,7 @@ def _keep_restart_only(old: ServeConfig, new: ServeConfig) -> ServeConfig:
     dns = replace(new.dns, pods=old.dns.pods, autopath=old.dns.autopath, ns_addresses=old.dns.ns_addresses)
     return replace(
         new, manifests=old.manifests, api=old.api, listen=old.listen, namespaces=old.namespaces,
-        labels=old.labels, http=old.http, dns=dns,
+        labels=old.labels, http=old.http, workers=old.workers, dns=dns,
     )
 
 

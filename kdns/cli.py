@@ -21,6 +21,7 @@ import trio
 from kdns import __version__, observe, settings
 from kdns.app import Server, StartupError
 from kdns.config import ConfigError, ServeConfig
+from kdns.workers import Workers, worker_argv
 
 log = logging.getLogger("kdns")
 
@@ -45,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         help="once ready to answer, print HOST:PORT of the first listen address on stdout (for tests in other "
         "languages: start kdns with --listen 127.0.0.1:0 and read the port)",
     )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by --workers (kdns.workers)
     check = commands.add_parser(
         "check-config", help="check a config file; print each problem with its key", description="Check a kdns config file."
     )
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServeConfig:
     """The ServeConfig of `kdns serve`: defaults, then the --config file, then the flags."""
-    flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "config", "print_address")})
+    flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "config", "print_address", "worker")})
     path = getattr(args, "config", None)
     file_values = settings.load_file(path) if path else {}
     try:
@@ -83,28 +85,36 @@ def main(argv: list[str] | None = None) -> int:
         return status
     observe.setup_logging(cfg.log_level, cfg.log_format)
     try:
-        server = Server(cfg, config_path=getattr(args, "config", None), flags=args)
+        server = Server(cfg, config_path=getattr(args, "config", None), flags=args, reuse_port=cfg.workers > 1 or args.worker)
     except StartupError as exc:
         print(f"kdns: error: {exc}", file=sys.stderr)
         return 1
-    trio.run(_run, server, args.print_address)
+    trio.run(_run, server, args.print_address and not args.worker, args)
     server.join()
     return 0
 
 
-async def _run(server: Server, print_address: bool = False) -> None:
+async def _run(server: Server, print_address: bool = False, args: argparse.Namespace | None = None) -> None:
+    workers = None
+    if server.config.workers > 1 and args is not None:
+        workers = Workers(server.config.workers - 1, server.config.lameduck)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_signals, server, nursery.cancel_scope)
+        nursery.start_soon(_signals, server, nursery.cancel_scope, workers)
         bound = await nursery.start(server.serve)
+        if workers is not None:
+            await nursery.start(workers.run, worker_argv(args, bound))
         if print_address:
             print(bound[0].address, flush=True)
 
 
-async def _signals(server: Server, scope: trio.CancelScope) -> None:
-    """SIGTERM: lameduck, drain, exit. SIGINT (or a second signal): exit now. SIGHUP: reload."""
+async def _signals(server: Server, scope: trio.CancelScope, workers: Workers | None = None) -> None:
+    """SIGTERM: lameduck, drain, exit. SIGINT (or a second signal): exit now. SIGHUP: reload.
+    Each is passed on to the worker processes of --workers."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             async for signum in signals:
+                if workers is not None:
+                    workers.signal(signum)
                 if signum == signal.SIGHUP:
                     log.info("SIGHUP received, reloading the configuration")
                     server.reload()

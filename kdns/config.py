@@ -116,6 +116,7 @@ class ServeConfig:
     tcp_max_connections: int = 1000
     tcp_message_timeout: float = 5.0
     tcp_max_queries: int = 10_000
+    workers: int = 1  # processes answering on the same ports (kdns.workers)
     http: HttpAddresses = field(default_factory=HttpAddresses)
     log_level: str = "info"
     log_format: str = "text"

@@ -27,6 +27,8 @@ from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, Listen
 # four dots) before it leave 57 of the 253 a DNS name may have.
 MAX_ZONE = 253 - (3 * 63 + 3 + 4)
 
+MAX_WORKERS = 256
+
 SOURCE, ANSWERS, FORWARDING, OPERATION = "source", "answers", "forwarding", "operation"
 
 
@@ -93,6 +95,9 @@ OPTIONS: tuple[Option, ...] = (
            OPERATION, metavar="SECONDS"),
     Option("tcp-max-queries", int, 10_000, "queries answered on one TCP connection before kdns closes it", OPERATION,
            metavar="N"),
+    Option("workers", int, 1, "answer with this many processes (one per core), sharing the listen ports "
+           "(SO_REUSEPORT); each keeps its own copy of the cluster; health, readiness and metrics are the first's",
+           OPERATION, metavar="N"),
     Option("lameduck", float, 5.0, "after SIGTERM, go on answering for this long (readiness 503), then drain TCP and exit",
            OPERATION, metavar="SECONDS"),
     Option("tcp-idle-timeout", float, 10.0, "close TCP connections idle for this long", OPERATION, metavar="SECONDS"),
@@ -106,7 +111,7 @@ BY_NAME = {option.name: option for option in OPTIONS}
 
 # Options that take effect only at start: a reload that changes them keeps the old values.
 RESTART_ONLY = ("manifests", "kubeconfig", "apiserver", "listen", "namespaces", "labels", "pods", "autopath",
-                "health", "ready", "metrics")
+                "health", "ready", "metrics", "workers")
 
 _GROUPS = {
     SOURCE: "source (one of them; with none, KUBECONFIG, then in-cluster config, then the bundled demo cluster)",
@@ -281,6 +286,8 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
                  "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise ConfigError(f"{v.where(name)}: must be more than 0, got {v[name]}")
+    if not 1 <= v["workers"] <= MAX_WORKERS:
+        raise ConfigError(f"{v.where('workers')}: must be between 1 and {MAX_WORKERS}, got {v['workers']}")
     for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip"):
         if v[name] < 0:
             raise ConfigError(f"{v.where(name)}: must not be negative, got {v[name]}")
@@ -333,6 +340,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         tcp_max_connections=v["tcp-max-connections"],
         tcp_message_timeout=v["tcp-message-timeout"],
         tcp_max_queries=v["tcp-max-queries"],
+        workers=v["workers"],
         log_level=v["log-level"],
         log_format=v["log-format"],
         log_queries=v["log-queries"],

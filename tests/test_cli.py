@@ -40,7 +40,7 @@ DOCUMENTED_OPTIONS = [
     "--upstream", "--resolv-conf", "--stub-domain", "--upstream-timeout", "--cache-ttl", "--cache-size",
     "--serve-stale", "--autopath", "--config", "--health", "--ready", "--metrics", "--lameduck", "--log-format",
     "--log-queries", "--print-address", "--allow-recursion", "--rrl-rate", "--rrl-slip", "--tcp-message-timeout",
-    "--tcp-max-connections", "--tcp-max-queries",
+    "--tcp-max-connections", "--tcp-max-queries", "--workers",
 ]
 
 

@@ -767,3 +767,96 @@ def test_kdns_writes_no_files(tmp_path):
         assert k.wait_exit() == 0
     for name, d in dirs.items():
         assert sorted(p.name for p in d.rglob("*")) == [], name
+
+
+# -- --workers ---------------------------------------------------------------------------------
+
+
+def answered_from_fresh_sockets(port: int, count: int, timeout: float) -> int:
+    """How many of `count` queries, each from a socket of its own (so a port of its own, which
+    SO_REUSEPORT hashes to one of the processes), are answered within `timeout`."""
+    wire = dns.message.make_query(WEB, "A").to_wire()
+    answered = 0
+    for _ in range(count):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(("127.0.0.1", port))
+            sock.send(wire)
+            try:
+                answered += dns.message.from_wire(sock.recv(65535)).rcode() == dns.rcode.NOERROR
+            except TimeoutError:
+                pass
+    return answered
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_answer_on_one_port_and_stop_together():
+    """--workers 2: a second process answers on the same UDP port (SO_REUSEPORT). While the
+    first process is stopped (SIGSTOP), queries from some source ports are still answered,
+    by the worker, and the others are not; after SIGCONT all are. SIGTERM to the first
+    process reaches the worker: both lameduck and exit, status 0."""
+    with kdns_serve("--manifests", DEMO, "--workers", "2", "--lameduck", "0.3") as k:
+        worker = int(k.wait_for(r"started worker 1 \(pid (\d+)\)").group(1))
+        eventually(lambda: len(k.matching(rf"listening on udp 127\.0\.0\.1:{k.port}$")) == 2)
+        assert answered_from_fresh_sockets(k.port, 10, 2.0) == 10
+        k.proc.send_signal(signal.SIGSTOP)
+        try:
+            while_stopped = answered_from_fresh_sockets(k.port, 24, 0.25)
+        finally:
+            k.proc.send_signal(signal.SIGCONT)
+        assert 0 < while_stopped < 24, while_stopped
+        assert answered_from_fresh_sockets(k.port, 10, 2.0) == 10
+        assert get(k.http["/ready"], "/ready") == (200, "OK")  # the first process's endpoints
+        k.proc.send_signal(signal.SIGTERM)
+        assert k.wait_exit() == 0, k.lines
+        eventually(lambda: not alive(worker))
+        assert len(k.matching(r"SIGTERM received, shutting down")) == 2, k.lines
+        assert k.matching(r" (ERROR|WARNING) ") == []
+
+
+def test_a_worker_that_dies_is_started_again_and_dies_with_the_first():
+    """A worker killed outright is started again (an ERROR line says so) and answers on the
+    port; when the first process is killed outright, the worker gets SIGTERM from the
+    kernel and exits after its lameduck period."""
+    with kdns_serve("--manifests", DEMO, "--workers", "2", "--lameduck", "0.2", http=()) as k:
+        first = int(k.wait_for(r"started worker 1 \(pid (\d+)\)").group(1))
+        mark = k.mark()
+        os.kill(first, signal.SIGKILL)
+        k.wait_for(rf"ERROR kdns\.workers: worker 1 \(pid {first}\) exited with status -9; starting it again", since=mark)
+        second = int(k.wait_for(r"started worker 1 \(pid (\d+)\)", since=mark).group(1))
+        eventually(lambda: len(k.matching(rf"listening on udp 127\.0\.0\.1:{k.port}$", since=mark)) == 1)
+        k.proc.send_signal(signal.SIGSTOP)  # only the new worker can answer now
+        try:
+            assert answered_from_fresh_sockets(k.port, 16, 0.25) > 0
+        finally:
+            k.proc.send_signal(signal.SIGCONT)
+        k.proc.kill()
+        k.wait_exit()
+        eventually(lambda: not alive(second))
+
+
+def test_sighup_reloads_every_worker(tmp_path):
+    """--workers 2 with a config file: SIGHUP to the first process reloads both (ttl 5 → 60
+    in every answer, whichever process gives it); the workers' HTTP endpoints stay off, so
+    the reload reports no restart-only change."""
+    path = write_config(tmp_path / "kdns.yaml", base_config(ttl=5, workers=2, **{"reload-interval": 60}))
+    with kdns_serve("--config", path, listen=False, http=(), http_paths=2) as k:
+        eventually(lambda: len(k.matching(rf"listening on udp 127\.0\.0\.1:{k.port}$")) == 2)
+        write_config(path, base_config(ttl=60, workers=2, **{"reload-interval": 60}))
+        mark = k.mark()
+        k.proc.send_signal(signal.SIGHUP)
+        eventually(lambda: len(k.matching("configuration reloaded", since=mark)) == 2)
+        assert {ttl_of(k.port) for _ in range(20)} == {60}
+        assert k.matching(r" (ERROR|WARNING) ") == []
+
+
+def test_workers_out_of_range_is_a_flag_error():
+    result = subprocess.run([*KDNS, "serve", "--workers", "0"], capture_output=True, text=True, timeout=20, cwd=ROOT)
+    assert result.returncode == 2 and "--workers: must be between 1 and 256, got 0" in result.stderr, result.stderr

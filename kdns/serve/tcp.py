@@ -31,11 +31,13 @@ MAX_MESSAGE = 65535
 BACKLOG = 128
 
 
-def bind_tcp(address: ListenAddress) -> socket.socket:
+def bind_tcp(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
     """A bound, listening TCP socket (raises OSError, e.g. EADDRINUSE)."""
     family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if reuse_port:  # --workers: several processes share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

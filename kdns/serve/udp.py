@@ -31,11 +31,13 @@ RECV_BUFFER = 4 * 1024 * 1024
 MAX_FORWARDS = 1000  # upstream questions in flight per socket
 
 
-def bind_udp(address: ListenAddress) -> socket.socket:
+def bind_udp(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
     """A bound non-blocking UDP socket (raises OSError, e.g. EADDRINUSE)."""
     family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:  # --workers: several processes share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         # Room for a burst while a batch is being answered (the kernel caps it at rmem_max).

@@ -1,0 +1,126 @@
+"""`kdns serve --workers N`: N processes answering on the same ports, one per core.
+
+The first process (the one started) binds the listen addresses with SO_REUSEPORT, then starts
+N-1 copies of itself (`kdns serve --worker`, the same options) that bind the very ports it
+got (port 0 included); the kernel spreads queries over the sockets by their address and port.
+Each process keeps its own copy of the cluster (its own watch on the API, its own manifest
+reads), its own upstream cache and statistics: there is nothing to share on the serving path.
+Health, readiness and metrics are the first process's only (the workers serve no HTTP).
+
+The first process passes SIGTERM, SIGHUP and SIGINT on to the workers, so they lameduck,
+reload and stop with it; a worker that dies is started again after a pause. Workers get
+SIGTERM from the kernel if the first process dies without a word (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import signal
+import subprocess
+import sys
+
+import trio
+
+from kdns import settings
+from kdns.app import Bound
+
+log = logging.getLogger("kdns.workers")
+
+RESTART_PAUSE = 1.0  # seconds before a worker that died is started again
+STOP_GRACE = 5.0  # after the lameduck period, how long a worker may take to exit before SIGKILL
+_PR_SET_PDEATHSIG = 1
+
+
+def worker_argv(args: argparse.Namespace, bound: list[Bound]) -> list[str]:
+    """The command line of a worker: the options given to this process (the config file
+    too), except --listen (the addresses bound here, with their real ports), --workers and
+    the HTTP endpoints (the first process's alone). As flags, these override the config
+    file on every reload too."""
+    argv = [sys.executable, "-m", "kdns", "serve", "--worker"]
+    if getattr(args, "config", None):
+        argv += ["--config", args.config]
+    for option in settings.OPTIONS:
+        name = option.name.replace("-", "_")
+        if option.name in ("listen", "workers", "health", "ready", "metrics") or not hasattr(args, name):
+            continue
+        value = getattr(args, name)
+        if option.kind is bool:
+            argv.append(f"--{option.name}" if value else f"--no-{option.name}")
+        elif option.repeat:
+            for item in value:
+                argv += [f"--{option.name}", str(item)]
+        else:
+            argv += [f"--{option.name}", str(value)]
+    for address in dict.fromkeys(b.address for b in bound):
+        argv += ["--listen", str(address)]
+    return argv + ["--workers", "1", "--health", "off", "--ready", "off", "--metrics", "off"]
+
+
+def die_with_parent() -> None:
+    """In a worker, before exec: SIGTERM when the process that started it ends (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the signals passed on by `Workers.signal` still reach the workers
+
+
+class Workers:
+    """The N-1 worker processes of a `--workers N` kdns, kept running until cancelled."""
+
+    def __init__(self, count: int, lameduck: float):
+        self.argv: list[str] = []  # set by `run`, once the first process knows its ports
+        self.count = count
+        self.lameduck = lameduck
+        self.processes: dict[int, trio.Process] = {}  # worker number -> its running process
+        self.restarts = 0
+        self.stopping = False
+
+    def signal(self, signum: int) -> None:
+        """Pass a signal on to every running worker."""
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stopping = True
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.send_signal(signum)
+
+    async def run(self, argv: list[str], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Start the workers with `argv` (`worker_argv`) and keep them running until cancelled."""
+        self.argv = argv
+        async with trio.open_nursery() as nursery:
+            for number in range(1, self.count + 1):
+                await nursery.start(self._keep_running, number)
+            task_status.started()
+
+    async def _keep_running(self, number: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        while True:
+            process = await trio.lowlevel.open_process(self.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            self.processes[number] = process
+            log.info("started worker %d (pid %d)", number, process.pid)
+            if not started:
+                task_status.started()
+                started = True
+            try:
+                status = await process.wait()
+            except trio.Cancelled:
+                with trio.CancelScope(shield=True):
+                    await self._stop(process)
+                raise
+            if self.stopping:
+                return
+            self.restarts += 1
+            log.error("worker %d (pid %d) exited with status %s; starting it again in %gs", number, process.pid, status, RESTART_PAUSE)
+            await trio.sleep(RESTART_PAUSE)
+
+    async def _stop(self, process: trio.Process) -> None:
+        """Let a worker finish its lameduck period (it got SIGTERM with us), then make sure."""
+        if process.returncode is None and not self.stopping:
+            process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(self.lameduck + STOP_GRACE):
+            await process.wait()
+            return
+        log.warning("worker pid %d did not exit; killing it", process.pid)
+        process.kill()
+        await process.wait()
