@@ -202,8 +202,8 @@ def _read(path: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
         raise ConfigError(f"{path}: {line}invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    except (ValueError, TypeError, OverflowError) as exc:  # a tagged value YAML's constructors refuse (`!!float 5z`)
-        raise ConfigError(f"{path}: invalid YAML value: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise all sorts for values they refuse (`!!float 5z`)
+        raise ConfigError(f"{path}: invalid YAML value: {type(exc).__name__}: {exc}") from None
 
 
 def check_file(data: Any, path: str = "config") -> dict[str, Any]:

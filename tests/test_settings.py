@@ -307,8 +307,9 @@ def test_check_config_missing_file_and_bad_yaml(tmp_path):
     "raw, expected",
     [(b"ttl: 5\n# caf\xe9\n", "line 2: not UTF-8 text (byte 0xe9)"),
      (b"ttl: !!float 5z\n", "invalid YAML value"),
-     (b"listen: [2001-12-14t25:59:43]\n", "invalid YAML value")],
-    ids=["latin-1", "bad-float-tag", "bad-timestamp"],
+     (b"listen: [2001-12-14t25:59:43]\n", "invalid YAML value"),
+     (b"ttl: !!float\n", "invalid YAML value")],
+    ids=["latin-1", "bad-float-tag", "bad-timestamp", "empty-float-tag"],
 )
 def test_unreadable_config_is_one_line_naming_the_file(tmp_path, raw, expected):
     """A file that is not UTF-8, or a tagged value YAML cannot build: `check-config` says so
