@@ -238,6 +238,25 @@ async def test_errors_back_off_with_one_line_each(api, follow, caplog):
         assert record.exc_info is None, "expected errors are logged without a traceback"
 
 
+async def test_backoff_starts_afresh_once_the_api_is_healthy_again(api, follow):
+    """A long outage grows the retry delay (to seconds); once the watches have been open a
+    while, a later blip (watches dropped) is followed within a second again, not after the
+    delay the old outage had reached."""
+    api.apply(service("web", "shop", "10.96.1.1"))
+    server = await follow()
+    api.down()
+    await trio.sleep(4.0)  # retries at about 0.25, 0.5, 1, 2 s: the next delay would be seconds
+    api.up()
+    with trio.fail_after(DEADLINE):
+        while api.watchers("Service") < 1:
+            await trio.sleep(0.05)
+    await trio.sleep(2.5)  # open long enough to count as healthy
+    api.drop_watches()
+    api.apply(service("web", "shop", "10.96.1.2"))
+    name = f"web.shop.svc.{CL}"
+    await eventually(server, name, "A", answers(a(name, "10.96.1.2")), timeout=1.0)
+
+
 async def test_namespaces_and_labels_filter(api, follow):
     api.apply(namespace("a"))
     api.apply(namespace("b"))

@@ -44,6 +44,10 @@ WATCH_TIMEOUT = 60  # seconds the API server keeps one watch open (timeoutSecond
 PAGE_SIZE = 500
 CONNECT_TIMEOUT = 5.0
 BACKOFF_FIRST, BACKOFF_CAP = 0.25, 30.0
+# A watch open this long, or a whole list, shows the API server healthy again: the next
+# failure starts the backoff from BACKOFF_FIRST (an outage long ago must not slow the
+# reconnect after today's blip).
+STABLE_AFTER = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,7 @@ class Reflector:
         self.lists = 0  # complete lists (for metrics)
         self.watches = 0  # watches started
         self.last_event: float | None = None  # time.monotonic() of the last event sent
+        self._watch_opened: float | None = None  # time.monotonic() the open watch was accepted
 
     def run(self) -> None:
         """The reflector's life, in its worker thread.
@@ -181,6 +186,9 @@ class Reflector:
     def _back_off(self, cause: str) -> None:
         if self.stopping.is_set():
             return  # the error is our own shutdown closing the connection
+        opened, self._watch_opened = self._watch_opened, None
+        if opened is not None and time.monotonic() - opened >= STABLE_AFTER:
+            self._failures = 0
         self._failures += 1
         delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1))
         delay = random.uniform(delay / 2, delay)
@@ -234,6 +242,7 @@ class Reflector:
             if not token:
                 break
         self.lists += 1
+        self._failures = 0
         self.last_event = time.monotonic()
         events: list[Event] = [Delete(key) for key in self._known - objects.keys()]
         events += [Upsert(obj) for obj in objects.values()]
@@ -250,6 +259,7 @@ class Reflector:
         """Follow events until the server ends the watch; return the last resourceVersion."""
         self.watches += 1
         response = self._call(watch="true", resourceVersion=version, timeoutSeconds=WATCH_TIMEOUT, allowWatchBookmarks="true")
+        self._watch_opened = time.monotonic()
         try:
             for line in _lines(response):
                 event = json.loads(line)
