@@ -14,7 +14,7 @@ are verified) runs in a worker thread, because the client blocks:
 
 Batches go into trio through a bounded channel (`trio.from_thread.run(send.send, ...)`), so
 a burst of events blocks the reader instead of growing memory. Errors are retried with
-exponential back-off and jitter (capped at 30 s), each logged as one line with its cause
+exponential back-off and jitter (capped at 5 s), each logged as one line with its cause
 and the delay. On shutdown the threads are abandoned (their blocking read cannot be
 interrupted portably); a stop flag and read timeouts end them soon after.
 """
@@ -43,7 +43,9 @@ log = logging.getLogger("kdns.kubernetes")
 WATCH_TIMEOUT = 60  # seconds the API server keeps one watch open (timeoutSeconds)
 PAGE_SIZE = 500
 CONNECT_TIMEOUT = 5.0
-BACKOFF_FIRST, BACKOFF_CAP = 0.25, 30.0
+# Capped at 5 s (client-go: 30 s): kdns is a handful of watches, and an answer kept stale
+# for want of a retry is worse for DNS than a few more requests to a recovering server.
+BACKOFF_FIRST, BACKOFF_CAP = 0.25, 5.0
 # A watch open this long, or a whole list, shows the API server healthy again: the next
 # failure starts the backoff from BACKOFF_FIRST (an outage long ago must not slow the
 # reconnect after today's blip).
