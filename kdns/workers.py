@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -58,12 +59,22 @@ def worker_argv(args: argparse.Namespace, bound: list[Bound]) -> list[str]:
     return argv + ["--workers", "1", "--health", "off", "--ready", "off", "--metrics", "off"]
 
 
-def die_with_parent() -> None:
-    """In a worker, before exec: SIGTERM when the process that started it ends (Linux)."""
+def _prctl():
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: the signals passed on by `Workers.signal` still reach the workers
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _prctl()  # looked up here, not in the forked child (no dlopen between fork and exec)
+
+
+def die_with_parent() -> None:
+    """In a worker, before exec: SIGTERM when the thread that started it (the first
+    process's main thread) ends. Without prctl the signals `Workers.signal` passes on still
+    reach the workers."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class Workers:
@@ -73,7 +84,7 @@ class Workers:
         self.argv: list[str] = []  # set by `run`, once the first process knows its ports
         self.count = count
         self.lameduck = lameduck
-        self.processes: dict[int, trio.Process] = {}  # worker number -> its running process
+        self.processes: dict[int, subprocess.Popen] = {}  # worker number -> its running process
         self.restarts = 0
         self.stopping = False
 
@@ -82,7 +93,7 @@ class Workers:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
         for process in self.processes.values():
-            if process.returncode is None:
+            if process.poll() is None:
                 process.send_signal(signum)
 
     async def run(self, argv: list[str], *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -96,14 +107,16 @@ class Workers:
     async def _keep_running(self, number: int, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         started = False
         while True:
-            process = await trio.lowlevel.open_process(self.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            # Started from this (the main) thread, not a worker thread as trio's open_process
+            # would: PR_SET_PDEATHSIG fires when the thread that started the child ends.
+            process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
             self.processes[number] = process
             log.info("started worker %d (pid %d)", number, process.pid)
             if not started:
                 task_status.started()
                 started = True
             try:
-                status = await process.wait()
+                status = await _wait(process)
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
                     await self._stop(process)
@@ -114,13 +127,28 @@ class Workers:
             log.error("worker %d (pid %d) exited with status %s; starting it again in %gs", number, process.pid, status, RESTART_PAUSE)
             await trio.sleep(RESTART_PAUSE)
 
-    async def _stop(self, process: trio.Process) -> None:
+    async def _stop(self, process: subprocess.Popen) -> None:
         """Let a worker finish its lameduck period (it got SIGTERM with us), then make sure."""
-        if process.returncode is None and not self.stopping:
+        if process.poll() is None and not self.stopping:
             process.send_signal(signal.SIGTERM)
         with trio.move_on_after(self.lameduck + STOP_GRACE):
-            await process.wait()
+            await _wait(process)
             return
         log.warning("worker pid %d did not exit; killing it", process.pid)
         process.kill()
-        await process.wait()
+        await _wait(process)
+
+
+async def _wait(process: subprocess.Popen) -> int:
+    """Its exit status, waiting without blocking trio (a pidfd; polling where there is none)."""
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # not Linux 5.3+, or the process is gone already
+        while process.poll() is None:
+            await trio.sleep(0.1)
+        return process.returncode
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    return process.wait()

@@ -805,6 +805,9 @@ def test_workers_answer_on_one_port_and_stop_together():
     with kdns_serve("--manifests", DEMO, "--workers", "2", "--lameduck", "0.3") as k:
         worker = int(k.wait_for(r"started worker 1 \(pid (\d+)\)").group(1))
         eventually(lambda: len(k.matching(rf"listening on udp 127\.0\.0\.1:{k.port}$")) == 2)
+        # A child of the main thread: PR_SET_PDEATHSIG would end it with the thread that started it.
+        pid = k.proc.pid
+        assert Path(f"/proc/{pid}/task/{pid}/children").read_text().split() == [str(worker)]
         assert answered_from_fresh_sockets(k.port, 10, 2.0) == 10
         k.proc.send_signal(signal.SIGSTOP)
         try:
