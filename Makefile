@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test bench bench-scale image clean
+.PHONY: run test bench bench-scale bench-workers soak image clean
 
 $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -32,6 +32,16 @@ bench: $(BIN)/.installed
 # 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
 bench-scale: $(BIN)/.installed
 	$(BIN)/python perf/scale.py
+
+# kdns --workers 1 and N against knot with N threads, nothing pinned (perf/README.md).
+bench-workers: $(BIN)/.installed
+	$(BIN)/python perf/workers.py
+
+# 10 minutes of steady dnsperf load with Service churn, API and upstream faults and bad input;
+# every sampled answer checked (perf/README.md). Needs dnsperf. SOAK_ARGS="--minutes 1" for a
+# quick look; SOAK_ARGS=--record prepends the results to perf/RESULTS.md.
+soak: $(BIN)/.installed
+	$(BIN)/python perf/soak.py $(SOAK_ARGS)
 
 # The container image of config/kubernetes/ (needs a container engine).
 image:
