@@ -59,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import cluster
+from bench import cluster, record
 
 SERVER_CORE, CLIENT_CORE = "1", "0"
 # Options for every throughput run, the same for each server (perf/README.md says how
@@ -583,15 +583,6 @@ kdns/dnslib **{qps['kdns'] / qps['dnslib']:.0f}×** ({per_round(tp['kdns'], tp['
 one core's capacity (1 / CPU per query) kdns/knot {cpu['knot'] / cpu['kdns']:.2f}×; p99 at {args.rate:,} q/s kdns/knot {p99(lat['kdns']) / p99(lat['knot']):.2f}×.
 Response codes (first round): {rcodes}. Lines logged by the servers during the run: {logged}.
 """
-
-
-def record(section: str) -> None:
-    """Prepend `section` to perf/RESULTS.md, below its intro paragraph."""
-    path = HERE / "RESULTS.md"
-    text = path.read_text()
-    at = text.find("\n## ")
-    at = len(text) if at < 0 else at + 1
-    path.write_text(text[:at] + section + "\n" + text[at:])
 
 
 def main() -> None:

@@ -76,6 +76,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench import record
 from kubeapi import KubeAPI
 from soak import abuse
 from soak import cluster as soak_cluster
@@ -1184,15 +1185,6 @@ def readme_row(res: Results) -> str:
             f"| {length} at {res.args.rate:,} q/s: {completed / max(1, sent):.3%} of {sent:,} queries answered, "
             f"p99 {us(statistics.median(p99s)) if p99s else '-'} µs (median of {len(p99s)} runs; worst {us(max(p99s, default=math.nan))} µs) "
             f"| {survived} | {bad:,} malformed UDP packets, {tcp:,} abusive TCP connections | **{wrong}** of {len(checks):,} answers checked |")
-
-
-def record(section: str) -> None:
-    """Prepend `section` to perf/RESULTS.md, below its intro paragraph."""
-    path = HERE / "RESULTS.md"
-    text = path.read_text()
-    at = text.find("\n## ")
-    at = len(text) if at < 0 else at + 1
-    path.write_text(text[:at] + section + "\n" + text[at:])
 
 
 def main() -> None:
