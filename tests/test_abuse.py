@@ -13,9 +13,10 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rdatatype
 import trio
 
-from conftest import DEMO, rrs
+from conftest import DEMO, rrs, write
 from stubdns import StubDNS
 
 WEB = "web.shop.svc.cluster.local"
@@ -189,6 +190,33 @@ async def test_recursion_refused_outside_the_allow_list(kdns, nursery):
     assert external.rcode() == dns.rcode.NOERROR
     assert rrs(external.answer) == {"payments.shop.svc.cluster.local. 5 IN CNAME payments.example.com."}
     assert upstream.count("example.org") == 1 and upstream.count("payments.example.com") == 0
+
+
+async def test_refused_recursion_with_a_long_cname_chain_fits_udp(kdns, nursery, tmp_path):
+    """A client outside the allow list asks for an ExternalName whose chain of long CNAMEs
+    (inside the cluster, then out) is bigger than 512 bytes: over UDP without EDNS it gets
+    TC within 512 bytes, over TCP the whole chain; the upstream is never asked."""
+    upstream = StubDNS("example.org. 300 IN A 127.0.0.77")
+    port = await nursery.start(upstream.serve)
+    names = [f"{'a' * 60}-{i}" for i in range(8)]
+    docs = ["apiVersion: v1\nkind: Namespace\nmetadata: {name: chain}\n"]
+    for i, name in enumerate(names):
+        target = f"{names[i + 1]}.chain.svc.cluster.local" if i + 1 < len(names) else f"{'x' * 60}.example.org"
+        docs.append(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: chain}}\n"
+                    f"spec: {{type: ExternalName, externalName: {target}}}\n")
+    manifest = write(tmp_path / "chain.yaml", "---\n".join(docs))
+    server = await kdns(manifest, args=["--upstream", f"127.0.0.1:{port}", "--allow-recursion", "127.0.0.1/32"])
+    first = f"{names[0]}.chain.svc.cluster.local"
+    data = await udp_from("127.0.0.2", server, query(first))
+    assert data is not None and len(data) <= 512, len(data or b"")
+    reply = dns.message.from_wire(data)
+    assert reply.flags & dns.flags.TC and not reply.answer
+    async with await trio.open_tcp_stream(server.host, server.port, local_address="127.0.0.2") as stream:
+        over_tcp = dns.message.from_wire(await tcp_ask(stream, query(first)))
+    assert over_tcp.rcode() == dns.rcode.NOERROR and not over_tcp.flags & dns.flags.TC
+    assert [rrset.rdtype for rrset in over_tcp.answer] == [dns.rdatatype.CNAME] * 8
+    assert len(over_tcp.to_wire()) > 512
+    assert upstream.count(f"{'x' * 60}.example.org") == 0
 
 
 async def test_recursion_allowed_for_private_ranges_by_default(kdns, nursery):

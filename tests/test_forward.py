@@ -13,6 +13,7 @@ query and the health probes (`lookups`).
 from __future__ import annotations
 
 import socket
+import struct
 import sys
 import textwrap
 
@@ -210,6 +211,31 @@ async def test_decoy_datagrams_ignored(kdns, stub):
     assert reply.rcode() == dns.rcode.NOERROR
     assert addresses(reply) == {"127.0.0.61"} and BOGUS not in addresses(reply)
     assert up.count("real.example.org") == 1
+
+
+async def raw_upstream(task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """An upstream that answers every query with one A record for the question, whose RDATA
+    is 4 bytes for names starting `good` and 0 bytes (malformed) for the others."""
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        task_status.started(sock.getsockname()[1])
+        while True:
+            data, peer = await sock.recvfrom(65535)
+            end = data.index(0, 12) + 5  # the question: name, type, class
+            rdata = b"\x7f\x00\x00\x3e" if data[13:17] == b"good" else b""
+            record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, len(rdata)) + rdata
+            await sock.sendto(data[:2] + struct.pack("!5H", 0x8180, 1, 1, 0, 0) + data[12:end] + record, peer)
+
+
+async def test_malformed_upstream_record_is_not_relayed(kdns, nursery):
+    """An upstream reply with an A record of 0 bytes is not passed on (the client's parser
+    would reject the whole reply): after the upstream timeout the client gets SERVFAIL; a
+    well-formed reply from the same upstream is relayed."""
+    port = await nursery.start(raw_upstream)
+    kd = await kdns(DEMO, args=["--upstream", f"127.0.0.1:{port}", "--upstream-timeout", "0.3"])
+    assert addresses(await kd.query("good.example.org")) == {"127.0.0.62"}
+    reply = await kd.query("bad.example.org")  # dnspython raises if the reply is malformed
+    assert reply.rcode() == dns.rcode.SERVFAIL and not reply.answer
 
 
 async def test_cache_size_bounded_least_recently_used_evicted(kdns, stub):
