@@ -44,6 +44,10 @@ _LAYOUTS = {
     35: "hhcccn",  # NAPTR
 }
 _FIXED = {"h": 2, "4": 4, "f": 16, "s": 18}
+# Types whose layout above is class IN's (RFC 1035, 3596, 2782...): in other classes their
+# RDATA is opaque, except CHAOS's A, a name and a 16-bit address (RFC 1035 section 3.4.1).
+_IN_ONLY = {1, 28, 26, 33, 35, 36}
+_CLASS_LAYOUTS = {(3, 1): "nh"}
 # Records that belong to one hop (RFC 8945 TSIG, RFC 2930 TKEY): never passed on.
 _HOP_TYPES = {249, 250}
 
@@ -153,7 +157,7 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Forward
                 continue
             if ttl & 0x80000000:
                 ttl = 0  # RFC 2181: a TTL with the top bit set counts as 0
-            rdata = _rdata(data, rtype, rdata_start, rdlength)
+            rdata = _rdata(data, rtype, rclass, rdata_start, rdlength)
             out += _encode(owner)
             offsets.append(len(out) + 4)
             ttls.append(ttl)
@@ -184,9 +188,9 @@ def _encode(labels: list[bytes]) -> bytes:
     return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
 
 
-def _rdata(data: bytes, rtype: int, start: int, length: int) -> bytes:
+def _rdata(data: bytes, rtype: int, rclass: int, start: int, length: int) -> bytes:
     """RDATA checked against its type's layout, with any compressed names written out in full."""
-    layout = _LAYOUTS.get(rtype)
+    layout = _LAYOUTS.get(rtype) if rclass == 1 or rtype not in _IN_ONLY else _CLASS_LAYOUTS.get((rclass, rtype))
     if layout is None:
         return data[start : start + length]
     out = bytearray()
