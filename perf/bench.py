@@ -59,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import cluster, record
+from bench import cluster, kdns_revision, record
 
 SERVER_CORE, CLIENT_CORE = "1", "0"
 # Options for every throughput run, the same for each server (perf/README.md says how
@@ -487,18 +487,6 @@ def versions() -> str:
     except (OSError, subprocess.TimeoutExpired, AttributeError):
         dnsperf_version = "?"
     return f"knotd {last_word([find_knotd(), '-V'])}, dnsperf {dnsperf_version}, dnslib {dnslib.version}"
-
-
-def kdns_revision() -> str:
-    """The commit kdns was measured at, and whether kdns/ had uncommitted changes."""
-    def git(*argv: str) -> str:
-        try:
-            return subprocess.run(["git", *argv], check=False, capture_output=True, text=True, timeout=10, cwd=ROOT).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return commit + (" with uncommitted changes in kdns/" if git("status", "--porcelain", "--", "kdns") else "")
 
 
 def mix(queries: list[cluster.Query]) -> str:

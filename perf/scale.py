@@ -126,7 +126,7 @@ def measure_process(api: KubeAPI, svcs: list[dict], changes: int) -> dict:
             raise SystemExit("kdns did not sync within 120 s:\n" + "".join(lines[-20:]))
         sync_s = time.monotonic() - started
         port = port_box[0]
-        probe = f"svc-1.ns-1.svc.cluster.local"
+        probe = "svc-1.ns-1.svc.cluster.local"
         deadline = time.monotonic() + 30
         while ask(port, probe).rcode() != dns.rcode.NOERROR and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -76,7 +76,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench import record
+from bench import kdns_revision, record
 from kubeapi import KubeAPI
 from soak import abuse
 from soak import cluster as soak_cluster
@@ -958,17 +958,6 @@ def machine() -> str:
         dnsperf = "?"
     return (f"{cores} × {model.group(1) if model else platform.machine()} ({platform.machine()}), Linux {platform.release()}, "
             f"{platform.python_implementation()} {platform.python_version()}; dnsperf {dnsperf}")
-
-
-def kdns_revision() -> str:
-    def git(*argv: str) -> str:
-        try:
-            return subprocess.run(["git", *argv], check=False, capture_output=True, text=True, timeout=10, cwd=ROOT).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
-    return commit + (" with uncommitted changes in kdns/" if git("status", "--porcelain", "--", "kdns") else "")
 
 
 def us(x: float) -> str:

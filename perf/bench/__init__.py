@@ -1,8 +1,11 @@
-"""Helpers of the benchmarks in perf/: the generated cluster, the dnslib peer, and `record`."""
+"""Helpers of the benchmarks in perf/: the generated cluster, the dnslib peer, `record` and
+`kdns_revision`."""
 
+import subprocess
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent.parent / "RESULTS.md"
+ROOT = Path(__file__).resolve().parent.parent.parent
+RESULTS = ROOT / "perf" / "RESULTS.md"
 
 
 def record(section: str) -> None:
@@ -11,3 +14,15 @@ def record(section: str) -> None:
     at = text.find("\n## ")
     at = len(text) if at < 0 else at + 1
     RESULTS.write_text(text[:at] + section + "\n" + text[at:])
+
+
+def kdns_revision() -> str:
+    """The commit kdns was measured at, and whether kdns/ had uncommitted changes."""
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(["git", *argv], check=False, capture_output=True, text=True, timeout=10, cwd=ROOT).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
+    return commit + (" with uncommitted changes in kdns/" if git("status", "--porcelain", "--", "kdns") else "")
