@@ -59,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench import cluster, kdns_revision, record
+from bench import cluster, kdns_revision, missing_prerequisite, record
 
 SERVER_CORE, CLIENT_CORE = "1", "0"
 # Options for every throughput run, the same for each server (perf/README.md says how
@@ -432,11 +432,9 @@ class Results:
 
 
 def run(args: argparse.Namespace) -> Results:
-    for tool in ("dnsperf", "taskset"):
-        if shutil.which(tool) is None:
-            raise BenchError(f"{tool} not found (Debian: apt-get install dnsperf util-linux)")
-    if os.cpu_count() < 2:
-        raise BenchError("needs 2 cores: the servers run on core 1, dnsperf on core 0")
+    problem = missing_prerequisite()
+    if problem:
+        raise BenchError(problem)
     os.sched_setaffinity(0, {int(CLIENT_CORE)})  # this process too stays off the servers' core
     with tempfile.TemporaryDirectory(prefix="kdns-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)

@@ -76,7 +76,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from bench import kdns_revision, record
+from bench import kdns_revision, missing_prerequisite, record
 from kubeapi import KubeAPI
 from soak import abuse
 from soak import cluster as soak_cluster
@@ -782,11 +782,9 @@ class Results:
 
 
 def run(args: argparse.Namespace) -> Results:
-    for tool in ("dnsperf", "taskset"):
-        if shutil.which(tool) is None:
-            raise SoakError(f"{tool} not found (Debian: apt-get install dnsperf util-linux)")
-    if os.cpu_count() < 2:
-        raise SoakError("needs 2 cores: kdns runs on core 1, dnsperf and the soak on core 0")
+    problem = missing_prerequisite()
+    if problem:
+        raise SoakError(problem)
     os.sched_setaffinity(0, {CLIENT_CORE})  # before any thread starts: they all inherit it
     seconds = args.minutes * 60
     stop = threading.Event()

@@ -1,6 +1,8 @@
-"""Helpers of the benchmarks in perf/: the generated cluster, the dnslib peer, `record` and
-`kdns_revision`."""
+"""Helpers of the benchmarks in perf/: the generated cluster, the dnslib peer, `record`,
+`kdns_revision` and `missing_prerequisite`."""
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,3 +28,13 @@ def kdns_revision() -> str:
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown commit"
     return commit + (" with uncommitted changes in kdns/" if git("status", "--porcelain", "--", "kdns") else "")
+
+
+def missing_prerequisite() -> str | None:
+    """What this machine lacks for a pinned run (dnsperf, taskset, two cores), or None."""
+    for tool in ("dnsperf", "taskset"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (Debian: apt-get install dnsperf util-linux)"
+    if (os.cpu_count() or 1) < 2:
+        return "needs 2 cores: the server runs on core 1, dnsperf on core 0"
+    return None
