@@ -40,7 +40,7 @@ from kdns.serve import Serving
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.serve.tcp import TcpLimits, TcpServer, bind_tcp
-from kdns.serve.udp import bind_udp, serve_udp
+from kdns.serve.udp import batched, bind_udp, loop_kind, serve_udp
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests
 from kdns.sources.select import Scope, SelectorError, parse_selector
 from kdns.stats import QueryStats
@@ -122,6 +122,7 @@ class Server:
             rrl=_rate_limiter(config, None),
         )
         self.stopping = False  # SIGTERM received: readiness is 503 from then on
+        self.c_loop = False  # UDP sockets answer replays in C (kdns/_udpbatch.c); set by serve()
         self.programming: dict[str, tuple[dict[int, int], float]] = {}  # service kind -> DNS programming latency
         self._sockets: list[tuple[Bound, socket.socket]] = []
         self._http: list[tuple[ListenAddress, socket.socket, dict]] = []
@@ -296,9 +297,10 @@ class Server:
                 if self.config_path is not None:
                     nursery.start_soon(self._watch_config)
                 stats = iter(self._stats)
+                self.c_loop = batched()  # (KDNS_PURE_PYTHON is read once, as the sockets start)
                 for bound, sock in self._sockets:
                     if bound.proto == "udp":
-                        nursery.start_soon(serve_udp, sock, self.state, next(stats))
+                        nursery.start_soon(serve_udp, sock, self.state, next(stats), self.c_loop)
                     else:
                         tcp = TcpServer(sock, self.state, next(stats), _tcp_limits(self.config))
                         self._tcp.append(tcp)
@@ -330,6 +332,8 @@ class Server:
             )
         for bound in self.bound:
             log.info("listening on %s %s", bound.proto, bound.address)
+        if any(bound.proto == "udp" for bound in self.bound):
+            log.info("udp loop: %s", loop_kind(self.c_loop))
         for address, _, routes in self._http:
             log.info("listening on http %s for %s", address, " ".join(routes))
 
