@@ -6,8 +6,12 @@ trio loop on a free port; queries go over real sockets with dnspython's trio bac
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import textwrap
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +54,67 @@ class Running:
 
     async def tcp_connect(self) -> trio.SocketStream:
         return await trio.open_tcp_stream(self.host, self.port)
+
+
+class KdnsProcess:
+    """A `kdns` process started by a test: a thread collects its stderr lines. `port` and
+    `http[path]` are for the caller to fill in (its DNS port, its HTTP endpoints' ports)."""
+
+    STOP_TIMEOUT = 5.0
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+        self.lines: list[str] = []
+        self.port = 0
+        self.http: dict[str, int] = {}
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str | re.Pattern, timeout: float = 5.0, since: int = 0) -> re.Match:
+        """The first stderr line from index `since` on matching `pattern`, waiting up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[since:]:
+                    if m := re.search(pattern, line):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive():
+                    raise AssertionError(f"no stderr line matching {pattern!r} within {timeout}s; stderr: {self.lines}")
+                self._changed.wait(min(left, 0.1))
+
+    def matching(self, pattern: str, since: int = 0) -> list[str]:
+        with self._changed:
+            return [line for line in self.lines[since:] if re.search(pattern, line)]
+
+    def errors(self) -> list[str]:
+        return self.matching(" ERROR ")
+
+    def mark(self) -> int:
+        """The number of stderr lines so far (for `since=`)."""
+        with self._changed:
+            return len(self.lines)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
+        status = self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=self.STOP_TIMEOUT)
+        return status
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=self.STOP_TIMEOUT)
+        self._reader.join(timeout=self.STOP_TIMEOUT)
+        self.proc.stderr.close()
 
 
 def write(path: Path, text: str) -> Path:

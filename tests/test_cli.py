@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from conftest import DEMO, ROOT, needs, write
+from conftest import DEMO, ROOT, KdnsProcess, needs, write
 
 import kdns as kdns_package
 
@@ -61,50 +60,9 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-class Process:
-    """A running `kdns serve`; a thread collects its stderr lines."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def wait_for(self, pattern: str | re.Pattern, timeout: float) -> re.Match:
-        """The first stderr line matching `pattern`, waiting up to `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    if m := re.search(pattern, line):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no stderr line matching {pattern!r} within {timeout}s; stderr: {self.lines}")
-                self._changed.wait(min(left, 0.1))
-
-    def errors(self) -> list[str]:
-        with self._changed:
-            return [line for line in self.lines if " ERROR " in line]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=STOP_TIMEOUT)
-        self._reader.join(timeout=STOP_TIMEOUT)
-        self.proc.stderr.close()
-
-
 @contextlib.contextmanager
 def serving(*args: str):
-    """`kdns serve ARGS --listen 127.0.0.1:0`; yields (Process, port) once it listens."""
+    """`kdns serve ARGS --listen 127.0.0.1:0`; yields (KdnsProcess, port) once it listens."""
     proc = subprocess.Popen(
         [*KDNS, "serve", "--listen", "127.0.0.1:0", *map(str, args)],
         stdin=subprocess.DEVNULL,
@@ -113,7 +71,7 @@ def serving(*args: str):
         text=True,
         cwd=ROOT,
     )
-    process = Process(proc)
+    process = KdnsProcess(proc)
     try:
         port = int(process.wait_for(LISTENING, START_TIMEOUT).group(1))
         yield process, port

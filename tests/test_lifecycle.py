@@ -31,7 +31,7 @@ import pytest
 import dns.rdatatype
 import trio
 import yaml
-from conftest import DEMO, ROOT, write
+from conftest import DEMO, ROOT, KdnsProcess, write
 from kubeapi import KubeAPI
 from prometheus_client.parser import text_string_to_metric_families
 from stubdns import StubDNS
@@ -49,71 +49,15 @@ WEB = "web.shop.svc.cluster.local"  # in the demo cluster: 10.96.100.10
 # -- a kdns process ------------------------------------------------------------------------------
 
 
-class Kdns:
-    """A running `kdns serve`: a thread collects its stderr lines; `port` is its DNS port and
-    `http[path]` the port of each HTTP endpoint."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.proc = proc
-        self.lines: list[str] = []
-        self.port = 0
-        self.http: dict[str, int] = {}
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, pattern: str | re.Pattern, timeout: float = WAIT, since: int = 0) -> re.Match:
-        """The first stderr line from index `since` on matching `pattern`, waiting up to `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for line in self.lines[since:]:
-                    if m := re.search(pattern, line):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._reader.is_alive():
-                    raise AssertionError(f"no stderr line matching {pattern!r} within {timeout}s; stderr: {self.lines}")
-                self._changed.wait(min(left, 0.1))
-
-    def matching(self, pattern: str, since: int = 0) -> list[str]:
-        with self._changed:
-            return [line for line in self.lines[since:] if re.search(pattern, line)]
-
-    def mark(self) -> int:
-        """The number of stderr lines so far (for `since=`)."""
-        with self._changed:
-            return len(self.lines)
-
-    def wait_exit(self, timeout: float = STOP_TIMEOUT) -> int:
-        status = self.proc.wait(timeout=timeout)
-        self._reader.join(timeout=STOP_TIMEOUT)
-        return status
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=STOP_TIMEOUT)
-        self._reader.join(timeout=STOP_TIMEOUT)
-        self.proc.stderr.close()
-
-
 @contextlib.contextmanager
 def kdns_serve(*args: str, listen: bool = True, http: tuple[str, ...] = HTTP_ALL, http_paths: int | None = None,
                cwd: Path = ROOT, env: dict | None = None):
-    """`kdns serve [--listen 127.0.0.1:0] [HTTP flags] ARGS`; yields the Kdns once it has
+    """`kdns serve [--listen 127.0.0.1:0] [HTTP flags] ARGS`; yields the KdnsProcess once it has
     logged its DNS port and the ports of `http_paths` HTTP endpoints (default: those of `http`)."""
     argv = [*KDNS, "serve", *(["--listen", "127.0.0.1:0"] if listen else []), *http, *map(str, args)]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             cwd=cwd, env=env)
-    k = Kdns(proc)
+    k = KdnsProcess(proc)
     expected = len(http) // 2 if http_paths is None else http_paths
     try:
         k.port = int(k.wait_for(UDP_LINE, START_TIMEOUT).group(1))

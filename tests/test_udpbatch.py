@@ -32,7 +32,6 @@ from test_protocol import (
     have_ipv6_loopback,
     is_sentinel_reply,
     query,
-    udp_socket,
     with_flags,
 )
 

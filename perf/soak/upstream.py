@@ -6,6 +6,8 @@ made in the stub's own loop through `trio.from_thread`.
 
 from __future__ import annotations
 
+import random
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -18,9 +20,31 @@ sys.path.insert(0, str(ROOT / "tests"))
 from stubdns import StubDNS
 
 
+def fixed_port(host: str = "127.0.0.1") -> int:
+    """A port free for UDP and TCP on `host`, below the kernel's ephemeral range: the stub gives
+    it up while "stopped" and binds it again, and an ephemeral port could meanwhile be taken by
+    any outgoing socket (kdns's own upstream queries among them)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10000, max(10001, low))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            try:
+                udp.bind((host, port))
+                tcp.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port for the stub upstream between 10000 and {low}")
+
+
 class Upstream:
     def __init__(self, records: list[str]) -> None:
-        self.stub = StubDNS(*records)
+        self.stub = StubDNS(*records, port=fixed_port())
         self.port = 0
         self._token = None
         self._cancel: trio.CancelScope | None = None
