@@ -249,7 +249,7 @@ class Collector:
         yield synced
         relists = CounterMetricFamily("kdns_source_relists", "Complete lists of a resource (the first included).", labels=["resource"])
         restarts = CounterMetricFamily("kdns_source_watch_restarts", "Watches started again after one ended.", labels=["resource"])
-        age = GaugeMetricFamily("kdns_source_seconds_since_last_event", "Seconds since the source last delivered an event.",
+        age = GaugeMetricFamily("kdns_source_seconds_since_last_event", "Seconds since the source last heard of an object (a list or a watch event).",
                                 labels=["resource"])
         now = time.monotonic()
         for resource, (lists, watches, last) in server.source_stats().items():

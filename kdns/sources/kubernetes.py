@@ -118,7 +118,7 @@ class Reflector:
         self._cfg = cfg
         self._api_client = None
         self._api_exception: type[Exception] = _HttpError
-        self._known: set[ObjectKey] = set()
+        self._known: dict[ObjectKey, object] = {}  # what was last sent for each object
         self._synced = False
         self._response = None
         self._failures = 0
@@ -246,14 +246,17 @@ class Reflector:
         self.lists += 1
         self._failures = 0
         self.last_event = time.monotonic()
-        events: list[Event] = [Delete(key) for key in self._known - objects.keys()]
-        events += [Upsert(obj) for obj in objects.values()]
-        self._known = set(objects)
+        # Only what differs from what was sent before: a relist of an unchanged cluster then
+        # costs the serving thread nothing (the comparisons happen here, in this thread).
+        known = self._known
+        events: list[Event] = [Delete(key) for key in known.keys() - objects.keys()]
+        events += [Upsert(obj) for key, obj in objects.items() if known.get(key) != obj]
+        self._known = objects
         if not self._synced:
             events.append(Synced(self.resource.kind.value))
             self._synced = True
             log.info("%s: listed %d", self.resource.label, len(objects))
-        if not self.emit(events):
+        if events and not self.emit(events):
             return None
         return str(meta.get("resourceVersion") or "")
 
@@ -274,10 +277,9 @@ class Reflector:
                 if kind == "BOOKMARK":
                     continue
                 events = self._event(kind, obj)
-                if events:
-                    self.last_event = time.monotonic()
-                    if not self.emit(events):
-                        break
+                self.last_event = time.monotonic()  # heard from the API, even if nothing changed
+                if events and not self.emit(events):
+                    break
                 if self.stopping.is_set():
                     break
         finally:
@@ -296,11 +298,12 @@ class Reflector:
         else:
             return []
         if converted is None:
-            if key in self._known:
-                self._known.discard(key)
+            if self._known.pop(key, None) is not None:
                 return [Delete(key)]
             return []
-        self._known.add(converted.key)
+        if self._known.get(converted.key) == converted:
+            return []  # nothing DNS answers with has changed (status, annotations, ...)
+        self._known[converted.key] = converted
         return [Upsert(converted)]
 
     def _convert(self, item: dict):
