@@ -38,6 +38,10 @@ def _parser() -> argparse.ArgumentParser:
             "cluster or the objects in manifests, over UDP and TCP. Names outside the zones are "
             "forwarded to upstreams if there are any, else REFUSED."
         ),
+        epilog=(
+            "Environment: KDNS_PURE_PYTHON=1 answers UDP in the Python loop even where the C part "
+            "(kdns._udpbatch) is built; the start-up log says which loop runs."
+        ),
     )
     settings.add_arguments(serve)
     serve.add_argument(

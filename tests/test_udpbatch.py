@@ -10,18 +10,19 @@ both, across more than one batch.
 
 from __future__ import annotations
 
-import logging
+import os
 import random
 import shutil
 import socket
 import struct
+import subprocess
 import sys
 
 import dns.message
 import dns.rcode
 import pytest
 import trio
-from conftest import DEMO
+from conftest import DEMO, KdnsProcess
 from test_protocol import (
     DEMO_QUESTIONS,
     QR,
@@ -91,13 +92,25 @@ def test_the_c_part_is_built():
         c.Batch(0)
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-async def test_start_up_log_names_the_loop(start, caplog, loop):
-    with caplog.at_level(logging.INFO, logger="kdns"):
-        await start(loop)
-    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("udp loop:")]
-    expected = "udp loop: C (kdns._udpbatch" if loop == "c" else "udp loop: Python (KDNS_PURE_PYTHON is set)"
-    assert len(lines) == 1 and lines[0].startswith(expected), lines
+@pytest.mark.parametrize("pure_python", ["1", ""], ids=["set", "unset"])
+def test_the_command_says_which_loop_runs(pure_python):
+    """`kdns serve --help` documents KDNS_PURE_PYTHON, and `kdns serve` logs the loop it runs."""
+    env = {**os.environ, "KDNS_PURE_PYTHON": pure_python}
+    help_text = subprocess.run([sys.executable, "-m", "kdns", "serve", "--help"], capture_output=True, text=True, timeout=30, env=env)
+    assert "KDNS_PURE_PYTHON=1" in help_text.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "kdns", "serve", "--manifests", str(DEMO), "--listen", "127.0.0.1:0"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    k = KdnsProcess(proc)
+    try:
+        line = k.wait_for(r"udp loop: (.*)$", timeout=15).group(1)
+    finally:
+        k.close()
+    if pure_python:
+        assert line == "Python (KDNS_PURE_PYTHON is set)"
+    elif udp._udpbatch is not None:
+        assert line.startswith("C (kdns._udpbatch")
+    else:
+        assert line == "Python (kdns._udpbatch is not built)"
 
 
 async def test_replays_give_the_python_loops_bytes(start):
