@@ -93,13 +93,17 @@ def test_the_c_part_is_built():
 
 
 @pytest.mark.parametrize("pure_python", ["1", ""], ids=["set", "unset"])
-def test_the_command_says_which_loop_runs(pure_python):
-    """`kdns serve --help` documents KDNS_PURE_PYTHON, and `kdns serve` logs the loop it runs."""
+def test_the_command_says_which_loop_runs(pure_python, tmp_path):
+    """`kdns serve --help` documents KDNS_PURE_PYTHON, and `kdns serve` logs the loop it runs.
+    (Run from elsewhere than the repository, so that `-m kdns` imports the installed kdns, as
+    this process does, even when that is not an editable install.)"""
     env = {**os.environ, "KDNS_PURE_PYTHON": pure_python}
-    help_text = subprocess.run([sys.executable, "-m", "kdns", "serve", "--help"], capture_output=True, text=True, timeout=30, env=env)
+    help_text = subprocess.run([sys.executable, "-m", "kdns", "serve", "--help"], capture_output=True, text=True, timeout=30, env=env,
+                               cwd=tmp_path)
     assert "KDNS_PURE_PYTHON=1" in help_text.stdout
     proc = subprocess.Popen([sys.executable, "-m", "kdns", "serve", "--manifests", str(DEMO), "--listen", "127.0.0.1:0"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tmp_path)
     k = KdnsProcess(proc)
     try:
         line = k.wait_for(r"udp loop: (.*)$", timeout=15).group(1)
