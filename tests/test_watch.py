@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -255,6 +256,27 @@ async def test_backoff_starts_afresh_once_the_api_is_healthy_again(api, follow):
     api.apply(service("web", "shop", "10.96.1.2"))
     name = f"web.shop.svc.{CL}"
     await eventually(server, name, "A", answers(a(name, "10.96.1.2")), timeout=1.0)
+
+
+async def test_retry_delay_stops_growing_at_5_seconds(api, follow, caplog):
+    """However long the API keeps failing, kdns tries again at least every 5 s: the delays
+    it logs double from 0.25 s (each jittered down to as little as half) and stop at 5 s.
+    Uncapped, the 7th delay after a 503 would be 8 s or more; it is logged as soon as the 6th
+    retry fails, about 10 s in. (The dropped watch may count as the first failure.)"""
+    api.apply(service("web", "shop", "10.96.1.1"))
+    await follow()
+    with caplog.at_level(logging.WARNING, logger="kdns"):
+        api.fail_next(7, 503, kinds=("Service",))
+        api.drop_watches()
+        delays: list[float] = []
+        with trio.fail_after(20):
+            while len(delays) < 7:
+                await trio.sleep(0.1)
+                delays = [float(m.group(1)) for r in caplog.records if r.name == "kdns.kubernetes"
+                          if (m := re.search(r"^services: HTTP 503.*retrying in ([\d.]+)s$", r.getMessage()))]
+    assert delays[0] <= 0.5 + 0.05, delays  # it starts small
+    assert max(delays) <= 5.0 + 0.05, delays  # and never waits longer than 5 s
+    assert delays[6] >= 2.5 - 0.05, delays  # the cap was reached: at least half of it
 
 
 async def test_namespaces_and_labels_filter(api, follow):
