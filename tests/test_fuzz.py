@@ -569,14 +569,7 @@ def check_config(data: Any, tmp: Path) -> None:
     else:
         assert not problems, "check_file accepted a file with problems"
     if checked is not None and _safe_paths(checked):
-        try:
-            built = kdns_settings.build(kdns_settings.merge(argparse.Namespace(), checked), {})
-        except ConfigError:
-            pass
-        except Exception as exc:  # noqa: BLE001
-            raise AssertionError(f"build raised {type(exc).__name__}: {exc} for {checked!r}") from exc
-        else:
-            check_built(built)
+        build_and_check(checked, checked)
     try:
         text = yaml.safe_dump(data, allow_unicode=True)
     except yaml.YAMLError:
@@ -607,12 +600,18 @@ def check_config_text(raw: bytes, tmp: Path) -> None:
         return
     except Exception as exc:  # noqa: BLE001
         raise AssertionError(f"load_file raised {type(exc).__name__}: {exc} for {raw!r}") from exc
+    build_and_check(values, raw)
+
+
+def build_and_check(values: dict, source: Any) -> None:
+    """Build a ServeConfig from file values (no flags, no environment): a ConfigError or a
+    config `check_built` accepts; anything else fails, naming `source` (the input)."""
     try:
         built = kdns_settings.build(kdns_settings.merge(argparse.Namespace(), values), {})
     except ConfigError:
         return
     except Exception as exc:  # noqa: BLE001
-        raise AssertionError(f"build raised {type(exc).__name__}: {exc} for {raw!r}") from exc
+        raise AssertionError(f"build raised {type(exc).__name__}: {exc} for {source!r}") from exc
     check_built(built)
 
 
