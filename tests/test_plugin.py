@@ -4,7 +4,8 @@
 Everything here uses kdns the way a user's test suite would: the fixture comes from the
 `pytest11` entry point (no conftest of ours provides it), answers are read over real sockets
 on 127.0.0.1 with dnspython, and the `pytester` tests run plain test files in a temporary
-directory, in a fresh pytest process, that import only what the README shows.
+directory, in a fresh pytest process, that import only what docs/testing.md shows
+(tests/test_docs.py runs the examples of docs/testing.md themselves).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from kdns.testing import KdnsServer, pod_resolver
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parent.parent
 ZONE = "cluster.local"
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 
@@ -199,25 +199,6 @@ def test_in_an_asyncio_program(kdns_server):
 
     asyncio.run(main())
 '''
-
-
-def readme_example() -> str:
-    """The first ```python block of the README section "Use kdns in your tests"."""
-    text = (ROOT / "README.md").read_text()
-    section = text.split("\n## Use kdns in your tests\n", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"^```python\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
-    assert match, "no python example in the README section"
-    return match.group(1)
-
-
-def test_readme_example_passes_verbatim(pytester):
-    """The README's example test, copied as it is into a project of its own, passes."""
-    code = readme_example()
-    assert "kdns_server" in code and "pod_resolver" in code
-    pytester.makeini(INNER_INI)
-    pytester.makepyfile(test_readme=code)
-    result = pytester.runpytest_subprocess("-q")
-    result.assert_outcomes(passed=1)
 
 
 def test_fixture_in_plain_sync_tests(pytester):
