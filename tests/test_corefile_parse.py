@@ -8,6 +8,8 @@ backtick strings, no snippet arguments) the row says so.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdns.corefile import CorefileError, Limits, MemoryReader, parse_text, read_corefile
 from kdns.corefile.lexer import substitute, tokenize
@@ -277,6 +279,9 @@ def test_limits_hold():
     # 17 tokens as written, one more per import of `s`
     assert problems(snippets, limits=Limits(tokens=19)) == ["Corefile:7: more than 19 tokens after imports and snippets"]
     assert problems(snippets, limits=Limits(tokens=16)) == ["Corefile: more than 16 tokens after imports and snippets"]
+    nested = ".:53 {\n" + "a {\n" * 5000 + "}\n" * 5000 + "}\n"
+    assert problems(nested, limits=Limits(nesting=3)) == ["Corefile:5: blocks nested more than 3 deep"]
+    assert problems(nested) == ["Corefile:34: blocks nested more than 32 deep"]  # no RecursionError
     deep = MemoryReader({"Corefile": "import a\n", "a": "import b\n", "b": "import c\n", "c": "x {\n}\n"})
     assert [str(e) for e in read_corefile("Corefile", deep, limits=Limits(depth=2)).errors] == [
         "b:1 (imported from a:1, imported from Corefile:1): imports nested more than 2 deep"]
@@ -348,3 +353,23 @@ def test_snippet_errors(text, expected):
 def test_caddy2_snippet_arguments_stay_as_written():
     # CoreDNS's import has no arguments, so `{args[0]}` in a snippet is literal text.
     assert render("(s) {\n forward . {args[0]}\n}\n.:53 {\n import s\n}") == [(["dns://.:53"], ["forward . {args[0]}"])]
+
+
+PIECES = ["{", "}", "\n", " ", ".:53", "a.org,", "10.0.0.0/15", "tls://.", "log", "forward", ".", "1.1.1.1", "import",
+          "s", "sub/*.conf", "missing", "(s)", "#", '"', '"x y"', "\\", "{$X}", "{$Y}", "cache", "30", "bind", "127.0.0.1"]
+FUZZ_FILES = {"s": "log\n", "sub/a.conf": "import ../s\nerrors {\n", "sub/b.conf": "import b.conf\n}\nb.org {\n"}
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=60))
+def test_any_text_parses_to_a_model_or_problems_with_lines(pieces):
+    """Never an exception: every outcome is blocks, errors and warnings, each with a real line."""
+    text = " ".join(pieces)
+    corefile = parse_text(text, reader=MemoryReader(FUZZ_FILES), env={"X": "x"})
+    lines = {"Corefile": text.count("\n") + 1, **{p: t.count("\n") + 1 for p, t in FUZZ_FILES.items()}}
+    for problem in corefile.errors + corefile.warnings:
+        assert problem.origin is not None and 0 <= problem.line <= lines[problem.origin.file], str(problem)
+    for block in corefile.blocks:
+        assert block.keys
+        for directive in block.directives:
+            assert 1 <= directive.origin.line <= lines[directive.origin.file]

@@ -10,10 +10,11 @@ is a mapping the caller passes.
     block = corefile.server_for("web.default.svc.cluster.local", 53)
 
 Bounds (each an error when exceeded, `Limits`): 1,000 imported files, 16 MiB read in all,
-200,000 tokens after imports and snippets, 10,000 snippet imports, imports 64 deep.
+200,000 tokens after imports and snippets, 10,000 snippet imports, imports 64 deep, blocks in
+a directive's block 32 deep.
 
 Modules: `lexer` (tokens, env substitution), `parser` (blocks, imports, snippets), `keys`
-(server keys, CIDR reverse zones), `model` (the values), `kubedns` (the kube-dns ConfigMap
+(server keys, CIDR reverse zones, one block per zone:port), `model` (the values), `kubedns` (the kube-dns ConfigMap
 shape), `configmap` (ConfigMap manifests), `reader` (the file door).
 """
 

@@ -10,6 +10,8 @@
   boundary, one zone each, as CoreDNS does: `10.0.0.0/15` -> `0.10.in-addr.arpa` and
   `1.10.in-addr.arpa`.
 - Zone names are lowercased, lose their trailing dot, and the root is ".".
+
+`check_overlaps` applies CoreDNS's rule that one zone:port is served by one block.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from kdns.corefile.model import Origin, ServerKey
+from kdns.corefile.model import CorefileError, Origin, ServerBlock, ServerKey
 
 DNS_PORT = 53
 # Default ports per transport, as CoreDNS sets them; None means "the DNS port" (-dns.port).
@@ -105,3 +107,39 @@ def _reverse(net: ipaddress.IPv4Network | ipaddress.IPv6Network, step: int) -> s
         return ".".join([*reversed(labels), "in-addr", "arpa"])
     nibbles = net.network_address.exploded.replace(":", "")[:count]
     return ".".join([*reversed(nibbles), "ip6", "arpa"])
+
+
+def _canonical_host(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def check_overlaps(blocks: list[ServerBlock], errors: list[CorefileError]) -> None:
+    """CoreDNS's rule: each zone:port (per transport) is served by one block per listen address,
+    and an unbound block (no `bind`) takes every address. Blocks with a `view` may share."""
+    registered: dict[tuple, ServerKey] = {}
+    unbound: dict[tuple, ServerKey] = {}
+    for block in blocks:
+        hosts = [_canonical_host(h) for h in block.listen_hosts]
+        for key in block.keys:
+            name = f"{key.zone}:{key.port}" if key.transport == "dns" else str(key)
+            for host in hosts:
+                exact = registered.get((key.transport, key.zone, host, key.port))
+                if exact is not None:
+                    if not block.filtered:
+                        on = f" on {host}" if host else ""
+                        errors.append(CorefileError(key.origin, f"{name}{on} is already served by the server block at {exact.origin}"))
+                    continue
+                overlap = None
+                already = unbound.get((key.transport, key.zone, key.port))
+                if already is not None:
+                    overlap = already if host == "" else registered.get((key.transport, key.zone, "", key.port))
+                if overlap is not None:
+                    what = "every address" if host == "" else host
+                    errors.append(CorefileError(key.origin, f"{name} on {what} overlaps the server block at {overlap.origin} "
+                                                            "(a block without 'bind' listens on every address)"))
+                elif not block.filtered:
+                    registered[(key.transport, key.zone, host, key.port)] = key
+                    unbound[(key.transport, key.zone, key.port)] = key

@@ -40,9 +40,8 @@ import json
 import re
 from collections.abc import Callable, Mapping
 
-from kdns.corefile.keys import DNS_PORT, normalise_zone
+from kdns.corefile.keys import DNS_PORT, check_overlaps, normalise_zone
 from kdns.corefile.model import Corefile, CorefileError, Directive, Origin, ServerBlock, ServerKey
-from kdns.corefile.parser import check_overlaps
 
 KEYS = ("stubDomains", "upstreamNameservers", "federations")
 MAX_UPSTREAMS = 3  # kube-dns's own limit

@@ -14,7 +14,8 @@
 - Braces are tokens only when they stand alone (`{`, `}`), as in CoreDNS.
 
 `substitute` does CoreDNS's `{$NAME}` and `{%NAME%}` environment substitution, from a
-mapping given by the caller.
+mapping given by the caller. `TokenStream` is what the parser reads tokens from: imports are
+spliced into it, and it says whether the next token is on the line of the last one.
 """
 
 from __future__ import annotations
@@ -139,3 +140,39 @@ def _replace(s: str, start: str, end: str, env: Mapping[str, str], missing: list
         pos = j + len(end)
     out.append(s[pos:])
     return "".join(out)
+
+
+class TokenStream:
+    """The token stream; `push` splices an import's tokens in at the current position."""
+
+    def __init__(self) -> None:
+        self._frames: list[list] = []
+        self.prev: Token | None = None
+
+    def push(self, tokens: list[Token]) -> None:
+        if tokens:
+            self._frames.append([tokens, 0])
+
+    def peek(self) -> Token | None:
+        frames = self._frames
+        while frames:
+            tokens, i = frames[-1]
+            if i < len(tokens):
+                return tokens[i]
+            frames.pop()
+        return None
+
+    def take(self) -> Token | None:
+        tok = self.peek()
+        if tok is not None:
+            self._frames[-1][1] += 1
+            self.prev = tok
+        return tok
+
+    def continues_line(self) -> bool:
+        """Is the next token on the same line as the last one taken?"""
+        nxt, prev = self.peek(), self.prev
+        if nxt is None or prev is None:
+            return False
+        a, b = prev.origin, nxt.origin
+        return a.file == b.file and a.via == b.via and a.snippet == b.snippet and prev.end_line == b.line

@@ -25,13 +25,12 @@ Bounds (each exceeded is an error, not a crash): `Limits` below.
 
 from __future__ import annotations
 
-import ipaddress
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kdns.corefile.keys import DNS_PORT, parse_key
-from kdns.corefile.lexer import Token, substitute, tokenize
+from kdns.corefile.keys import DNS_PORT, check_overlaps, parse_key
+from kdns.corefile.lexer import Token, TokenStream, substitute, tokenize
 from kdns.corefile.model import Corefile, CorefileError, Directive, Origin, ServerBlock, ServerKey
 from kdns.corefile.reader import NotFound, Reader, ReadError
 
@@ -43,45 +42,12 @@ class Limits:
     tokens: int = 200_000  # tokens after every import and snippet is spliced in
     snippet_expansions: int = 10_000  # as CoreDNS
     depth: int = 64  # imports inside imports
-
-
-class _Stream:
-    """The token stream; `push` splices an import's tokens in at the current position."""
-
-    def __init__(self) -> None:
-        self._frames: list[list] = []
-        self.prev: Token | None = None
-
-    def push(self, tokens: list[Token]) -> None:
-        if tokens:
-            self._frames.append([tokens, 0])
-
-    def peek(self) -> Token | None:
-        frames = self._frames
-        while frames:
-            tokens, i = frames[-1]
-            if i < len(tokens):
-                return tokens[i]
-            frames.pop()
-        return None
-
-    def take(self) -> Token | None:
-        tok = self.peek()
-        if tok is not None:
-            self._frames[-1][1] += 1
-            self.prev = tok
-        return tok
-
-    def continues_line(self) -> bool:
-        """Is the next token on the same line as the last one taken?"""
-        nxt, prev = self.peek(), self.prev
-        if nxt is None or prev is None:
-            return False
-        a, b = prev.origin, nxt.origin
-        return a.file == b.file and a.via == b.via and a.snippet == b.snippet and prev.end_line == b.line
+    nesting: int = 32  # blocks inside a directive's block (CoreDNS's plugins read one level)
 
 
 class Parser:
+    """One parse: `parse_file` or `parse_text` once, then throw the parser away."""
+
     def __init__(self, reader: Reader, env: Mapping[str, str] | None = None, default_port: int = DNS_PORT,
                  limits: Limits | None = None) -> None:
         self.reader = reader
@@ -94,12 +60,13 @@ class Parser:
         self.globs: list[str] = []
         self.snippets: dict[str, tuple[Origin, list[Token]]] = {}
         self.blocks: list[ServerBlock] = []
-        self.s = _Stream()
+        self.s = TokenStream()
         self._bytes = 0
         self._tokens = 0
         self._expansions = 0
         self._unset: set[str] = set()
         self._over = False
+        self._nesting = 0
 
     # -- entry points ------------------------------------------------------------------
 
@@ -409,6 +376,17 @@ class Parser:
                 self._skip_block()
 
     def _lines(self, opened: Token) -> tuple[Directive, ...]:
+        if self._nesting >= self.limits.nesting:
+            self._error(opened, f"blocks nested more than {self.limits.nesting} deep")
+            self._skip_block()
+            return ()
+        self._nesting += 1
+        try:
+            return self._block_lines(opened)
+        finally:
+            self._nesting -= 1
+
+    def _block_lines(self, opened: Token) -> tuple[Directive, ...]:
         lines: list[Directive] = []
         while True:
             starts = not self.s.continues_line()
@@ -425,39 +403,3 @@ class Parser:
                 self._skip_block()
             else:
                 lines.append(self._directive(tok, "block"))
-
-
-def _canonical_host(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host
-
-
-def check_overlaps(blocks: list[ServerBlock], errors: list[CorefileError]) -> None:
-    """CoreDNS's rule: each zone:port (per transport) is served by one block per listen address,
-    and an unbound block (no `bind`) takes every address. Blocks with a `view` may share."""
-    registered: dict[tuple, ServerKey] = {}
-    unbound: dict[tuple, ServerKey] = {}
-    for block in blocks:
-        hosts = [_canonical_host(h) for h in block.listen_hosts]
-        for key in block.keys:
-            name = f"{key.zone}:{key.port}" if key.transport == "dns" else str(key)
-            for host in hosts:
-                exact = registered.get((key.transport, key.zone, host, key.port))
-                if exact is not None:
-                    if not block.filtered:
-                        on = f" on {host}" if host else ""
-                        errors.append(CorefileError(key.origin, f"{name}{on} is already served by the server block at {exact.origin}"))
-                    continue
-                overlap = None
-                already = unbound.get((key.transport, key.zone, key.port))
-                if already is not None:
-                    overlap = already if host == "" else registered.get((key.transport, key.zone, "", key.port))
-                if overlap is not None:
-                    what = "every address" if host == "" else host
-                    errors.append(CorefileError(key.origin, f"{name} on {what} overlaps the server block at {overlap.origin} "
-                                                            "(a block without 'bind' listens on every address)"))
-                elif not block.filtered:
-                    registered[(key.transport, key.zone, host, key.port)] = key
-                    unbound[(key.transport, key.zone, key.port)] = key
