@@ -129,6 +129,23 @@ def test_env_in_keys_directives_and_args():
         (["dns://example.org:5353"], ["log", 'forward . 10.0.0.1 "x 10.0.0.1"'])]
 
 
+def test_warnings_for_what_coredns_reads_differently_than_it_looks():
+    corefile = parse_text(".:53 {\n forward . 1.1.1.1 \\\n   8.8.8.8\n health{\n}")
+    assert [str(d) for d in corefile.blocks[0].directives] == ["forward . 1.1.1.1 \\", "8.8.8.8", "health{"]
+    assert [str(w) for w in corefile.warnings] == [
+        "Corefile:2: a '\\' at the end of a line does not continue it: CoreDNS passes '\\' to 'forward' as an argument",
+        "Corefile:4: 'health{': put a space before '{' to open a block",
+    ]
+
+
+def test_each_argument_keeps_its_own_line():
+    directive = parse_text('.:53 {\n template ANY ANY x {\n  answer "a\nb" c\n }\n}').blocks[0].directives[0]
+    answer = directive.block[0]
+    assert answer.args == ("a\nb", "c")
+    assert [str(answer.origin_of(i)) for i in range(2)] == ["Corefile:3", "Corefile:4"]
+    assert [str(directive.origin_of(i)) for i in range(3)] == ["Corefile:2"] * 3
+
+
 def test_an_unset_variable_is_empty_text_and_a_warning():
     corefile = parse_text(".:53 {\n forward . {$UPSTREAM}\n log {$UPSTREAM}\n}", env={})
     assert [str(d) for d in corefile.blocks[0].directives] == ['forward . ""', 'log ""']  # an empty argument, as in CoreDNS
@@ -152,6 +169,8 @@ def test_an_unset_variable_is_empty_text_and_a_warning():
     ("a.org\nlog\n}", ["Corefile:3: unexpected '}': this server block has no '{'"]),
     (".:53 {\n cache {\n } 30\n}", ["Corefile:3: unexpected '30' after '}' on the same line"]),
     (".:53 {\n {\n  x\n }\n log\n}", ["Corefile:2: unexpected '{' where a directive name was expected"]),
+    (".:53 {\n a {\n  {\n   x\n  }\n }\n}", ["Corefile:3: unexpected '{' at the start of a line"]),
+    ("a.org\nlog }\nerrors", ["Corefile:2: unexpected '}': this server block has no '{'"]),
     ("{\n log\n}", ["Corefile:1: a server block needs a zone before '{' (for example '.:53 {')"]),
     ("a.org, {\n}", ["Corefile:1: expected another server key after the ',' before '{'"]),
     ("a.org,", ["Corefile:1: the file ends after a ',' that promises another server key"]),
@@ -248,6 +267,8 @@ def test_a_glob_matching_nothing_is_a_warning_as_in_coredns():
      ["b:1 (imported from a:1, imported from Corefile:1): import cycle: a is already being imported"]),
     ({"Corefile": ".:53 {\n import Corefile\n}"}, ["Corefile:2: import cycle: Corefile is already being imported"]),
     ({"Corefile": ".:53 {\n import\n}"}, ["Corefile:2: import needs one argument: a file, a glob or a snippet name"]),
+    ({"Corefile": '.:53 {\n import ""\n}'}, ["Corefile:2: import needs a non-empty file name"]),
+    ({"Corefile": ".:53 {\n import {$NOPE}\n}"}, ["Corefile:2: import needs a non-empty file name"]),
     ({"Corefile": ".:53 {\n import a b\n}", "a": "log"},
      ["Corefile:2: import takes one argument (a file, a glob or a snippet name); CoreDNS has no snippet arguments"]),
     ({"Corefile": ".:53 {\n import conf/*/*.conf\n}"},
@@ -279,6 +300,9 @@ def test_limits_hold():
     # 17 tokens as written, one more per import of `s`
     assert problems(snippets, limits=Limits(tokens=19)) == ["Corefile:7: more than 19 tokens after imports and snippets"]
     assert problems(snippets, limits=Limits(tokens=16)) == ["Corefile: more than 16 tokens after imports and snippets"]
+    many = MemoryReader({"Corefile": ".:53 {\n import a\n import a\n}", "a": "log # " + "x" * 60})
+    assert [str(e) for e in read_corefile("Corefile", many, limits=Limits(total_bytes=150)).errors] == [
+        "Corefile:3: the Corefile and its imports are larger than 150 bytes"]
     nested = ".:53 {\n" + "a {\n" * 5000 + "}\n" * 5000 + "}\n"
     assert problems(nested, limits=Limits(nesting=3)) == ["Corefile:5: blocks nested more than 3 deep"]
     assert problems(nested) == ["Corefile:34: blocks nested more than 32 deep"]  # no RecursionError

@@ -250,6 +250,8 @@ data:
     ("kind: ConfigMap\nmetadata: {name: x}\ndata: {Corefile: 5}\n", ["cm.yaml: ConfigMap default/x: data.Corefile: expected text (quote it)"]),
     ("kind: Service\nmetadata: {name: kube-dns}\n",
      ["cm.yaml: no ConfigMap with a Corefile key (CoreDNS) or stubDomains/upstreamNameservers keys (kube-dns)"]),
+    ("kind: ConfigMap\nmetadata: {name: kube-dns}\n---\nkind: ConfigMap\nmetadata: {name: x}\ndata: {stubDomains: '{}'}\n",
+     ["cm.yaml: several kube-dns ConfigMaps; give one"]),
     (CM % "a" + "---\n" + CM % "b", ["cm.yaml: several ConfigMaps hold a Corefile key (kube-system/a, kube-system/b); give one"]),
     ("kind: ConfigMap\nmetadata: {name: coredns}\ndata:\n  Corefile: |\n    .:53 {\n        log }\n",
      ["cm.yaml[coredns/Corefile]:2: '}' must start its own line: CoreDNS reads a '}' after a directive on the same line as an error"]),

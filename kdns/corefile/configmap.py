@@ -16,7 +16,8 @@ Corefile's directory, and the others by name through `mounts`. Without a Corefil
 kube-dns ConfigMap (`stubDomains`, `upstreamNameservers`) is translated instead.
 
 The manifest is read through the caller's reader (so its byte limit holds) and parsed with
-PyYAML's safe loader.
+PyYAML's safe loader. The result's `files` are the manifest, then the ConfigMap paths the parse
+read (they exist only in the result's `reader`).
 """
 
 from __future__ import annotations

@@ -86,12 +86,20 @@ class Directive:
     """One directive line, or one line inside a directive's block (same shape).
 
     `block` is None when the line has no braces, a tuple of lines when it has (empty for `{ }`).
+    `arg_origins` holds each argument's own origin when the parser made the directive (an
+    argument after a quoted string that spans lines is on a later line); `origin_of` reads it.
+    `str()` shows the directive on one line, block lines separated by ';' (display only).
     """
 
     name: str
     args: tuple[str, ...]
     origin: Origin
     block: tuple[Directive, ...] | None = None
+    arg_origins: tuple[Origin, ...] = field(default=(), compare=False, repr=False)
+
+    def origin_of(self, index: int) -> Origin:
+        """Where argument `index` was written."""
+        return self.arg_origins[index] if index < len(self.arg_origins) else self.origin
 
     def lines(self, name: str) -> tuple[Directive, ...]:
         """The lines of this directive's block that start with `name`."""

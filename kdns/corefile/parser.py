@@ -339,6 +339,7 @@ class Parser:
         if len(name_tok.text) > 1 and name_tok.text.endswith("{") and not name_tok.quoted:
             self._warn(name_tok, f"{name_tok.text!r}: put a space before '{{' to open a block")
         args: list[str] = []
+        origins: list[Origin] = []
         block: tuple[Directive, ...] | None = None
         while self.s.continues_line():
             tok = self.s.peek()
@@ -351,11 +352,14 @@ class Parser:
                 self._after_close(inside)
                 break
             args.append(self._sub(tok))
+            origins.append(tok.origin)
+            if tok.text == "\\" and not tok.quoted and not self.s.continues_line():
+                self._warn(tok, f"a '\\' at the end of a line does not continue it: CoreDNS passes '\\' to {name!r} as an argument")
         if self.s.peek() is not None and self.s.peek().text == "{" and not self.s.continues_line() and inside != "block":
             self._error(self.s.peek(), f"'{{' must be on the same line as the directive it opens ({name!r})")
             self.s.take()
             self._skip_block()
-        return Directive(name, tuple(args), name_tok.origin, block)
+        return Directive(name, tuple(args), name_tok.origin, block, tuple(origins))
 
     def _closer_on_line(self, tok: Token, inside: str) -> None:
         if inside == "server":
