@@ -27,7 +27,7 @@ test: $(BIN)/.installed
 # Throughput and latency against knot and dnslib under dnsperf (perf/README.md).
 # Needs Debian's dnsperf and knot: apt-get install dnsperf knot. BENCH_ARGS=--record prepends the results to perf/RESULTS.md.
 bench: $(BIN)/.installed
-	$(BIN)/python perf/bench.py $(BENCH_ARGS)
+	$(BIN)/python perf/bench $(BENCH_ARGS)
 
 # 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
 bench-scale: $(BIN)/.installed
