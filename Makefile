@@ -41,7 +41,7 @@ bench-workers: $(BIN)/.installed
 # every sampled answer checked (perf/README.md). Needs dnsperf. SOAK_ARGS="--minutes 1" for a
 # quick look; SOAK_ARGS=--record prepends the results to perf/RESULTS.md.
 soak: $(BIN)/.installed
-	$(BIN)/python perf/soak.py $(SOAK_ARGS)
+	$(BIN)/python perf/soak $(SOAK_ARGS)
 
 # The container image of config/kubernetes/ (needs a container engine).
 image:
