@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test bench bench-scale bench-workers soak image clean
+.PHONY: run test bench bench-core bench-scale bench-workers soak image clean
 
 $(BIN)/.installed: pyproject.toml setup.py kdns/_udpbatch.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -27,7 +27,13 @@ test: $(BIN)/.installed
 # Throughput and latency against knot and dnslib under dnsperf (perf/README.md).
 # Needs Debian's dnsperf and knot: apt-get install dnsperf knot. BENCH_ARGS=--record prepends the results to perf/RESULTS.md.
 bench: $(BIN)/.installed
-	$(BIN)/python perf/bench.py $(BENCH_ARGS)
+	$(BIN)/python perf/bench $(BENCH_ARGS)
+
+# The serving core in this process, no sockets: µs per query of Responder.handle for replayed,
+# memo-hit, first-time and forwarded queries (perf/README.md). About 30 s; needs no dnsperf or
+# knot. CORE_ARGS=--record prepends the results to perf/RESULTS.md.
+bench-core: $(BIN)/.installed
+	$(BIN)/python perf/core.py $(CORE_ARGS)
 
 # 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
 bench-scale: $(BIN)/.installed
@@ -41,7 +47,7 @@ bench-workers: $(BIN)/.installed
 # every sampled answer checked (perf/README.md). Needs dnsperf. SOAK_ARGS="--minutes 1" for a
 # quick look; SOAK_ARGS=--record prepends the results to perf/RESULTS.md.
 soak: $(BIN)/.installed
-	$(BIN)/python perf/soak.py $(SOAK_ARGS)
+	$(BIN)/python perf/soak $(SOAK_ARGS)
 
 # The container image of config/kubernetes/ (needs a container engine).
 image:

@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from kubeapi import KubeAPI  # noqa: E402
+from bench import percentile, status_kb  # perf/bench/__init__.py
+from kubeapi import KubeAPI
 
-from kdns.config import DnsConfig  # noqa: E402
-from kdns.index import Index  # noqa: E402
-from kdns.model import Synced, Upsert  # noqa: E402
-from kdns.sources.convert import convert  # noqa: E402
+from kdns.config import DnsConfig
+from kdns.index import Index
+from kdns.model import Synced, Upsert
+from kdns.sources.convert import convert
 
 NAMESPACES = 100
 SLICE_SIZE = 100  # the EndpointSlice controller's default maximum
@@ -86,16 +87,6 @@ def objects(services: int, endpoints: int):
                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}],
             })
     return namespaces, svcs, slices
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def status_kb(pid: int, field: str) -> int:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1))
 
 
 def ask(port: int, name: str) -> dns.message.Message:
@@ -226,10 +217,10 @@ Command: `python perf/scale.py --services {args.services} --endpoints {args.endp
 | start to first answer | {proc['answer_s']:.2f} s |
 | RSS after sync | {proc['rss_mb']:.0f} MB (peak {proc['hwm_mb']:.0f} MB) |
 | CoreDNS's sizing for this cluster | {budget:.0f} MB |
-| event-to-answer, median / p99 / max ({len(e2a)} changes) | {statistics.median(e2a):.1f} / {pct(e2a, 0.99):.1f} / {max(e2a):.1f} ms |
+| event-to-answer, median / p99 / max ({len(e2a)} changes) | {statistics.median(e2a):.1f} / {percentile(e2a, 0.99):.1f} / {max(e2a):.1f} ms |
 | index: build from scratch (in-process) | {idx['build_s']:.2f} s |
-| index: one changed Service, median / p99 | {statistics.median(idx['service_ms']):.3f} / {pct(idx['service_ms'], 0.99):.3f} ms |
-| index: one changed EndpointSlice (100 endpoints), median / p99 | {statistics.median(idx['slice_ms']):.3f} / {pct(idx['slice_ms'], 0.99):.3f} ms |
+| index: one changed Service, median / p99 | {statistics.median(idx['service_ms']):.3f} / {percentile(idx['service_ms'], 0.99):.3f} ms |
+| index: one changed EndpointSlice (100 endpoints), median / p99 | {statistics.median(idx['slice_ms']):.3f} / {percentile(idx['slice_ms'], 0.99):.3f} ms |
 """)
 
 

@@ -1,8 +1,8 @@
 """`make bench-workers`: does `kdns serve --workers N` scale, and where is the limit here?
 
-The cluster, the queries and the dnsperf options are `perf/bench.py`'s. Nothing is pinned:
-the servers' processes and dnsperf share every core, as they would on a node. In rounds
-(A B C A B C...), each for --duration seconds:
+The cluster, the queries and the dnsperf options are `make bench`'s (perf/bench/). Nothing
+is pinned: the servers' processes and dnsperf share every core, as they would on a node. In
+rounds (A B C A B C...), each for --duration seconds:
 
   kdns-1   kdns serve --workers 1
   kdns-N   kdns serve --workers N    (N = --workers, default: the number of cores)
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import signal
 import statistics
@@ -34,17 +33,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-
-def _load_bench():
-    """perf/bench.py (`import bench` would find the perf/bench/ package beside it)."""
-    spec = importlib.util.spec_from_file_location("bench_main", HERE / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_main"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+from bench import ROOT, cpu_seconds, kdns_revision, log, machine, record
+from bench.cluster import REVERSE_ZONE, ZONE, write_inputs
+from bench.dnsperf import DNSPERF_OPTIONS, parse_dnsperf
+from bench.servers import KNOT_CONF, BenchError, Server, die_with_parent, find_knotd, free_port, wait_ready
 
 
 @dataclass
@@ -69,8 +61,7 @@ def tree_cpu_seconds(pid: int) -> float:
     seconds = 0.0
     for p in [pid, *children(pid)]:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            seconds += (int(fields[11]) + int(fields[12])) / bench.CLK_TCK
+            seconds += cpu_seconds(p)
     return seconds
 
 
@@ -81,23 +72,24 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def start(name: str, argv: list[str], port: int, work: Path, probe: str) -> bench.Server:
-    server = bench.Server(name, argv, port, work / f"{name}.log")
-    with server.log.open("wb") as log:
-        server.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=bench.ROOT, preexec_fn=bench.die_with_parent)
-    bench.wait_ready(server, probe)
+def start(name: str, argv: list[str], port: int, work: Path, probe: str) -> Server:
+    server = Server(name, argv, port, work / f"{name}.log")
+    with server.log.open("wb") as out:
+        server.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                       preexec_fn=die_with_parent)  # noqa: PLW1509 (the benchmark runs no threads)
+    wait_ready(server, probe)
     return server
 
 
-def measure(server: bench.Server, queries: Path, duration: float) -> Result:
-    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(server.port), "-d", str(queries), "-l", f"{duration:g}", *bench.DNSPERF_OPTIONS]
+def measure(server: Server, queries: Path, duration: float) -> Result:
+    argv = ["dnsperf", "-s", "127.0.0.1", "-p", str(server.port), "-d", str(queries), "-l", f"{duration:g}", *DNSPERF_OPTIONS]
     cpu0, (busy0, total0) = tree_cpu_seconds(server.proc.pid), machine_times()
-    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 30, preexec_fn=bench.die_with_parent)
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=duration + 30, preexec_fn=die_with_parent)
     cpu, (busy1, total1) = tree_cpu_seconds(server.proc.pid) - cpu0, machine_times()
     server.check_alive()
     if done.returncode != 0:
-        raise bench.BenchError(f"dnsperf against {server.name} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    run = bench.parse_dnsperf(server.name, done.stdout, duration, cpu, 0.0)
+        raise BenchError(f"dnsperf against {server.name} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    run = parse_dnsperf(server.name, done.stdout, duration, cpu, 0.0)
     return Result(server.name, run.qps, cpu / max(1, run.completed) * 1e6, (busy1 - busy0) / max(1, total1 - total0), run.lost)
 
 
@@ -105,28 +97,28 @@ def run(args: argparse.Namespace) -> tuple[dict[str, list[Result]], int]:
     n = args.workers
     with tempfile.TemporaryDirectory(prefix="kdns-workers-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        inputs = bench.write_inputs(work, args.services)
+        inputs = write_inputs(work, args.services)
         kdns = str(Path(sys.executable).parent / "kdns")
         servers = []
         for workers in (1, n):
-            port = bench.free_port()
+            port = free_port()
             argv = [kdns, "serve", "--manifests", str(inputs.manifests), "--listen", f"127.0.0.1:{port}",
                     "--log-level", "warning", "--lameduck", "0", "--workers", str(workers)]
             servers.append(start(f"kdns-{workers}", argv, port, work, inputs.probe))
             stack.callback(servers[-1].stop)
         knot_dir = work / "knot"
         knot_dir.mkdir()
-        port = bench.free_port()
+        port = free_port()
         conf = knot_dir / "knot.conf"
-        conf.write_text(bench.KNOT_CONF.format(dir=knot_dir, port=port, zones=inputs.zones[bench.cluster.ZONE].parent,
-                                               zone=bench.cluster.ZONE, reverse=bench.cluster.REVERSE_ZONE)
+        conf.write_text(KNOT_CONF.format(dir=knot_dir, port=port, zones=inputs.zones[ZONE].parent,
+                                               zone=ZONE, reverse=REVERSE_ZONE)
                         .replace("udp-workers: 1", f"udp-workers: {n}"))
-        servers.append(start(f"knot-{n}", [bench.find_knotd(), "-c", str(conf)], port, work, inputs.probe))
+        servers.append(start(f"knot-{n}", [find_knotd(), "-c", str(conf)], port, work, inputs.probe))
         stack.callback(servers[-1].stop)
         time.sleep(1.0)  # the workers of kdns-N bind after the first process answers
         kdns_n = servers[1]
         if len(children(kdns_n.proc.pid)) != n - 1:
-            raise bench.BenchError(f"kdns --workers {n} runs {len(children(kdns_n.proc.pid))} workers:\n{kdns_n.log_tail()}")
+            raise BenchError(f"kdns --workers {n} runs {len(children(kdns_n.proc.pid))} workers:\n{kdns_n.log_tail()}")
         for server in servers:  # warm-up
             measure(server, inputs.query_file, 2)
         results: dict[str, list[Result]] = {s.name: [] for s in servers}
@@ -134,7 +126,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, list[Result]], int]:
             for server in servers:
                 result = measure(server, inputs.query_file, args.duration)
                 results[server.name].append(result)
-                bench.log(f"round {r + 1}/{args.rounds} {server.name}: {result.qps:,.0f} q/s, {result.cpu_us:.1f} µs CPU/query, "
+                log(f"round {r + 1}/{args.rounds} {server.name}: {result.qps:,.0f} q/s, {result.cpu_us:.1f} µs CPU/query, "
                           f"machine {result.machine_busy:.0%} busy, lost {result.lost}")
         return results, len(inputs.queries)
 
@@ -150,10 +142,10 @@ def report(args: argparse.Namespace, results: dict[str, list[Result]]) -> str:
         for name, runs in results.items()
     )
     one, many, knot = med("kdns-1", "qps"), med(f"kdns-{n}", "qps"), med(f"knot-{n}", "qps")
-    return f"""## {time.strftime('%Y-%m-%d')}: `make bench-workers` (kdns {bench.kdns_revision()})
+    return f"""## {time.strftime('%Y-%m-%d')}: `make bench-workers` (kdns {kdns_revision()})
 
-* Machine: {bench.machine()}
-* {args.services} Services, perf/bench's query mix; `dnsperf {' '.join(bench.DNSPERF_OPTIONS)} -l {args.duration:g}`,
+* Machine: {machine()}
+* {args.services} Services, perf/bench's query mix; `dnsperf {' '.join(DNSPERF_OPTIONS)} -l {args.duration:g}`,
   {args.rounds} rounds (kdns-1, kdns-{n}, knot-{n}); nothing pinned: servers and dnsperf share the cores.
 
 | server | q/s (median) | server CPU µs/query | machine busy | q/s per round |
@@ -179,13 +171,13 @@ def main() -> None:
         parser.error("--services at least 100, --rounds 1-20, --duration 1-120 s, --workers 2-64")
     try:
         results, _ = run(args)
-    except bench.BenchError as exc:
+    except BenchError as exc:
         sys.exit(f"bench-workers: error: {exc}")
     section = report(args, results)
     print(section)
     if args.record:
-        bench.record(section)
-        bench.log("prepended to perf/RESULTS.md")
+        record(section)
+        log("prepended to perf/RESULTS.md")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 One model (`make_cluster`) is rendered as Kubernetes manifests for kdns (`write_manifests`)
 and as RFC 1035 zone files with the records the Kubernetes DNS specification gives those
 objects (`write_zones`), which knotd serves and the dnslib peer loads. `make_queries`
-turns a model of what pods look up into the lines of a dnsperf query file.
+turns a model of what pods look up into the lines of a dnsperf query file; `write_inputs`
+writes all three for one run.
 """
 
 from __future__ import annotations
@@ -315,3 +316,39 @@ def make_queries(cluster: list[Service], count: int, seed: int = 5) -> list[Quer
             continue
         queries += lookup_queries(workload, kind, rng.choice(names), exists)
     return queries[:count]
+
+
+def mix(queries: list[Query]) -> str:
+    """The share of each category in `queries`, commonest first."""
+    counts: dict[str, int] = {}
+    for q in queries:
+        counts[q.category] = counts.get(q.category, 0) + 1
+    return ", ".join(f"{k} {v / len(queries):.1%}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+# --- the files of a run ---------------------------------------------------------------------
+
+QUERY_LINES = 100_000
+
+
+@dataclass
+class Inputs:
+    manifests: Path
+    zones: dict[str, Path]
+    query_file: Path
+    queries: list[Query]
+    probe: str  # a name every server must answer once it is ready
+
+
+def write_inputs(work: Path, services: int) -> Inputs:
+    """Under `work`: the manifests, the zone files and dnsperf's query file of a cluster of
+    `services` Services."""
+    model = make_cluster(services)
+    manifests_dir = work / "manifests"
+    write_manifests(model, manifests_dir)
+    zones = write_zones(model, work / "zones")
+    queries = make_queries(model, QUERY_LINES)
+    query_file = work / "queries.txt"
+    query_file.write_text("".join(f"{q.qname} {q.qtype}\n" for q in queries))
+    probe = next(s.fqdn for s in model if s.kind == "clusterip")
+    return Inputs(manifests_dir, zones, query_file, queries, probe)

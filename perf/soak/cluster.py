@@ -9,11 +9,7 @@ soak runs, and what kdns must answer for each name at any moment.
   others are never touched (the "stable" names), nor are the targets of the ExternalNames
   inside (whose answer, the CNAME, is then always NOERROR). `churn-K` Services come and go.
 * `Churn.step()` makes one random change through the API; before each change it records the
-  answer every affected name will have in `Expected`.
-* `Expected.judge()` says whether an answer kdns gave at a moment is right, allowing for
-  propagation: a name's state must be served once it has been unchanged for `GRACE` seconds
-  while the API server was reachable and kdns's watches were open (see `due`); until then
-  the state before it, or any later one, is fine too.
+  answer every affected name will have in `Expected` (expected.py, which judges answers).
 * `make_queries` writes dnsperf's query file: the search-path mix of perf/bench (what pods
   send with ndots:5), plus the outside names themselves (forwarded, then cached) and the
   churned names.
@@ -24,27 +20,22 @@ from __future__ import annotations
 import ipaddress
 import math
 import random
-import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
 
 from bench import cluster as bench_cluster
 
+from soak.expected import Answer, Expected
+
 ZONE = "cluster.local"
 NAMESPACES = 6
-GRACE = 2.0  # seconds a change may take to reach kdns's answers
 OUTSIDE_HOSTS = bench_cluster.EXTERNAL_HOSTS  # api-N.example.com, N < 50, as perf/bench's workloads ask
 CHURN_NAMES = 60  # churn-0 .. churn-59, created and deleted while the soak runs
 PORTS = [{"name": "http", "port": 80, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}]
 SLICE_PORTS = [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "grpc", "port": 9090, "protocol": "TCP"}]
-
-Answer = frozenset | None  # the A addresses of a name, or None: the name does not exist (NXDOMAIN)
 
 
 def outside_name(n: int) -> str:
@@ -188,92 +179,6 @@ def make_cluster(services: int) -> tuple[list[dict], list[Svc]]:
 
 def churn_name(k: int) -> tuple[str, str]:
     return f"ns-{k % NAMESPACES}", f"churn-{k}"
-
-
-# --- what kdns must answer ------------------------------------------------------------------
-
-
-class Health:
-    """When the API server could not deliver changes to kdns: API faults from the moment one
-    is injected until kdns has a watch open again on every resource (`open_fault`/`close`)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.intervals: list[list[float | None]] = []  # [start, end or None]
-
-    def open_fault(self, now: float) -> None:
-        with self.lock:
-            if not self.intervals or self.intervals[-1][1] is not None:
-                self.intervals.append([now, None])
-
-    def close(self, now: float) -> None:
-        with self.lock:
-            if self.intervals and self.intervals[-1][1] is None:
-                self.intervals[-1][1] = now
-
-    @property
-    def healthy(self) -> bool:
-        with self.lock:
-            return not self.intervals or self.intervals[-1][1] is not None
-
-    def due(self, t: float) -> float:
-        """When a change made at `t` must be served: GRACE after it, or GRACE after the API
-        outages overlapping that window have ended (infinity while one lasts)."""
-        with self.lock:
-            intervals = [tuple(i) for i in self.intervals]
-        d = t + GRACE
-        changed = True
-        while changed:
-            changed = False
-            for start, end in intervals:
-                if start < d and (end is None or end > t):
-                    if end is None:
-                        return math.inf
-                    if end + GRACE > d:
-                        d = end + GRACE
-                        changed = True
-        return d
-
-
-class Expected:
-    """Every cluster name's history of answers: [(time, answer)], oldest first."""
-
-    def __init__(self, health: Health) -> None:
-        self.health = health
-        self.lock = threading.Lock()
-        self.history: dict[str, list[tuple[float, Answer]]] = {}
-
-    def record(self, answers: dict[str, Answer], now: float) -> None:
-        with self.lock:
-            for name, answer in answers.items():
-                hist = self.history.setdefault(name, [(-math.inf, None)])
-                if hist[-1][1] != answer:
-                    hist.append((now, answer))
-
-    def names(self) -> list[str]:
-        with self.lock:
-            return sorted(self.history)
-
-    def current(self, name: str) -> Answer:
-        with self.lock:
-            return self.history[name][-1][1]
-
-    def last_change(self, name: str) -> float:
-        with self.lock:
-            return self.history[name][-1][0]
-
-    def acceptable(self, name: str, asked: float) -> tuple[list[Answer], Answer]:
-        """(answers acceptable for a query sent at `asked`, the one required by then or None).
-
-        The required state is the newest whose `due` time has passed; it and every later
-        state are acceptable (later changes may have reached kdns already)."""
-        with self.lock:
-            hist = list(self.history[name])
-        k = 0
-        for j, (t, _) in enumerate(hist):
-            if t == -math.inf or self.health.due(t) <= asked:
-                k = j
-        return [a for _, a in hist[k:]], hist[k][1]
 
 
 # --- the changes ----------------------------------------------------------------------------
@@ -450,8 +355,12 @@ def make_queries(svcs: list[Svc], count: int, seed: int = 5) -> list[bench_clust
     return queries[:count]
 
 
-def mix(queries: list) -> str:
-    counts: dict[str, int] = {}
-    for q in queries:
-        counts[q.category] = counts.get(q.category, 0) + 1
-    return ", ".join(f"{k} {v / len(queries):.1%}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+def describe(svcs: list[Svc]) -> str:
+    """The cluster in a sentence, for the report."""
+    kinds = Counter(s.kind for s in svcs)
+    outside = sum(1 for s in svcs if s.kind == "external" and not s.external_name.endswith(ZONE))
+    sts = sum(1 for s in svcs if s.statefulset)
+    churnable = sum(1 for s in svcs if s.churnable)
+    return (f"{len(svcs)} Services in {NAMESPACES} namespaces: {kinds['clusterip']} ClusterIP with 2 endpoints, "
+            f"{kinds['headless']} headless with 5 ({sts} of them with StatefulSet hostnames), {kinds['external']} ExternalName "
+            f"({outside} to outside names); {churnable} of the ClusterIP and headless ones are churned, the rest never change")

@@ -1,10 +1,11 @@
-"""Summarise one dnsperf `-v` output file; run by perf/soak.py as a child at nice 19, so that
-reading 600,000 lines does not take core 0 from the dnsperf run going on meanwhile.
+"""Summarise one dnsperf `-v` output file; run by the soak (load.py) as a child at nice 19, so
+that reading 600,000 lines does not take core 0 from the dnsperf run going on meanwhile.
 
     python perf/soak/parse.py FILE RATE  ->  one JSON object on stdout
 
 Lines "> RCODE name type seconds" are the answered queries, in the order they came back;
 queries leave at RATE a second, so each RATE lines are about one second of the run.
+Percentiles are NaN (JSON `NaN`) when no query was answered.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import json
 import re
 import sys
 from collections import Counter
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # perf/, for perf/bench
 
-def pct(values: list[float], q: float) -> float | None:
-    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+from bench import percentile
 
 
 def summarise(path: str, rate: int) -> dict:
@@ -42,11 +44,11 @@ def summarise(path: str, rate: int) -> dict:
     windows = []
     for w in range(0, len(latencies), rate):
         part = sorted(latencies[w : w + rate])
-        windows.append((w / rate, pct(part, 0.99), part[-1]))
+        windows.append((w / rate, percentile(part, 0.99), part[-1]))
     ordered = sorted(latencies)
     return {
         "sent": numbers["Queries sent"], "completed": numbers["Queries completed"], "lost": numbers["Queries lost"],
-        "rcodes": dict(rcodes), "p50": pct(ordered, 0.5), "p99": pct(ordered, 0.99), "p999": pct(ordered, 0.999),
+        "rcodes": dict(rcodes), "p50": percentile(ordered, 0.5), "p99": percentile(ordered, 0.99), "p999": percentile(ordered, 0.999),
         "max": ordered[-1] if ordered else None, "windows": windows, "tail": text[-2000:],
     }
 
