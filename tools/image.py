@@ -17,7 +17,8 @@ namespace, as a pod's containers do), so kdns lists and watches through the kube
 inside the image. Its resolv.conf names only 127.0.0.1: a forwarded name cannot leave the
 machine. It checks, failing with a message on the first difference:
 
-- the process: UID 65532, no capabilities, the root read-only, the C UDP loop in use;
+- the process: UID 65532, no capabilities, the root read-only, the memory limit in its
+  cgroup, the C UDP loop in use;
 - /health and /ready (200 once synced);
 - every query of config/demo-queries.txt, over UDP (and TCP where it says +tcp; one more over
   TCP), answered as `kdns serve --manifests config/demo-cluster.yaml` answers it on the host
@@ -52,7 +53,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 SIZE_LIMIT = 200_000_000  # bytes: "200 MB" as docker and podman print sizes (docs/image.md)
 TAG = "kdns:latest"
 UID = 65532
-MEMORY = "170m"  # the Deployment's memory limit (170Mi)
+MEMORY = "170m"  # the Deployment's memory limit (170Mi; the engines' m is MiB)
+MEMORY_BYTES = 170 * 2**20
 API_PORT = 8001  # the fake API server, on the pod's loopback
 WAIT = 90.0  # seconds: the longest wait for any one thing
 QUERY_PREFIX = "dig @127.0.0.1 -p 5353 "
@@ -290,7 +292,11 @@ def check(engine: str, tag: str) -> None:
             logs = done.stdout + done.stderr
             if "udp loop: C" not in logs:
                 raise Failed("kdns does not use the C UDP loop in the image:\n" + logs)
-            say(f"kdns runs as UID {UID}, no capabilities, read-only root, C UDP loop")
+            limit = run([engine, "exec", kdns, "sh", "-c",
+                         "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"], check=False)
+            if limit.stdout.strip() != str(MEMORY_BYTES):
+                raise Failed(f"the container's memory limit is {limit.stdout.strip() or limit.stderr.strip()}, not {MEMORY_BYTES}")
+            say(f"kdns runs as UID {UID}, no capabilities, read-only root, a {MEMORY_BYTES // 2**20} MiB memory limit, C UDP loop")
 
             with kdns_on_host() as reference:
                 for args in demo_queries():
