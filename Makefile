@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test bench bench-core bench-scale bench-workers soak image clean
+.PHONY: run test bench bench-core bench-scale bench-workers soak image image-check clean
 
 $(BIN)/.installed: pyproject.toml setup.py kdns/_udpbatch.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -49,9 +49,15 @@ bench-workers: $(BIN)/.installed
 soak: $(BIN)/.installed
 	$(BIN)/python perf/soak $(SOAK_ARGS)
 
-# The container image of config/kubernetes/ (needs a container engine).
+# The container image of config/kubernetes/, with docker or podman (ENGINE=podman chooses);
+# fails if it is over the size limit of docs/image.md. image-check also runs it as a pod does
+# and checks its answers, probes, HEALTHCHECK and SIGTERM; it skips, saying why, where no
+# engine runs or the base image cannot be had.
 image:
-	docker build -t kdns:latest .
+	$(PYTHON) tools/image.py build
+
+image-check: $(BIN)/.installed
+	$(BIN)/python tools/image.py check
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

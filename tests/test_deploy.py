@@ -6,8 +6,10 @@
 * The manifests agree with each other and with kdns: labels and selectors, the service
   account and its RBAC, the ConfigMap (config/kdns.yaml, byte for byte, valid for
   `kdns check-config`) and where it is mounted, the probes and the ports.
-* The Dockerfile (read as text): base image, user, command, health check, exposed ports, the
-  config file it bakes in, and a .dockerignore that keeps what it copies.
+* The Dockerfile (read as text): two stages on one pinned base, the locked dependencies and
+  kdns built in the first, nothing but that and the config file in the second; user, command,
+  health check, exposed ports, and a .dockerignore that keeps what it copies.
+  tests/test_image.py checks the lock; `make image-check` builds and runs the image.
 
 `python tests/test_deploy.py` rewrites config/kubernetes/configmap.yaml from config/kdns.yaml.
 """
@@ -434,6 +436,12 @@ def test_dockerfile_parser():
     assert dockerfile_instructions(text) == [("FROM", "a b"), ("RUN", "x && y"), ("CMD", '["z"]')]
 
 
+def stages(instructions) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, FROM first."""
+    starts = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    return [instructions[a:b] for a, b in zip(starts, starts[1:] + [len(instructions)])]
+
+
 def test_dockerfile_base_image(dockerfile):
     image = only(final_stage(dockerfile), "FROM").split()[0]
     match = re.fullmatch(r"python:3\.(\d+)\.(\d+)-slim(-[a-z]+)?", image)
@@ -441,15 +449,39 @@ def test_dockerfile_base_image(dockerfile):
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     minimum = int(re.search(r'requires-python\s*=\s*">=3\.(\d+)"', pyproject).group(1))
     assert int(match.group(1)) >= minimum
+    # The virtual environment built in the first stage runs on the final stage's Python.
+    assert [only(stage, "FROM").split()[0] for stage in stages(dockerfile)] == [image, image]
 
 
-def test_dockerfile_installs_the_working_tree(dockerfile):
-    runs = [args for word, args in dockerfile if word == "RUN"]
-    installs = [r for r in runs if re.search(r"pip install (--no-deps )?(/tmp/kdns|\.)(\s|$)", r)]
-    assert installs, runs
-    assert not any("[test]" in r or "-e " in r for r in runs), "no editable install, no test extras"
-    copies = [args.split() for word, args in dockerfile if word == "COPY"]
+def test_dockerfile_installs_the_lock_and_the_working_tree(dockerfile):
+    build = stages(dockerfile)[0]
+    assert only(build, "FROM").split()[1:] == ["AS", "build"]
+    runs = [args for word, args in build if word == "RUN"]
+    copies = [args.split() for word, args in build if word == "COPY"]
+    # The dependencies exactly as locked: pinned, hash-checked, nothing resolved at build time.
+    assert ["requirements/image.lock", "/tmp/kdns/requirements/image.lock"] in copies
+    (deps,) = [r for r in runs if "-r /tmp/kdns/requirements/image.lock" in r]
+    assert "--require-hashes" in deps and "--no-deps" in deps and "--only-binary=:all:" in deps
+    # kdns from the working tree, without its test extras, and its C part built.
     assert ["kdns", "/tmp/kdns/kdns"] in copies
+    (install,) = [r for r in runs if re.search(r"pip --python /opt/kdns/bin/python install --no-deps .*/tmp/kdns(\s|$)", r)]
+    assert 'python -c "import kdns._udpbatch"' in install
+    assert not any(re.search(r"\[test\]|pip .*\s(-e|--editable)\s", r) for r in runs), "no editable install, no test extras"
+    assert any("gcc" in r for r in runs)
+    # What kdns never imports is removed (requirements/image-prune.txt, checked by tests/test_image.py).
+    assert ["requirements/image-prune.txt", "/tmp/kdns/requirements/image-prune.txt"] in copies
+    assert any("image-prune.txt" in r and "rm -rf" in r for r in runs)
+
+
+def test_dockerfile_final_stage_is_the_base_plus_the_venv(dockerfile):
+    """Nothing is installed or run in the final stage: no compiler, headers or caches reach it."""
+    final = final_stage(dockerfile)
+    assert not [args for word, args in final if word == "RUN"]
+    copies = [args.split() for word, args in final if word == "COPY"]
+    assert copies == [["--from=build", "/opt/kdns", "/opt/kdns"], ["config/kdns.yaml", "/etc/kdns/kdns.yaml"]]
+    env = only(final, "ENV")
+    assert re.search(r"(^|\s)PATH=/opt/kdns/bin:\$PATH(\s|$)", env), env
+    assert "PYTHONDONTWRITEBYTECODE=1" in env  # a read-only root: nothing to write .pyc files to
 
 
 def test_dockerfile_user_matches_the_pod(dockerfile, container):
