@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kdns import config, names, upstream
+from kdns import config, files, names, upstream
 from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, PodsMode, ServeConfig
 
 # The longest zone: 196 characters of Kubernetes names (three 63-character labels, "svc",
@@ -28,6 +28,7 @@ from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, Listen
 MAX_ZONE = 253 - (3 * 63 + 3 + 4)
 
 MAX_WORKERS = 256
+CONFIG_MAX_BYTES = files.MIB  # the largest config file read (config/kdns.yaml is 4 KB)
 
 SOURCE, ANSWERS, FORWARDING, OPERATION = "source", "answers", "forwarding", "operation"
 
@@ -187,21 +188,14 @@ def load_file(path: str) -> dict[str, Any]:
 def _read(path: str) -> Any:
     """The parsed YAML of a config file; ConfigError (naming the file) when it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        text = files.decode(files.read_regular(path, CONFIG_MAX_BYTES, "config files")[0])
+        return files.load_yaml(text, files.node_limit(CONFIG_MAX_BYTES))
+    except files.FileError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    try:
-        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{path}: {line}invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raise ConfigError(f"{path}: {files.yaml_problem(exc, text)}") from None
     except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise all sorts for values they refuse (`!!float 5z`)
         raise ConfigError(f"{path}: invalid YAML value: {type(exc).__name__}: {exc}") from None
 
