@@ -48,6 +48,9 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("manifests", str, [], "a .yaml/.yml/.json file, or a directory of them (read one level deep); repeatable. "
            "Namespaces, Services, EndpointSlices and Pods are used; changes are picked up while serving", SOURCE, True, "PATH"),
+    Option("manifest-max-bytes", int, 16 << 20, "the largest manifest file read, in bytes; a YAML file may also hold at most "
+           "one node per 16 bytes of it, counting each alias as a copy of what it names. A file over either is reported "
+           "and keeps its previous objects", SOURCE, metavar="BYTES"),
     Option("kubeconfig", str, None, "follow the cluster of this kubeconfig file", SOURCE, metavar="PATH"),
     Option("apiserver", str, None, "follow the API server at URL, unauthenticated (test servers)", SOURCE, metavar="URL"),
     Option("listen", str, [str(config.DEFAULT_LISTEN)], "address to serve UDP and TCP on; repeatable; [::1]:5353 for IPv6; "
@@ -277,7 +280,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     if not 0 <= ttl <= config.MAX_TTL:
         raise ConfigError(f"{v.where('ttl')}: must be between 0 and {config.MAX_TTL} seconds, got {ttl}")
     for name in ("cache-ttl", "cache-size", "upstream-timeout", "tcp-idle-timeout", "reload-interval",
-                 "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries"):
+                 "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries", "manifest-max-bytes"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise ConfigError(f"{v.where(name)}: must be more than 0, got {v[name]}")
     if not 1 <= v["workers"] <= MAX_WORKERS:
@@ -308,6 +311,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     )
     return ServeConfig(
         manifests=tuple(v["manifests"]),
+        manifest_max_bytes=v["manifest-max-bytes"],
         api=api,
         listen=tuple(listen),
         dns=dns,
