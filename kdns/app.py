@@ -109,7 +109,7 @@ class Server:
             sources = [MANIFESTS]
         self.index = Index(config.dns, sources=sources, now=time.time())
         if config.api is None and not memory:
-            self.manifests = ManifestSet(config.manifests or (str(demo_cluster()),), scope=self.scope)
+            self.manifests = ManifestSet(config.manifests or (str(demo_cluster()),), self.scope, config.manifest_max_bytes)
             try:
                 events = self.manifests.load()
             except ManifestError as exc:
@@ -464,6 +464,8 @@ class Server:
                 self.state.forwarder.close()  # its background probes; questions in flight finish
             self.state.forwarder = forwarder
         self.state.log_queries = new.log_queries
+        if self.manifests is not None:
+            self.manifests.max_bytes = new.manifest_max_bytes
         for tcp in self._tcp:
             tcp.limits = _tcp_limits(new)
         self.state.acl = RecursionAcl(new.allow_recursion)

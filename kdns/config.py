@@ -95,6 +95,7 @@ class ServeConfig:
     """Exactly one source: `manifests` (paths) or `api`."""
 
     manifests: tuple[str, ...] = ()
+    manifest_max_bytes: int = 16 << 20  # the largest manifest file read
     api: ApiSource | None = None
     listen: tuple[ListenAddress, ...] = (DEFAULT_LISTEN,)
     dns: DnsConfig = field(default_factory=DnsConfig)

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from kdns import config, names, upstream
+from kdns import config, files, names, upstream
 from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, PodsMode, ServeConfig
 
 # The longest zone: 196 characters of Kubernetes names (three 63-character labels, "svc",
@@ -28,6 +28,7 @@ from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, Listen
 MAX_ZONE = 253 - (3 * 63 + 3 + 4)
 
 MAX_WORKERS = 256
+CONFIG_MAX_BYTES = files.MIB  # the largest config file read (config/kdns.yaml is 4 KB)
 
 SOURCE, ANSWERS, FORWARDING, OPERATION = "source", "answers", "forwarding", "operation"
 
@@ -47,6 +48,9 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("manifests", str, [], "a .yaml/.yml/.json file, or a directory of them (read one level deep); repeatable. "
            "Namespaces, Services, EndpointSlices and Pods are used; changes are picked up while serving", SOURCE, True, "PATH"),
+    Option("manifest-max-bytes", int, 16 << 20, "the largest manifest file read, in bytes; a YAML file may also hold at most "
+           "one node per 16 bytes of it, counting each alias as a copy of what it names. A file over either is reported "
+           "and keeps its previous objects", SOURCE, metavar="BYTES"),
     Option("kubeconfig", str, None, "follow the cluster of this kubeconfig file", SOURCE, metavar="PATH"),
     Option("apiserver", str, None, "follow the API server at URL, unauthenticated (test servers)", SOURCE, metavar="URL"),
     Option("listen", str, [str(config.DEFAULT_LISTEN)], "address to serve UDP and TCP on; repeatable; [::1]:5353 for IPv6; "
@@ -187,21 +191,14 @@ def load_file(path: str) -> dict[str, Any]:
 def _read(path: str) -> Any:
     """The parsed YAML of a config file; ConfigError (naming the file) when it cannot be read."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        text = files.decode(files.read_regular(path, CONFIG_MAX_BYTES, "config files")[0])
+        return files.load_yaml(text, files.node_limit(CONFIG_MAX_BYTES))
+    except files.FileError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    try:
-        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ConfigError(f"{path}: {line}invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        raise ConfigError(f"{path}: {files.yaml_problem(exc, text)}") from None
     except Exception as exc:  # noqa: BLE001 - PyYAML's constructors raise all sorts for values they refuse (`!!float 5z`)
         raise ConfigError(f"{path}: invalid YAML value: {type(exc).__name__}: {exc}") from None
 
@@ -283,7 +280,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     if not 0 <= ttl <= config.MAX_TTL:
         raise ConfigError(f"{v.where('ttl')}: must be between 0 and {config.MAX_TTL} seconds, got {ttl}")
     for name in ("cache-ttl", "cache-size", "upstream-timeout", "tcp-idle-timeout", "reload-interval",
-                 "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries"):
+                 "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries", "manifest-max-bytes"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise ConfigError(f"{v.where(name)}: must be more than 0, got {v[name]}")
     if not 1 <= v["workers"] <= MAX_WORKERS:
@@ -314,6 +311,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     )
     return ServeConfig(
         manifests=tuple(v["manifests"]),
+        manifest_max_bytes=v["manifest-max-bytes"],
         api=api,
         listen=tuple(listen),
         dns=dns,

@@ -22,6 +22,8 @@ import pytest
 import trio
 from conftest import Running, rrs, write
 
+from kdns.sources.manifests import ManifestSet
+
 STEP = 0.05  # seconds between polls
 TIMEOUT = 5.0  # how long a reload may take to show
 
@@ -265,7 +267,7 @@ async def test_json_file_is_loaded(kdns, tmp_path):
 
 
 async def test_directory_reads_manifests_one_level_deep(kdns, tmp_path):
-    """A directory contributes its .yaml/.yml/.json files; other files and subdirectories are not read."""
+    """A directory contributes its .yaml/.yml/.json files; other files, subdirectories and FIFOs are not read."""
     d = tmp_path / "cluster"
     write(d / "a.yaml", web("10.96.0.1", name="a"))
     write(d / "b.yml", web("10.96.0.2", name="b"))
@@ -277,6 +279,7 @@ async def test_directory_reads_manifests_one_level_deep(kdns, tmp_path):
     write(d / "notes.txt", web("10.96.0.4", name="txt"))  # a valid manifest, wrong suffix
     write(d / "sub" / "d.yaml", web("10.96.0.5", name="nested"))
     write(d / "dir.yaml" / "e.yaml", web("10.96.0.6", name="deeper"))  # a directory named like a file
+    os.mkfifo(d / "pipe.yaml")  # opening it for reading would wait for a writer
     run = await kdns(d)
     assert await answer(run, "a.shop.svc.cluster.local") == ok("10.96.0.1")
     assert await answer(run, "b.shop.svc.cluster.local") == ok("10.96.0.2")
@@ -466,6 +469,9 @@ BREAKAGES = {
     # Inputs that once escaped the parser and stopped the whole server:
     "deeply-nested": "a: " + "[" * 5000 + "]" * 5000 + "\n",
     "scoped-ipv6-cluster-ip": textwrap.dedent(web("10.96.0.50")).replace("10.96.0.50", "'fe80::1%eth0'"),
+    # Nine levels of nine aliases (9**9 items): refused while parsing instead of walked for minutes.
+    "alias-bomb": "kind: List\nitems:\n- &a0 {kind: List, items: []}\n"
+    + "".join(f"- &a{i} {{kind: List, items: [{', '.join([f'*a{i - 1}'] * 9)}]}}\n" for i in range(1, 10)),
 }
 
 
@@ -634,3 +640,80 @@ async def test_a_known_kind_with_a_strange_api_version_is_skipped(kdns, tmp_path
     replace(web_file, textwrap.dedent(web("10.96.0.50")).replace("apiVersion: v1", "apiVersion: [v1]"))
     await eventually(run, "web.shop.svc.cluster.local", "A", NXDOMAIN)
     assert await answer(run, "api.shop.svc.cluster.local") == ok("10.96.0.60")
+
+
+# -- what a rescan costs, and paths that change kind ----------------------------------------------
+
+
+def test_rescan_reads_only_the_files_whose_metadata_changed(tmp_path):
+    """With nothing changed a rescan opens no file; a changed file is read alone (the first
+    look reads each file once)."""
+    d = tmp_path / "cluster"
+    paths = [write(d / f"svc-{i:02d}.yaml", web(f"10.96.1.{i + 1}", name=f"s{i}")) for i in range(40)]
+    manifests = ManifestSet([str(d)])
+    assert len(manifests.load()) == 40 and manifests.files_read == 40
+    for _ in range(3):
+        assert manifests.rescan() == ([], []) and manifests.files_read == 40
+    paths[7].write_text(textwrap.dedent(web("10.96.1.99", name="s7")))
+    past = time.time() - 10  # not "being written": read on this look
+    os.utime(paths[7], (past, past))
+    events, errors = manifests.rescan()
+    assert errors == [] and [e.obj.cluster_ips for e in events] == [("10.96.1.99",)]
+    assert manifests.files_read == 41
+
+
+async def test_named_file_that_becomes_a_directory_keeps_its_objects(kdns, tmp_path, caplog):
+    """A file named by --manifests replaced by a directory (even one full of manifests) is
+    reported once and keeps its Service; a file there again is read again."""
+    path = write(tmp_path / "web.yaml", web("10.96.0.50"))
+    other = write(tmp_path / "api.yaml", web("10.96.0.60", name="api"))
+    run = await kdns(path, other)
+    path.unlink()
+    write(path / "inner.yaml", web("10.96.0.70", name="inner"))
+    replace(other, web("10.96.0.61", name="api"))
+    await eventually(run, "api.shop.svc.cluster.local", "A", ok("10.96.0.61"))
+    replace(other, web("10.96.0.62", name="api"))
+    await eventually(run, "api.shop.svc.cluster.local", "A", ok("10.96.0.62"))
+    reports = [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and str(path) in r.getMessage()]
+    assert reports == [f"{path}: not a regular file (a directory); only regular files are read (keeping its previous contents)"]
+    assert await answer(run, "web.shop.svc.cluster.local") == ok("10.96.0.50")
+    await assert_nxdomain(run, "inner.shop.svc.cluster.local")
+    (path / "inner.yaml").unlink()
+    path.rmdir()
+    write(path, web("10.96.0.51"))
+    await eventually(run, "web.shop.svc.cluster.local", "A", ok("10.96.0.51"))
+
+
+async def test_configmap_volume_symlinks_are_followed(kdns, tmp_path):
+    """A ConfigMap mounted as a volume: each file is a symlink through `..data` to a timestamped
+    directory, and an update swaps `..data` in one rename. kdns reads through the links and
+    follows the swap."""
+    d = tmp_path / "volume"
+    write(d / "..2024_01_01" / "web.yaml", web("10.96.0.50"))
+    (d / "..data").symlink_to("..2024_01_01")
+    (d / "web.yaml").symlink_to("..data/web.yaml")
+    run = await kdns(d)
+    assert await answer(run, "web.shop.svc.cluster.local") == ok("10.96.0.50")
+    write(d / "..2024_01_02" / "web.yaml", web("10.96.0.51"))
+    (d / "..data_tmp").symlink_to("..2024_01_02")
+    os.replace(d / "..data_tmp", d / "..data")
+    await eventually(run, "web.shop.svc.cluster.local", "A", ok("10.96.0.51"))
+
+
+async def test_named_directory_that_cannot_be_listed_keeps_its_objects(kdns, tmp_path, caplog):
+    """A directory named by --manifests that disappears (a volume being remounted) is reported
+    once and its files keep their Services; listed again, it is followed again."""
+    d = tmp_path / "cluster"
+    write(d / "web.yaml", web("10.96.0.50"))
+    other = write(tmp_path / "api.yaml", web("10.96.0.60", name="api"))
+    run = await kdns(d, other)
+    moved = d.rename(tmp_path / "elsewhere")
+    for ip in ("10.96.0.61", "10.96.0.62"):  # two passes at least
+        replace(other, web(ip, name="api"))
+        await eventually(run, "api.shop.svc.cluster.local", "A", ok(ip))
+    reports = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert reports == [f"{d}: cannot list: No such file or directory (keeping what it had)"]
+    assert await answer(run, "web.shop.svc.cluster.local") == ok("10.96.0.50")
+    moved.rename(d)
+    replace(d / "web.yaml", web("10.96.0.51"))
+    await eventually(run, "web.shop.svc.cluster.local", "A", ok("10.96.0.51"))

@@ -8,6 +8,12 @@ object and the field. `watch_manifests` polls for changes and sends the events o
 
 Directories are read one level deep, like `kubectl apply -f DIR`. An object defined in two
 files is an error in the file that defines it second.
+
+Only regular files are read (kdns.files: opened without blocking, checked with fstat), of at
+most `max_bytes` each and, for YAML, at most max_bytes / 16 nodes counting aliases as copies;
+a path named directly that turns into a FIFO, a device or a directory is reported once and
+keeps its objects. A rescan costs one stat per file when nothing changed (a file is read only
+when its mtime, size or inode did), and is linear in the number of files.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +29,7 @@ from pathlib import Path
 import trio
 import yaml
 
+from kdns import files
 from kdns.model import Delete, Event, KubeObject, ObjectKey, Service, Upsert, describe
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
@@ -31,6 +39,11 @@ log = logging.getLogger("kdns.manifests")
 
 SUFFIXES = (".yaml", ".yml", ".json")
 SETTLE = 0.05  # seconds: a file modified more recently than this is read on the next look
+MAX_BYTES = 16 * files.MIB  # --manifest-max-bytes: the largest file read
+OPTION = "manifest-max-bytes"
+
+
+_Stat = os.stat_result | OSError | None  # a file's stat, why there is none, or None: do not look
 
 
 class ManifestError(Exception):
@@ -50,15 +63,20 @@ class _File:
 
 
 class ManifestSet:
-    def __init__(self, paths: list[str] | tuple[str, ...], scope: Scope | None = None):
+    def __init__(self, paths: list[str] | tuple[str, ...], scope: Scope | None = None, max_bytes: int = MAX_BYTES):
         self.paths = [Path(p) for p in paths]
         self.scope = scope or Scope()
+        self.max_bytes = max_bytes  # may change between rescans (a config reload)
+        self._is_dir: dict[Path, bool] = {}  # what each named path was when first seen
+        self._list_errors: dict[Path, str] = {}  # a directory that cannot be listed, reported once
+        self._children: dict[Path, dict[str, Path]] = {}  # directory -> its files' Paths (hashed once)
         self.allocator = ClusterIPAllocator()
         self._files: dict[Path, _File] = {}
         self._state: dict[ObjectKey, KubeObject] = {}
         self._owners: dict[ObjectKey, Path] = {}  # which file defines each object
         self._loaded = False
         self.reads = 0  # rescans that found changes (for metrics)
+        self.files_read = 0  # files opened and read, in all (a rescan of unchanged files reads none)
         self.last_change: float | None = None  # time.monotonic() of the last change found
 
     def load(self) -> list[Event]:
@@ -79,43 +97,66 @@ class ManifestSet:
         errors: list[str] = []
         present = self._list_files()
         changed = False
-        for path in list(self._files):
-            if path not in present:
-                log.info("%s: removed; its objects are gone", path)
-                self._set_objects(path, {})
-                del self._files[path]
-                changed = True
-        for path in present:
-            changed |= self._read(path, errors)
+        for path in [p for p in self._files if p not in present]:
+            log.info("%s: removed; its objects are gone", path)
+            self._set_objects(path, {})
+            del self._files[path]
+            changed = True
+        for path, st in present.items():
+            changed |= self._read(path, st, errors)
         # A file refused for defining an object that another file defines may be fine now
-        # that the other files have been read: try those again (their verdict is not theirs).
-        for path in present:
-            if self._files[path].blocked:
-                changed |= self._read(path, errors, force=True)
+        # that the other files have changed: try those again (their verdict is not theirs).
+        if changed:
+            for path, st in present.items():
+                if self._files[path].blocked:
+                    changed |= self._read(path, st, errors, force=True)
         events = self._diff() if changed else []
         if events:
             self.reads += 1
             self.last_change = time.monotonic()
         return events, errors
 
-    def _read(self, path: Path, errors: list[str], *, force: bool = False) -> bool:
-        """Re-read `path` if it changed; True when its objects did."""
+    def _read(self, path: Path, st: _Stat, errors: list[str], *, force: bool = False) -> bool:
+        """Re-read `path` (`st`: its stat, or why it failed) if it changed; True when its objects did."""
         state = self._files.setdefault(path, _File())
-        try:
-            before = _signature(path)
-            if before == state.signature and not force:
-                if state.error:
-                    errors.append(state.error)
-                return False
-            if self._loaded and 0 <= time.time() - before[0] / 1e9 < SETTLE:
-                return False  # modified a moment ago, perhaps still being written: next time
-            text = path.read_text(encoding="utf-8")
-            if _signature(path) != before:
-                return False  # being written right now: look again next time
-        except (OSError, UnicodeDecodeError) as exc:
-            problem = f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}"
-            self._report(state, problem, errors)
+        if st is None:  # in a directory that cannot be listed: left as it was
+            if state.error:
+                errors.append(state.error)
             return False
+        if isinstance(st, OSError):
+            self._report(state, f"{path}: cannot read: {st.strerror or st}", errors)
+            return False
+        before = files.signature(st)
+        if before == state.signature and not force:
+            if state.error:
+                errors.append(state.error)
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            problem = f"{path}: {files.not_regular(st.st_mode)}"
+        elif st.st_size > self.max_bytes:
+            problem = f"{path}: {files.too_large(st.st_size, self.max_bytes, OPTION)}"
+        elif self._loaded and 0 <= time.time() - st.st_mtime < SETTLE:
+            return False  # modified a moment ago, perhaps still being written: next time
+        else:
+            try:
+                raw, after = files.read_regular(path, self.max_bytes, OPTION)
+                self.files_read += 1
+                if after != before:
+                    return False  # being written right now: look again next time
+                text = files.decode(raw)
+            except files.FileError as exc:
+                problem = f"{path}: {exc}"
+            except OSError as exc:
+                self._report(state, f"{path}: cannot read: {exc.strerror or exc}", errors)
+                return False  # perhaps a moment's problem: try again next time
+            else:
+                return self._use(path, state, before, text, errors)
+        self._report(state, problem, errors)
+        state.signature = before  # not looked at again until it changes
+        return False
+
+    def _use(self, path: Path, state: _File, before: tuple[int, int, int], text: str, errors: list[str]) -> bool:
+        """Parse and check what was read; True when the file's objects changed."""
         try:
             objects = self._parse(path, text)
         except ManifestError as exc:
@@ -152,22 +193,52 @@ class ManifestSet:
                 kept = "keeping its previous contents" if state.objects else "ignoring it"
                 log.error("%s (%s)", problem, kept)
 
-    def _list_files(self) -> list[Path]:
-        found: dict[Path, None] = {}
+    def _list_files(self) -> dict[Path, _Stat]:
+        """The files to read, in order, with their stat (following symlinks) or why it failed.
+
+        A named directory contributes its regular files with a manifest suffix, sorted by
+        name (all it had, stat None, while it cannot be listed); a named file is itself,
+        whatever it has become (`_read` says what is wrong).
+        """
+        found: dict[Path, _Stat] = {}
         for path in self.paths:
-            if path.is_dir():
-                try:
-                    entries = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file())
-                except OSError as exc:
-                    log.error("%s: cannot list: %s", path, exc.strerror)
-                    entries = [p for p in self._files if p.parent == path]  # keep what we had
-                found.update(dict.fromkeys(entries))
-            elif path.exists() or path in self._files:
-                found[path] = None
-        return list(found)
+            st = _stat(path)
+            if path not in self._is_dir and isinstance(st, os.stat_result):
+                self._is_dir[path] = stat.S_ISDIR(st.st_mode)
+            if self._is_dir.get(path):
+                found.update(self._list_directory(path))
+            elif isinstance(st, os.stat_result) or path in self._files:
+                found[path] = st
+        return found
+
+    def _list_directory(self, path: Path) -> dict[Path, _Stat]:
+        entries: list[tuple[str, os.stat_result]] = []
+        try:
+            with os.scandir(path) as listing:
+                for entry in listing:
+                    if os.path.splitext(entry.name)[1] not in SUFFIXES:
+                        continue
+                    try:
+                        st = entry.stat()
+                    except OSError:
+                        continue  # a dangling symlink, or gone since listed: not a file here
+                    if stat.S_ISREG(st.st_mode):
+                        entries.append((entry.name, st))
+        except OSError as exc:
+            problem = f"{path}: cannot list: {exc.strerror or exc}"
+            if self._list_errors.get(path) != problem:
+                self._list_errors[path] = problem
+                log.error("%s (keeping what it had)", problem)
+            return {p: None for p in self._files if p.parent == path}
+        if self._list_errors.pop(path, None):
+            log.info("%s: can be listed again", path)
+        entries.sort()
+        known = self._children.get(path, {})
+        children = self._children[path] = {name: known.get(name) or path / name for name, _ in entries}
+        return {children[name]: st for name, st in entries}
 
     def _parse(self, path: Path, text: str) -> dict[ObjectKey, KubeObject]:
-        documents = _documents(path, text)
+        documents = _documents(path, text, files.node_limit(self.max_bytes))
         objects: dict[ObjectKey, KubeObject] = {}
         for position, document in documents:
             where = f"{path}: {position}"
@@ -222,12 +293,15 @@ def _key_of(item: dict) -> ObjectKey:
     return (kind, namespace, name)  # type: ignore[return-value]
 
 
-def _signature(path: Path) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+def _stat(path: Path) -> os.stat_result | OSError:
+    """The stat of `path` (following symlinks), or why there is none."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        return exc
 
 
-def _documents(path: Path, text: str) -> list[tuple[str, object]]:
+def _documents(path: Path, text: str, max_nodes: int) -> list[tuple[str, object]]:
     """(position, parsed document) pairs; position names the document in messages."""
     if path.suffix == ".json":
         try:
@@ -235,12 +309,9 @@ def _documents(path: Path, text: str) -> list[tuple[str, object]]:
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = files.load_yaml_all(text, max_nodes, hint=f"{OPTION} / {files.NODE_BYTES}")
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        line = f"line {mark.line + 1}: " if mark is not None else ""
-        raise ManifestError(f"{path}: {line}invalid YAML: {problem}") from None
+        raise ManifestError(f"{path}: {files.yaml_problem(exc, text)}") from None
     return [(f"document {i}", doc) for i, doc in enumerate(docs, 1) if doc is not None]
 
 
@@ -263,7 +334,8 @@ async def watch_manifests(manifests: ManifestSet, send: trio.MemorySendChannel, 
     """Poll the files every `interval` seconds; send each batch of changes as a list."""
     while True:
         await trio.sleep(interval)
-        events, _ = await trio.to_thread.run_sync(manifests.rescan)
+        # Abandoned on cancellation: a shutdown does not wait for a slow read to finish.
+        events, _ = await trio.to_thread.run_sync(manifests.rescan, abandon_on_cancel=True)
         if events:
             log.info("manifests changed: %d object(s) updated or removed", len(events))
             await send.send(events)
