@@ -22,15 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from kdns import names
+from kdns.codes import AAAA, ANY, AXFR, CLASS_IN, CNAME, IXFR, NOERROR, NS, NXDOMAIN, PTR, REFUSED, SERVFAIL, SOA, SRV, TXT, A
 from kdns.config import PodsMode
 from kdns.index import DNS_VERSION_TTL, Node, Snapshot
-
-# RR types and classes used here (the IANA numbers).
-A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV = 1, 2, 5, 6, 12, 16, 28, 33
-IXFR, AXFR, ANY = 251, 252, 255
-CLASS_IN = 1
-
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 
 MAX_CHAIN = 8  # CNAME links followed inside our zones
 

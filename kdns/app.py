@@ -33,12 +33,12 @@ import trio
 from kdns import __version__, observe, settings
 from kdns.cache import ForwardCache
 from kdns.config import ConfigError, ListenAddress, PodsMode, ServeConfig
+from kdns.guard import RateLimiter, RecursionAcl
 from kdns.index import Change, Index
 from kdns.model import EndpointSlice, Kind, ServiceType, Synced, Upsert
 from kdns.responder import Responder
 from kdns.serve import Serving
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
-from kdns.guard import RateLimiter, RecursionAcl
 from kdns.serve.tcp import TcpLimits, TcpServer, bind_tcp
 from kdns.serve.udp import batched, bind_udp, loop_kind, serve_udp
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests

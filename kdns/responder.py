@@ -14,17 +14,16 @@ render time), so a new serial alone invalidates nothing. Pure: no sockets, no cl
 from __future__ import annotations
 
 import logging
-
-from dataclasses import dataclass
-
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kdns import answer as ans
 from kdns import names, wire
+from kdns.codes import NOERROR, SERVFAIL
+from kdns.index import Change, Snapshot
 from kdns.stats import Key as StatsKey
 from kdns.stats import QueryStats, zone_wires
 from kdns.stats import key as stats_key
-from kdns.index import Change, Snapshot
 
 log = logging.getLogger("kdns.responder")
 
@@ -186,7 +185,7 @@ class Responder:
             entry = wire.pack_answer(query, result, self._zones)
         except Exception:  # a bug: answer SERVFAIL, say where, keep serving
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
-            return wire.simple_reply(query, ans.SERVFAIL), False
+            return wire.simple_reply(query, SERVFAIL), False
         if result.cacheable:
             if self._entries >= MEMO_ENTRIES:
                 self.memo.clear()
@@ -209,7 +208,7 @@ class Responder:
         if not result.answer and result.upstream == ".".join(query.labels):
             return Forward(query, limit, query.question)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
-        prefix = wire.pack_answer(query, ans.Answer(ans.NOERROR, result.answer), self._zones).body if result.answer else b""
+        prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self._zones).body if result.answer else b""
         return Forward(query, limit, question, prefix, len(result.answer))
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from kdns import names, wire
+from kdns.codes import RCODES, TYPES
 
 Key = tuple[str, str, str, int, int, int]  # zone, type, rcode, request bytes, response bytes, duration bucket
 
@@ -22,10 +23,6 @@ DURATION_FIRST = 0.00025
 DURATION_BUCKETS = tuple(DURATION_FIRST * 2**i for i in range(16))
 SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
 
-TYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
-         35: "NAPTR", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 52: "TLSA", 64: "SVCB", 65: "HTTPS",
-         251: "IXFR", 252: "AXFR", 255: "ANY", 13: "HINFO", 99: "SPF", 257: "CAA"}
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
 def duration_bucket(seconds: float) -> int:

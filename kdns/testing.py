@@ -264,8 +264,8 @@ class KdnsServer:
     # -- what it saw ----------------------------------------------------------------------
 
     def _record(self, proto: str, peer, query: bytes, reply: bytes | None) -> None:
+        from kdns.codes import RCODES, TYPES
         from kdns.serve import question_name
-        from kdns.stats import RCODES, TYPES
 
         qtype = 0
         name = question_name(query) or "?"
@@ -279,7 +279,7 @@ class KdnsServer:
 
     def fail(self, name: str, rcode: str | int = "SERVFAIL") -> None:
         """Answer `name` with this rcode (e.g. "SERVFAIL", "REFUSED", 2) and no records."""
-        from kdns.stats import RCODES
+        from kdns.codes import RCODES
 
         codes = {text: number for number, text in RCODES.items()}
         self._fault(name, rcode=codes[rcode.upper()] if isinstance(rcode, str) else int(rcode))

@@ -17,10 +17,8 @@ import struct
 from dataclasses import dataclass
 
 from kdns import names, wire
+from kdns.codes import AA, CD, NOERROR, NXDOMAIN, OPT, QR, RA, RD, REFUSED, SOA, TC, TKEY, TSIG
 
-NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
-OPT, SOA = 41, 6
-QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
 DEFAULT_PORT = 53
 # The RDATA layouts `parse_reply` checks, field by field: "n" a name (compression allowed:
 # it is written out in full, since our reply puts it at another offset), "h" 2 bytes, "4" 4
@@ -49,7 +47,7 @@ _FIXED = {"h": 2, "4": 4, "f": 16, "s": 18}
 _IN_ONLY = {1, 28, 26, 33, 35, 36}
 _CLASS_LAYOUTS = {(3, 1): "nh"}
 # Records that belong to one hop (RFC 8945 TSIG, RFC 2930 TKEY): never passed on.
-_HOP_TYPES = {249, 250}
+_HOP_TYPES = {TKEY, TSIG}
 
 
 class ReplyError(ValueError):
@@ -261,9 +259,7 @@ def render(
     flags = QR | RA | (AA if prefix_count else 0) | (query.flags & (RD | CD)) | forwarded.rcode
     if forwarded.truncated:
         flags |= TC  # truncated even over TCP: say so rather than pass a part off as whole
-    opt = b""
-    if query.edns is not None:
-        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
+    opt = wire.opt_for(query)
     head = query.qid
     body = aged(forwarded, elapsed, stale_ttl=stale_ttl)
     reply = head + struct.pack("!5H", flags, 1, an, ns, ar + bool(opt)) + query.question + prefix + body + opt
@@ -274,7 +270,7 @@ def render(
     reply = head + struct.pack("!5H", flags, 1, an, 0, bool(opt)) + query.question + prefix + body + opt
     if len(reply) <= limit:
         return reply
-    return head + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
+    return wire.question_reply(query, flags | TC)
 
 
 def local_only(query: wire.Query, prefix: bytes, prefix_count: int, limit: int) -> bytes:
@@ -282,21 +278,10 @@ def local_only(query: wire.Query, prefix: bytes, prefix_count: int, limit: int) 
     there are any, for the client's resolver to follow; REFUSED otherwise. TC and the
     question alone if our records do not fit in `limit`."""
     if not prefix_count:
-        return failure(query, REFUSED)
+        return wire.upstream_failure(query, REFUSED)
     flags = QR | AA | (query.flags & (RD | CD))
-    opt = b""
-    if query.edns is not None:
-        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
+    opt = wire.opt_for(query)
     reply = query.qid + struct.pack("!5H", flags, 1, prefix_count, 0, bool(opt)) + query.question + prefix + opt
     if len(reply) <= limit:
         return reply
-    return query.qid + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
-
-
-def failure(query: wire.Query, rcode: int = SERVFAIL) -> bytes:
-    """SERVFAIL (or another rcode) for a query we could not forward."""
-    flags = QR | RA | (query.flags & (RD | CD)) | rcode
-    opt = b""
-    if query.edns is not None:
-        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
-    return query.qid + struct.pack("!5H", flags, 1, 0, 0, bool(opt)) + query.question + opt
+    return wire.question_reply(query, flags | TC)

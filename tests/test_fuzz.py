@@ -281,7 +281,7 @@ def check_forward(responder: Responder, data: bytes, fwd: Forward, limit: int | 
     if any(byte >= 0x80 for label in asked for byte in label):  # bytes that can only come from the client's name
         theirs = [label.lower() for label in wire.read_name(data, 12, compressed=False)[0]]
         assert [label.lower() for label in asked] == theirs[: len(asked)], f"{what}: upstream asked for other bytes than the client's: {fwd.question.hex()}"
-    check_reply_bytes(data, query, upstream.failure(query), fwd.limit, f"{what} (SERVFAIL after forwarding)")
+    check_reply_bytes(data, query, wire.upstream_failure(query), fwd.limit, f"{what} (SERVFAIL after forwarding)")
     # A client outside --allow-recursion: our own records (an ExternalName's CNAME) or REFUSED.
     local = upstream.local_only(query, fwd.prefix, fwd.prefix_count, fwd.limit)
     check_reply_bytes(data, query, local, fwd.limit, f"{what} (recursion refused)")

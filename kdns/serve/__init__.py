@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kdns import upstream, wire
+from kdns.codes import RCODES, TYPES
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.responder import Responder
-from kdns.stats import RCODES, TYPES
 
 log = logging.getLogger("kdns.query")
 
@@ -32,12 +32,12 @@ class Serving:
         """The upstream's reply to a Forward (SERVFAIL without a forwarder). A bug on the way
         is logged and answered SERVFAIL: it must not end the listener's task group."""
         if self.forwarder is None:
-            return upstream.failure(fwd.query)
+            return wire.upstream_failure(fwd.query)
         try:
             return await self.forwarder.reply(fwd)
         except Exception:
             logging.getLogger("kdns.serve").exception("failed to forward a query for %r", fwd.question)
-            return upstream.failure(fwd.query)
+            return wire.upstream_failure(fwd.query)
 
     def refuse_recursion(self, fwd, client: str | None) -> bytes | None:
         """The reply for a Forward from a client not allowed recursion; None if allowed."""

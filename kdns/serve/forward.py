@@ -33,8 +33,9 @@ import trio
 from kdns import upstream as up
 from kdns import wire
 from kdns.cache import ForwardCache, Key
+from kdns.codes import CD, RCODES, REFUSED, SERVFAIL
 from kdns.responder import Forward
-from kdns.stats import RCODES, duration_bucket
+from kdns.stats import duration_bucket
 
 log = logging.getLogger("kdns.forward")
 
@@ -114,11 +115,11 @@ class Forwarder:
     async def reply(self, fwd: Forward) -> bytes:
         query = fwd.query
         do = bool(query.edns and query.edns.do)
-        cd = bool(query.flags & up.CD)
+        cd = bool(query.flags & CD)
         key: Key = (fwd.question[:-4].lower(), *struct.unpack("!HH", fwd.question[-4:]), do, cd)
         upstreams = self.route(fwd.name)
         if not upstreams:
-            return up.failure(query, up.REFUSED)
+            return wire.upstream_failure(query, REFUSED)
         entry, fresh = self.cache.get(key)
         if fresh:
             if self.cache.due_for_refresh(entry) and self._nursery is not None:
@@ -131,7 +132,7 @@ class Forwarder:
                 self.cache.stale_served += 1
                 log.info("serving a stale answer for %s: no upstream answers", fwd.name)
                 return self._render(entry.forwarded, fwd, 0, stale_ttl=self.stale_ttl)
-            return up.failure(query)
+            return wire.upstream_failure(query)
         return self._render(forwarded, fwd, 0)
 
     def _render(self, forwarded: up.Forwarded, fwd: Forward, elapsed: float, stale_ttl: int | None = None) -> bytes:
@@ -173,7 +174,7 @@ class Forwarder:
                 self._failed(upstream, _describe(exc))
                 continue
             upstream.fails = 0
-            if forwarded.rcode in (up.SERVFAIL, up.REFUSED):
+            if forwarded.rcode in (SERVFAIL, REFUSED):
                 # It answered, so it is alive; but maybe another one knows better. (Not a
                 # health failure: a DNSSEC-broken domain gets SERVFAIL from everyone.)
                 log.debug("upstream %s: rcode %d for a question; trying the next", upstream, forwarded.rcode)
@@ -213,10 +214,11 @@ class Forwarder:
             if forwarded.truncated:
                 forwarded = await self._tcp(upstream, query, qid, question)
         seconds = time.monotonic() - started
-        buckets, total = self.durations.setdefault((str(upstream), RCODES.get(forwarded.rcode, str(forwarded.rcode))), ({}, 0.0))
+        label = (str(upstream), RCODES.get(forwarded.rcode, str(forwarded.rcode)))
+        buckets, total = self.durations.get(label, ({}, 0.0))
         bucket = duration_bucket(seconds)
         buckets[bucket] = buckets.get(bucket, 0) + 1
-        self.durations[(str(upstream), RCODES.get(forwarded.rcode, str(forwarded.rcode)))] = (buckets, total + seconds)
+        self.durations[label] = (buckets, total + seconds)
         return forwarded
 
     async def _udp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.Forwarded:

@@ -22,7 +22,7 @@ import time
 
 import trio
 
-from kdns import upstream, wire
+from kdns import wire
 from kdns.config import ListenAddress
 from kdns.guard import SEND, SLIP, RateLimiter
 from kdns.responder import Forward
@@ -145,7 +145,7 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
                         forwards.start_soon(_forward, sock, state, reply, data, peer, stats)
                         continue
                     else:
-                        reply = upstream.failure(reply.query)  # saturated: fail at once, queue nothing
+                        reply = wire.upstream_failure(reply.query)  # saturated: fail at once, queue nothing
                 if rrl is not None:
                     reply = _rate_limited(rrl, peer, reply)
                     if reply is None:
