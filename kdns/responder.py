@@ -33,7 +33,7 @@ MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are
 
 
 @dataclass(frozen=True, slots=True)
-class Forward:
+class UpstreamQuery:
     """The reply needs an upstream: the shell asks for `question` and builds the reply
     (`upstream.render`) with `prefix` (our CNAMEs, packed for this query) before the
     upstream's records."""
@@ -92,8 +92,8 @@ class Responder:
 
     def handle(
         self, data: bytes, limit: int | None = None, client: str | None = None, stats: QueryStats | None = None
-    ) -> bytes | Forward | None:
-        """The reply to `data`, a `Forward` when an upstream must help, or None to send nothing.
+    ) -> bytes | UpstreamQuery | None:
+        """The reply to `data`, a `UpstreamQuery` when an upstream must help, or None to send nothing.
 
         `limit` is None for UDP (the size then follows EDNS) or the largest reply the
         transport carries (TCP). `client` is the asking address (for autopath); `stats`
@@ -110,7 +110,7 @@ class Responder:
                 return data[:2] + hit[0]
         started = self.clock()
         reply, reusable = self._reply(data, limit, client)
-        if type(reply) is Forward:
+        if type(reply) is UpstreamQuery:
             return reply  # counted by the shell once the upstream has answered
         if stats is not None:
             self.count(stats, data, reply, self.clock() - started)
@@ -127,7 +127,7 @@ class Responder:
             stats.counts[k] += 1
             stats.seconds += seconds
 
-    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | Forward | None, bool]:
+    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
         """The reply, and whether it may be replayed for the same bytes until the next change."""
         # Fast path: one question, no answer/authority records, at most an OPT record.
         if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
@@ -166,7 +166,7 @@ class Responder:
                             return reply, True
         return self._full(data, limit, client)
 
-    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | Forward | None, bool]:
+    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
         try:
             query = wire.parse_query(data)
         except wire.Malformed as exc:
@@ -181,7 +181,7 @@ class Responder:
         try:
             result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
             if result.upstream is not None:
-                return self._forward(query, result, limit), False
+                return self._upstream_query(query, result, limit), False
             entry = wire.pack_answer(query, result, self._zones)
         except Exception:  # a bug: answer SERVFAIL, say where, keep serving
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
@@ -204,12 +204,12 @@ class Responder:
         )
         return reply, result.cacheable
 
-    def _forward(self, query: wire.Query, result: ans.Answer, limit: int) -> Forward:
+    def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
         if not result.answer and result.upstream == ".".join(query.labels):
-            return Forward(query, limit, query.question)  # as asked, case and all
+            return UpstreamQuery(query, limit, query.question)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self._zones).body if result.answer else b""
-        return Forward(query, limit, question, prefix, len(result.answer))
+        return UpstreamQuery(query, limit, question, prefix, len(result.answer))
 
 
 def _client_labels(query: wire.Query, name: str) -> bytes:

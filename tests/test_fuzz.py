@@ -13,7 +13,7 @@ harness for long coverage-guided runs (`perf/fuzz.py`, which imports this module
   opcode, stays within the size the transport and the client's EDNS allow, parses with
   dnspython, echoes a well-formed query's question byte for byte, gives the same bytes when
   asked again (memo and replay) as a fresh Responder over the same snapshot would. A
-  `Forward` carries the query's ID and makes a well-formed SERVFAIL and upstream reply.
+  `UpstreamQuery` carries the query's ID and makes a well-formed SERVFAIL and upstream reply.
 * `check_upstream(data)`: a selector byte (which client query, `CLIENT_QUERIES`) and an
   upstream's reply into `upstream.parse_reply`. Only `ReplyError` may come out; a parsed
   reply renders (`upstream.render`, fresh, aged and stale) into a reply to the client that
@@ -68,7 +68,7 @@ from kdns import settings as kdns_settings
 from kdns.config import ConfigError, DnsConfig, PodsMode
 from kdns.index import Index
 from kdns.model import Delete, EndpointSlice, Namespace, Pod, Service, Upsert
-from kdns.responder import Forward, Responder
+from kdns.responder import Responder, UpstreamQuery
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
 from kdns.sources.manifests import ManifestSet
@@ -267,14 +267,14 @@ def check_slip(data: bytes, query: wire.Query | None, reply: bytes, what: str) -
         assert len(slip) == end + (11 if edns >= 0 else 0), f"{what}: more than the question and OPT: {slip.hex()}"
 
 
-def check_forward(responder: Responder, data: bytes, fwd: Forward, limit: int | None, what: str) -> None:
+def check_forward(responder: Responder, data: bytes, fwd: UpstreamQuery, limit: int | None, what: str) -> None:
     query = fwd.query
     assert responder.snapshot.config.forwarding or responder.snapshot.config.stub_domains, f"{what}: forwarded without upstreams"
-    assert query.qid == data[:2], f"{what}: Forward for ID {query.qid.hex()}, query ID {data[:2].hex()}"
-    assert fwd.limit == (udp_size_allowed(query) if limit is None else limit), f"{what}: Forward limit {fwd.limit}"
+    assert query.qid == data[:2], f"{what}: UpstreamQuery for ID {query.qid.hex()}, query ID {data[:2].hex()}"
+    assert fwd.limit == (udp_size_allowed(query) if limit is None else limit), f"{what}: UpstreamQuery limit {fwd.limit}"
     try:
         asked, end = wire.read_name(fwd.question, 0, compressed=False)
-    except wire.BadName as exc:  # Forward.name and the forwarder's routing would raise it
+    except wire.BadName as exc:  # UpstreamQuery.name and the forwarder's routing would raise it
         raise AssertionError(f"{what}: the question to ask upstream is not a valid name ({exc}): {fwd.question.hex()}") from None
     assert end + 4 == len(fwd.question) and fwd.question[-4:] == query.qtail, f"{what}: upstream question {fwd.question.hex()}"
     assert fwd.name == fwd.name.lower()
@@ -330,9 +330,9 @@ def _check_handle(responder: Responder, data: bytes, query: wire.Query | None, l
     assert first is not None, f"{what}: no reply to a query"
     assert first == again, f"{what}: asked twice, two different replies:\n{first!r}\n{again!r}"
     assert first == reference, f"{what}: a fresh responder answers differently:\n{first!r}\n{reference!r}"
-    if isinstance(first, Forward):
+    if isinstance(first, UpstreamQuery):
         check_forward(responder, data, first, limit, what)
-        assert isinstance(renamed, Forward) and renamed.question == first.question and renamed.prefix == first.prefix
+        assert isinstance(renamed, UpstreamQuery) and renamed.question == first.question and renamed.prefix == first.prefix
         return
     check_reply_bytes(data, query, first, limit, what)
     check_slip(data, query, first, what)
@@ -369,7 +369,7 @@ def _client_query(name: str, rdtype: str, *, qid: int, edns: int | None = None, 
     return message.to_wire()
 
 
-# The client queries of the reply target (its first byte picks one): each becomes a Forward
+# The client queries of the reply target (its first byte picks one): each becomes a UpstreamQuery
 # from the forwarding responder, over UDP or TCP.
 CLIENT_QUERIES: list[tuple[bytes, int | None, str]] = [
     (_client_query("example.org", "A", qid=0x0101), None, "UDP, no EDNS"),
@@ -383,11 +383,11 @@ CLIENT_QUERIES: list[tuple[bytes, int | None, str]] = [
 ]
 
 
-def client_forward(selector: int) -> tuple[bytes, Forward]:
+def client_forward(selector: int) -> tuple[bytes, UpstreamQuery]:
     data, limit, _ = CLIENT_QUERIES[selector % len(CLIENT_QUERIES)]
     client = POD_CLIENT if b"example\x03org\x04shop" in data else "127.0.0.1"
     fwd = Responder(SNAPSHOTS["forwarding"]).handle(data, limit=limit, client=client)
-    assert isinstance(fwd, Forward), f"client query {selector} is not forwarded"
+    assert isinstance(fwd, UpstreamQuery), f"client query {selector} is not forwarded"
     return data, fwd
 
 
@@ -399,7 +399,7 @@ def check_upstream(data: bytes) -> None:
     check_upstream_reply(client_data, fwd, data[1:])
 
 
-def check_upstream_reply(client_data: bytes, fwd: Forward, reply: bytes) -> None:
+def check_upstream_reply(client_data: bytes, fwd: UpstreamQuery, reply: bytes) -> None:
     try:
         forwarded = upstream.parse_reply(reply, UPSTREAM_ID, fwd.question, MAX_TTL)
     except upstream.ReplyError:
@@ -427,7 +427,7 @@ def check_upstream_reply(client_data: bytes, fwd: Forward, reply: bytes) -> None
             assert int.from_bytes(out[2:4], "big") & TC, f"{what}: a truncated upstream reply passed on without TC"
 
 
-def check_same_records(reply: bytes, forwarded: upstream.Forwarded, fwd: Forward) -> bool:
+def check_same_records(reply: bytes, forwarded: upstream.UpstreamAnswer, fwd: UpstreamQuery) -> bool:
     """Where dnspython reads the upstream's reply, the client gets the same records (TTLs and
     case aside), section by section, after our own CNAMEs: re-encoding must not change a name.
     False when dnspython does not read the upstream's reply."""
@@ -502,7 +502,7 @@ def check_objects(objects: list[Any], *, config_key: str = "verified", allocate:
                     got = warm.handle(data, limit=limit, client=POD_CLIENT, stats=stats(limit))
                     expected = fresh.handle(data, limit=limit, client=POD_CLIENT, stats=stats(limit))
                 assert got == expected, f"{what}: stale answer after the change:\n{got!r}\n{expected!r}"
-                if isinstance(got, Forward):
+                if isinstance(got, UpstreamQuery):
                     check_forward(warm, data, got, limit, what)
                 else:
                     check_reply_bytes(data, wire.parse_query(data), got, limit, what)
@@ -643,7 +643,7 @@ def check_serves(config: DnsConfig) -> None:
             what = f"{config!r}: query {data.hex()}"
             with no_errors_logged(what):
                 reply = responder.handle(data, limit=limit)
-            if not isinstance(reply, Forward):
+            if not isinstance(reply, UpstreamQuery):
                 check_reply_bytes(data, wire.parse_query(data), reply, limit, what)
 
 
@@ -832,7 +832,7 @@ RDATA_TEXT = {
 
 @st.composite
 def dnspython_upstream_replies(draw) -> tuple[int, bytes]:
-    """A well-formed upstream reply to a client query's Forward, made by dnspython."""
+    """A well-formed upstream reply to a client query's UpstreamQuery, made by dnspython."""
     selector = draw(st.integers(0, len(CLIENT_QUERIES) - 1))
     _, fwd = client_forward(selector)
     qname = dns.name.from_wire(fwd.question, 0)[0]

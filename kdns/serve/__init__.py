@@ -28,22 +28,22 @@ class Serving:
     acl: RecursionAcl = field(default_factory=lambda: RecursionAcl(()))  # who may have names forwarded
     rrl: RateLimiter | None = None  # UDP response rate limiting, when enabled
 
-    async def forward(self, fwd) -> bytes:
-        """The upstream's reply to a Forward (SERVFAIL without a forwarder). A bug on the way
+    async def ask_upstream(self, uq) -> bytes:
+        """The upstream's reply to a UpstreamQuery (SERVFAIL without a forwarder). A bug on the way
         is logged and answered SERVFAIL: it must not end the listener's task group."""
         if self.forwarder is None:
-            return wire.upstream_failure(fwd.query)
+            return wire.upstream_failure(uq.query)
         try:
-            return await self.forwarder.reply(fwd)
+            return await self.forwarder.reply(uq)
         except Exception:
-            logging.getLogger("kdns.serve").exception("failed to forward a query for %r", fwd.question)
-            return wire.upstream_failure(fwd.query)
+            logging.getLogger("kdns.serve").exception("failed to forward a query for %r", uq.question)
+            return wire.upstream_failure(uq.query)
 
-    def refuse_recursion(self, fwd, client: str | None) -> bytes | None:
-        """The reply for a Forward from a client not allowed recursion; None if allowed."""
+    def refuse_recursion(self, uq, client: str | None) -> bytes | None:
+        """The reply for a UpstreamQuery from a client not allowed recursion; None if allowed."""
         if self.acl.allows(client):
             return None
-        return upstream.local_only(fwd.query, fwd.prefix, fwd.prefix_count, fwd.limit)
+        return upstream.local_only(uq.query, uq.prefix, uq.prefix_count, uq.limit)
 
 
 @dataclass(frozen=True)

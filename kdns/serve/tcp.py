@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import trio
 
 from kdns.config import ListenAddress
-from kdns.responder import Forward
+from kdns.responder import UpstreamQuery
 from kdns.serve import Serving, fault_reply, notify, question_name
 from kdns.stats import QueryStats
 
@@ -170,12 +170,12 @@ class TcpServer:
         except Exception:  # a bug in the serving core: log it, keep serving
             log.exception("tcp: failed to handle a %d-byte message", len(message))
             return None
-        if type(reply) is Forward:
+        if type(reply) is UpstreamQuery:
             started = time.perf_counter()
-            fwd = reply
-            reply = state.refuse_recursion(fwd, client[0])
+            uq = reply
+            reply = state.refuse_recursion(uq, client[0])
             if reply is None:
-                reply = await state.forward(fwd)
+                reply = await state.ask_upstream(uq)
             state.responder.count(self.stats, message, reply, time.perf_counter() - started)
         notify(state, "tcp", client, message, reply)
         return reply

@@ -25,7 +25,7 @@ import trio
 from kdns import wire
 from kdns.config import ListenAddress
 from kdns.guard import SEND, SLIP, RateLimiter
-from kdns.responder import Forward
+from kdns.responder import UpstreamQuery
 from kdns.serve import Serving, fault_reply, notify, question_name
 from kdns.stats import QueryStats
 
@@ -137,7 +137,7 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
                     continue
                 if reply is None:
                     continue
-                if type(reply) is Forward:
+                if type(reply) is UpstreamQuery:
                     refused = state.refuse_recursion(reply, peer[0])
                     if refused is not None:
                         reply = refused
@@ -161,9 +161,9 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
                     _log_send_error(exc, peer)
 
 
-async def _forward(sock: socket.socket, state: Serving, fwd: Forward, data: bytes, peer, stats: QueryStats) -> None:
+async def _forward(sock: socket.socket, state: Serving, uq: UpstreamQuery, data: bytes, peer, stats: QueryStats) -> None:
     started = time.perf_counter()
-    reply = await state.forward(fwd)
+    reply = await state.ask_upstream(uq)
     state.responder.count(stats, data, reply, time.perf_counter() - started)
     if state.rrl is not None:
         reply = _rate_limited(state.rrl, peer, reply)
@@ -195,8 +195,8 @@ async def _late(sock: socket.socket, state: Serving, delay: float, data: bytes, 
     """A delayed answer (kdns.testing's `delay`): the normal reply, `delay` seconds late."""
     await trio.sleep(delay)
     reply = state.responder.handle(data, None, peer[0], stats)
-    if type(reply) is Forward:
-        reply = await state.forward(reply)
+    if type(reply) is UpstreamQuery:
+        reply = await state.ask_upstream(reply)
     notify(state, "udp", peer, data, reply)
     if reply is not None:
         await _send(sock, reply, peer)
