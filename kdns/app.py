@@ -35,15 +35,16 @@ from kdns.cache import ForwardCache
 from kdns.config import ConfigError, ListenAddress, PodsMode, ServeConfig
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.index import Change, Index
-from kdns.model import EndpointSlice, Kind, ServiceType, Synced, Upsert
+from kdns.model import EndpointSlice, Kind, ServiceType, Synced
 from kdns.responder import Responder
-from kdns.serve import Serving
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
+from kdns.serve.serving import Serving
 from kdns.serve.tcp import TcpLimits, TcpServer, bind_tcp
 from kdns.serve.udp import batched, bind_udp, loop_kind, serve_udp
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests
 from kdns.sources.select import Scope, SelectorError, parse_selector
-from kdns.stats import QueryStats
+from kdns.state import DnsState
+from kdns.stats import QueryStats, replay_key
 
 log = logging.getLogger("kdns")
 
@@ -107,16 +108,16 @@ class Server:
             sources = []
         else:
             sources = [MANIFESTS]
-        self.index = Index(config.dns, sources=sources, now=time.time())
+        self.dns = DnsState(config.dns, sources=sources, now=time.time(), replay_key=replay_key)
         if config.api is None and not memory:
             self.manifests = ManifestSet(config.manifests or (str(demo_cluster()),), scope=self.scope)
             try:
                 events = self.manifests.load()
             except ManifestError as exc:
                 raise StartupError(str(exc)) from None
-            self.index.apply([*events, Synced(MANIFESTS)], time.time())
+            self.dns.apply([*events, Synced(MANIFESTS)], time.time())
         self.state = Serving(
-            Responder(self.index.snapshot, clock=time.perf_counter),
+            self.dns,
             log_queries=config.log_queries,
             acl=RecursionAcl(config.allow_recursion),
             rrl=_rate_limiter(config, None),
@@ -141,8 +142,12 @@ class Server:
     # -- what the rest of kdns reads --------------------------------------------------------
 
     @property
+    def index(self) -> Index:
+        return self.dns.index
+
+    @property
     def responder(self) -> Responder:
-        return self.state.responder
+        return self.dns.responder
 
     @property
     def forwarder(self) -> Forwarder | None:
@@ -159,8 +164,9 @@ class Server:
 
     @property
     def synced(self) -> bool:
-        """True once every source has delivered its complete initial state."""
-        return self.index.snapshot.synced
+        """True once every source has delivered its complete initial state (in the snapshot
+        answers come from)."""
+        return self.dns.snapshot.synced
 
     @property
     def ready(self) -> bool:
@@ -168,6 +174,11 @@ class Server:
 
     def listener_stats(self) -> list[QueryStats]:
         return list(self._stats)
+
+    @property
+    def queries_received(self) -> int:
+        """Queries received on every DNS socket, answered or not."""
+        return sum(stats.received for stats in self._stats)
 
     def source_stats(self) -> dict[str, tuple[int, int, float | None]]:
         if self.cluster is not None:
@@ -365,11 +376,9 @@ class Server:
         self._apply(events)
 
     def _apply(self, batch: list) -> None:
-        change = self.index.apply(batch, time.time())
-        if change.snapshot is not self.responder.snapshot:
-            self.responder.publish(change)
-            log.debug("index updated: serial %d, %d name(s) changed", change.snapshot.serial, len(change.names) + len(change.ips))
+        change = self.dns.apply(batch, time.time())
         if not change.empty:
+            log.debug("index updated: serial %d, %d name(s) changed", change.snapshot.serial, len(change.names) + len(change.ips))
             self._observe_programming(batch, change)
 
     def _observe_programming(self, batch: list, change: Change) -> None:
@@ -453,10 +462,7 @@ class Server:
         new_forwarder = any(getattr(new, f) != getattr(old, f) for f in forwarding)
         forwarder = self._forwarder(new, probe=False) if new_forwarder else None  # may raise: nothing changed yet
         if new.dns != old.dns:
-            index = Index(new.dns, sources=self.index.pending_sources, now=time.time())
-            index.apply([Upsert(obj) for obj in self.index.objects()], time.time())
-            self.index = index
-            self.state.responder = Responder(index.snapshot, clock=time.perf_counter)
+            self.dns.reconfigure(new.dns, time.time())
         if new_forwarder:
             if forwarder is not None:
                 self._nursery.start_soon(forwarder.run)

@@ -71,6 +71,7 @@ class KdnsServer:
         self._stop = None
         self._server = None
         self._endpoint_ips = iter(ENDPOINT_RANGE.hosts())
+        self._tap = _Tap(self._record)
         from kdns.sources.allocate import ClusterIPAllocator
 
         self._allocator = ClusterIPAllocator()
@@ -117,7 +118,7 @@ class KdnsServer:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(self._server.serve)
                 self.port = bound[0].address.port
-                self._server.state.on_query = self._record
+                self._server.state.tap = self._tap
                 self._token = trio.lowlevel.current_trio_token()
                 self._ready.set()
                 await self._stop.wait()
@@ -265,7 +266,7 @@ class KdnsServer:
 
     def _record(self, proto: str, peer, query: bytes, reply: bytes | None) -> None:
         from kdns.codes import RCODES, TYPES
-        from kdns.serve import question_name
+        from kdns.serve.serving import question_name
 
         qtype = 0
         name = question_name(query) or "?"
@@ -298,14 +299,12 @@ class KdnsServer:
 
     def reset(self) -> None:
         """Remove every fault (the cluster and the recorded queries stay)."""
-        self._call(lambda: self._server.state.faults.clear())
+        self._call(lambda: self._tap.faults.clear())
 
     def _fault(self, name: str, **what) -> None:
-        from kdns.serve import Fault
-
         key = name.rstrip(".").lower()  # the name exactly as queried (no search list applied)
         fault = Fault(**what)
-        self._call(lambda: self._server.state.faults.__setitem__(key, fault))
+        self._call(lambda: self._tap.faults.__setitem__(key, fault))
 
     # -- forwarding -----------------------------------------------------------------------
 
@@ -324,6 +323,55 @@ class KdnsServer:
             self._server.reconfigure(replace(config, upstreams=tuple(targets), dns=replace(config.dns, forwarding=True)))
 
         self._call(switch)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do instead of answering a name normally."""
+
+    rcode: int | None = None  # answer with this rcode and no records
+    delay: float = 0.0  # answer normally, this many seconds late
+    truncate: bool = False  # answer with TC set and no records
+    drop: bool = False  # do not answer at all
+
+
+class _Tap:
+    """The server's test seam (kdns.serve.serving.Tap): faults by lowercased question name,
+    and every query seen handed to `record`."""
+
+    def __init__(self, record: Callable[[str, tuple, bytes, bytes | None], None]):
+        self.faults: dict[str, Fault] = {}
+        self.record = record
+
+    def detour(self, query: bytes):
+        if not self.faults:
+            return None
+        from kdns.serve.serving import Detour, question_name
+
+        fault = self.faults.get(question_name(query) or "")
+        if fault is None:
+            return None
+        if fault.delay:
+            return Detour(delay=fault.delay)
+        return Detour(reply=_fault_reply(fault, query))
+
+    def seen(self, proto: str, peer: tuple, query: bytes, reply: bytes | None) -> None:
+        self.record(proto, peer, query, reply)
+
+
+def _fault_reply(fault: Fault, query: bytes) -> bytes | None:
+    """The reply a fault gives instead of the answer (None: no reply)."""
+    from kdns import wire
+
+    if fault.drop:
+        return None
+    try:
+        parsed = wire.parse_query(query)
+    except wire.Malformed as exc:
+        return exc.reply
+    if fault.truncate:
+        return wire.truncated_reply(parsed)
+    return wire.simple_reply(parsed, fault.rcode or 0)
 
 
 def _port(spec) -> dict:

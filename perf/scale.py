@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from kubeapi import KubeAPI  # noqa: E402
 
 from kdns.config import DnsConfig  # noqa: E402
-from kdns.index import Index  # noqa: E402
+from kdns.state import DnsState  # noqa: E402
 from kdns.model import Synced, Upsert  # noqa: E402
 from kdns.sources.convert import convert  # noqa: E402
 
@@ -164,7 +164,7 @@ def measure_process(api: KubeAPI, svcs: list[dict], changes: int) -> dict:
 
 
 def measure_index(namespaces, svcs, slices, changes: int) -> dict:
-    index = Index(DnsConfig(), now=0)
+    index = DnsState(DnsConfig(), now=0)  # the index and the responder it publishes to, as in kdns serve
     events = [Upsert(convert(o)) for o in namespaces + svcs + slices]
     t0 = time.perf_counter()
     index.apply([*events, Synced("x")], now=1)

@@ -12,7 +12,7 @@ harness for long coverage-guided runs (`perf/fuzz.py`, which imports this module
   exactly for packets too short for a header or with QR set, keeps the query's ID and
   opcode, stays within the size the transport and the client's EDNS allow, parses with
   dnspython, echoes a well-formed query's question byte for byte, gives the same bytes when
-  asked again (memo and replay) as a fresh Responder over the same snapshot would. A
+  asked again (memo and replay table) as a fresh Responder over the same snapshot would. An
   `UpstreamQuery` carries the query's ID and makes a well-formed SERVFAIL and upstream reply.
 * `check_upstream(data)`: a selector byte (which client query, `CLIENT_QUERIES`) and an
   upstream's reply into `upstream.parse_reply`. Only `ReplyError` may come out; a parsed
@@ -66,13 +66,13 @@ from hypothesis import strategies as st
 from kdns import names, upstream, wire
 from kdns import settings as kdns_settings
 from kdns.config import ConfigError, DnsConfig, PodsMode
-from kdns.index import Index
 from kdns.model import Delete, EndpointSlice, Namespace, Pod, Service, Upsert
 from kdns.responder import Responder, UpstreamQuery
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
 from kdns.sources.manifests import ManifestSet
-from kdns.stats import QueryStats
+from kdns.state import DnsState
+from kdns.stats import QueryStats, replay_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo-cluster.yaml"
@@ -100,16 +100,17 @@ CONFIGS = {
 }
 
 
-def demo_index(config: DnsConfig, *, synced: bool = True) -> Index:
-    index = Index(config, sources=() if synced else ("api",), now=1000)
-    index.apply([*DEMO_EVENTS, Upsert(EXTRA_POD)], now=1000)
-    return index
+def demo_state(config: DnsConfig, *, synced: bool = True) -> DnsState:
+    """The demo cluster published as the server publishes it (replay keys as the shell's)."""
+    state = DnsState(config, sources=() if synced else ("api",), now=1000, replay_key=replay_key)
+    state.apply([*DEMO_EVENTS, Upsert(EXTRA_POD)], now=1000)
+    return state
 
 
-SNAPSHOTS = {key: demo_index(cfg, synced=key != "unsynced").snapshot for key, cfg in CONFIGS.items()}
-# Long-lived responders: their memo and replay cache fill up as examples go by, so later
-# examples meet the fast path and the replay of earlier ones.
-RESPONDERS = {key: Responder(snap) for key, snap in SNAPSHOTS.items()}
+SNAPSHOTS = {key: demo_state(cfg, synced=key != "unsynced").snapshot for key, cfg in CONFIGS.items()}
+# Long-lived responders: their memo and replay table fill up as examples go by, so later
+# examples meet the fast path and the replays of earlier ones.
+RESPONDERS = {key: Responder(snap, replay_key=replay_key) for key, snap in SNAPSHOTS.items()}
 FORWARDING = RESPONDERS["forwarding"]
 
 ZONE = "cluster.local"
@@ -319,10 +320,16 @@ def _check_handle(responder: Responder, data: bytes, query: wire.Query | None, l
     fresh = Responder(responder.snapshot)
     other_id = bytes([data[0] ^ 0x5A]) + data[1:] if data else data
     with no_errors_logged(what):
-        first = responder.handle(data, limit=limit, client=client, stats=stats(limit))
-        again = responder.handle(data, limit=limit, client=client, stats=stats(limit))
-        reference = fresh.handle(data, limit=limit, client=client, stats=stats(limit))
-        renamed = responder.handle(other_id, limit=limit, client=client, stats=stats(limit))
+        first = responder.handle(data, limit=limit, client=client)
+        again = responder.handle(data, limit=limit, client=client)
+        reference = fresh.handle(data, limit=limit, client=client)
+        renamed = responder.handle(other_id, limit=limit, client=client)
+        if isinstance(first, bytes):
+            stats(limit).count(data, first, responder.zones, 0.001)  # as the shell counts what it sends
+    replayed = responder.replies.get(data[2:]) if limit is None else None
+    if replayed is not None:  # what the UDP loops (C and Python) send for these bytes from now on
+        assert data[:2] + replayed[0] == first, f"{what}: the replay differs from the answer:\n{replayed[0]!r}\n{first!r}"
+        assert replayed[1] == replay_key(data, first, responder.zones), f"{what}: replayed under another statistics key"
     is_query = len(data) >= 12 and not data[2] & 0x80
     if not is_query:
         assert first is None and again is None, f"{what}: a reply to a packet that is not a query"
@@ -484,23 +491,21 @@ def check_objects(objects: list[Any], *, config_key: str = "verified", allocate:
             models.append(model)
 
     config = CONFIGS[config_key]
-    index = demo_index(config)
-    warm = Responder(index.snapshot)
+    state = demo_state(config)
+    warm = state.responder
     questions = [q for model in models for q in questions_for(model)] + DEMO_QUESTIONS
     for data in questions:  # fill the memo and the replay cache with the answers before the change
         warm.handle(data, client=POD_CLIENT)
     for events in ([Upsert(m) for m in models], [Delete(m.key) for m in models]):
         with no_errors_logged(f"applying {events!r}"):
-            change = index.apply(events, now=2000)
-        if change.snapshot is not warm.snapshot:
-            warm.publish(change)
-        fresh = Responder(index.snapshot)
+            state.apply(events, now=2000)
+        fresh = Responder(state.snapshot)
         for data in questions:
             for limit in (None, MAX_TCP):
                 what = f"after {events!r}: query {data.hex()} ({'UDP' if limit is None else 'TCP'})"
                 with no_errors_logged(what):
-                    got = warm.handle(data, limit=limit, client=POD_CLIENT, stats=stats(limit))
-                    expected = fresh.handle(data, limit=limit, client=POD_CLIENT, stats=stats(limit))
+                    got = warm.handle(data, limit=limit, client=POD_CLIENT)
+                    expected = fresh.handle(data, limit=limit, client=POD_CLIENT)
                 assert got == expected, f"{what}: stale answer after the change:\n{got!r}\n{expected!r}"
                 if isinstance(got, UpstreamQuery):
                     check_forward(warm, data, got, limit, what)
@@ -632,9 +637,9 @@ def _safe_paths(data: dict) -> bool:
 
 def check_serves(config: DnsConfig) -> None:
     """An index with that configuration answers its zones' apex and a demo name well-formed."""
-    index = Index(config, now=1000)
-    index.apply(DEMO_EVENTS, now=1000)
-    responder = Responder(index.snapshot)
+    state = DnsState(config, now=1000)
+    state.apply(DEMO_EVENTS, now=1000)
+    responder = state.responder
     questions = [_ask("10.100.96.10.in-addr.arpa", PTR)]
     for zone in config.all_zones:
         questions += [_ask(zone, SOA), _ask(zone, NS), _ask(f"web.shop.svc.{zone}", A), _ask(f"nope.{zone}", A)]

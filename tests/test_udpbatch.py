@@ -63,7 +63,7 @@ async def start(kdns, monkeypatch):
 def same_serial(running, replies: list[bytes]) -> list[bytes]:
     """`replies` with the server's SOA serial (a clock reading, different for two servers
     started a second apart) zeroed, so that two servers' negative answers compare equal."""
-    serial = struct.pack("!I", running.server.state.responder.snapshot.serial)
+    serial = struct.pack("!I", running.server.dns.snapshot.serial)
     return [reply.replace(serial, bytes(4)) for reply in replies]
 
 

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from dataclasses import dataclass
 
 import trio
 
 from kdns.config import ListenAddress
-from kdns.responder import UpstreamQuery
-from kdns.serve import Serving, fault_reply, notify, question_name
+from kdns.serve.serving import MAX_TCP, Pending, Serving
 from kdns.stats import QueryStats
 
 log = logging.getLogger("kdns.tcp")
 
-MAX_MESSAGE = 65535
+MAX_MESSAGE = MAX_TCP
 BACKLOG = 128
 
 
@@ -155,27 +153,7 @@ class TcpServer:
                 log.debug("tcp connection ended: %s", exc)
 
     async def _answer(self, message: bytes, client) -> bytes | None:
-        state = self.state
-        if state.faults:  # kdns.testing's fault switches
-            fault = state.faults.get(question_name(message) or "")
-            if fault is not None:
-                if fault.delay:
-                    await trio.sleep(fault.delay)
-                else:
-                    reply = fault_reply(fault, message)
-                    notify(state, "tcp", client, message, reply)
-                    return reply
-        try:
-            reply = state.responder.handle(message, MAX_MESSAGE, client[0], self.stats)
-        except Exception:  # a bug in the serving core: log it, keep serving
-            log.exception("tcp: failed to handle a %d-byte message", len(message))
-            return None
-        if type(reply) is UpstreamQuery:
-            started = time.perf_counter()
-            uq = reply
-            reply = state.refuse_recursion(uq, client[0])
-            if reply is None:
-                reply = await state.ask_upstream(uq)
-            state.responder.count(self.stats, message, reply, time.perf_counter() - started)
-        notify(state, "tcp", client, message, reply)
+        reply = self.state.answer(message, client, self.stats)
+        if type(reply) is Pending:
+            reply = await self.state.finish(reply)
         return reply
