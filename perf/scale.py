@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 from kubeapi import KubeAPI  # noqa: E402
 
 from kdns.config import DnsConfig  # noqa: E402
-from kdns.state import DnsState  # noqa: E402
 from kdns.model import Synced, Upsert  # noqa: E402
 from kdns.sources.convert import convert  # noqa: E402
+from kdns.state import DnsState  # noqa: E402
 
 NAMESPACES = 100
 SLICE_SIZE = 100  # the EndpointSlice controller's default maximum
