@@ -36,7 +36,9 @@ class Entry:
 
 
 class ForwardCache:
-    def __init__(self, *, clock: Callable[[], float], maxsize: int = 10_000, max_ttl: int = 30, stale_for: float = 3600.0):
+    def __init__(self, *, clock: Callable[[], float], maxsize: int, max_ttl: int, stale_for: float):
+        """`maxsize` entries at most (--cache-size), kept `max_ttl` seconds at most (--cache-ttl),
+        then `stale_for` seconds more for serve-stale (--serve-stale)."""
         self.clock = clock
         self.max_ttl = max_ttl
         self.stale_for = stale_for

@@ -81,14 +81,14 @@ class KdnsServer:
     # -- life -----------------------------------------------------------------------------
 
     def start(self) -> KdnsServer:
+        from kdns import settings
         from kdns.app import Server
-        from kdns.cli import _parser, build_config
 
-        argv = ["serve"]
+        argv = []
         for name, value in self._options.items():
             for item in value if isinstance(value, list) else [value]:
                 argv += [f"--{name}", str(item)]
-        config = build_config(_parser().parse_args(argv), environ={})
+        config = settings.build_config(settings.parse_flags(argv), environ={})
         self._server = Server(config, memory=True)
         self._thread = threading.Thread(target=self._run, name="kdns-test-server", daemon=True)
         self._thread.start()

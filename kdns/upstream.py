@@ -72,13 +72,14 @@ class UpstreamAnswer:
         return self.records[: self.answer_size]
 
 
-def parse_upstream(text: str, *, what: str = "upstream") -> tuple[str, int]:
-    """`HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address -> (canonical IP, port)."""
+def parse_upstream(text: str) -> tuple[str, int]:
+    """`HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address -> (canonical IP, port); ValueError
+    saying what is wrong otherwise."""
     host, port = text.strip(), DEFAULT_PORT
     if host.startswith("["):
         inner, sep, rest = host[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{what}: not an address: {text!r}")
+            raise ValueError(f"not an address: {text!r}")
         host, port_text = inner, rest[1:]
         port = int(port_text) if port_text.isdigit() else (DEFAULT_PORT if not port_text else -1)
     elif host.count(":") == 1:
@@ -86,9 +87,9 @@ def parse_upstream(text: str, *, what: str = "upstream") -> tuple[str, int]:
         port = int(port_text) if port_text.isdigit() else -1
     ip = names.canonical_ip(host)
     if ip is None:
-        raise ValueError(f"{what}: not an address: {text!r}")
+        raise ValueError(f"not an address: {text!r}")
     if not 0 < port <= 65535:
-        raise ValueError(f"{what}: not a port number in {text!r}")
+        raise ValueError(f"not a port number in {text!r}")
     return ip, port
 
 

@@ -565,7 +565,7 @@ DEMO_QUESTIONS = [
 def check_config(data: Any, tmp: Path) -> None:
     """A parsed config file: problems or ConfigError only; a config that builds serves its apex."""
     problems = kdns_settings.file_problems(data)
-    assert isinstance(problems, list) and all(isinstance(p, str) and p for p in problems)
+    assert isinstance(problems, list) and all(isinstance(p, ConfigError) and str(p) for p in problems)
     try:
         checked = kdns_settings.check_file(data)
     except ConfigError:
@@ -598,7 +598,7 @@ def check_config_text(raw: bytes, tmp: Path) -> None:
         problems = kdns_settings.check_config_file(str(path), {})
     except Exception as exc:  # noqa: BLE001
         raise AssertionError(f"check_config_file raised {type(exc).__name__}: {exc} for {raw!r}") from exc
-    assert isinstance(problems, list) and all(isinstance(p, str) and p for p in problems)
+    assert isinstance(problems, list) and all(isinstance(p, ConfigError) and str(p).startswith(f"{path}: ") for p in problems)
     try:
         values = kdns_settings.load_file(str(path))
     except ConfigError:

@@ -78,9 +78,10 @@ class Forwarder:
         stubs: dict[str, list[Upstream]],
         cache: ForwardCache,
         *,
-        timeout: float = 1.5,
+        timeout: float,
         stale_ttl: int = STALE_TTL,
     ):
+        """`timeout`: seconds one try may take (--upstream-timeout)."""
         self.upstreams = upstreams
         self.stubs = stubs  # domain (lowercase, no trailing dot) -> its upstreams
         self.cache = cache

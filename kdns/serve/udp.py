@@ -21,7 +21,6 @@ import socket
 
 import trio
 
-from kdns.config import ListenAddress
 from kdns.serve.serving import Pending, Serving
 from kdns.stats import QueryStats
 
@@ -50,27 +49,7 @@ def loop_kind(c_loop: bool) -> str:
 
 BATCH = 64
 RECV_SIZE = 65535
-RECV_BUFFER = 4 * 1024 * 1024
 MAX_WAITING = 1000  # questions waiting for an upstream, per socket
-
-
-def bind_udp(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
-    """A bound non-blocking UDP socket (raises OSError, e.g. EADDRINUSE)."""
-    family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if reuse_port:  # --workers: several processes share the port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # Room for a burst while a batch is being answered (the kernel caps it at rmem_max).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-        sock.bind((address.host, address.port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_loop: bool | None = None) -> None:
