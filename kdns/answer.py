@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 from kdns import names
 from kdns.codes import AAAA, ANY, AXFR, CLASS_IN, CNAME, IXFR, NOERROR, NS, NXDOMAIN, PTR, REFUSED, SERVFAIL, SOA, SRV, TXT, A
 from kdns.config import PodsMode
-from kdns.index import DNS_VERSION_TTL, Node, Snapshot
+from kdns.index import DNS_VERSION_TTL, Snapshot
+from kdns.records import Node
 
 MAX_CHAIN = 8  # CNAME links followed inside our zones
 
@@ -71,9 +72,8 @@ def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tup
     for zone in zones:
         zl = zone.split(".")
         n = len(zl)
-        if len(labels) >= n and list(labels[len(labels) - n:]) == zl:
-            if best is None or len(zone) > len(best[0]):
-                best = (zone, labels[: len(labels) - n])
+        if len(labels) >= n and list(labels[len(labels) - n:]) == zl and (best is None or len(zone) > len(best[0])):
+            best = (zone, labels[: len(labels) - n])
     return best
 
 
@@ -115,7 +115,10 @@ def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, origi
     and answer with a CNAME from the asked name to the first name that exists."""
     name = rel[:-2]
     owner = names.join(".".join(rel), zone)
-    link = lambda target: Record(owner, CNAME, _ttl(snap), target)  # noqa: E731
+
+    def link(target: str) -> Record:
+        return Record(owner, CNAME, _ttl(snap), target)
+
     for candidate in (name + ("svc",), name):
         result = _lookup(snap, zone, candidate, qtype, chain=())
         if result.rcode not in (NXDOMAIN, SERVFAIL):
