@@ -122,6 +122,15 @@ def read_name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], 
         pos += 1 + length
 
 
+def question_name(query: bytes) -> str | None:
+    """The lowercased question name of a query ("web.default.svc.cluster.local"), or None."""
+    try:
+        labels, _ = read_name(query, 12, compressed=False)
+    except (BadName, IndexError):
+        return None
+    return ".".join(label.decode("latin-1") for label in labels).lower()
+
+
 def _name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], int]:
     try:
         return read_name(data, pos, compressed=compressed)

@@ -166,15 +166,6 @@ class Serving:
         return reply
 
 
-def question_name(query: bytes) -> str | None:
-    """The lowercased question name of a query ("web.default.svc.cluster.local"), or None."""
-    try:
-        labels, _ = wire.read_name(query, 12, compressed=False)
-    except (wire.BadName, IndexError):
-        return None
-    return ".".join(label.decode("latin-1") for label in labels).lower()
-
-
 def log_query(proto: str, peer, query: bytes, reply: bytes | None) -> None:
     """One line per query (`--log-queries`): client, name, type, rcode, size."""
     try:
