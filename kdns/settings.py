@@ -1,9 +1,9 @@
 """`kdns serve`'s configuration from the command line and a YAML config file.
 
-The options are described once, in `kdns.options.OPTIONS`. From that table `add_arguments`
-makes the flags, `load_file` reads and type-checks a file (unknown keys are errors), `merge`
-lays the flags over the file over the defaults, and `build` checks every value and makes the
-frozen `ServeConfig`; `build_config` does all of it for `kdns serve` (and for reloads).
+The options are described once, in `kdns.options.OPTIONS` (re-exported here). From that
+table `add_arguments` makes the flags, `load_file` reads and type-checks a file (unknown keys
+are errors), `merge` lays the flags over the file over the defaults, and `build` checks every
+value and makes the frozen `ServeConfig`; `build_config` does all of it for `kdns serve` (and for reloads).
 Every problem is a `ConfigError` saying where the value came from, as data: the flag
 (`--upstream`), or the key path in the file (`upstream[1]`, the second entry of the file's
 `upstream` list) and the file.
@@ -22,13 +22,12 @@ import yaml
 
 from kdns import config, names, upstream
 from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, PodsMode, ServeConfig
-from kdns.options import BY_NAME, GROUPS, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, RESTART_ONLY, Option, default
+from kdns.options import BY_NAME, GROUPS, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, Option, default
 
-__all__ = ["BY_NAME", "OPTIONS", "RESTART_ONLY", "Option", "Values", "add_arguments", "build", "build_config",
-           "check_config_file", "check_file", "file_problems", "load_file", "merge", "parse_flags"]
+__all__ = ["BY_NAME", "OPTIONS", "Option", "Values", "add_arguments", "build", "build_config", "check_config_file",
+           "check_file", "file_problems", "load_file", "merge", "parse_flags"]
 
-# Attributes of a parsed command line that are not options of the table.
-NOT_OPTIONS = ("command", "config", "print_address", "worker")
+NOT_OPTIONS = ("command", "config", "print_address", "worker")  # attributes of a parsed command line, not options
 
 
 class Values:
@@ -104,8 +103,7 @@ def merge(flags: argparse.Namespace, file_values: Mapping[str, Any]) -> Values:
             values[option.name] = file_values[option.name]
             from_file.add(option.name)
         else:
-            default = option.default
-            values[option.name] = list(default) if isinstance(default, list) else default
+            values[option.name] = list(option.default) if isinstance(option.default, list) else option.default
     return Values(values, from_file)
 
 
