@@ -118,8 +118,9 @@ class Workers:
         started = False
         while True:
             # Started from this (the main) thread, not a worker thread as trio's open_process
-            # would: PR_SET_PDEATHSIG fires when the thread that started the child ends.
-            process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            # would: PR_SET_PDEATHSIG fires when the thread that started the child ends. (Popen
+            # returns once the child is exec'd; preexec_fn only calls prctl, looked up before.)
+            process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)  # noqa: ASYNC220, PLW1509
             self.processes[number] = process
             log.info("started worker %d (pid %d)", number, process.pid)
             if not started:

@@ -15,7 +15,6 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import trio
-
 from conftest import DEMO, rrs, write
 from stubdns import StubDNS
 

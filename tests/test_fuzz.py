@@ -127,8 +127,8 @@ OUTSIDE_NAMES = [
     "_tcp.db.shop.svc.cluster.local", "db-2.db.shop.svc.cluster.local", "storefront.shop.svc.cluster.local",
 ]
 DEMO_NAMES = sorted(
-    {names.join(rel, ZONE) for rel in SNAPSHOTS["plain"].names.keys()}
-    | {names.reverse_name(ip) for ip in SNAPSHOTS["plain"].ptr.keys()}
+    {names.join(rel, ZONE) for rel in SNAPSHOTS["plain"].names}
+    | {names.reverse_name(ip) for ip in SNAPSHOTS["plain"].ptr}
     | {names.join(z) for z in ("in-addr.arpa", "ip6.arpa")}
     | set(OUTSIDE_NAMES)
 )
@@ -294,8 +294,6 @@ def check_forward(responder: Responder, data: bytes, fwd: UpstreamQuery, limit: 
 
 
 def plausible_upstream_replies(question: bytes) -> list[bytes]:
-    labels, end = wire.read_name(question, 0, compressed=False)
-    rdtype, rdclass = struct.unpack_from("!HH", question, end)
     head = struct.pack("!6H", UPSTREAM_ID, QR | RD | 0x80, 1, 1, 0, 0) + question
     a = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + b"\x5d\xb8\xd8\x22"
     nx = struct.pack("!6H", UPSTREAM_ID, QR | RD | 0x80 | 3, 1, 0, 1, 0) + question
@@ -411,7 +409,7 @@ def check_upstream_reply(client_data: bytes, fwd: UpstreamQuery, reply: bytes) -
         forwarded = upstream.parse_reply(reply, UPSTREAM_ID, fwd.question, MAX_TTL)
     except upstream.ReplyError:
         return
-    except Exception as exc:  # noqa: BLE001 - anything else escapes the forwarder's handling
+    except Exception as exc:
         raise AssertionError(f"parse_reply raised {type(exc).__name__}: {exc} for {reply.hex()}") from exc
     n = sum(forwarded.counts)
     assert len(forwarded.ttl_offsets) == len(forwarded.ttls) == n
@@ -427,7 +425,7 @@ def check_upstream_reply(client_data: bytes, fwd: UpstreamQuery, reply: bytes) -
         what = f"upstream reply {reply.hex()} rendered after {elapsed}s{' (stale)' if stale else ''}"
         try:
             out = upstream.render(forwarded, query, elapsed, fwd.limit, stale_ttl=stale, prefix=fwd.prefix, prefix_count=fwd.prefix_count)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AssertionError(f"{what}: render raised {type(exc).__name__}: {exc}") from exc
         check_reply_bytes(client_data, query, out, fwd.limit, what, opaque=not theirs_readable)
         if forwarded.truncated:
@@ -484,7 +482,7 @@ def check_objects(objects: list[Any], *, config_key: str = "verified", allocate:
         except convert.ObjectError as exc:
             assert str(exc), "an ObjectError without a message"
             continue
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AssertionError(f"convert raised {type(exc).__name__}: {exc} for {obj!r}") from exc
         assert model is None or isinstance(model, MODEL_TYPES), f"convert returned {model!r}"
         if model is not None and model.key not in {m.key for m in models}:
@@ -596,14 +594,14 @@ def check_config_text(raw: bytes, tmp: Path) -> None:
         return
     try:
         problems = kdns_settings.check_config_file(str(path), {})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"check_config_file raised {type(exc).__name__}: {exc} for {raw!r}") from exc
     assert isinstance(problems, list) and all(isinstance(p, ConfigError) and str(p).startswith(f"{path}: ") for p in problems)
     try:
         values = kdns_settings.load_file(str(path))
     except ConfigError:
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"load_file raised {type(exc).__name__}: {exc} for {raw!r}") from exc
     build_and_check(values, raw)
 
@@ -615,7 +613,7 @@ def build_and_check(values: dict, source: Any) -> None:
         built = kdns_settings.build(kdns_settings.merge(argparse.Namespace(), values), {})
     except ConfigError:
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"build raised {type(exc).__name__}: {exc} for {source!r}") from exc
     check_built(built)
 
@@ -1065,12 +1063,12 @@ def config_files(draw) -> Any:
 # Derandomised (a fixed seed per test, no example database), bounded, no deadline: the same
 # examples on every run and in CI. Failures are reported as found, not shrunk (shrinking can
 # take minutes; the corpus keeps small reproducers): KDNS_FUZZ_SHRINK=1 turns shrinking on.
-FUZZ = dict(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate] + ([Phase.shrink, Phase.explain] if os.environ.get("KDNS_FUZZ_SHRINK") else []),
-)
+FUZZ = {
+    "derandomize": True,
+    "database": None,
+    "deadline": None,
+    "phases": [Phase.explicit, Phase.generate] + ([Phase.shrink, Phase.explain] if os.environ.get("KDNS_FUZZ_SHRINK") else []),
+}
 
 
 @settings(max_examples=300, **FUZZ)
@@ -1107,7 +1105,7 @@ def test_upstream_well_formed_replies(case):
     selector, reply = case
     check_upstream(bytes([selector]) + reply)
     # A well-formed reply to our query is always taken.
-    data, fwd = client_forward(selector)
+    _, fwd = client_forward(selector)
     upstream.parse_reply(reply, UPSTREAM_ID, fwd.question, MAX_TTL)
 
 

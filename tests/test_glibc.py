@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from conftest import DEMO, write
 from stubdns import StubDNS
 
