@@ -39,10 +39,6 @@ class DnsState:
         """The snapshot answers come from now."""
         return self.responder.snapshot
 
-    @property
-    def config(self) -> DnsConfig:
-        return self.index.config
-
     def apply(self, events: Iterable[Event], now: float) -> Change:
         """Apply a batch of events and publish the result: the next query sees all of it."""
         change = self.index.apply(events, now)

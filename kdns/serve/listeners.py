@@ -37,36 +37,31 @@ class HttpListener:
 
 
 def bind_udp(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
-    """A bound non-blocking UDP socket (raises OSError, e.g. EADDRINUSE)."""
-    family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if reuse_port:  # --workers: several processes share the port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # Room for a burst while a batch is being answered.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)
-        sock.bind((address.host, address.port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
+    """A bound non-blocking UDP socket, with room for a burst while a batch is being answered
+    (raises OSError, e.g. EADDRINUSE)."""
+    return _bind(address, socket.SOCK_DGRAM, reuse_port, [(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)])
 
 
 def bind_tcp(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
     """A bound, listening TCP socket (raises OSError, e.g. EADDRINUSE)."""
+    return _bind(address, socket.SOCK_STREAM, reuse_port, [(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)])
+
+
+def _bind(address: ListenAddress, kind: int, reuse_port: bool, options: list[tuple[int, int, int]]) -> socket.socket:
     family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, kind)
     try:
         if reuse_port:  # --workers: several processes share the port
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
         sock.bind((address.host, address.port))
-        sock.listen(BACKLOG)
+        if kind == socket.SOCK_STREAM:
+            sock.listen(BACKLOG)
+        else:
+            sock.setblocking(False)
     except OSError:
         sock.close()
         raise
