@@ -11,9 +11,10 @@ their entries are dropped; negative answers do not embed the SOA serial (it is a
 render time), so a new serial alone invalidates nothing.
 
 A UDP reply that depends on nothing but the query's bytes after its ID also goes into
-`replies`, which the shell's UDP loops (kdns/_udpbatch.c, and the Python one) read before
-calling `handle`: query minus ID -> (reply minus ID, the statistics key the shell gave for
-it). The responder counts nothing itself. Pure: no sockets, no clock.
+`replies` (query minus ID -> (reply minus ID, the statistics key the shell gave for it)), and
+the same bytes get it again at once. The shell's UDP loops (kdns/_udpbatch.c, and the Python
+one through `replayed`) look replies up there before calling `handle`, to count each replay
+under its key: the responder counts nothing itself. Pure: no sockets, no clock.
 """
 
 from __future__ import annotations
@@ -100,6 +101,10 @@ class Responder:
         `limit` is None for UDP (the size then follows EDNS) or the largest reply the
         transport carries (TCP). `client` is the asking address (for autopath).
         """
+        if limit is None:
+            hit = self.replayed(data)
+            if hit is not None:
+                return hit[0]
         reply, reusable = self._reply(data, limit, client)
         if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             # Stub resolvers send the same bytes for the same question every time: the
@@ -109,6 +114,13 @@ class Responder:
             key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
             self.replies[data[2:]] = (reply[2:], key)
         return reply
+
+    def replayed(self, data: bytes) -> tuple[bytes, object] | None:
+        """(the reply made before for a UDP query with these bytes after its ID, with this
+        query's ID; the key kept beside it), or None. The shell's UDP loop asks this first,
+        to count a replay under its key, as the C part does with `replies`."""
+        hit = self.replies.get(data[2:])
+        return None if hit is None else (data[:2] + hit[0], hit[1])
 
     def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
         """The reply, and whether it may be replayed for the same bytes until the next change."""

@@ -22,10 +22,10 @@ import yaml
 
 from kdns import config, names, upstream
 from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, PodsMode, ServeConfig
-from kdns.options import BY_NAME, GROUPS, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, Option, default
+from kdns.options import BY_NAME, GROUPS, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, RESTART_ONLY, Option, default
 
-__all__ = ["BY_NAME", "OPTIONS", "Option", "Values", "add_arguments", "build", "build_config", "check_config_file",
-           "check_file", "file_problems", "load_file", "merge", "parse_flags"]
+__all__ = ["BY_NAME", "OPTIONS", "RESTART_ONLY", "Option", "Values", "add_arguments", "build", "build_config",
+           "check_config_file", "check_file", "file_problems", "load_file", "merge", "parse_flags"]
 
 NOT_OPTIONS = ("command", "config", "print_address", "worker")  # attributes of a parsed command line, not options
 

@@ -98,10 +98,10 @@ class Serving:
         responder = self.dns.responder
         udp = stats.proto == "udp"
         if udp:
-            hit = responder.replies.get(data[2:])
+            hit = responder.replayed(data)
             if hit is not None:
                 stats.counts[hit[1]] += 1
-                return self._deliver(data, peer, stats, data[:2] + hit[0])
+                return self._deliver(data, peer, stats, hit[0])
         try:
             reply = responder.handle(data, None if udp else MAX_TCP, peer[0])
         except Exception:  # a bug in the serving core: log it, keep serving
