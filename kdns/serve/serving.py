@@ -85,23 +85,24 @@ class Serving:
     def answer(self, data: bytes, peer: tuple, stats: QueryStats) -> bytes | Pending | None:
         """The reply to send at once, a `Pending` to finish later, or None (nothing to send)."""
         stats.received += 1
-        started = time.perf_counter()
         if self.tap is not None:
             detour = self.tap.detour(data)
             if detour is not None:
                 if detour.delay > 0:
-                    return Pending(data, peer, stats, started, delay=detour.delay)
-                return self._counted(data, peer, stats, detour.reply, started)
-        return self._answer(data, peer, stats, started)
+                    return Pending(data, peer, stats, time.perf_counter(), delay=detour.delay)
+                return self._counted(data, peer, stats, detour.reply, time.perf_counter())
+        return self._answer(data, peer, stats)
 
-    def _answer(self, data: bytes, peer: tuple, stats: QueryStats, started: float) -> bytes | Pending | None:
+    def _answer(self, data: bytes, peer: tuple, stats: QueryStats, started: float | None = None) -> bytes | Pending | None:
         responder = self.dns.responder
         udp = stats.proto == "udp"
         if udp:
             hit = responder.replayed(data)
-            if hit is not None:
+            if hit is not None:  # counted under its key, untimed, as the C part does
                 stats.counts[hit[1]] += 1
                 return self._deliver(data, peer, stats, hit[0])
+        if started is None:
+            started = time.perf_counter()
         try:
             reply = responder.handle(data, None if udp else MAX_TCP, peer[0])
         except Exception:  # a bug in the serving core: log it, keep serving
