@@ -26,11 +26,12 @@ import time
 
 import trio
 
-from kdns import __version__, observe, reload, settings
+from kdns import __version__, observe, settings
 from kdns.cache import ForwardCache
 from kdns.config import ConfigError, ListenAddress, ServeConfig
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.index import Index
+from kdns.reload import plan as reload_plan
 from kdns.responder import Responder
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
 from kdns.serve.listeners import Bound, HttpListener, ListenError, bind_dns, bind_http
@@ -335,7 +336,7 @@ class Server:
     def reconfigure(self, new: ServeConfig) -> None:
         """Apply a configuration between two queries: what can change live (kdns/reload.py);
         the options that only take effect at start are logged and kept."""
-        plan = reload.plan(self.config, new)
+        plan = reload_plan(self.config, new)
         if plan.kept:
             log.warning("reload: %s only change(s) at start; restart kdns to apply", ", ".join(plan.kept))
         config = plan.config
