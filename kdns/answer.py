@@ -22,15 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from kdns import names
+from kdns.codes import AAAA, ANY, AXFR, CLASS_IN, CNAME, IXFR, NOERROR, NS, NXDOMAIN, PTR, REFUSED, SERVFAIL, SOA, SRV, TXT, A
 from kdns.config import PodsMode
-from kdns.index import DNS_VERSION_TTL, Node, Snapshot
-
-# RR types and classes used here (the IANA numbers).
-A, NS, CNAME, SOA, PTR, TXT, AAAA, SRV = 1, 2, 5, 6, 12, 16, 28, 33
-IXFR, AXFR, ANY = 251, 252, 255
-CLASS_IN = 1
-
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+from kdns.index import DNS_VERSION_TTL, Snapshot
+from kdns.records import Node
 
 MAX_CHAIN = 8  # CNAME links followed inside our zones
 
@@ -66,7 +61,7 @@ def refused() -> Answer:
     return Answer(REFUSED, authoritative=False, cacheable=False)
 
 
-def forward(name: str, chain: tuple[Record, ...] = ()) -> Answer:
+def from_upstream(name: str, chain: tuple[Record, ...] = ()) -> Answer:
     """Ask an upstream for `name`; `chain` (our CNAMEs) goes before its records."""
     return Answer(NOERROR, chain, authoritative=bool(chain), cacheable=False, upstream=name)
 
@@ -77,9 +72,8 @@ def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tup
     for zone in zones:
         zl = zone.split(".")
         n = len(zl)
-        if len(labels) >= n and list(labels[len(labels) - n:]) == zl:
-            if best is None or len(zone) > len(best[0]):
-                best = (zone, labels[: len(labels) - n])
+        if len(labels) >= n and list(labels[len(labels) - n:]) == zl and (best is None or len(zone) > len(best[0])):
+            best = (zone, labels[: len(labels) - n])
     return best
 
 
@@ -93,7 +87,7 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
         return refused()
     found = find_zone(labels, snap.config.all_zones)
     if found is None:
-        return forward(".".join(labels)) if _can_forward(snap, labels) else refused()
+        return from_upstream(".".join(labels)) if _can_forward(snap, labels) else refused()
     zone, rel = found
     if any("." in label for label in rel):
         return _negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
@@ -101,7 +95,7 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
         return _apex(snap, zone, qtype)
     if zone in names.REVERSE_ZONES:
         return _reverse(snap, zone, rel, qtype)
-    result = _forward(snap, zone, rel, qtype, chain=())
+    result = _lookup(snap, zone, rel, qtype, chain=())
     if result.rcode == NXDOMAIN and snap.config.autopath and len(rel) >= 3 and rel[-1] == "svc":
         # `<name>.<ns>.svc.<zone>` is the first name a pod in <ns> tries for <name>: the
         # answer depends on who asks, so it is never reused.
@@ -121,9 +115,12 @@ def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, origi
     and answer with a CNAME from the asked name to the first name that exists."""
     name = rel[:-2]
     owner = names.join(".".join(rel), zone)
-    link = lambda target: Record(owner, CNAME, _ttl(snap), target)  # noqa: E731
+
+    def link(target: str) -> Record:
+        return Record(owner, CNAME, _ttl(snap), target)
+
     for candidate in (name + ("svc",), name):
-        result = _forward(snap, zone, candidate, qtype, chain=())
+        result = _lookup(snap, zone, candidate, qtype, chain=())
         if result.rcode not in (NXDOMAIN, SERVFAIL):
             target = names.join(".".join(candidate), zone)
             return replace(result, answer=(link(target),) + result.answer, cacheable=False)
@@ -133,7 +130,7 @@ def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, origi
         if result.rcode not in (NXDOMAIN, SERVFAIL, REFUSED):
             return replace(result, answer=(link(bare),) + result.answer, cacheable=False)
     elif _can_forward(snap, name):
-        return forward(bare, (link(bare),))
+        return from_upstream(bare, (link(bare),))
     return replace(original, cacheable=False)
 
 
@@ -165,7 +162,7 @@ def _reverse(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int) -> Ans
     targets = snap.ptr.get(ip) if ip is not None else None
     if not targets:
         if snap.config.forwarding and snap.synced:  # CoreDNS's `fallthrough in-addr.arpa ip6.arpa`
-            return forward(names.join(".".join(rel), zone))
+            return from_upstream(names.join(".".join(rel), zone))
         return _negative(snap, zone, NXDOMAIN)
     if qtype not in (PTR, ANY):
         return _negative(snap, zone, NOERROR)
@@ -197,18 +194,18 @@ def _address_node_for(ip: str) -> Node:
     return Node(a=(ip,)) if names.ip_family(ip) == 4 else Node(aaaa=(ip,))
 
 
-def _forward(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer:
+def _lookup(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer:
     relname = ".".join(rel)
     owner = names.join(relname, zone)
     node = snap.node(relname)
     if node is None:
         node, cacheable = _pod_node(snap, rel)
         if not cacheable:
-            return replace(_forward_node(snap, zone, owner, node, qtype, chain), cacheable=False)
-    return _forward_node(snap, zone, owner, node, qtype, chain)
+            return replace(_lookup_node(snap, zone, owner, node, qtype, chain), cacheable=False)
+    return _lookup_node(snap, zone, owner, node, qtype, chain)
 
 
-def _forward_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtype: int, chain: tuple[Record, ...]) -> Answer:
+def _lookup_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtype: int, chain: tuple[Record, ...]) -> Answer:
     if node is None:
         return _negative(snap, zone, NXDOMAIN, chain)
     ttl = _ttl(snap)
@@ -220,7 +217,7 @@ def _forward_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtyp
         chain += (link,)
         target = find_zone(tuple(node.cname.split(".")), snap.config.zones)
         if target is None and _can_forward(snap, tuple(node.cname.split("."))):
-            return forward(node.cname, chain)  # outside our zones: its records come from upstream
+            return from_upstream(node.cname, chain)  # outside our zones: its records come from upstream
         if (
             target is None  # outside our zones, no upstream: the client's resolver follows the CNAME
             or not target[1]  # a zone apex: not worth a special case, the client asks
@@ -228,7 +225,7 @@ def _forward_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtyp
             or any(r.name == node.cname for r in chain)  # a loop
         ):
             return Answer(NOERROR, chain)
-        return _forward(snap, target[0], target[1], qtype, chain)
+        return _lookup(snap, target[0], target[1], qtype, chain)
 
     records: tuple[Record, ...] = ()
     additional: tuple[Record, ...] = ()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from cachetools import TLRUCache
 
-from kdns.upstream import Forwarded
+from kdns.upstream import UpstreamAnswer
 
 Key = tuple[bytes, int, int, bool, bool]  # (qname lowercased wire form, qtype, qclass, DO, CD)
 
@@ -28,7 +28,7 @@ PREFETCH_WINDOW = 0.1  # ... is refreshed once less than this share of its lifet
 
 @dataclass(slots=True)
 class Entry:
-    forwarded: Forwarded
+    answer: UpstreamAnswer
     stored: float
     expires: float
     hits: int = 0
@@ -36,7 +36,9 @@ class Entry:
 
 
 class ForwardCache:
-    def __init__(self, *, clock: Callable[[], float], maxsize: int = 10_000, max_ttl: int = 30, stale_for: float = 3600.0):
+    def __init__(self, *, clock: Callable[[], float], maxsize: int, max_ttl: int, stale_for: float):
+        """`maxsize` entries at most (--cache-size), kept `max_ttl` seconds at most (--cache-ttl),
+        then `stale_for` seconds more for serve-stale (--serve-stale)."""
         self.clock = clock
         self.max_ttl = max_ttl
         self.stale_for = stale_for
@@ -58,18 +60,18 @@ class ForwardCache:
         if entry is not None and self.clock() < entry.expires:
             entry.hits += 1
             self.hits += 1
-            if _success(entry.forwarded):
+            if _success(entry.answer):
                 self.hits_success += 1
             return entry, True
         self.misses += 1
         return entry, False
 
-    def put(self, key: Key, forwarded: Forwarded) -> Entry | None:
-        lifetime = min(forwarded.lifetime, self.max_ttl)
+    def put(self, key: Key, answer: UpstreamAnswer) -> Entry | None:
+        lifetime = min(answer.lifetime, self.max_ttl)
         if lifetime <= 0:
             return None
         now = self.clock()
-        entry = Entry(forwarded, now, now + lifetime)
+        entry = Entry(answer, now, now + lifetime)
         self._entries[key] = entry
         return entry
 
@@ -86,9 +88,9 @@ class ForwardCache:
     def sizes(self) -> tuple[int, int]:
         """(positive answers, negative answers) held, for coredns_cache_entries."""
         entries = list(self._entries.values())
-        success = sum(1 for e in entries if _success(e.forwarded))
+        success = sum(1 for e in entries if _success(e.answer))
         return success, len(entries) - success
 
 
-def _success(forwarded: Forwarded) -> bool:
-    return forwarded.rcode == 0 and forwarded.counts[0] > 0
+def _success(answer: UpstreamAnswer) -> bool:
+    return answer.rcode == 0 and answer.counts[0] > 0

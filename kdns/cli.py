@@ -14,13 +14,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
 
 import trio
 
 from kdns import __version__, observe, settings
 from kdns.app import Server, StartupError
-from kdns.config import ConfigError, ServeConfig
+from kdns.config import ConfigError
 from kdns.workers import Workers, worker_argv
 
 log = logging.getLogger("kdns")
@@ -58,35 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_config(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServeConfig:
-    """The ServeConfig of `kdns serve`: defaults, then the --config file, then the flags."""
-    flags = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("command", "config", "print_address", "worker")})
-    path = getattr(args, "config", None)
-    file_values = settings.load_file(path) if path else {}
-    try:
-        return settings.build(settings.merge(flags, file_values), environ)
-    except ConfigError as exc:
-        if path and not str(exc).startswith("--"):
-            raise ConfigError(f"{path}: {exc}") from None  # a key of the file: name the file too
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "check-config":
         problems = settings.check_config_file(args.path, os.environ)
         for problem in problems:
-            print(f"{args.path}: {problem}" if not problem.startswith(args.path) else problem)
+            print(problem)
         if not problems:
             print(f"{args.path}: OK")
         return 1 if problems else 0
     try:
-        cfg = build_config(args)
+        cfg = settings.build_config(args)
     except ConfigError as exc:
-        status = 2 if str(exc).startswith("--") else 1  # a flag, or the file (its message starts with its path)
         print(f"kdns: error: {exc}", file=sys.stderr)
-        return status
+        return 2 if exc.flag is not None else 1  # a flag is a command-line mistake; the file is input
     observe.setup_logging(cfg.log_level, cfg.log_format)
     try:
         server = Server(cfg, config_path=getattr(args, "config", None), flags=args, reuse_port=cfg.workers > 1 or args.worker)

@@ -1,33 +1,42 @@
-"""Configuration values: parsed and checked once, frozen afterwards.
+"""Configuration values: parsed and checked once (kdns.settings), frozen afterwards.
 
-Every check raises `ConfigError` with a message that names the option and the bad value,
-so the command line can print it as one line.
+Defaults are not restated here: the option table (kdns.options) has them.
 """
 
 from __future__ import annotations
 
-import enum
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from kdns import names
+from kdns.options import PodsMode, default
+
+__all__ = ["ApiSource", "ConfigError", "DnsConfig", "HttpAddresses", "ListenAddress", "PodsMode", "ServeConfig"]
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the option and the value."""
+    """A configuration value is invalid. Where it is, as data: `flag` ("--ttl") when it came
+    from the command line, else `key` ("upstream[1]"; None for the file as a whole) in
+    `file`; `option` is the option's name (None for a key that is no option). `str()` is
+    the one-line message: "FILE: KEY: REASON" or "--FLAG: REASON"."""
 
+    def __init__(self, reason: str, *, option: str | None = None, flag: str | None = None, key: str | None = None,
+                 file: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.option = option
+        self.flag = flag
+        self.key = key
+        self.file = file
 
-class PodsMode(str, enum.Enum):
-    """CoreDNS's `pods` option: how `a-b-c-d.<ns>.pod.<zone>` names are answered."""
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.file, self.flag or self.key, self.reason) if part)
 
-    DISABLED = "disabled"
-    INSECURE = "insecure"
-    VERIFIED = "verified"  # only for addresses of Pods that exist in that namespace
-
-
-DEFAULT_ZONE = "cluster.local"
-DEFAULT_TTL = 5
-MAX_TTL = 3600
+    def in_file(self, file: str) -> ConfigError:
+        """The same error, said to be in `file` (unless it is about a flag)."""
+        if self.flag is not None:
+            return self
+        return ConfigError(self.reason, option=self.option, key=self.key, file=file)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +52,18 @@ class ListenAddress:
         return f"[{self.host}]:{self.port}" if self.family == 6 else f"{self.host}:{self.port}"
 
 
-DEFAULT_LISTEN = ListenAddress("127.0.0.1", 5353)
-
-
 @dataclass(frozen=True, slots=True)
 class DnsConfig:
     """What the answers depend on, apart from the Kubernetes data."""
 
-    zones: tuple[str, ...] = (DEFAULT_ZONE,)  # forward zones; the first is the primary
-    ttl: int = DEFAULT_TTL
-    pods: PodsMode = PodsMode.INSECURE
+    zones: tuple[str, ...] = default("zone")  # forward zones; the first is the primary
+    ttl: int = default("ttl")
+    pods: PodsMode = PodsMode(default("pods"))  # noqa: RUF009 - an enum member: immutable
     # Glue for `ns.dns.<zone>` when no kube-system/kube-dns Service exists.
     ns_addresses: tuple[str, ...] = ()
     forwarding: bool = False  # names outside the zones (and unknown PTRs) go upstream
     stub_domains: tuple[str, ...] = ()  # domains with upstreams of their own
-    autopath: bool = False  # answer a pod's whole search path server-side
+    autopath: bool = default("autopath")  # answer a pod's whole search path server-side
 
     @property
     def all_zones(self) -> tuple[str, ...]:
@@ -92,51 +98,37 @@ class HttpAddresses:
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
-    """Exactly one source: `manifests` (paths) or `api`."""
+    """Everything `kdns serve` runs with (kdns.settings builds it). Exactly one source:
+    `manifests` (paths) or `api`."""
 
-    manifests: tuple[str, ...] = ()
-    manifest_max_bytes: int = 16 << 20  # the largest manifest file read
-    api: ApiSource | None = None
-    listen: tuple[ListenAddress, ...] = (DEFAULT_LISTEN,)
-    dns: DnsConfig = field(default_factory=DnsConfig)
-    namespaces: frozenset[str] | None = None  # expose only these namespaces
-    labels: str | None = None  # label selector for Services (and their EndpointSlices)
-    tcp_idle_timeout: float = 10.0
-    reload_interval: float = 1.0
-    startup_timeout: float = 5.0
-    upstreams: tuple[tuple[str, int], ...] = ()  # (IP, port) for names outside the zones
-    stub_domains: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()  # (domain, upstreams)
-    upstream_timeout: float = 1.5  # seconds per try
-    cache_ttl: int = 30  # the longest a forwarded answer is cached
-    cache_size: int = 10_000  # forwarded answers kept
-    serve_stale: float = 3600.0  # seconds an expired answer may still be served when upstreams fail
-    lameduck: float = 5.0  # seconds of answering after SIGTERM, readiness already 503
-    allow_recursion: tuple = ()  # ipaddress networks whose clients may have names forwarded; () = all
-    rrl_rate: float = 0.0  # UDP responses per second per client prefix; 0 = unlimited
-    rrl_slip: int = 2
-    tcp_max_connections: int = 1000
-    tcp_message_timeout: float = 5.0
-    tcp_max_queries: int = 10_000
-    workers: int = 1  # processes answering on the same ports (kdns.workers)
-    http: HttpAddresses = field(default_factory=HttpAddresses)
-    log_level: str = "info"
-    log_format: str = "text"
-    log_queries: bool = False
-
-
-def check_zones(zones: list[str], where: str = "--zone") -> tuple[str, ...]:
-    if not zones:
-        return (DEFAULT_ZONE,)
-    seen: list[str] = []
-    for zone in zones:
-        if zone in seen:
-            raise ConfigError(f"{where}: {zone!r} given twice")
-        for other in seen:
-            inner, outer = (zone, other) if len(zone) > len(other) else (other, zone)
-            if inner.endswith("." + outer):
-                raise ConfigError(f"{where}: {inner!r} lies inside {outer!r}: the zones must not overlap")
-        seen.append(zone)
-    return tuple(seen)
+    manifests: tuple[str, ...]
+    manifest_max_bytes: int  # the largest manifest file read
+    api: ApiSource | None
+    listen: tuple[ListenAddress, ...]
+    dns: DnsConfig
+    namespaces: frozenset[str] | None  # expose only these namespaces
+    labels: str | None  # label selector for Services (and their EndpointSlices)
+    tcp_idle_timeout: float
+    reload_interval: float
+    startup_timeout: float
+    upstreams: tuple[tuple[str, int], ...]  # (IP, port) for names outside the zones
+    stub_domains: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]  # (domain, upstreams)
+    upstream_timeout: float  # seconds per try
+    cache_ttl: int  # the longest a forwarded answer is cached
+    cache_size: int  # forwarded answers kept
+    serve_stale: float  # seconds an expired answer may still be served when upstreams fail
+    lameduck: float  # seconds of answering after SIGTERM, readiness already 503
+    allow_recursion: tuple  # ipaddress networks whose clients may have names forwarded; () = all
+    rrl_rate: float  # UDP responses per second per client prefix; 0 = unlimited
+    rrl_slip: int
+    tcp_max_connections: int
+    tcp_message_timeout: float
+    tcp_max_queries: int
+    workers: int  # processes answering on the same ports (kdns.workers)
+    http: HttpAddresses
+    log_level: str
+    log_format: str
+    log_queries: bool
 
 
 def ns_addresses(listen: tuple[ListenAddress, ...]) -> tuple[str, ...]:

@@ -19,62 +19,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import NamedTuple
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import immutables
 
 from kdns import names
 from kdns.config import DnsConfig, PodsMode
-from kdns.model import (
-    Delete,
-    EndpointSlice,
-    Event,
-    Kind,
-    KubeObject,
-    Namespace,
-    Pod,
-    Service,
-    ServiceType,
-    Synced,
-    Upsert,
-)
+from kdns.model import Delete, EndpointSlice, Event, Kind, KubeObject, Namespace, Pod, Service, ServiceType, Synced, Upsert
+from kdns.records import EMPTY, Claim, Contribution, Node, PtrClaims, SvcKey, address_node, service_records
 
 DNS_SCHEMA_VERSION = "1.1.0"
 DNS_VERSION_TTL = 28800  # the spec's example value; CoreDNS uses it too
 NS_NAME = "ns.dns"  # SOA MNAME, and the NS target when there is no kube-dns Service
 KUBE_DNS = ("kube-system", "kube-dns")
-
-SvcKey = tuple[str, str]  # (namespace, service name)
-
-
-class Srv(NamedTuple):
-    priority: int
-    weight: int
-    port: int
-    target: str  # relative to the forward zone the question is in
-
-
-class Node(NamedTuple):
-    """The records at one name. A Node with no records is an empty non-terminal (NODATA).
-
-    A named tuple rather than a dataclass: there is one per endpoint, so it must be small
-    and quick to build and compare (the index compares old and new Nodes on every update).
-    """
-
-    a: tuple[str, ...] = ()
-    aaaa: tuple[str, ...] = ()
-    srv: tuple[Srv, ...] = ()
-    cname: str = ""  # absolute target of an ExternalName Service
-    txt: tuple[str, ...] = ()
-
-
-EMPTY = Node()
-
-# What the name table holds: a Node, or, for the commonest name of all (an endpoint with one
-# address), just that address. One string instead of a Node and a tuple saves about 130 bytes
-# per endpoint; `Snapshot.node` turns it back into a Node.
-Value = Node | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +71,6 @@ class Change:
         return not (self.names or self.ips or self.everything)
 
 
-@dataclass(slots=True)
-class _Contribution:
-    names: dict[str, Value] = field(default_factory=dict)
-    # ip -> (priority, targets); priority 0 for a ClusterIP, 1 for an endpoint address
-    ptrs: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
-
-
 class Index:
     """Applies change events and publishes snapshots. Pure: no I/O, no clock of its own."""
 
@@ -136,7 +86,7 @@ class Index:
         self._namespace_refs: Counter[str] = Counter()
         # Per Service, the names and IPs it contributes (the records live in the snapshot).
         self._owned: dict[SvcKey, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-        self._claims = _PtrClaims()
+        self._claims = PtrClaims()
         self._cname_owners: dict[SvcKey, str] = {}  # ExternalNames pointing into our zones
 
         static = {
@@ -145,7 +95,7 @@ class Index:
             "pod": EMPTY,
             "dns": EMPTY,
             "dns-version": Node(txt=(DNS_SCHEMA_VERSION,)),
-            NS_NAME: _address_node(config.ns_addresses),
+            NS_NAME: address_node(config.ns_addresses),
         }
         self.snapshot = Snapshot(
             config=config,
@@ -328,7 +278,7 @@ class Index:
     def _recompute(self, key: SvcKey, names, ptr, touched: set[str], touched_ips: set[str]) -> None:
         svc = self._services.get(key)
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
-        new = service_records(svc, slices) if svc is not None else _Contribution()
+        new = service_records(svc, slices) if svc is not None else Contribution()
         old_names, old_ips = self._owned.get(key, ((), ()))
         if new.names or new.ptrs:
             self._owned[key] = (tuple(new.names), tuple(new.ptrs))
@@ -379,9 +329,9 @@ class Index:
         """kube-system/kube-dns changed: the apex NS target and ns.dns glue follow it."""
         svc = self._services.get(KUBE_DNS)
         if svc is not None and svc.type is ServiceType.CLUSTER_IP and svc.cluster_ips:
-            node, target = _address_node(svc.cluster_ips), "kube-dns.kube-system.svc"
+            node, target = address_node(svc.cluster_ips), "kube-dns.kube-system.svc"
         else:
-            node, target = _address_node(self.config.ns_addresses), NS_NAME
+            node, target = address_node(self.config.ns_addresses), NS_NAME
         if names.get(NS_NAME) != node:
             names[NS_NAME] = node
             touched.add(NS_NAME)
@@ -440,131 +390,3 @@ def _count_pod_ips(pod: Pod | None, delta: int, changed: dict[tuple[str, str], i
         for ip in pod.ips:
             key = (pod.namespace, ip)
             changed[key] = changed.get(key, 0) + delta
-
-
-def _address_node(addresses: Iterable[str]) -> Node:
-    v4, v6 = [], []
-    for ip in addresses:
-        (v6 if ":" in ip else v4).append(ip)
-    return Node(tuple(v4), tuple(v6))
-
-
-Claim = tuple[int, tuple[str, ...]]  # (priority, targets): 0 for a ClusterIP, 1 for an endpoint
-
-
-class _PtrClaims:
-    """Which Services claim each IP's PTR name, in as little memory as possible.
-
-    Almost every address belongs to one Service: its entry is just that Service's key (a
-    tuple already held elsewhere), and its PTR targets are that Service's claim. Only an
-    address several Services share keeps each one's claim, in a dict. When an address
-    becomes shared, the first owner's claim is recomputed (`claim_of`): rare, and cheaper
-    than keeping every claim of a hundred thousand endpoints.
-    """
-
-    def __init__(self) -> None:
-        self._by_ip: dict[str, SvcKey | dict[SvcKey, Claim]] = {}
-
-    def set(self, ip: str, key: SvcKey, claim: Claim | None, current: tuple[str, ...], claim_of) -> tuple[str, ...]:
-        """Record (or with None, drop) `key`'s claim on `ip`; return the PTR targets now.
-
-        `current` is the targets before the change; `claim_of(owner, ip)` recomputes the
-        claim of another owner.
-        """
-        entry = self._by_ip.get(ip)
-        if entry is None or entry == key:
-            if claim is None:
-                self._by_ip.pop(ip, None)
-                return ()
-            self._by_ip[ip] = key
-            return _targets([claim])
-        if not isinstance(entry, dict):  # another Service holds this address alone
-            if claim is None:
-                return current
-            entry = self._by_ip[ip] = {entry: claim_of(entry, ip), key: claim}
-            return _targets(entry.values())
-        if claim is None:
-            entry.pop(key, None)
-        else:
-            entry[key] = claim
-        claims = list(entry.values())
-        if len(entry) == 1:
-            self._by_ip[ip] = next(iter(entry))
-        return _targets(claims)
-
-
-def _targets(claims) -> tuple[str, ...]:
-    """Merged PTR targets: ClusterIP owners win over endpoint owners (as in CoreDNS)."""
-    claims = [c for c in claims if c is not None]
-    if not claims:
-        return ()
-    if len(claims) == 1 and len(claims[0][1]) == 1:
-        return claims[0][1]  # the common case: one Service, one name
-    best = min(priority for priority, _ in claims)
-    return tuple(sorted({t for priority, targets in claims if priority == best for t in targets}))
-
-
-def _dedup(items: Iterable) -> tuple:
-    return tuple(dict.fromkeys(items))
-
-
-def _weight(entries: int) -> int:
-    """CoreDNS's SRV weight: 100 shared by the entries before de-duplication, at least 1."""
-    return max(1, 100 // entries) if entries else 100
-
-
-def service_records(svc: Service, slices: list[EndpointSlice]) -> _Contribution:
-    """Every name and PTR claim one Service makes, given its EndpointSlices."""
-    out = _Contribution()
-    base = f"{svc.name}.{svc.namespace}.svc"
-    if svc.type is ServiceType.EXTERNAL_NAME:
-        if names.canonical_ip(svc.external_name) is None:  # IP literals are not served
-            out.names[base] = Node(cname=svc.external_name)
-        return out
-
-    # Ready endpoint addresses, each under the name it answers to, slice by slice.
-    endpoints = [
-        (sl, [(f"{ep.hostname or names.dashed_ip(ip)}.{base}", ip) for ep in sl.endpoints for ip in ep.addresses])
-        for sl in slices
-    ]
-    hosts: dict[str, list[str]] = {}  # endpoint name -> addresses
-    for _, named in endpoints:
-        for rel, ip in named:
-            hosts.setdefault(rel, []).append(ip)
-    for rel, addrs in hosts.items():
-        addrs = _dedup(addrs)
-        out.names[rel] = addrs[0] if len(addrs) == 1 else _address_node(addrs)
-        for ip in addrs:
-            targets = out.ptrs.get(ip, (1, ()))[1]
-            out.ptrs[ip] = (1, _dedup(targets + (rel,)))
-
-    # SRV records: (port name, protocol) -> [(target, port)] before de-duplication.
-    per_port: dict[tuple[str, str], list[tuple[str, int]]] = {}
-    if svc.type is ServiceType.HEADLESS:
-        if not hosts:
-            return _Contribution()  # no ready endpoints: every name is NXDOMAIN (spec 2.4.1)
-        addresses = _dedup(ip for addrs in hosts.values() for ip in addrs)
-        for sl, named in endpoints:
-            for port in sl.ports:
-                per_port.setdefault((port.name, port.protocol), []).extend((rel, port.port) for rel, _ in named)
-    else:
-        addresses = svc.cluster_ips
-        for port in svc.ports:
-            per_port.setdefault((port.name, port.protocol), []).extend((base, port.port) for _ in svc.cluster_ips)
-        for ip in svc.cluster_ips:
-            out.ptrs[ip] = (0, (base,))
-
-    every_port = [entry for entries in per_port.values() for entry in entries]
-    out.names[base] = _address_node(addresses)._replace(srv=_srv_records(every_port))
-    for (port_name, protocol), entries in per_port.items():
-        if port_name and entries:
-            out.names[f"_{port_name}._{protocol}.{base}"] = Node(srv=_srv_records(entries))
-            # `_tcp.<svc>` exists (empty) when `_http._tcp.<svc>` does: NODATA, not NXDOMAIN,
-            # so that resolvers applying RFC 8020 do not prune the SRV names below it.
-            out.names.setdefault(f"_{protocol}.{base}", EMPTY)
-    return out
-
-
-def _srv_records(entries: list[tuple[str, int]]) -> tuple[Srv, ...]:
-    weight = _weight(len(entries))
-    return tuple(Srv(0, weight, port, target) for target, port in _dedup(entries))

@@ -24,6 +24,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from kdns import __version__, stats
+from kdns.index import Index
+from kdns.model import EndpointSlice, ServiceType
 
 log = logging.getLogger("kdns.http")
 
@@ -237,7 +239,7 @@ class Collector:
             "coredns_kubernetes_dns_programming_duration_seconds",
             "Histogram of the time (in seconds) it took to program a dns instance.", labels=["service_kind"],
         )
-        for kind, (buckets, total) in list(server.programming.items()):
+        for kind, (buckets, total) in list(server.programming.histograms.items()):
             programming.add_metric([kind], _histogram(buckets, PROGRAMMING_BUCKETS), total)
         yield programming
         objects = GaugeMetricFamily("kdns_objects", "Kubernetes objects held, per kind.", labels=["kind"])
@@ -262,6 +264,30 @@ class Collector:
 
 # Time from an endpoint change to DNS: CoreDNS's buckets (1 ms doubling to ~1 hour).
 PROGRAMMING_BUCKETS = tuple(0.001 * 2**i for i in range(20))
+
+
+class ProgrammingLatency:
+    """coredns_kubernetes_dns_programming_duration_seconds: from the EndpointSlice
+    controller's trigger time to the moment the new answers are served."""
+
+    def __init__(self) -> None:
+        self.histograms: dict[str, tuple[dict[int, int], float]] = {}  # service kind -> (count per bucket, total seconds)
+
+    def record(self, batch: list, index: Index, now: float) -> None:
+        """After `batch` was applied to `index` and published at `now`."""
+        for event in batch:
+            obj = getattr(event, "obj", None)
+            if not isinstance(obj, EndpointSlice) or obj.trigger_time is None:
+                continue
+            svc = index.service(obj.namespace, obj.service)
+            if svc is None:
+                continue
+            kind = "headless_with_selector" if svc.type is ServiceType.HEADLESS else "cluster_ip"
+            buckets, total = self.histograms.get(kind, ({}, 0.0))
+            seconds = max(0.0, now - obj.trigger_time)
+            bucket = programming_bucket(seconds)
+            buckets[bucket] = buckets.get(bucket, 0) + 1
+            self.histograms[kind] = (buckets, total + seconds)
 
 
 def programming_bucket(seconds: float) -> int:

@@ -8,22 +8,24 @@ end in the same `render`, so they give the same bytes.
 
 The memo is kept exact by `publish`: each index change names the names it touched, and only
 their entries are dropped; negative answers do not embed the SOA serial (it is appended at
-render time), so a new serial alone invalidates nothing. Pure: no sockets, no clock.
+render time), so a new serial alone invalidates nothing.
+
+A UDP reply that depends on nothing but the query's bytes after its ID also goes into
+`replies` (query minus ID -> (reply minus ID, the statistics key the shell gave for it)), and
+the same bytes get it again at once. The shell's UDP loops (kdns/_udpbatch.c, and the Python
+one through `replayed`) look replies up there before calling `handle`, to count each replay
+under its key: the responder counts nothing itself. Pure: no sockets, no clock.
 """
 
 from __future__ import annotations
 
 import logging
-
-from dataclasses import dataclass
-
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from kdns import answer as ans
 from kdns import names, wire
-from kdns.stats import Key as StatsKey
-from kdns.stats import QueryStats, zone_wires
-from kdns.stats import key as stats_key
+from kdns.codes import NOERROR, SERVFAIL
 from kdns.index import Change, Snapshot
 
 log = logging.getLogger("kdns.responder")
@@ -34,7 +36,7 @@ MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are
 
 
 @dataclass(frozen=True, slots=True)
-class Forward:
+class UpstreamQuery:
     """The reply needs an upstream: the shell asks for `question` and builds the reply
     (`upstream.render`) with `prefix` (our CNAMEs, packed for this query) before the
     upstream's records."""
@@ -52,24 +54,26 @@ class Forward:
         return ".".join(label.decode("latin-1") for label in labels).lower()
 
 
+# (query, reply, the responder's zones) -> what `replies` keeps beside the reply: the shell
+# gives stats.replay_key, the statistics key a replayed reply is counted under.
+ReplayKey = Callable[[bytes, bytes, tuple[str, ...]], object]
+
+
 class Responder:
-    def __init__(self, snapshot: Snapshot, clock: Callable[[], float] = lambda: 0.0):
-        self.clock = clock  # for durations in the statistics (time.perf_counter in the shell)
+    def __init__(self, snapshot: Snapshot, *, replay_key: ReplayKey | None = None):
         self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
-        # UDP query minus ID -> (reply minus ID, its statistics key)
-        self.replies: dict[bytes, tuple[bytes, StatsKey | None]] = {}
+        # UDP query minus ID -> (reply minus ID, replay_key's value for it)
+        self.replies: dict[bytes, tuple[bytes, object]] = {}
+        self.replay_key = replay_key
         self._entries = 0  # packed answers in the memo
-        self.queries = 0  # packets handled (a plain int: metrics read it when scraped)
         self.snapshot = snapshot
-        self._zones = snapshot.config.all_zones
-        self._zone_wires = zone_wires(self._zones)
+        self.zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()
         self.publish(Change(snapshot, everything=True))
-
     def publish(self, change: Change) -> None:
         """Make `change.snapshot` the one answers come from, dropping stale memo entries."""
         snap = change.snapshot
-        if snap.config.all_zones != self._zones:
+        if snap.config.all_zones != self.zones:
             raise ValueError("a Responder serves one set of zones")
         if not change.empty:
             self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
@@ -81,54 +85,44 @@ class Responder:
         else:
             stale = [names.join(rel, zone) for rel in change.names for zone in snap.config.zones]
             if "" in change.names:  # the apex NS answer and its glue are the same in every zone
-                stale += self._zones
+                stale += self.zones
             stale += [names.reverse_name(ip) for ip in change.ips]
             for name in stale:
                 byname = self.memo.pop(names.to_wire(name), None)
                 if byname is not None:
                     self._entries -= len(byname)
         if snap.serial != self.snapshot.serial or not self._soa:
-            self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self._zones)
+            self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self.zones)
         self.snapshot = snap
 
-    def handle(
-        self, data: bytes, limit: int | None = None, client: str | None = None, stats: QueryStats | None = None
-    ) -> bytes | Forward | None:
-        """The reply to `data`, a `Forward` when an upstream must help, or None to send nothing.
+    def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | None:
+        """The reply to `data`, an `UpstreamQuery` when an upstream must help, or None to send nothing.
 
         `limit` is None for UDP (the size then follows EDNS) or the largest reply the
-        transport carries (TCP). `client` is the asking address (for autopath); `stats`
-        the listener's counters.
+        transport carries (TCP). `client` is the asking address (for autopath).
         """
-        self.queries += 1
         if limit is None:
+            hit = self.replayed(data)
+            if hit is not None:
+                return hit[0]
+        reply, reusable = self._reply(data, limit, client)
+        if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             # Stub resolvers send the same bytes for the same question every time: the
             # reply to a UDP query is a function of everything after its ID.
-            hit = self.replies.get(data[2:])
-            if hit is not None:
-                if stats is not None:
-                    stats.counts[hit[1]] += 1
-                return data[:2] + hit[0]
-        started = self.clock()
-        reply, reusable = self._reply(data, limit, client)
-        if type(reply) is Forward:
-            return reply  # counted by the shell once the upstream has answered
-        if stats is not None:
-            self.count(stats, data, reply, self.clock() - started)
-        if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             if len(self.replies) >= MAX_REPLIES:
                 self.replies.clear()
-            self.replies[data[2:]] = (reply[2:], stats_key(data, reply, self._zone_wires, 0.0))
+            key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
+            self.replies[data[2:]] = (reply[2:], key)
         return reply
 
-    def count(self, stats: QueryStats, query: bytes, reply: bytes | None, seconds: float) -> None:
-        """Count one answered query in `stats` (the shell calls it for forwarded ones)."""
-        k = stats_key(query, reply, self._zone_wires, seconds)
-        if k is not None:
-            stats.counts[k] += 1
-            stats.seconds += seconds
+    def replayed(self, data: bytes) -> tuple[bytes, object] | None:
+        """(the reply made before for a UDP query with these bytes after its ID, with this
+        query's ID; the key kept beside it), or None. The shell's UDP loop asks this first,
+        to count a replay under its key, as the C part does with `replies`."""
+        hit = self.replies.get(data[2:])
+        return None if hit is None else (data[:2] + hit[0], hit[1])
 
-    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | Forward | None, bool]:
+    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
         """The reply, and whether it may be replayed for the same bytes until the next change."""
         # Fast path: one question, no answer/authority records, at most an OPT record.
         if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
@@ -167,7 +161,7 @@ class Responder:
                             return reply, True
         return self._full(data, limit, client)
 
-    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | Forward | None, bool]:
+    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
         try:
             query = wire.parse_query(data)
         except wire.Malformed as exc:
@@ -182,11 +176,11 @@ class Responder:
         try:
             result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
             if result.upstream is not None:
-                return self._forward(query, result, limit), False
-            entry = wire.pack_answer(query, result, self._zones)
+                return self._upstream_query(query, result, limit), False
+            entry = wire.pack_answer(query, result, self.zones)
         except Exception:  # a bug: answer SERVFAIL, say where, keep serving
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
-            return wire.simple_reply(query, ans.SERVFAIL), False
+            return wire.simple_reply(query, SERVFAIL), False
         if result.cacheable:
             if self._entries >= MEMO_ENTRIES:
                 self.memo.clear()
@@ -205,12 +199,12 @@ class Responder:
         )
         return reply, result.cacheable
 
-    def _forward(self, query: wire.Query, result: ans.Answer, limit: int) -> Forward:
+    def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
         if not result.answer and result.upstream == ".".join(query.labels):
-            return Forward(query, limit, query.question)  # as asked, case and all
+            return UpstreamQuery(query, limit, query.question)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
-        prefix = wire.pack_answer(query, ans.Answer(ans.NOERROR, result.answer), self._zones).body if result.answer else b""
-        return Forward(query, limit, question, prefix, len(result.answer))
+        prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
+        return UpstreamQuery(query, limit, question, prefix, len(result.answer))
 
 
 def _client_labels(query: wire.Query, name: str) -> bytes:

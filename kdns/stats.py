@@ -2,18 +2,21 @@
 
 Each listener (one socket: a server address, UDP or TCP) has a `QueryStats`: a Counter of
 small tuples, one increment per query. The tuple holds everything CoreDNS's metrics label or
-bucket by: (zone, type, rcode, request size, response size, duration bucket). A reply replayed
-from the Responder's cache of whole replies carries its tuple along, so a replayed query costs
-one Counter increment; only the rest are timed. `observe` folds the counters into Prometheus
+bucket by: (zone, type, rcode, request size, response size, duration bucket). The shell counts
+every reply it sends (`QueryStats.count`); a reply replayed from the Responder's table of whole
+replies carries its key along (`replay_key`, the key the shell gives the Responder), so a
+replayed query costs one Counter increment; only the rest are timed. `observe` folds the counters into Prometheus
 families when /metrics is scraped, not before. Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 
 from kdns import names, wire
+from kdns.codes import RCODES, TYPES
 
 Key = tuple[str, str, str, int, int, int]  # zone, type, rcode, request bytes, response bytes, duration bucket
 
@@ -22,10 +25,6 @@ DURATION_FIRST = 0.00025
 DURATION_BUCKETS = tuple(DURATION_FIRST * 2**i for i in range(16))
 SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
 
-TYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV",
-         35: "NAPTR", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 52: "TLSA", 64: "SVCB", 65: "HTTPS",
-         251: "IXFR", 252: "AXFR", 255: "ANY", 13: "HINFO", 99: "SPF", 257: "CAA"}
-RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
 
 
 def duration_bucket(seconds: float) -> int:
@@ -42,28 +41,39 @@ class QueryStats:
     family: str  # "1" for IPv4, "2" for IPv6 (CoreDNS's values)
     counts: Counter = field(default_factory=Counter)
     seconds: float = 0.0  # sum of the durations measured
+    received: int = 0  # queries received, answered or not
 
-    def add(self, key: Key) -> None:
-        self.counts[key] += 1
+    def count(self, query: bytes, reply: bytes | None, zones: tuple[str, ...], seconds: float) -> None:
+        """Count one answered query that took `seconds` (`zones`: the zones kdns serves)."""
+        k = key(query, reply, zones, seconds)
+        if k is not None:
+            self.counts[k] += 1
+            self.seconds += seconds
 
 
-def key(query: bytes, reply: bytes | None, zone_wires: tuple[tuple[bytes, str], ...], seconds: float) -> Key | None:
+def key(query: bytes, reply: bytes | None, zones: tuple[str, ...], seconds: float) -> Key | None:
     """The statistics key of one answered query (None if there is nothing to count)."""
     if reply is None or len(query) < 12 or len(reply) < 4:
         return None
     try:
-        labels, end = wire.read_name(query, 12, compressed=False)
+        _, end = wire.read_name(query, 12, compressed=False)
     except wire.BadName:
         return None
     qtype = int.from_bytes(query[end : end + 2], "big") if end + 2 <= len(query) else 0
     qname = query[12:end].lower()
     zone = "."
-    for wire_name, label in zone_wires:  # the longest zone first
+    for wire_name, label in zone_wires(zones):  # the longest zone first
         if qname.endswith(wire_name) and _at_label(qname, len(qname) - len(wire_name)):
             zone = label
             break
     rcode = reply[3] & 0xF
     return (zone, TYPES.get(qtype, "other"), RCODES.get(rcode, str(rcode)), len(query), len(reply), duration_bucket(seconds))
+
+
+def replay_key(query: bytes, reply: bytes, zones: tuple[str, ...]) -> Key | None:
+    """The key a replayed reply is counted under (by the C loop too): replays take no time
+    worth measuring, so the first duration bucket."""
+    return key(query, reply, zones, 0.0)
 
 
 def _at_label(name: bytes, offset: int) -> bool:
@@ -74,7 +84,8 @@ def _at_label(name: bytes, offset: int) -> bool:
     return pos == offset
 
 
+@functools.lru_cache(maxsize=16)
 def zone_wires(zones: tuple[str, ...]) -> tuple[tuple[bytes, str], ...]:
-    """(wire form, metric label) of each zone, the longest first."""
+    """(wire form, metric label) of each zone, the longest first (kept: zones rarely change)."""
     ordered = sorted(zones, key=len, reverse=True)
     return tuple((names.to_wire(z), z + ".") for z in ordered)

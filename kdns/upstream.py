@@ -3,7 +3,7 @@
 kdns asks upstreams with a query of its own making (a random ID, RD set, the question as the
 client asked it, EDNS0 with our buffer size and the client's DO bit) so that the reply can be
 cached and served to any client. `parse_reply` checks that a reply answers that query and
-turns it into a `Forwarded`: its records re-encoded without compression (so they can be
+turns it into an `UpstreamAnswer`: its records re-encoded without compression (so they can be
 placed in any message: after the client's question, or after a CNAME of ours), the offsets
 of their TTL fields (so that a cached reply is served with TTLs counting down), and how long
 it may be cached. `render` builds the client's reply from it.
@@ -17,10 +17,8 @@ import struct
 from dataclasses import dataclass
 
 from kdns import names, wire
+from kdns.codes import AA, CD, NOERROR, NXDOMAIN, OPT, QR, RA, RD, REFUSED, SOA, TC, TKEY, TSIG
 
-NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
-OPT, SOA = 41, 6
-QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
 DEFAULT_PORT = 53
 # The RDATA layouts `parse_reply` checks, field by field: "n" a name (compression allowed:
 # it is written out in full, since our reply puts it at another offset), "h" 2 bytes, "4" 4
@@ -49,7 +47,7 @@ _FIXED = {"h": 2, "4": 4, "f": 16, "s": 18}
 _IN_ONLY = {1, 28, 26, 33, 35, 36}
 _CLASS_LAYOUTS = {(3, 1): "nh"}
 # Records that belong to one hop (RFC 8945 TSIG, RFC 2930 TKEY): never passed on.
-_HOP_TYPES = {249, 250}
+_HOP_TYPES = {TKEY, TSIG}
 
 
 class ReplyError(ValueError):
@@ -57,7 +55,7 @@ class ReplyError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Forwarded:
+class UpstreamAnswer:
     """An upstream's answer in a form that fits into any reply of ours."""
 
     rcode: int
@@ -74,13 +72,14 @@ class Forwarded:
         return self.records[: self.answer_size]
 
 
-def parse_upstream(text: str, *, what: str = "upstream") -> tuple[str, int]:
-    """`HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address -> (canonical IP, port)."""
+def parse_upstream(text: str) -> tuple[str, int]:
+    """`HOST`, `HOST:PORT`, `[V6]:PORT` or a bare IPv6 address -> (canonical IP, port); ValueError
+    saying what is wrong otherwise."""
     host, port = text.strip(), DEFAULT_PORT
     if host.startswith("["):
         inner, sep, rest = host[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{what}: not an address: {text!r}")
+            raise ValueError(f"not an address: {text!r}")
         host, port_text = inner, rest[1:]
         port = int(port_text) if port_text.isdigit() else (DEFAULT_PORT if not port_text else -1)
     elif host.count(":") == 1:
@@ -88,9 +87,9 @@ def parse_upstream(text: str, *, what: str = "upstream") -> tuple[str, int]:
         port = int(port_text) if port_text.isdigit() else -1
     ip = names.canonical_ip(host)
     if ip is None:
-        raise ValueError(f"{what}: not an address: {text!r}")
+        raise ValueError(f"not an address: {text!r}")
     if not 0 < port <= 65535:
-        raise ValueError(f"{what}: not a port number in {text!r}")
+        raise ValueError(f"not a port number in {text!r}")
     return ip, port
 
 
@@ -113,7 +112,7 @@ def build_query(qid: int, question: bytes, *, do: bool, cd: bool) -> bytes:
     return struct.pack("!6H", qid, flags, 1, 0, 0, 1) + question + opt
 
 
-def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Forwarded:
+def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> UpstreamAnswer:
     """Check that `data` answers our query (ID, QR, question) and re-encode its records."""
     if len(data) < 12:
         raise ReplyError("shorter than a DNS header")
@@ -125,7 +124,7 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Forward
     pos = 12
     if qdcount != 1:
         if qdcount == 0 and rcode != NOERROR:
-            return Forwarded(rcode, b"", (0, 0, 0), 0, (), (), 0, truncated)  # e.g. FORMERR
+            return UpstreamAnswer(rcode, b"", (0, 0, 0), 0, (), (), 0, truncated)  # e.g. FORMERR
         raise ReplyError(f"{qdcount} questions in a reply")
     try:
         _, qend = wire.read_name(data, 12, compressed=True)
@@ -181,7 +180,7 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Forward
         lifetime = min_answer_ttl or 0
     else:
         lifetime = negative_ttl or 0
-    return Forwarded(rcode, bytes(out), tuple(counts), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
+    return UpstreamAnswer(rcode, bytes(out), tuple(counts), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
 
 
 def _encode(labels: list[bytes]) -> bytes:
@@ -221,18 +220,18 @@ def _rdata(data: bytes, rtype: int, rclass: int, start: int, length: int) -> byt
     return bytes(out)
 
 
-def aged(forwarded: Forwarded, elapsed: float, *, section_end: int | None = None, stale_ttl: int | None = None) -> bytes:
+def aged(answer: UpstreamAnswer, elapsed: float, *, section_end: int | None = None, stale_ttl: int | None = None) -> bytes:
     """The records with their TTLs capped at the cache lifetime and counted down by
     `elapsed` seconds (never below 0), as a caching resolver serves them.
 
     `stale_ttl` replaces every TTL (RFC 8767: stale answers go out with a short TTL);
     `section_end` keeps only the records before that offset (the answer section).
     """
-    end = len(forwarded.records) if section_end is None else section_end
-    out = bytearray(forwarded.records[:end])
+    end = len(answer.records) if section_end is None else section_end
+    out = bytearray(answer.records[:end])
     passed = int(elapsed)
-    cap = forwarded.lifetime if forwarded.lifetime > 0 else None
-    for offset, ttl in zip(forwarded.ttl_offsets, forwarded.ttls):
+    cap = answer.lifetime if answer.lifetime > 0 else None
+    for offset, ttl in zip(answer.ttl_offsets, answer.ttls):
         if offset >= end:
             break
         if stale_ttl is not None:
@@ -244,7 +243,7 @@ def aged(forwarded: Forwarded, elapsed: float, *, section_end: int | None = None
 
 
 def render(
-    forwarded: Forwarded,
+    answer: UpstreamAnswer,
     query: wire.Query,
     elapsed: float,
     limit: int,
@@ -256,25 +255,23 @@ def render(
     """The reply to `query` from an upstream's answer: the client's ID, flags and question,
     `prefix` (our own records, e.g. the CNAME of an ExternalName Service, packed for this
     query), the upstream's records with TTLs counted down, our OPT if the client sent EDNS."""
-    an, ns, ar = forwarded.counts
+    an, ns, ar = answer.counts
     an += prefix_count
-    flags = QR | RA | (AA if prefix_count else 0) | (query.flags & (RD | CD)) | forwarded.rcode
-    if forwarded.truncated:
+    flags = QR | RA | (AA if prefix_count else 0) | (query.flags & (RD | CD)) | answer.rcode
+    if answer.truncated:
         flags |= TC  # truncated even over TCP: say so rather than pass a part off as whole
-    opt = b""
-    if query.edns is not None:
-        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
+    opt = wire.opt_for(query)
     head = query.qid
-    body = aged(forwarded, elapsed, stale_ttl=stale_ttl)
+    body = aged(answer, elapsed, stale_ttl=stale_ttl)
     reply = head + struct.pack("!5H", flags, 1, an, ns, ar + bool(opt)) + query.question + prefix + body + opt
     if len(reply) <= limit:
         return reply
     # Too big for the client's UDP size: the answer section alone, or TC and nothing.
-    body = aged(forwarded, elapsed, section_end=forwarded.answer_size, stale_ttl=stale_ttl)
+    body = aged(answer, elapsed, section_end=answer.answer_size, stale_ttl=stale_ttl)
     reply = head + struct.pack("!5H", flags, 1, an, 0, bool(opt)) + query.question + prefix + body + opt
     if len(reply) <= limit:
         return reply
-    return head + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
+    return wire.question_reply(query, flags | TC)
 
 
 def local_only(query: wire.Query, prefix: bytes, prefix_count: int, limit: int) -> bytes:
@@ -282,21 +279,10 @@ def local_only(query: wire.Query, prefix: bytes, prefix_count: int, limit: int) 
     there are any, for the client's resolver to follow; REFUSED otherwise. TC and the
     question alone if our records do not fit in `limit`."""
     if not prefix_count:
-        return failure(query, REFUSED)
+        return wire.upstream_failure(query, REFUSED)
     flags = QR | AA | (query.flags & (RD | CD))
-    opt = b""
-    if query.edns is not None:
-        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
+    opt = wire.opt_for(query)
     reply = query.qid + struct.pack("!5H", flags, 1, prefix_count, 0, bool(opt)) + query.question + prefix + opt
     if len(reply) <= limit:
         return reply
-    return query.qid + struct.pack("!5H", flags | TC, 1, 0, 0, bool(opt)) + query.question + opt
-
-
-def failure(query: wire.Query, rcode: int = SERVFAIL) -> bytes:
-    """SERVFAIL (or another rcode) for a query we could not forward."""
-    flags = QR | RA | (query.flags & (RD | CD)) | rcode
-    opt = b""
-    if query.edns is not None:
-        opt = wire.OPT_RR_DO if query.edns.do else wire.OPT_RR
-    return query.qid + struct.pack("!5H", flags, 1, 0, 0, bool(opt)) + query.question + opt
+    return wire.question_reply(query, flags | TC)

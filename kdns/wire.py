@@ -27,14 +27,11 @@ from dataclasses import dataclass
 from dnslib import AAAA, CNAME, NS, PTR, RR, SRV, TXT, A, DNSLabel
 from dnslib.label import DNSBuffer
 
-from kdns import answer as ans
-from kdns import names
+from kdns import codes, names
+from kdns.answer import Answer, Record
+from kdns.codes import AA, BADVERS, CD, FORMERR, NOTIMP, OPCODE_MASK, OPT, QR, RA, RD, SERVFAIL, TC
 
-QR, AA, TC, RD, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0010
 COPIED_FLAGS = RD | CD  # copied from the query into the reply
-OPCODE_MASK = 0x7800
-OPT = 41
-BADVERS = 16
 
 MIN_UDP = 512  # RFC 1035, and what a query without EDNS gets
 MAX_UDP = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
@@ -76,19 +73,12 @@ class Query:
         return self.question[-4:]
 
 
-def _header_reply(data: bytes, rcode: int) -> bytes:
-    """A reply made of the query's header alone: ID, opcode and RD kept, no sections."""
-    flags = int.from_bytes(data[2:4], "big")
-    flags = QR | (flags & (OPCODE_MASK | RD)) | rcode
-    return data[:2] + flags.to_bytes(2, "big") + b"\x00" * 8
-
-
 MAX_NAME = 255  # bytes of a name in wire form, terminator included (RFC 1035)
 MAX_POINTERS = 64  # compression pointers followed in one name before it counts as a loop
 
 
 def _formerr(data: bytes, reason: str) -> Malformed:
-    return Malformed(reason, _header_reply(data, ans.FORMERR))
+    return Malformed(reason, header_reply(data, FORMERR))
 
 
 class BadName(ValueError):
@@ -132,6 +122,15 @@ def read_name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], 
         pos += 1 + length
 
 
+def question_name(query: bytes) -> str | None:
+    """The lowercased question name of a query ("web.default.svc.cluster.local"), or None."""
+    try:
+        labels, _ = read_name(query, 12, compressed=False)
+    except (BadName, IndexError):
+        return None
+    return ".".join(label.decode("latin-1") for label in labels).lower()
+
+
 def _name(data: bytes, pos: int, *, compressed: bool) -> tuple[list[bytes], int]:
     try:
         return read_name(data, pos, compressed=compressed)
@@ -146,7 +145,7 @@ def parse_query(data: bytes) -> Query:
     if flags & QR:
         raise Malformed("a response, not a query", None)
     if flags & OPCODE_MASK:
-        raise Malformed(f"opcode {(flags & OPCODE_MASK) >> 11} is not implemented", _header_reply(data, ans.NOTIMP))
+        raise Malformed(f"opcode {(flags & OPCODE_MASK) >> 11} is not implemented", header_reply(data, NOTIMP))
     qdcount, ancount, nscount, arcount = struct.unpack_from("!4H", data, 4)
     if qdcount != 1:
         raise _formerr(data, f"{qdcount} questions")
@@ -220,27 +219,27 @@ def _label(name: str) -> DNSLabel:
     return DNSLabel(name.encode("latin-1")) if name else DNSLabel(())
 
 
-def _rdata(record: ans.Record):
+def _rdata(record: Record):
     t, d = record.rtype, record.data
-    if t == ans.A:
+    if t == codes.A:
         return A(d)
-    if t == ans.AAAA:
+    if t == codes.AAAA:
         return AAAA(d)
-    if t == ans.SRV:
+    if t == codes.SRV:
         priority, weight, port, target = d
         return SRV(priority, weight, port, _label(target))
-    if t == ans.CNAME:
+    if t == codes.CNAME:
         return CNAME(_label(d))
-    if t == ans.PTR:
+    if t == codes.PTR:
         return PTR(_label(d))
-    if t == ans.NS:
+    if t == codes.NS:
         return NS(_label(d))
-    if t == ans.TXT:
+    if t == codes.TXT:
         return TXT(d.encode())
     raise ValueError(f"cannot pack record type {t}")  # pragma: no cover - answer makes only these
 
 
-def pack_answer(query: Query, result: ans.Answer, zones: tuple[str, ...]) -> Entry:
+def pack_answer(query: Query, result: Answer, zones: tuple[str, ...]) -> Entry:
     """Pack `result` for `query`'s (lowercased) question. `zones` indexes `Entry.soa`."""
     buffer = _Buffer()
     buffer.append(b"\x00" * 12)
@@ -279,7 +278,7 @@ def soa_record(zone: str, serial: int, ttl: int) -> bytes:
     owner = names.to_wire(zone)
     rdata = names.to_wire(names.join("ns.dns", zone)) + names.to_wire(names.join("hostmaster", zone))
     rdata += struct.pack("!5I", serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)
-    return owner + struct.pack("!HHIH", ans.SOA, ans.CLASS_IN, min(ttl, 300), len(rdata)) + rdata
+    return owner + struct.pack("!HHIH", codes.SOA, codes.CLASS_IN, min(ttl, 300), len(rdata)) + rdata
 
 
 def render(entry: Entry, qid: bytes, qflags: int, question: bytes, soa: bytes, edns: tuple[int, bool] | None, limit: int) -> bytes:
@@ -299,9 +298,7 @@ def render(entry: Entry, qid: bytes, qflags: int, question: bytes, soa: bytes, e
         return reply
     if entry.short is not None:
         return render(entry.short, qid, qflags, question, soa, edns, limit)
-    counts = b"\x00\x01\x00\x00\x00\x00" + (b"\x00\x01" if edns else b"\x00\x00")
-    opt = b"" if edns is None else (OPT_RR_DO if edns[1] else OPT_RR)
-    return b"".join((qid, (flags | TC).to_bytes(2, "big"), counts, question, opt))
+    return _question_only(qid, flags | TC, question, b"" if edns is None else (OPT_RR_DO if edns[1] else OPT_RR))
 
 
 def udp_limit(edns: tuple[int, bool] | None) -> int:
@@ -310,11 +307,53 @@ def udp_limit(edns: tuple[int, bool] | None) -> int:
     return max(MIN_UDP, min(edns[0], MAX_UDP))
 
 
+# -- the small replies: no records of ours, or none at all ------------------------------------
+
+
+def header_reply(data: bytes, rcode: int) -> bytes:
+    """A reply made of the query's header alone: ID, opcode and RD kept, no sections (for
+    a query whose question cannot be read)."""
+    flags = int.from_bytes(data[2:4], "big")
+    flags = QR | (flags & (OPCODE_MASK | RD)) | rcode
+    return data[:2] + flags.to_bytes(2, "big") + b"\x00" * 8
+
+
+def opt_for(query: Query) -> bytes:
+    """Our OPT record for a reply to `query` (DO echoed), or b"" when it had no EDNS."""
+    if query.edns is None:
+        return b""
+    return OPT_RR_DO if query.edns.do else OPT_RR
+
+
+def _question_only(qid: bytes, flags: int, question: bytes, opt: bytes) -> bytes:
+    return b"".join((qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, bool(opt)), question, opt))
+
+
+def question_reply(query: Query, flags: int) -> bytes:
+    """A reply with these header flags, the question and no records (but our OPT record)."""
+    return _question_only(query.qid, flags, query.question, opt_for(query))
+
+
+def simple_reply(query: Query, rcode: int) -> bytes:
+    """A reply with the question and no records (SERVFAIL for a bug, for example)."""
+    return question_reply(query, QR | (query.flags & COPIED_FLAGS) | rcode)
+
+
+def truncated_reply(query: Query) -> bytes:
+    """TC set, the question and no records: "ask again over TCP"."""
+    return question_reply(query, QR | AA | TC | (query.flags & COPIED_FLAGS))
+
+
+def upstream_failure(query: Query, rcode: int = SERVFAIL) -> bytes:
+    """SERVFAIL (or another rcode) for a query we could not forward: RA set, as a recursive
+    answer would have it."""
+    return question_reply(query, QR | RA | (query.flags & COPIED_FLAGS) | rcode)
+
+
 def badvers_reply(query: Query) -> bytes:
     """RFC 6891: an EDNS version we do not speak gets BADVERS and our version (0)."""
-    flags = QR | (query.flags & COPIED_FLAGS)
     opt = b"\x00\x00\x29" + struct.pack("!HBBHH", MAX_UDP, BADVERS >> 4, 0, 0, 0)
-    return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, 1), query.question, opt))
+    return _question_only(query.qid, QR | (query.flags & COPIED_FLAGS), query.question, opt)
 
 
 def as_truncated(reply: bytes) -> bytes:
@@ -326,8 +365,7 @@ def as_truncated(reply: bytes) -> bytes:
         return reply[:12]
     end += 4
     flags = int.from_bytes(reply[2:4], "big") | TC
-    opt = _opt_record(reply, end)
-    return reply[:2] + flags.to_bytes(2, "big") + struct.pack("!4H", 1, 0, 0, bool(opt)) + reply[12:end] + opt
+    return _question_only(reply[:2], flags, reply[12:end], _opt_record(reply, end))
 
 
 def _opt_record(reply: bytes, pos: int) -> bytes:
@@ -337,25 +375,9 @@ def _opt_record(reply: bytes, pos: int) -> bytes:
             _, after = read_name(reply, pos, compressed=True)
             rtype, rdlength = struct.unpack_from("!H6xH", reply, after)
             end = after + 10 + rdlength
-            if rtype == 41 and end <= len(reply):
+            if rtype == OPT and end <= len(reply):
                 return reply[pos:end]
             pos = end
     except (BadName, IndexError, struct.error):
         pass
     return b""
-
-
-def truncated_reply(query: Query) -> bytes:
-    """TC set, the question and no records: "ask again over TCP"."""
-    flags = QR | AA | TC | (query.flags & COPIED_FLAGS)
-    arcount = 1 if query.edns else 0
-    opt = (OPT_RR_DO if query.edns.do else OPT_RR) if query.edns else b""
-    return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, arcount), query.question, opt))
-
-
-def simple_reply(query: Query, rcode: int) -> bytes:
-    """A reply with the question and no records (SERVFAIL for a bug, for example)."""
-    flags = QR | (query.flags & COPIED_FLAGS) | rcode
-    arcount = 1 if query.edns else 0
-    opt = (OPT_RR_DO if query.edns.do else OPT_RR) if query.edns else b""
-    return b"".join((query.qid, flags.to_bytes(2, "big"), struct.pack("!4H", 1, 0, 0, arcount), query.question, opt))

@@ -24,8 +24,8 @@ import sys
 
 import trio
 
-from kdns import settings
-from kdns.app import Bound
+from kdns.options import OPTIONS
+from kdns.serve.listeners import Bound
 
 log = logging.getLogger("kdns.workers")
 
@@ -36,15 +36,16 @@ _PR_SET_PDEATHSIG = 1
 
 def worker_argv(args: argparse.Namespace, bound: list[Bound]) -> list[str]:
     """The command line of a worker: the options given to this process (the config file
-    too), except --listen (the addresses bound here, with their real ports), --workers and
+    too), except those each worker gets a value of its own for (`per_worker` in
+    kdns.options): --listen (the addresses bound here, with their real ports), --workers and
     the HTTP endpoints (the first process's alone). As flags, these override the config
     file on every reload too."""
     argv = [sys.executable, "-m", "kdns", "serve", "--worker"]
     if getattr(args, "config", None):
         argv += ["--config", args.config]
-    for option in settings.OPTIONS:
+    for option in OPTIONS:
         name = option.name.replace("-", "_")
-        if option.name in ("listen", "workers", "health", "ready", "metrics") or not hasattr(args, name):
+        if option.per_worker or not hasattr(args, name):
             continue
         value = getattr(args, name)
         if option.kind is bool:
@@ -54,9 +55,18 @@ def worker_argv(args: argparse.Namespace, bound: list[Bound]) -> list[str]:
                 argv += [f"--{option.name}", str(item)]
         else:
             argv += [f"--{option.name}", str(value)]
-    for address in dict.fromkeys(b.address for b in bound):
-        argv += ["--listen", str(address)]
-    return argv + ["--workers", "1", "--health", "off", "--ready", "off", "--metrics", "off"]
+    own = {
+        "listen": [str(address) for address in dict.fromkeys(b.address for b in bound)],
+        "workers": ["1"],
+        "health": ["off"],
+        "ready": ["off"],
+        "metrics": ["off"],
+    }
+    for option in OPTIONS:
+        if option.per_worker:
+            for value in own[option.name]:  # (a KeyError here: a new per-worker option needs its value)
+                argv += [f"--{option.name}", value]
+    return argv
 
 
 def _prctl():
@@ -108,8 +118,9 @@ class Workers:
         started = False
         while True:
             # Started from this (the main) thread, not a worker thread as trio's open_process
-            # would: PR_SET_PDEATHSIG fires when the thread that started the child ends.
-            process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
+            # would: PR_SET_PDEATHSIG fires when the thread that started the child ends. (Popen
+            # returns once the child is exec'd; preexec_fn only calls prctl, looked up before.)
+            process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)  # noqa: ASYNC220, PLW1509
             self.processes[number] = process
             log.info("started worker %d (pid %d)", number, process.pid)
             if not started:

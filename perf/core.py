@@ -54,7 +54,7 @@ from bench import cluster, kdns_revision, log, machine, record
 # --- kdns: every use of kdns's API is in this block (adapt it here when those APIs change) ----
 from kdns.config import DnsConfig
 from kdns.index import Index
-from kdns.responder import Forward, Responder
+from kdns.responder import Responder, UpstreamQuery
 from kdns.sources.manifests import ManifestSet
 
 
@@ -74,7 +74,7 @@ def new_handler(snapshot: object) -> tuple[Callable[[bytes], object], object]:
 
 def upstream_question(result: object) -> bytes | None:
     """The question (name, type, class in wire form) to ask upstream, or None for a reply."""
-    return result.question if isinstance(result, Forward) else None
+    return result.question if isinstance(result, UpstreamQuery) else None
 
 
 def replayed(responder: object, data: bytes) -> bool:

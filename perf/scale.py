@@ -40,9 +40,9 @@ from bench import percentile, status_kb  # perf/bench/__init__.py
 from kubeapi import KubeAPI
 
 from kdns.config import DnsConfig
-from kdns.index import Index
 from kdns.model import Synced, Upsert
 from kdns.sources.convert import convert
+from kdns.state import DnsState
 
 NAMESPACES = 100
 SLICE_SIZE = 100  # the EndpointSlice controller's default maximum
@@ -155,7 +155,7 @@ def measure_process(api: KubeAPI, svcs: list[dict], changes: int) -> dict:
 
 
 def measure_index(namespaces, svcs, slices, changes: int) -> dict:
-    index = Index(DnsConfig(), now=0)
+    index = DnsState(DnsConfig(), now=0)  # the index and the responder it publishes to, as in kdns serve
     events = [Upsert(convert(o)) for o in namespaces + svcs + slices]
     t0 = time.perf_counter()
     index.apply([*events, Synced("x")], now=1)

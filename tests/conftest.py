@@ -22,7 +22,8 @@ import pytest
 import trio
 
 from kdns.app import Server
-from kdns.cli import _parser, build_config
+from kdns.cli import _parser
+from kdns.settings import build_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo-cluster.yaml"

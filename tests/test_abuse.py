@@ -15,7 +15,6 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import trio
-
 from conftest import DEMO, rrs, write
 from stubdns import StubDNS
 
@@ -190,6 +189,27 @@ async def test_recursion_refused_outside_the_allow_list(kdns, nursery):
     assert external.rcode() == dns.rcode.NOERROR
     assert rrs(external.answer) == {"payments.shop.svc.cluster.local. 5 IN CNAME payments.example.com."}
     assert upstream.count("example.org") == 1 and upstream.count("payments.example.com") == 0
+
+
+async def test_recursion_refused_for_a_late_answer_too(kdns, nursery):
+    """A query made late by kdns.testing's `delay` fault goes through the same slow path as
+    any other: outside the allow list, a name that would be forwarded is REFUSED after the
+    delay, and the upstream is never asked for it (the late path once skipped the check)."""
+    from kdns.testing import Fault
+    from kdns.testing.tap import TestTap
+
+    upstream = StubDNS("example.org. 300 IN A 127.0.0.77")
+    port = await nursery.start(upstream.serve)
+    server = await kdns(DEMO, args=["--upstream", f"127.0.0.1:{port}", "--allow-recursion", "127.0.0.1/32"])
+    tap = TestTap([])
+    tap.faults["example.org"] = Fault(delay=0.1)
+    server.server.state.tap = tap
+    refused = dns.message.from_wire(await udp_from("127.0.0.2", server, query("example.org"), timeout=WAIT))
+    assert refused.rcode() == dns.rcode.REFUSED and not refused.answer
+    assert upstream.count("example.org") == 0
+    allowed = dns.message.from_wire(await udp_from("127.0.0.1", server, query("example.org"), timeout=WAIT))
+    assert rrs(allowed.answer) == {"example.org. 30 IN A 127.0.0.77"}
+    assert [(q.name, q.client, q.rcode) for q in tap.queries] == [("example.org", "127.0.0.2", "REFUSED"), ("example.org", "127.0.0.1", "NOERROR")]
 
 
 async def test_refused_recursion_with_a_long_cname_chain_fits_udp(kdns, nursery, tmp_path):

@@ -12,8 +12,8 @@ harness for long coverage-guided runs (`perf/fuzz.py`, which imports this module
   exactly for packets too short for a header or with QR set, keeps the query's ID and
   opcode, stays within the size the transport and the client's EDNS allow, parses with
   dnspython, echoes a well-formed query's question byte for byte, gives the same bytes when
-  asked again (memo and replay) as a fresh Responder over the same snapshot would. A
-  `Forward` carries the query's ID and makes a well-formed SERVFAIL and upstream reply.
+  asked again (memo and replay table) as a fresh Responder over the same snapshot would. An
+  `UpstreamQuery` carries the query's ID and makes a well-formed SERVFAIL and upstream reply.
 * `check_upstream(data)`: a selector byte (which client query, `CLIENT_QUERIES`) and an
   upstream's reply into `upstream.parse_reply`. Only `ReplyError` may come out; a parsed
   reply renders (`upstream.render`, fresh, aged and stale) into a reply to the client that
@@ -66,13 +66,13 @@ from hypothesis import strategies as st
 from kdns import names, upstream, wire
 from kdns import settings as kdns_settings
 from kdns.config import ConfigError, DnsConfig, PodsMode
-from kdns.index import Index
 from kdns.model import Delete, EndpointSlice, Namespace, Pod, Service, Upsert
-from kdns.responder import Forward, Responder
+from kdns.responder import Responder, UpstreamQuery
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
 from kdns.sources.manifests import ManifestSet
-from kdns.stats import QueryStats
+from kdns.state import DnsState
+from kdns.stats import QueryStats, replay_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo-cluster.yaml"
@@ -100,16 +100,17 @@ CONFIGS = {
 }
 
 
-def demo_index(config: DnsConfig, *, synced: bool = True) -> Index:
-    index = Index(config, sources=() if synced else ("api",), now=1000)
-    index.apply([*DEMO_EVENTS, Upsert(EXTRA_POD)], now=1000)
-    return index
+def demo_state(config: DnsConfig, *, synced: bool = True) -> DnsState:
+    """The demo cluster published as the server publishes it (replay keys as the shell's)."""
+    state = DnsState(config, sources=() if synced else ("api",), now=1000, replay_key=replay_key)
+    state.apply([*DEMO_EVENTS, Upsert(EXTRA_POD)], now=1000)
+    return state
 
 
-SNAPSHOTS = {key: demo_index(cfg, synced=key != "unsynced").snapshot for key, cfg in CONFIGS.items()}
-# Long-lived responders: their memo and replay cache fill up as examples go by, so later
-# examples meet the fast path and the replay of earlier ones.
-RESPONDERS = {key: Responder(snap) for key, snap in SNAPSHOTS.items()}
+SNAPSHOTS = {key: demo_state(cfg, synced=key != "unsynced").snapshot for key, cfg in CONFIGS.items()}
+# Long-lived responders: their memo and replay table fill up as examples go by, so later
+# examples meet the fast path and the replays of earlier ones.
+RESPONDERS = {key: Responder(snap, replay_key=replay_key) for key, snap in SNAPSHOTS.items()}
 FORWARDING = RESPONDERS["forwarding"]
 
 ZONE = "cluster.local"
@@ -126,8 +127,8 @@ OUTSIDE_NAMES = [
     "_tcp.db.shop.svc.cluster.local", "db-2.db.shop.svc.cluster.local", "storefront.shop.svc.cluster.local",
 ]
 DEMO_NAMES = sorted(
-    {names.join(rel, ZONE) for rel in SNAPSHOTS["plain"].names.keys()}
-    | {names.reverse_name(ip) for ip in SNAPSHOTS["plain"].ptr.keys()}
+    {names.join(rel, ZONE) for rel in SNAPSHOTS["plain"].names}
+    | {names.reverse_name(ip) for ip in SNAPSHOTS["plain"].ptr}
     | {names.join(z) for z in ("in-addr.arpa", "ip6.arpa")}
     | set(OUTSIDE_NAMES)
 )
@@ -267,21 +268,21 @@ def check_slip(data: bytes, query: wire.Query | None, reply: bytes, what: str) -
         assert len(slip) == end + (11 if edns >= 0 else 0), f"{what}: more than the question and OPT: {slip.hex()}"
 
 
-def check_forward(responder: Responder, data: bytes, fwd: Forward, limit: int | None, what: str) -> None:
+def check_forward(responder: Responder, data: bytes, fwd: UpstreamQuery, limit: int | None, what: str) -> None:
     query = fwd.query
     assert responder.snapshot.config.forwarding or responder.snapshot.config.stub_domains, f"{what}: forwarded without upstreams"
-    assert query.qid == data[:2], f"{what}: Forward for ID {query.qid.hex()}, query ID {data[:2].hex()}"
-    assert fwd.limit == (udp_size_allowed(query) if limit is None else limit), f"{what}: Forward limit {fwd.limit}"
+    assert query.qid == data[:2], f"{what}: UpstreamQuery for ID {query.qid.hex()}, query ID {data[:2].hex()}"
+    assert fwd.limit == (udp_size_allowed(query) if limit is None else limit), f"{what}: UpstreamQuery limit {fwd.limit}"
     try:
         asked, end = wire.read_name(fwd.question, 0, compressed=False)
-    except wire.BadName as exc:  # Forward.name and the forwarder's routing would raise it
+    except wire.BadName as exc:  # UpstreamQuery.name and the forwarder's routing would raise it
         raise AssertionError(f"{what}: the question to ask upstream is not a valid name ({exc}): {fwd.question.hex()}") from None
     assert end + 4 == len(fwd.question) and fwd.question[-4:] == query.qtail, f"{what}: upstream question {fwd.question.hex()}"
     assert fwd.name == fwd.name.lower()
     if any(byte >= 0x80 for label in asked for byte in label):  # bytes that can only come from the client's name
         theirs = [label.lower() for label in wire.read_name(data, 12, compressed=False)[0]]
         assert [label.lower() for label in asked] == theirs[: len(asked)], f"{what}: upstream asked for other bytes than the client's: {fwd.question.hex()}"
-    check_reply_bytes(data, query, upstream.failure(query), fwd.limit, f"{what} (SERVFAIL after forwarding)")
+    check_reply_bytes(data, query, wire.upstream_failure(query), fwd.limit, f"{what} (SERVFAIL after forwarding)")
     # A client outside --allow-recursion: our own records (an ExternalName's CNAME) or REFUSED.
     local = upstream.local_only(query, fwd.prefix, fwd.prefix_count, fwd.limit)
     check_reply_bytes(data, query, local, fwd.limit, f"{what} (recursion refused)")
@@ -293,8 +294,6 @@ def check_forward(responder: Responder, data: bytes, fwd: Forward, limit: int | 
 
 
 def plausible_upstream_replies(question: bytes) -> list[bytes]:
-    labels, end = wire.read_name(question, 0, compressed=False)
-    rdtype, rdclass = struct.unpack_from("!HH", question, end)
     head = struct.pack("!6H", UPSTREAM_ID, QR | RD | 0x80, 1, 1, 0, 0) + question
     a = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 300, 4) + b"\x5d\xb8\xd8\x22"
     nx = struct.pack("!6H", UPSTREAM_ID, QR | RD | 0x80 | 3, 1, 0, 1, 0) + question
@@ -319,10 +318,16 @@ def _check_handle(responder: Responder, data: bytes, query: wire.Query | None, l
     fresh = Responder(responder.snapshot)
     other_id = bytes([data[0] ^ 0x5A]) + data[1:] if data else data
     with no_errors_logged(what):
-        first = responder.handle(data, limit=limit, client=client, stats=stats(limit))
-        again = responder.handle(data, limit=limit, client=client, stats=stats(limit))
-        reference = fresh.handle(data, limit=limit, client=client, stats=stats(limit))
-        renamed = responder.handle(other_id, limit=limit, client=client, stats=stats(limit))
+        first = responder.handle(data, limit=limit, client=client)
+        again = responder.handle(data, limit=limit, client=client)
+        reference = fresh.handle(data, limit=limit, client=client)
+        renamed = responder.handle(other_id, limit=limit, client=client)
+        if isinstance(first, bytes):
+            stats(limit).count(data, first, responder.zones, 0.001)  # as the shell counts what it sends
+    replayed = responder.replies.get(data[2:]) if limit is None else None
+    if replayed is not None:  # what the UDP loops (C and Python) send for these bytes from now on
+        assert data[:2] + replayed[0] == first, f"{what}: the replay differs from the answer:\n{replayed[0]!r}\n{first!r}"
+        assert replayed[1] == replay_key(data, first, responder.zones), f"{what}: replayed under another statistics key"
     is_query = len(data) >= 12 and not data[2] & 0x80
     if not is_query:
         assert first is None and again is None, f"{what}: a reply to a packet that is not a query"
@@ -330,9 +335,9 @@ def _check_handle(responder: Responder, data: bytes, query: wire.Query | None, l
     assert first is not None, f"{what}: no reply to a query"
     assert first == again, f"{what}: asked twice, two different replies:\n{first!r}\n{again!r}"
     assert first == reference, f"{what}: a fresh responder answers differently:\n{first!r}\n{reference!r}"
-    if isinstance(first, Forward):
+    if isinstance(first, UpstreamQuery):
         check_forward(responder, data, first, limit, what)
-        assert isinstance(renamed, Forward) and renamed.question == first.question and renamed.prefix == first.prefix
+        assert isinstance(renamed, UpstreamQuery) and renamed.question == first.question and renamed.prefix == first.prefix
         return
     check_reply_bytes(data, query, first, limit, what)
     check_slip(data, query, first, what)
@@ -369,7 +374,7 @@ def _client_query(name: str, rdtype: str, *, qid: int, edns: int | None = None, 
     return message.to_wire()
 
 
-# The client queries of the reply target (its first byte picks one): each becomes a Forward
+# The client queries of the reply target (its first byte picks one): each becomes a UpstreamQuery
 # from the forwarding responder, over UDP or TCP.
 CLIENT_QUERIES: list[tuple[bytes, int | None, str]] = [
     (_client_query("example.org", "A", qid=0x0101), None, "UDP, no EDNS"),
@@ -383,11 +388,11 @@ CLIENT_QUERIES: list[tuple[bytes, int | None, str]] = [
 ]
 
 
-def client_forward(selector: int) -> tuple[bytes, Forward]:
+def client_forward(selector: int) -> tuple[bytes, UpstreamQuery]:
     data, limit, _ = CLIENT_QUERIES[selector % len(CLIENT_QUERIES)]
     client = POD_CLIENT if b"example\x03org\x04shop" in data else "127.0.0.1"
     fwd = Responder(SNAPSHOTS["forwarding"]).handle(data, limit=limit, client=client)
-    assert isinstance(fwd, Forward), f"client query {selector} is not forwarded"
+    assert isinstance(fwd, UpstreamQuery), f"client query {selector} is not forwarded"
     return data, fwd
 
 
@@ -399,12 +404,12 @@ def check_upstream(data: bytes) -> None:
     check_upstream_reply(client_data, fwd, data[1:])
 
 
-def check_upstream_reply(client_data: bytes, fwd: Forward, reply: bytes) -> None:
+def check_upstream_reply(client_data: bytes, fwd: UpstreamQuery, reply: bytes) -> None:
     try:
         forwarded = upstream.parse_reply(reply, UPSTREAM_ID, fwd.question, MAX_TTL)
     except upstream.ReplyError:
         return
-    except Exception as exc:  # noqa: BLE001 - anything else escapes the forwarder's handling
+    except Exception as exc:
         raise AssertionError(f"parse_reply raised {type(exc).__name__}: {exc} for {reply.hex()}") from exc
     n = sum(forwarded.counts)
     assert len(forwarded.ttl_offsets) == len(forwarded.ttls) == n
@@ -420,14 +425,14 @@ def check_upstream_reply(client_data: bytes, fwd: Forward, reply: bytes) -> None
         what = f"upstream reply {reply.hex()} rendered after {elapsed}s{' (stale)' if stale else ''}"
         try:
             out = upstream.render(forwarded, query, elapsed, fwd.limit, stale_ttl=stale, prefix=fwd.prefix, prefix_count=fwd.prefix_count)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AssertionError(f"{what}: render raised {type(exc).__name__}: {exc}") from exc
         check_reply_bytes(client_data, query, out, fwd.limit, what, opaque=not theirs_readable)
         if forwarded.truncated:
             assert int.from_bytes(out[2:4], "big") & TC, f"{what}: a truncated upstream reply passed on without TC"
 
 
-def check_same_records(reply: bytes, forwarded: upstream.Forwarded, fwd: Forward) -> bool:
+def check_same_records(reply: bytes, forwarded: upstream.UpstreamAnswer, fwd: UpstreamQuery) -> bool:
     """Where dnspython reads the upstream's reply, the client gets the same records (TTLs and
     case aside), section by section, after our own CNAMEs: re-encoding must not change a name.
     False when dnspython does not read the upstream's reply."""
@@ -477,32 +482,30 @@ def check_objects(objects: list[Any], *, config_key: str = "verified", allocate:
         except convert.ObjectError as exc:
             assert str(exc), "an ObjectError without a message"
             continue
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise AssertionError(f"convert raised {type(exc).__name__}: {exc} for {obj!r}") from exc
         assert model is None or isinstance(model, MODEL_TYPES), f"convert returned {model!r}"
         if model is not None and model.key not in {m.key for m in models}:
             models.append(model)
 
     config = CONFIGS[config_key]
-    index = demo_index(config)
-    warm = Responder(index.snapshot)
+    state = demo_state(config)
+    warm = state.responder
     questions = [q for model in models for q in questions_for(model)] + DEMO_QUESTIONS
     for data in questions:  # fill the memo and the replay cache with the answers before the change
         warm.handle(data, client=POD_CLIENT)
     for events in ([Upsert(m) for m in models], [Delete(m.key) for m in models]):
         with no_errors_logged(f"applying {events!r}"):
-            change = index.apply(events, now=2000)
-        if change.snapshot is not warm.snapshot:
-            warm.publish(change)
-        fresh = Responder(index.snapshot)
+            state.apply(events, now=2000)
+        fresh = Responder(state.snapshot)
         for data in questions:
             for limit in (None, MAX_TCP):
                 what = f"after {events!r}: query {data.hex()} ({'UDP' if limit is None else 'TCP'})"
                 with no_errors_logged(what):
-                    got = warm.handle(data, limit=limit, client=POD_CLIENT, stats=stats(limit))
-                    expected = fresh.handle(data, limit=limit, client=POD_CLIENT, stats=stats(limit))
+                    got = warm.handle(data, limit=limit, client=POD_CLIENT)
+                    expected = fresh.handle(data, limit=limit, client=POD_CLIENT)
                 assert got == expected, f"{what}: stale answer after the change:\n{got!r}\n{expected!r}"
-                if isinstance(got, Forward):
+                if isinstance(got, UpstreamQuery):
                     check_forward(warm, data, got, limit, what)
                 else:
                     check_reply_bytes(data, wire.parse_query(data), got, limit, what)
@@ -560,7 +563,7 @@ DEMO_QUESTIONS = [
 def check_config(data: Any, tmp: Path) -> None:
     """A parsed config file: problems or ConfigError only; a config that builds serves its apex."""
     problems = kdns_settings.file_problems(data)
-    assert isinstance(problems, list) and all(isinstance(p, str) and p for p in problems)
+    assert isinstance(problems, list) and all(isinstance(p, ConfigError) and str(p) for p in problems)
     try:
         checked = kdns_settings.check_file(data)
     except ConfigError:
@@ -591,14 +594,14 @@ def check_config_text(raw: bytes, tmp: Path) -> None:
         return
     try:
         problems = kdns_settings.check_config_file(str(path), {})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"check_config_file raised {type(exc).__name__}: {exc} for {raw!r}") from exc
-    assert isinstance(problems, list) and all(isinstance(p, str) and p for p in problems)
+    assert isinstance(problems, list) and all(isinstance(p, ConfigError) and str(p).startswith(f"{path}: ") for p in problems)
     try:
         values = kdns_settings.load_file(str(path))
     except ConfigError:
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"load_file raised {type(exc).__name__}: {exc} for {raw!r}") from exc
     build_and_check(values, raw)
 
@@ -610,7 +613,7 @@ def build_and_check(values: dict, source: Any) -> None:
         built = kdns_settings.build(kdns_settings.merge(argparse.Namespace(), values), {})
     except ConfigError:
         return
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"build raised {type(exc).__name__}: {exc} for {source!r}") from exc
     check_built(built)
 
@@ -632,9 +635,9 @@ def _safe_paths(data: dict) -> bool:
 
 def check_serves(config: DnsConfig) -> None:
     """An index with that configuration answers its zones' apex and a demo name well-formed."""
-    index = Index(config, now=1000)
-    index.apply(DEMO_EVENTS, now=1000)
-    responder = Responder(index.snapshot)
+    state = DnsState(config, now=1000)
+    state.apply(DEMO_EVENTS, now=1000)
+    responder = state.responder
     questions = [_ask("10.100.96.10.in-addr.arpa", PTR)]
     for zone in config.all_zones:
         questions += [_ask(zone, SOA), _ask(zone, NS), _ask(f"web.shop.svc.{zone}", A), _ask(f"nope.{zone}", A)]
@@ -643,7 +646,7 @@ def check_serves(config: DnsConfig) -> None:
             what = f"{config!r}: query {data.hex()}"
             with no_errors_logged(what):
                 reply = responder.handle(data, limit=limit)
-            if not isinstance(reply, Forward):
+            if not isinstance(reply, UpstreamQuery):
                 check_reply_bytes(data, wire.parse_query(data), reply, limit, what)
 
 
@@ -832,7 +835,7 @@ RDATA_TEXT = {
 
 @st.composite
 def dnspython_upstream_replies(draw) -> tuple[int, bytes]:
-    """A well-formed upstream reply to a client query's Forward, made by dnspython."""
+    """A well-formed upstream reply to a client query's UpstreamQuery, made by dnspython."""
     selector = draw(st.integers(0, len(CLIENT_QUERIES) - 1))
     _, fwd = client_forward(selector)
     qname = dns.name.from_wire(fwd.question, 0)[0]
@@ -1060,12 +1063,12 @@ def config_files(draw) -> Any:
 # Derandomised (a fixed seed per test, no example database), bounded, no deadline: the same
 # examples on every run and in CI. Failures are reported as found, not shrunk (shrinking can
 # take minutes; the corpus keeps small reproducers): KDNS_FUZZ_SHRINK=1 turns shrinking on.
-FUZZ = dict(
-    derandomize=True,
-    database=None,
-    deadline=None,
-    phases=[Phase.explicit, Phase.generate] + ([Phase.shrink, Phase.explain] if os.environ.get("KDNS_FUZZ_SHRINK") else []),
-)
+FUZZ = {
+    "derandomize": True,
+    "database": None,
+    "deadline": None,
+    "phases": [Phase.explicit, Phase.generate] + ([Phase.shrink, Phase.explain] if os.environ.get("KDNS_FUZZ_SHRINK") else []),
+}
 
 
 @settings(max_examples=300, **FUZZ)
@@ -1102,7 +1105,7 @@ def test_upstream_well_formed_replies(case):
     selector, reply = case
     check_upstream(bytes([selector]) + reply)
     # A well-formed reply to our query is always taken.
-    data, fwd = client_forward(selector)
+    _, fwd = client_forward(selector)
     upstream.parse_reply(reply, UPSTREAM_ID, fwd.question, MAX_TTL)
 
 

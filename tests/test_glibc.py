@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import trio
-
 from conftest import DEMO, write
 from stubdns import StubDNS
 
@@ -99,22 +98,22 @@ async def test_a_pod_resolves_cluster_and_outside_names(pod_netns, setup):
     assert await getent(pod_netns, "kubernetes.default") == {"10.96.0.1"}
     assert await getent(pod_netns, "web.shop") == {"10.96.100.10"}
     assert await getent(pod_netns, "kubernetes.default.svc.cluster.local") == {"10.96.0.1"}
-    before = server.server.responder.queries
+    before = server.server.queries_received
     assert await getent(pod_netns, "example.org") == {"127.0.0.11"}
     # Without autopath glibc walks the search list: three NXDOMAINs answered from the index,
     # then the bare name, the only query that reaches the upstream.
-    assert server.server.responder.queries - before == 4
+    assert server.server.queries_received - before == 4
     assert upstream.count("example.org.") == 1
     assert len(forwarded(upstream)) == 1
 
 
 async def test_autopath_answers_the_search_list_in_one_query(pod_netns, setup):
     server, upstream = await setup("--autopath")
-    before = server.server.responder.queries
+    before = server.server.queries_received
     assert await getent(pod_netns, "example.org") == {"127.0.0.11"}
-    assert server.server.responder.queries - before == 1
+    assert server.server.queries_received - before == 1
     assert len(forwarded(upstream)) == 1
-    before = server.server.responder.queries
+    before = server.server.queries_received
     assert await getent(pod_netns, "web.shop") == {"10.96.100.10"}
-    assert server.server.responder.queries - before == 1
+    assert server.server.queries_received - before == 1
     assert await getent(pod_netns, "kubernetes.default") == {"10.96.0.1"}

@@ -201,6 +201,32 @@ def test_in_an_asyncio_program(kdns_server):
 '''
 
 
+def test_kdns_testing_works_without_pytest(tmp_path):
+    """kdns.testing is for unittest suites and scripts too: with pytest unimportable, the
+    package imports and its server answers a declared Service (only the plugin module needs
+    pytest)."""
+    script = (
+        "import sys\n"
+        "sys.modules['pytest'] = None  # every `import pytest` now fails\n"
+        "import dns.message, dns.query\n"
+        "from kdns.testing import KdnsServer, pod_resolver\n"
+        "with KdnsServer() as server:\n"
+        "    web = server.service('web', 'shop')\n"
+        "    query = dns.message.make_query('web.shop.svc.cluster.local', 'A')\n"
+        "    reply = dns.query.udp(query, server.host, port=server.port, timeout=2)\n"
+        "    print(reply.answer[0][0].address, web.cluster_ip)\n"
+        "try:\n"
+        "    import kdns.testing.plugin\n"
+        "except ImportError:\n"
+        "    print('no plugin without pytest')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    address, cluster_ip, *rest = result.stdout.split(maxsplit=2)
+    assert address == cluster_ip and ipaddress.ip_address(address) in SERVICE_CIDR, result.stdout
+    assert [line.strip() for line in rest] == ["no plugin without pytest"], result.stdout
+
+
 def test_fixture_in_plain_sync_tests(pytester):
     """Installing kdns is enough for a plain test file to use `kdns_server` (no conftest): it
     answers a declared Service over UDP, `pod_resolver` resolves it, a fault shows, and each

@@ -1,6 +1,6 @@
 """`kdns serve` options from a config file and from flags, and `kdns check-config`.
 
-In-process through `kdns.cli._parser` and `kdns.cli.build_config` (the very functions
+In-process through `kdns.cli._parser` and `kdns.settings.build_config` (the very functions
 `kdns serve` runs), and as subprocesses where the user-visible part is the exit status and
 the lines printed. Every option is taken from `kdns.settings.OPTIONS`, so an option added
 later is covered (or makes a test say what value it needs).
@@ -19,8 +19,9 @@ import yaml
 from conftest import DEMO, ROOT
 
 from kdns import settings
-from kdns.cli import _parser, build_config
+from kdns.cli import _parser
 from kdns.config import ConfigError
+from kdns.settings import build_config
 
 KDNS = [sys.executable, "-m", "kdns"]
 RUN_TIMEOUT = 20.0

@@ -324,7 +324,8 @@ async def test_pods_are_not_watched_unless_verified(api, follow):
 async def test_shutdown_does_not_hang_on_an_open_watch(api):
     """Cancelling kdns while its watches are blocked returns at once."""
     from kdns.app import Server
-    from kdns.cli import _parser, build_config
+    from kdns.cli import _parser
+    from kdns.settings import build_config
 
     async with trio.open_nursery() as nursery:
         server = Server(build_config(_parser().parse_args(["serve", "--apiserver", api.url, "--listen", "127.0.0.1:0"])))

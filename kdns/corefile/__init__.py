@@ -27,7 +27,8 @@ from kdns.corefile.keys import DNS_PORT, parse_key, reverse_zones
 from kdns.corefile.kubedns import from_kube_dns
 from kdns.corefile.model import Corefile, CorefileError, Directive, Origin, ServerBlock, ServerKey
 from kdns.corefile.parser import Limits, Parser
-from kdns.corefile.reader import DiskReader, MemoryReader, Reader, ReadError
+from kdns.corefile.disk import DiskReader
+from kdns.corefile.reader import MemoryReader, Reader, ReadError
 
 __all__ = [
     "Corefile", "CorefileError", "Directive", "DiskReader", "Limits", "MemoryReader", "Origin", "ReadError", "Reader",

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 import yaml
 
+from kdns import yamlload
 from kdns.corefile.keys import DNS_PORT
 from kdns.corefile.kubedns import from_kube_dns
 from kdns.corefile.model import Corefile, CorefileError, Origin
@@ -58,7 +59,7 @@ def read_manifest(path: str, reader: Reader, *, env: Mapping[str, str] | None = 
     except UnicodeDecodeError as exc:
         return _failed(path, raw[: exc.start].count(b"\n") + 1, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})")
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = yamlload.load_yaml_all(text, yamlload.node_limit(reader.limit), hint="one node per 16 bytes of the file size limit")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return _failed(path, mark.line + 1 if mark is not None else 0, f"invalid YAML: {getattr(exc, 'problem', None) or exc}")

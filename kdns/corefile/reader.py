@@ -1,8 +1,9 @@
 """The one door to files for the Corefile front end: read with a byte limit, and glob.
 
-The parser never opens a file itself; it asks a `Reader`. `DiskReader` reads the real file
-system (the only code in kdns/corefile that does I/O); `MemoryReader` serves files held in
-memory: the keys of a ConfigMap, or a test's fixtures.
+The parser never opens a file itself; it asks a `Reader`. `DiskReader` (kdns.corefile.disk)
+reads the real file system (the only code in kdns/corefile that does I/O); `MemoryReader`
+serves files held in memory: the keys of a ConfigMap, or a test's fixtures. This module is
+pure: the protocol, its errors and the in-memory reader.
 
 Glob patterns follow what CoreDNS's `import` accepts: `*` and `?` match within one path
 component (never a `/`) and do match names starting with a dot; CoreDNS refuses patterns with
@@ -11,8 +12,6 @@ more than one `*`, more than one `?` or a `[...]` class before they get here.
 
 from __future__ import annotations
 
-import glob as _glob
-import os
 import posixpath
 import re
 from collections.abc import Mapping
@@ -43,33 +42,6 @@ class Reader(Protocol):
     def describe(self, path: str) -> str:
         """How `path` is named in messages."""
         ...
-
-
-class DiskReader:
-    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
-        self.limit = limit
-
-    def read(self, path: str) -> bytes:
-        try:
-            with open(path, "rb") as f:
-                if os.fstat(f.fileno()).st_size > self.limit:
-                    raise ReadError(f"larger than {self.limit} bytes")
-                data = f.read(self.limit + 1)
-        except IsADirectoryError:
-            raise ReadError("is a directory") from None
-        except FileNotFoundError:
-            raise NotFound("no such file") from None
-        except OSError as exc:
-            raise ReadError(exc.strerror or str(exc)) from None
-        if len(data) > self.limit:
-            raise ReadError(f"larger than {self.limit} bytes")
-        return data
-
-    def glob(self, pattern: str) -> list[str]:
-        return sorted(_glob.glob(pattern, include_hidden=True))
-
-    def describe(self, path: str) -> str:
-        return path
 
 
 class MemoryReader:

@@ -1,6 +1,6 @@
 """Forwarding to upstream resolvers: the cache, failover, health probes, prefetch.
 
-`Forwarder.reply(forward)` turns a `responder.Forward` into reply bytes:
+`Forwarder.reply(uq)` turns a `responder.UpstreamQuery` (what the responder could not answer alone) into reply bytes:
 
 1. a fresh cache entry is served at once, with its TTLs counted down (and, if it is
    popular and about to expire, refreshed in the background: prefetch);
@@ -33,8 +33,9 @@ import trio
 from kdns import upstream as up
 from kdns import wire
 from kdns.cache import ForwardCache, Key
-from kdns.responder import Forward
-from kdns.stats import RCODES, duration_bucket
+from kdns.codes import CD, RCODES, REFUSED, SERVFAIL
+from kdns.responder import UpstreamQuery
+from kdns.stats import duration_bucket
 
 log = logging.getLogger("kdns.forward")
 
@@ -67,7 +68,7 @@ class Upstream:
 @dataclass
 class _Pending:
     done: trio.Event = field(default_factory=trio.Event)
-    result: up.Forwarded | None = None
+    result: up.UpstreamAnswer | None = None
 
 
 class Forwarder:
@@ -77,9 +78,10 @@ class Forwarder:
         stubs: dict[str, list[Upstream]],
         cache: ForwardCache,
         *,
-        timeout: float = 1.5,
+        timeout: float,
         stale_ttl: int = STALE_TTL,
     ):
+        """`timeout`: seconds one try may take (--upstream-timeout)."""
         self.upstreams = upstreams
         self.stubs = stubs  # domain (lowercase, no trailing dot) -> its upstreams
         self.cache = cache
@@ -111,33 +113,33 @@ class Forwarder:
                 best = domain
         return self.stubs[best] if best is not None else self.upstreams
 
-    async def reply(self, fwd: Forward) -> bytes:
-        query = fwd.query
+    async def reply(self, uq: UpstreamQuery) -> bytes:
+        query = uq.query
         do = bool(query.edns and query.edns.do)
-        cd = bool(query.flags & up.CD)
-        key: Key = (fwd.question[:-4].lower(), *struct.unpack("!HH", fwd.question[-4:]), do, cd)
-        upstreams = self.route(fwd.name)
+        cd = bool(query.flags & CD)
+        key: Key = (uq.question[:-4].lower(), *struct.unpack("!HH", uq.question[-4:]), do, cd)
+        upstreams = self.route(uq.name)
         if not upstreams:
-            return up.failure(query, up.REFUSED)
+            return wire.upstream_failure(query, REFUSED)
         entry, fresh = self.cache.get(key)
         if fresh:
             if self.cache.due_for_refresh(entry) and self._nursery is not None:
                 entry.refreshing = True
-                self._nursery.start_soon(self._refresh, key, fwd.question, do, cd, upstreams)
-            return self._render(entry.forwarded, fwd, time.monotonic() - entry.stored)
-        forwarded = await self._resolve(key, fwd.question, do, cd, upstreams)
-        if forwarded is None:
+                self._nursery.start_soon(self._refresh, key, uq.question, do, cd, upstreams)
+            return self._render(entry.answer, uq, time.monotonic() - entry.stored)
+        answer = await self._resolve(key, uq.question, do, cd, upstreams)
+        if answer is None:
             if entry is not None:  # every upstream failed: serve stale (RFC 8767)
                 self.cache.stale_served += 1
-                log.info("serving a stale answer for %s: no upstream answers", fwd.name)
-                return self._render(entry.forwarded, fwd, 0, stale_ttl=self.stale_ttl)
-            return up.failure(query)
-        return self._render(forwarded, fwd, 0)
+                log.info("serving a stale answer for %s: no upstream answers", uq.name)
+                return self._render(entry.answer, uq, 0, stale_ttl=self.stale_ttl)
+            return wire.upstream_failure(query)
+        return self._render(answer, uq, 0)
 
-    def _render(self, forwarded: up.Forwarded, fwd: Forward, elapsed: float, stale_ttl: int | None = None) -> bytes:
-        return up.render(forwarded, fwd.query, elapsed, fwd.limit, stale_ttl=stale_ttl, prefix=fwd.prefix, prefix_count=fwd.prefix_count)
+    def _render(self, answer: up.UpstreamAnswer, uq: UpstreamQuery, elapsed: float, stale_ttl: int | None = None) -> bytes:
+        return up.render(answer, uq.query, elapsed, uq.limit, stale_ttl=stale_ttl, prefix=uq.prefix, prefix_count=uq.prefix_count)
 
-    async def _resolve(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.Forwarded | None:
+    async def _resolve(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.UpstreamAnswer | None:
         """Ask the upstreams once per question, however many clients are waiting for it."""
         pending = self._inflight.get(key)
         if pending is not None:
@@ -154,31 +156,31 @@ class Forwarder:
         return pending.result
 
     async def _refresh(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> None:
-        forwarded = await self._ask(question, do, cd, upstreams)
-        if forwarded is not None:
-            self.cache.put(key, forwarded)
+        answer = await self._ask(question, do, cd, upstreams)
+        if answer is not None:
+            self.cache.put(key, answer)
         else:
             entry, _ = self.cache.get(key)
             if entry is not None:
                 entry.refreshing = False
 
-    async def _ask(self, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.Forwarded | None:
+    async def _ask(self, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.UpstreamAnswer | None:
         healthy = [u for u in upstreams if u.healthy]
         random.shuffle(healthy)
         order = healthy + [u for u in upstreams if not u.healthy]
         for upstream in order[:MAX_TRIES]:
             try:
-                forwarded = await self._exchange(upstream, question, do, cd)
+                answer = await self._exchange(upstream, question, do, cd)
             except EXCHANGE_ERRORS as exc:
                 self._failed(upstream, _describe(exc))
                 continue
             upstream.fails = 0
-            if forwarded.rcode in (up.SERVFAIL, up.REFUSED):
+            if answer.rcode in (SERVFAIL, REFUSED):
                 # It answered, so it is alive; but maybe another one knows better. (Not a
                 # health failure: a DNSSEC-broken domain gets SERVFAIL from everyone.)
-                log.debug("upstream %s: rcode %d for a question; trying the next", upstream, forwarded.rcode)
+                log.debug("upstream %s: rcode %d for a question; trying the next", upstream, answer.rcode)
                 continue
-            return forwarded
+            return answer
         return None
 
     def _failed(self, upstream: Upstream, cause: str) -> None:
@@ -202,24 +204,25 @@ class Forwarder:
             upstream.healthy, upstream.fails = True, 0
             log.info("upstream %s answers again", upstream)
 
-    async def _exchange(self, upstream: Upstream, question: bytes, do: bool, cd: bool) -> up.Forwarded:
+    async def _exchange(self, upstream: Upstream, question: bytes, do: bool, cd: bool) -> up.UpstreamAnswer:
         """One question to one upstream: UDP, then TCP if the reply was truncated."""
         self.requests += 1
         qid = secrets.randbelow(65536)
         query = up.build_query(qid, question, do=do, cd=cd)
         started = time.monotonic()
         with trio.fail_after(self.timeout):
-            forwarded = await self._udp(upstream, query, qid, question)
-            if forwarded.truncated:
-                forwarded = await self._tcp(upstream, query, qid, question)
+            answer = await self._udp(upstream, query, qid, question)
+            if answer.truncated:
+                answer = await self._tcp(upstream, query, qid, question)
         seconds = time.monotonic() - started
-        buckets, total = self.durations.setdefault((str(upstream), RCODES.get(forwarded.rcode, str(forwarded.rcode))), ({}, 0.0))
+        label = (str(upstream), RCODES.get(answer.rcode, str(answer.rcode)))
+        buckets, total = self.durations.get(label, ({}, 0.0))
         bucket = duration_bucket(seconds)
         buckets[bucket] = buckets.get(bucket, 0) + 1
-        self.durations[(str(upstream), RCODES.get(forwarded.rcode, str(forwarded.rcode)))] = (buckets, total + seconds)
-        return forwarded
+        self.durations[label] = (buckets, total + seconds)
+        return answer
 
-    async def _udp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.Forwarded:
+    async def _udp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.UpstreamAnswer:
         with trio.socket.socket(upstream.family, trio.socket.SOCK_DGRAM) as sock:
             await sock.connect((upstream.host, upstream.port))  # only its datagrams reach us
             await sock.send(query)
@@ -230,7 +233,7 @@ class Forwarder:
                 except up.ReplyError as exc:
                     log.debug("upstream %s: ignoring a datagram: %s", upstream, exc)
 
-    async def _tcp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.Forwarded:
+    async def _tcp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.UpstreamAnswer:
         stream = await trio.open_tcp_stream(upstream.host, upstream.port)
         async with stream:
             await stream.send_all(len(query).to_bytes(2, "big") + query)

@@ -15,46 +15,29 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
 from dataclasses import dataclass
 
 import trio
 
-from kdns.config import ListenAddress
-from kdns.responder import Forward
-from kdns.serve import Serving, fault_reply, notify, question_name
+from kdns.config import ServeConfig
+from kdns.serve.serving import MAX_TCP, Pending, Serving
 from kdns.stats import QueryStats
 
 log = logging.getLogger("kdns.tcp")
 
-MAX_MESSAGE = 65535
-BACKLOG = 128
+MAX_MESSAGE = MAX_TCP
 
 
-def bind_tcp(address: ListenAddress, *, reuse_port: bool = False) -> socket.socket:
-    """A bound, listening TCP socket (raises OSError, e.g. EADDRINUSE)."""
-    family = socket.AF_INET6 if address.family == 6 else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if reuse_port:  # --workers: several processes share the port
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((address.host, address.port))
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-@dataclass
+@dataclass(frozen=True)
 class TcpLimits:
-    idle_timeout: float = 10.0  # between queries
-    message_timeout: float = 5.0  # from the first byte of a query to its last
-    max_connections: int = 1000  # beyond: the longest idle connection goes, or the new one
-    max_queries: int = 10_000  # per connection, then it is closed
+    idle_timeout: float  # --tcp-idle-timeout: between queries
+    message_timeout: float  # --tcp-message-timeout: from the first byte of a query to its last
+    max_connections: int  # --tcp-max-connections: beyond, the longest idle connection goes, or the new one
+    max_queries: int  # --tcp-max-queries: per connection, then it is closed
+
+    @classmethod
+    def of(cls, config: ServeConfig) -> TcpLimits:
+        return cls(config.tcp_idle_timeout, config.tcp_message_timeout, config.tcp_max_connections, config.tcp_max_queries)
 
 
 class TcpServer:
@@ -155,27 +138,7 @@ class TcpServer:
                 log.debug("tcp connection ended: %s", exc)
 
     async def _answer(self, message: bytes, client) -> bytes | None:
-        state = self.state
-        if state.faults:  # kdns.testing's fault switches
-            fault = state.faults.get(question_name(message) or "")
-            if fault is not None:
-                if fault.delay:
-                    await trio.sleep(fault.delay)
-                else:
-                    reply = fault_reply(fault, message)
-                    notify(state, "tcp", client, message, reply)
-                    return reply
-        try:
-            reply = state.responder.handle(message, MAX_MESSAGE, client[0], self.stats)
-        except Exception:  # a bug in the serving core: log it, keep serving
-            log.exception("tcp: failed to handle a %d-byte message", len(message))
-            return None
-        if type(reply) is Forward:
-            started = time.perf_counter()
-            fwd = reply
-            reply = state.refuse_recursion(fwd, client[0])
-            if reply is None:
-                reply = await state.forward(fwd)
-            state.responder.count(self.stats, message, reply, time.perf_counter() - started)
-        notify(state, "tcp", client, message, reply)
+        reply = self.state.answer(message, client, self.stats)
+        if type(reply) is Pending:
+            reply = await self.state.finish(reply)
         return reply

@@ -1,48 +1,29 @@
-"""kdns as a stand-in for cluster DNS in other projects' tests: a pytest plugin and a server.
+"""`KdnsServer`: the real kdns in a thread of its own, for other projects' tests.
 
-    def test_checkout_finds_payments(kdns_server):
-        kdns_server.service("payments", "billing", ports=[("http", 8080)])
-        with pod_resolver(kdns_server, namespace="shop"):
-            assert socket.gethostbyname("payments.billing") == kdns_server.cluster_ip("payments", "billing")
-
-`KdnsServer` runs the real kdns (the same index, answer core and trio shell as `kdns serve`)
-in a thread of its own with its own trio loop, so it works the same from plain tests,
-pytest-trio tests and asyncio tests. It listens on 127.0.0.1 (UDP and TCP, a free port) and
-starts with an empty cluster. Everything that changes it (`apply`, `service`, `delete`,
-faults, `upstream`) is done in its loop before the call returns: the next query sees it.
-
-Installing kdns registers the `kdns_server` fixture (entry point `pytest11`).
+It runs the same index, answer core and trio shell as `kdns serve`, with its own trio loop,
+so it works the same from plain tests, pytest-trio tests, asyncio tests and scripts. It
+listens on 127.0.0.1 (UDP and TCP, a free port) and starts with an empty cluster. Everything
+that changes it (`apply`, `service`, `delete`, faults, `upstream`) is done in its loop before
+the call returns: the next query sees it. No pytest here (see kdns/testing/plugin.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
-import pytest
+from kdns.codes import RCODES
+from kdns.options import default
+from kdns.testing.tap import Fault, Query, TestTap
 
-DEFAULT_ZONE = "cluster.local"
+DEFAULT_ZONE = default("zone")[0]
 START_TIMEOUT = 10.0
 CALL_TIMEOUT = 10.0
 ENDPOINT_RANGE = ipaddress.ip_network("10.244.0.0/16")
-
-
-@dataclass(frozen=True)
-class Query:
-    """A question the server received: name (as asked, lowercased, no trailing dot), type
-    ("A", "AAAA", ...), the client's address and the rcode answered ("NOERROR", ...; None
-    when no reply was sent)."""
-
-    name: str
-    type: str
-    client: str
-    rcode: str | None
 
 
 @dataclass(frozen=True)
@@ -63,7 +44,7 @@ class KdnsServer:
     def __init__(self, *, zone: str = DEFAULT_ZONE, ttl: int = 5, pods: str = "insecure", host: str = "127.0.0.1"):
         self.zone = zone
         self._options = {"zone": [zone], "ttl": ttl, "pods": pods, "listen": [f"{host}:0"]}
-        self.queries: list[Query] = []
+        self.queries: list[Query] = []  # every question received, in order (filled by the tap)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -71,6 +52,7 @@ class KdnsServer:
         self._stop = None
         self._server = None
         self._endpoint_ips = iter(ENDPOINT_RANGE.hosts())
+        self._tap = TestTap(self.queries)
         from kdns.sources.allocate import ClusterIPAllocator
 
         self._allocator = ClusterIPAllocator()
@@ -79,15 +61,15 @@ class KdnsServer:
 
     # -- life -----------------------------------------------------------------------------
 
-    def start(self) -> KdnsServer:
+    def start(self) -> Self:
+        from kdns import settings
         from kdns.app import Server
-        from kdns.cli import _parser, build_config
 
-        argv = ["serve"]
+        argv = []
         for name, value in self._options.items():
             for item in value if isinstance(value, list) else [value]:
                 argv += [f"--{name}", str(item)]
-        config = build_config(_parser().parse_args(argv), environ={})
+        config = settings.build_config(settings.parse_flags(argv), environ={})
         self._server = Server(config, memory=True)
         self._thread = threading.Thread(target=self._run, name="kdns-test-server", daemon=True)
         self._thread.start()
@@ -103,7 +85,7 @@ class KdnsServer:
             self._thread.join(START_TIMEOUT)
         self._token = None
 
-    def __enter__(self) -> KdnsServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -117,7 +99,7 @@ class KdnsServer:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(self._server.serve)
                 self.port = bound[0].address.port
-                self._server.state.on_query = self._record
+                self._server.state.tap = self._tap
                 self._token = trio.lowlevel.current_trio_token()
                 self._ready.set()
                 await self._stop.wait()
@@ -261,26 +243,10 @@ class KdnsServer:
         svc = self._call(lambda: self._server.index.service(namespace, name))
         return svc.cluster_ips[0] if svc and svc.cluster_ips else None
 
-    # -- what it saw ----------------------------------------------------------------------
-
-    def _record(self, proto: str, peer, query: bytes, reply: bytes | None) -> None:
-        from kdns.serve import question_name
-        from kdns.stats import RCODES, TYPES
-
-        qtype = 0
-        name = question_name(query) or "?"
-        if name != "?":
-            end = 12 + sum(len(label) + 1 for label in name.split(".") if label) + 1
-            qtype = int.from_bytes(query[end : end + 2], "big")
-        rcode = RCODES.get(reply[3] & 0xF, str(reply[3] & 0xF)) if reply and len(reply) > 3 else None
-        self.queries.append(Query(name, TYPES.get(qtype, str(qtype)), peer[0], rcode))
-
     # -- faults ---------------------------------------------------------------------------
 
     def fail(self, name: str, rcode: str | int = "SERVFAIL") -> None:
         """Answer `name` with this rcode (e.g. "SERVFAIL", "REFUSED", 2) and no records."""
-        from kdns.stats import RCODES
-
         codes = {text: number for number, text in RCODES.items()}
         self._fault(name, rcode=codes[rcode.upper()] if isinstance(rcode, str) else int(rcode))
 
@@ -298,14 +264,12 @@ class KdnsServer:
 
     def reset(self) -> None:
         """Remove every fault (the cluster and the recorded queries stay)."""
-        self._call(lambda: self._server.state.faults.clear())
+        self._call(lambda: self._tap.faults.clear())
 
     def _fault(self, name: str, **what) -> None:
-        from kdns.serve import Fault
-
         key = name.rstrip(".").lower()  # the name exactly as queried (no search list applied)
         fault = Fault(**what)
-        self._call(lambda: self._server.state.faults.__setitem__(key, fault))
+        self._call(lambda: self._tap.faults.__setitem__(key, fault))
 
     # -- forwarding -----------------------------------------------------------------------
 
@@ -319,6 +283,7 @@ class KdnsServer:
         if not targets:
             with open(resolv_conf or "/etc/resolv.conf", encoding="utf-8") as f:
                 targets = [(ip, up.DEFAULT_PORT) for ip in up.parse_resolv_conf(f.read())]
+
         def switch() -> None:
             config = self._server.config
             self._server.reconfigure(replace(config, upstreams=tuple(targets), dns=replace(config.dns, forwarding=True)))
@@ -342,76 +307,3 @@ def _endpoint(spec) -> dict:
     if spec.get("hostname"):
         out["hostname"] = spec["hostname"]
     return out
-
-
-@contextlib.contextmanager
-def pod_resolver(server: KdnsServer, namespace: str = "default", *, timeout: float = 2.0) -> Iterator[Any]:
-    """Resolve names in this process as a pod in `namespace` would, through `server`.
-
-    `socket.getaddrinfo`, `gethostbyname` and friends go to the kdns server with a pod's
-    search list (`<ns>.svc.<zone> svc.<zone> <zone>`, ndots:5), using dnspython's
-    `override_system_resolver`. No root, no port 53, nothing outside the process changes.
-    """
-    import dns.name
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [server.host]
-    resolver.port = server.port
-    zone = server.zone
-    resolver.search = [dns.name.from_text(s) for s in (f"{namespace}.svc.{zone}", f"svc.{zone}", zone)]
-    resolver.ndots = 5
-    resolver.use_search_by_default = True
-    resolver.timeout = resolver.lifetime = timeout
-    dns.resolver.override_system_resolver(resolver)
-    overridden = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
-    socket.getaddrinfo = _pod_getaddrinfo(overridden["getaddrinfo"])
-    socket.gethostbyname = _local_first(overridden["gethostbyname"], _ORIGINAL["gethostbyname"])
-    socket.gethostbyname_ex = _local_first(overridden["gethostbyname_ex"], _ORIGINAL["gethostbyname_ex"])
-    try:
-        yield resolver
-    finally:
-        dns.resolver.restore_system_resolver()
-
-
-# What a pod's /etc/hosts (written by the kubelet) answers before DNS is asked.
-_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
-_ORIGINAL = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
-
-
-def _host_text(host) -> str | None:
-    if isinstance(host, (bytes, bytearray)):  # trio passes IDNA-encoded bytes
-        return bytes(host).decode("idna")
-    return host
-
-
-def _pod_getaddrinfo(dns_getaddrinfo):
-    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):  # noqa: A002 - the socket module's names
-        host = _host_text(host)
-        if host is None or host.rstrip(".").lower() in _LOCAL_NAMES:
-            return _ORIGINAL["getaddrinfo"](host, port, family, type, proto, flags)
-        # dnspython rejects the flags that only tune the system resolver's results
-        # (aiohttp's default resolver passes AI_ADDRCONFIG).
-        flags &= ~(getattr(socket, "AI_ADDRCONFIG", 0) | getattr(socket, "AI_V4MAPPED", 0) | getattr(socket, "AI_ALL", 0))
-        return dns_getaddrinfo(host, port, family, type, proto, flags)
-
-    return getaddrinfo
-
-
-def _local_first(dns_function, original):
-    def resolve(host):
-        host = _host_text(host)
-        if host.rstrip(".").lower() in _LOCAL_NAMES:
-            return original(host)
-        return dns_function(host)
-
-    return resolve
-
-
-@pytest.fixture
-def kdns_server() -> Iterator[KdnsServer]:
-    """kdns on 127.0.0.1 (a free port, UDP and TCP), in its own thread, with an empty
-    cluster: declare what the code under test should find with `.service()`, `.apply()` or
-    `.load()`."""
-    with KdnsServer() as server:
-        yield server

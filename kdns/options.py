@@ -1,0 +1,140 @@
+"""Every option of `kdns serve`, described once: the table the flags, the config file, the
+reload rules, `--workers` and the defaults of the configuration values all come from.
+
+An option's name is its long flag without `--` and its key in the config file. Beside its
+type, default, help and group (in `--help`), the table says whether a reload can change it
+(`reload`; the others take effect at start only), whether each `--workers` worker gets its
+own value rather than the first process's (`per_worker`), and which `ServeConfig` fields it
+decides (`fields`, dotted paths; by default the field of the same name). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+MAX_TTL = 3600  # --ttl
+MAX_WORKERS = 256  # --workers
+# The longest zone: 196 characters of Kubernetes names (three 63-character labels, "svc",
+# four dots) before it leave 57 of the 253 a DNS name may have.
+MAX_ZONE = 253 - (3 * 63 + 3 + 4)
+
+SOURCE, ANSWERS, FORWARDING, OPERATION = "source", "answers", "forwarding", "operation"
+GROUPS = {
+    SOURCE: "source (one of them; with none, KUBECONFIG, then in-cluster config, then the bundled demo cluster)",
+    ANSWERS: "answers",
+    FORWARDING: "forwarding (names outside the zones; without an upstream they get REFUSED)",
+    OPERATION: "operation",
+}
+
+
+class PodsMode(str, enum.Enum):
+    """--pods, CoreDNS's `pods` option: how `a-b-c-d.<ns>.pod.<zone>` names are answered."""
+
+    DISABLED = "disabled"
+    INSECURE = "insecure"
+    VERIFIED = "verified"  # only for addresses of Pods that exist in that namespace
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type  # str, int, float or bool
+    default: Any
+    help: str
+    group: str
+    repeat: bool = False
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    reload: bool = True  # a reload (SIGHUP, the config file changing) can change it
+    per_worker: bool = False  # each --workers worker gets a value of its own (kdns.workers)
+    fields: tuple[str, ...] = ()  # the ServeConfig fields it decides; () means its own name
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The dotted ServeConfig paths this option decides ("dns.ttl")."""
+        return self.fields or (self.name.replace("-", "_"),)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("manifests", str, [], "a .yaml/.yml/.json file, or a directory of them (read one level deep); repeatable. "
+           "Namespaces, Services, EndpointSlices and Pods are used; changes are picked up while serving", SOURCE, True, "PATH",
+           reload=False),
+    Option("manifest-max-bytes", int, 16 << 20, "the largest manifest file read, in bytes; a YAML file may also hold at most "
+           "one node per 16 bytes of it, counting each alias as a copy of what it names. A file over either is reported "
+           "and keeps its previous objects", SOURCE, metavar="BYTES"),
+    Option("kubeconfig", str, None, "follow the cluster of this kubeconfig file", SOURCE, metavar="PATH", reload=False,
+           fields=("api",)),
+    Option("apiserver", str, None, "follow the API server at URL, unauthenticated (test servers)", SOURCE, metavar="URL",
+           reload=False, fields=("api",)),
+    Option("listen", str, ["127.0.0.1:5353"], "address to serve UDP and TCP on; repeatable; [::1]:5353 for IPv6; "
+           "port 0 picks a free port", ANSWERS, True, "HOST:PORT", reload=False, per_worker=True,
+           fields=("listen", "dns.ns_addresses")),  # ns.dns.<zone> resolves to the addresses listened on,
+    Option("zone", str, ["cluster.local"], "cluster domain; repeatable, the first is used in PTR answers. "
+           "in-addr.arpa and ip6.arpa are always served", ANSWERS, True, "ZONE", fields=("dns.zones",)),
+    Option("ttl", int, 5, f"TTL of the records, 0-{MAX_TTL}", ANSWERS, metavar="SECONDS", fields=("dns.ttl",)),
+    Option("pods", str, PodsMode.INSECURE.value, "answer a-b-c-d.<ns>.pod.<zone> for any address in an existing namespace "
+           "(insecure), only for addresses of Pods that exist there (verified: watches Pods), or never (disabled)",
+           ANSWERS, choices=tuple(m.value for m in PodsMode), reload=False, fields=("dns.pods",)),
+    Option("namespaces", str, [], "expose only these namespaces (comma-separated or repeated); names elsewhere are NXDOMAIN",
+           ANSWERS, True, "NS[,NS...]", reload=False),
+    Option("labels", str, None, "serve only Services (and their EndpointSlices) matching this label selector, "
+           "e.g. 'dns!=off,tier in (web,api)'", ANSWERS, metavar="SELECTOR", reload=False),
+    Option("startup-timeout", float, 5.0, "warn when the first sync with the API takes longer; cluster names that kdns "
+           "does not know yet get SERVFAIL until it completes", ANSWERS, metavar="SECONDS"),
+    Option("upstream", str, [], "resolver for names outside the zones and unknown reverse names; repeatable",
+           FORWARDING, True, "HOST[:PORT]", fields=("upstreams", "dns.forwarding")),
+    Option("resolv-conf", str, None, "use the nameservers of this resolv.conf as upstreams (in a pod: /etc/resolv.conf, "
+           "the default when kdns runs in-cluster)", FORWARDING, metavar="PATH", fields=("upstreams", "dns.forwarding")),
+    Option("stub-domain", str, [], "send names under DOMAIN to this resolver only (kube-dns stubDomains); repeatable",
+           FORWARDING, True, "DOMAIN=HOST[:PORT]", fields=("stub_domains", "dns.stub_domains")),
+    Option("upstream-timeout", float, 1.5, "timeout of one try", FORWARDING, metavar="SECONDS"),
+    Option("cache-ttl", int, 30, "cache forwarded answers at most this long", FORWARDING, metavar="SECONDS"),
+    Option("cache-size", int, 10_000, "forwarded answers kept in the cache", FORWARDING, metavar="N"),
+    Option("serve-stale", float, 3600.0, "when every upstream fails, serve answers expired for up to this long, "
+           "with a 30 s TTL; 0 disables", FORWARDING, metavar="SECONDS"),
+    Option("autopath", bool, False, "answer a pod's whole search path in one round trip (watches Pods to know who asks)",
+           FORWARDING, reload=False, fields=("dns.autopath",)),
+    Option("health", str, None, "serve liveness on http://ADDRESS/health (CoreDNS: :8080)", OPERATION, metavar="[HOST]:PORT",
+           reload=False, per_worker=True, fields=("http.health",)),
+    Option("ready", str, None, "serve readiness on http://ADDRESS/ready: 503 until synced and while shutting down "
+           "(CoreDNS: :8181)", OPERATION, metavar="[HOST]:PORT", reload=False, per_worker=True, fields=("http.ready",)),
+    Option("metrics", str, None, "serve Prometheus metrics on http://ADDRESS/metrics (CoreDNS: :9153)", OPERATION,
+           metavar="[HOST]:PORT", reload=False, per_worker=True, fields=("http.metrics",)),
+    Option("allow-recursion", str, ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+           "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10"],
+           "clients that may have names forwarded (CIDR, repeatable); others get REFUSED for them. Default: loopback, "
+           "private, shared and link-local ranges", FORWARDING, True, "CIDR"),
+    Option("rrl-rate", float, 0.0, "answer each client (IPv4 /24, IPv6 /56) at most this many times a second over "
+           "UDP, in the spirit of BIND's response rate limiting; 0 disables", OPERATION, metavar="PER_SECOND"),
+    Option("rrl-slip", int, 2, "of the answers held back by --rrl-rate, send every Nth truncated (TC), so that real "
+           "clients retry over TCP; 0: send none", OPERATION, metavar="N"),
+    Option("tcp-max-connections", int, 1000, "open TCP connections at most; beyond, the longest idle one is closed, "
+           "or the new one if none is idle", OPERATION, metavar="N"),
+    Option("tcp-message-timeout", float, 5.0, "a TCP query must arrive whole within this long once it has begun",
+           OPERATION, metavar="SECONDS"),
+    Option("tcp-max-queries", int, 10_000, "queries answered on one TCP connection before kdns closes it", OPERATION,
+           metavar="N"),
+    Option("workers", int, 1, "answer with this many processes (one per core), sharing the listen ports "
+           "(SO_REUSEPORT); each keeps its own copy of the cluster; health, readiness and metrics are the first's",
+           OPERATION, metavar="N", reload=False, per_worker=True),
+    Option("lameduck", float, 5.0, "after SIGTERM, go on answering for this long (readiness 503), then drain TCP and exit",
+           OPERATION, metavar="SECONDS"),
+    Option("tcp-idle-timeout", float, 10.0, "close TCP connections idle for this long", OPERATION, metavar="SECONDS"),
+    Option("reload-interval", float, 1.0, "how often to look for changed manifest and config files", OPERATION,
+           metavar="SECONDS"),
+    Option("log-level", str, "info", "least severe log messages shown", OPERATION, choices=("debug", "info", "warning", "error")),
+    Option("log-format", str, "text", "text lines, or one JSON object per line", OPERATION, choices=("text", "json")),
+    Option("log-queries", bool, False, "log every query (client, name, type, rcode)", OPERATION),
+)
+BY_NAME = {option.name: option for option in OPTIONS}
+
+# Options that take effect only at start: a reload that changes them keeps the old values.
+RESTART_ONLY = tuple(option.name for option in OPTIONS if not option.reload)
+
+
+def default(name: str) -> Any:
+    """An option's default value (lists as tuples: defaults are shared, never changed)."""
+    value = BY_NAME[name].default
+    return tuple(value) if isinstance(value, list) else value

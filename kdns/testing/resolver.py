@@ -1,0 +1,77 @@
+"""`pod_resolver`: resolve names in this process as a pod in a namespace would, through a
+kdns test server (dnspython's override of the socket module's resolver). No pytest here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kdns.testing.server import KdnsServer
+
+
+@contextlib.contextmanager
+def pod_resolver(server: KdnsServer, namespace: str = "default", *, timeout: float = 2.0) -> Iterator[Any]:
+    """Resolve names in this process as a pod in `namespace` would, through `server`.
+
+    `socket.getaddrinfo`, `gethostbyname` and friends go to the kdns server with a pod's
+    search list (`<ns>.svc.<zone> svc.<zone> <zone>`, ndots:5), using dnspython's
+    `override_system_resolver`. No root, no port 53, nothing outside the process changes.
+    """
+    import dns.name
+    import dns.resolver
+
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [server.host]
+    resolver.port = server.port
+    zone = server.zone
+    resolver.search = [dns.name.from_text(s) for s in (f"{namespace}.svc.{zone}", f"svc.{zone}", zone)]
+    resolver.ndots = 5
+    resolver.use_search_by_default = True
+    resolver.timeout = resolver.lifetime = timeout
+    dns.resolver.override_system_resolver(resolver)
+    overridden = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
+    socket.getaddrinfo = _pod_getaddrinfo(overridden["getaddrinfo"])
+    socket.gethostbyname = _local_first(overridden["gethostbyname"], _ORIGINAL["gethostbyname"])
+    socket.gethostbyname_ex = _local_first(overridden["gethostbyname_ex"], _ORIGINAL["gethostbyname_ex"])
+    try:
+        yield resolver
+    finally:
+        dns.resolver.restore_system_resolver()
+
+
+# What a pod's /etc/hosts (written by the kubelet) answers before DNS is asked.
+_LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+_ORIGINAL = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
+
+
+def _host_text(host) -> str | None:
+    if isinstance(host, (bytes, bytearray)):  # trio passes IDNA-encoded bytes
+        return bytes(host).decode("idna")
+    return host
+
+
+def _pod_getaddrinfo(dns_getaddrinfo):
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        host = _host_text(host)
+        if host is None or host.rstrip(".").lower() in _LOCAL_NAMES:
+            return _ORIGINAL["getaddrinfo"](host, port, family, type, proto, flags)
+        # dnspython rejects the flags that only tune the system resolver's results
+        # (aiohttp's default resolver passes AI_ADDRCONFIG).
+        flags &= ~(getattr(socket, "AI_ADDRCONFIG", 0) | getattr(socket, "AI_V4MAPPED", 0) | getattr(socket, "AI_ALL", 0))
+        return dns_getaddrinfo(host, port, family, type, proto, flags)
+
+    return getaddrinfo
+
+
+def _local_first(dns_function, original):
+    def resolve(host):
+        host = _host_text(host)
+        if host.rstrip(".").lower() in _LOCAL_NAMES:
+            return original(host)
+        return dns_function(host)
+
+    return resolve
