@@ -1,0 +1,290 @@
+"""`forward` (and the legacy `proxy`): read each line into a ForwardRule, then route them.
+
+Reading (`forward`) happens as the blocks are walked; routing (`route`) once every block is
+known, because what a rule becomes depends on the kubernetes zones and on the other blocks:
+
+- a rule whose names are the whole root (`forward . X` in the `.` block) sets the default
+  upstreams: `upstream` for addresses, `resolv-conf` for a resolv.conf path (one file);
+- a rule for another zone, in the main block or in a block of its own, becomes `stub-domain`
+  entries (addresses only);
+- names inside the cluster or reverse zones cannot be forwarded elsewhere by kdns: refused;
+- a rule that an earlier rule of its block (or a more specific block) always takes first is
+  never used: a warning.
+
+CoreDNS's defaults: policy random, max_fails 2, expire 10s, health_check 0.5s, read_timeout 2s,
+no max_concurrent, at most 15 TOs; TOs are IPs with an optional port, `dns://` addresses,
+resolv.conf files, or host names (resolved once at start; kdns refuses those).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+from kdns.corefile.keys import parse_key
+from kdns.corefile.model import Directive
+from kdns.corefile.translate.context import DATA, NO_EFFECT, OPTION, WARNING, Block, Context, parse_duration, split_host_port
+from kdns.corefile.translate.values import ForwardRule, ForwardTarget, Kubernetes
+
+MAX_TO = 15
+POLICIES = ("random", "round_robin", "sequential")
+UNSUPPORTED = {
+    "tls": "TLS upstreams (DNS over TLS) are not supported by kdns",
+    "tls_servername": "TLS upstreams (DNS over TLS) are not supported by kdns",
+    "doh_method": "DNS over HTTPS upstreams are not supported by kdns",
+    "next": "kdns does not pass upstream answers on to another forward",
+    "next_on_nodata": "kdns does not pass upstream answers on to another forward",
+    "failover": "kdns tries the next upstream only on timeouts, network errors, SERVFAIL and REFUSED",
+    "failfast_all_unhealthy_upstreams": "kdns still asks an upstream when every one is down",
+    "resolver": "kdns takes addresses, not host names to resolve",
+    "source_address": "kdns does not choose the source address of upstream queries",
+}
+NOT_NEEDED = {
+    "max_idle_conns": "kdns keeps no idle upstream connections",
+    "max_age": "kdns keeps no upstream connections to age",
+    "expire": "kdns keeps no upstream connections to expire (UDP, and TCP only for a truncated reply)",
+    "max_connect_attempts": "kdns asks at most 3 upstreams for one question",
+}
+
+
+def within(name: str, zone: str) -> bool:
+    return zone == "." or name == zone or name.endswith("." + zone)
+
+
+def meet(a: str, b: str) -> str | None:
+    """The names under both zones: the deeper zone, or None."""
+    return a if within(a, b) else b if within(b, a) else None
+
+
+def forward(ctx: Context, d: Directive, block: Block) -> ForwardRule | None:
+    legacy = d.name == "proxy"
+    if not ctx.arity(d, 2):
+        return None
+    keys, problem = parse_key(d.args[0], d.origin_of(0))
+    if problem or "://" in d.args[0]:
+        ctx.refuse(d, problem or f"FROM {d.args[0]!r} is not a zone")
+        return None
+    if len(keys) > 1:
+        ctx.explain(d, WARNING, f"{d.args[0]} stands for {len(keys)} reverse zones; CoreDNS uses only the first, {keys[0].zone}")
+    if len(d.args) - 1 > MAX_TO:
+        ctx.refuse(d, f"{len(d.args) - 1} upstreams: CoreDNS allows at most {MAX_TO}")
+        return None
+    found = [_target(ctx, d, text, i) for i, text in enumerate(d.args[1:], 1)]
+    if any(t is False for t in found):
+        return None
+    targets = [t for t in found if isinstance(t, ForwardTarget)]
+    if not targets:
+        return None  # every TO was ignored (ignore_unknown)
+    rule = ForwardRule(keys[0].zone, tuple(targets), block_zones=block.zones, legacy_proxy=legacy, origin=d.origin)
+    for line in d.block or ():
+        rule = _line(ctx, line, rule, legacy)
+        if rule is None:
+            return None
+    if legacy:
+        ctx.explain(d, WARNING, "the proxy plugin was removed in CoreDNS 1.6: read as forward")
+    return rule
+
+
+def _target(ctx: Context, d: Directive, text: str, i: int) -> ForwardTarget | None | bool:
+    """A TO, None when ignored, False when refused."""
+    origin = d.origin_of(i)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "dns", text
+    if scheme in ("tls", "https"):
+        what = "DNS over TLS" if scheme == "tls" else "DNS over HTTPS"
+        return None if ctx.unsupported(d, f"{text}: {what} upstreams are not supported by kdns", origin) else False
+    if scheme != "dns":
+        ctx.refuse(d, f"{text}: CoreDNS forwards only over dns://, tls:// and https://", origin)
+        return False
+    host, port = split_host_port(rest)
+    if port is None:
+        host, port = rest.strip("[]"), "53"
+    if "%" in host:
+        ctx.refuse(d, f"{text}: kdns does not take zone-scoped addresses (%interface)", origin)
+        return False
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not sep and ("/" in text or text.endswith(".conf")):
+            return ForwardTarget(text, None, 53, text, origin)
+        ctx.refuse(d, f"{text}: not an IP address; CoreDNS resolves host name upstreams once at start, kdns takes addresses",
+                   origin)
+        return False
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        ctx.refuse(d, f"{text}: not a port number: {port!r}", origin)
+        return False
+    return ForwardTarget(text, str(ip), int(port), None, origin)
+
+
+def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> ForwardRule | None:
+    name, args = line.name, line.args
+    if name == "except":
+        if not ctx.arity(line, 1):
+            return None
+        zones = []
+        for i, text in enumerate(args):
+            keys, problem = parse_key(text, line.origin_of(i))
+            if problem:
+                ctx.refuse(line, problem)
+                return None
+            zones += [k.zone for k in keys]
+        ctx.explain(line, DATA, "kept as ForwardRule.except_zones (see the forward line for what kdns does with them)")
+        return replace(rule, except_zones=rule.except_zones + tuple(zones))
+    if name in ("force_tcp", "prefer_udp"):
+        if not ctx.arity(line, 0, 0):
+            return None
+        if name == "prefer_udp":
+            ctx.explain(line, NO_EFFECT, "kdns always asks over UDP first, and over TCP when the reply is truncated")
+            return replace(rule, prefer_udp=True)
+        ctx.explain(line, DATA, "kdns asks over UDP first today; kept as ForwardRule.force_tcp")
+        return replace(rule, force_tcp=True)
+    if name == "policy":
+        allowed = POLICIES + (("least_conn", "first") if legacy else ())
+        if len(args) != 1 or args[0] not in allowed:
+            ctx.refuse(line, f"policy takes one of {', '.join(allowed)}")
+            return None
+        policy = {"first": "sequential", "least_conn": "random"}.get(args[0], args[0])
+        if policy == "random":
+            ctx.explain(line, NO_EFFECT, "kdns tries healthy upstreams in random order")
+        else:
+            ctx.explain(line, DATA, f"kdns tries upstreams in random order today; kept as ForwardRule.policy ({policy})")
+        return replace(rule, policy=policy)
+    if name in ("max_fails", "max_concurrent"):
+        if not ctx.arity(line, 1, 1):
+            return None
+        value = ctx.integer(line, args[0], 0, 2**32 - 1 if name == "max_fails" else None, name)
+        if value is None:
+            return None
+        if name == "max_fails":
+            same = value == 2
+            ctx.explain(line, NO_EFFECT if same else DATA, "kdns marks an upstream down after 2 failures in a row" if same
+                        else f"kdns marks an upstream down after 2 failures in a row today; kept as ForwardRule.max_fails ({value})")
+            return replace(rule, max_fails=value)
+        ctx.explain(line, DATA, f"at most {value} questions in flight (REFUSED beyond): kdns has no such cap yet (identical "
+                                "questions share one exchange); kept as ForwardRule.max_concurrent")
+        return replace(rule, max_concurrent=value)
+    if name == "health_check":
+        if not ctx.arity(line, 1):
+            return None
+        every = ctx.duration(line, args[0], "health_check")
+        if every is None:
+            return None
+        extra = args[1:]
+        if extra and not (extra in (("no_rec",),) or (extra[0] == "domain" and len(extra) == 2)
+                          or extra[:1] == ("no_rec",) and extra[1:2] == ("domain",) and len(extra) == 3):
+            ctx.refuse(line, "health_check takes DURATION [no_rec] [domain FQDN]")
+            return None
+        same = every == 0.5 and not extra
+        ctx.explain(line, NO_EFFECT if same else DATA, "kdns probes a down upstream with '. NS' every 0.5 s, growing to 5 s"
+                    if same else "kdns probes a down upstream with '. NS' every 0.5 s growing to 5 s today; kept as "
+                                 "ForwardRule.health_check")
+        return replace(rule, health_check=every)
+    if name == "read_timeout":
+        if not ctx.arity(line, 1, 1):
+            return None
+        value = ctx.duration(line, args[0], "read_timeout", positive=True)
+        if value is None:
+            return None
+        if ctx.option("upstream-timeout", value, line):
+            ctx.explain(line, OPTION, f"upstream-timeout {value:g}")
+        return replace(rule, read_timeout=value)
+    if name in NOT_NEEDED:
+        if not ctx.arity(line, 1, 1):
+            return None
+        if name in ("expire", "max_age"):
+            if ctx.duration(line, args[0], name) is None:
+                return None
+        elif ctx.integer(line, args[0], 0, None, name) is None:
+            return None
+        ctx.explain(line, NO_EFFECT, NOT_NEEDED[name])
+        return replace(rule, expire=parse_duration(args[0]) or 0.0) if name == "expire" else rule
+    if name in UNSUPPORTED:
+        ctx.refuse(line, UNSUPPORTED[name])
+        return None
+    if legacy:
+        ctx.refuse(line, f"proxy option {name!r} has no forward equivalent in kdns")
+        return None
+    ctx.refuse(line, f"unknown forward property {name!r} (CoreDNS refuses it too)")
+    return None
+
+
+# -- routing ------------------------------------------------------------------------------
+
+
+def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list]], k8s: Kubernetes | None, block_zones: list[str]) -> None:
+    """Turn the rules into upstream / resolv-conf / stub-domain options, in file order.
+
+    `rules` holds each rule with its directive and its explanation slot; `block_zones` are
+    the zones of every server block (a block for a zone takes its names before any rule of
+    a less specific block sees them)."""
+    served = (*(k8s.zones if k8s else ()), "in-addr.arpa", "ip6.arpa")
+    taken: list[tuple[tuple[str, ...], str, ForwardRule]] = []  # (block zones, zone, rule): names a rule forwards
+    if rules:
+        ctx.option("allow-recursion", ["0.0.0.0/0", "::/0"], rules[0][1])
+    for rule, d, slot in rules:
+        ctx.current = (d, slot)  # a refusal of d (a second resolv-conf, say) goes with its other entries
+        effects: list[str] = []
+        ok = True
+        zones = [z for z in (meet(b, rule.from_zone) for b in rule.block_zones) if z is not None]
+        if not zones:
+            ctx.fill(slot, d, WARNING, f"never used: {rule.from_zone} lies outside this block's zones ({', '.join(rule.block_zones)})")
+            continue
+        for zone in zones:
+            first = next((r for bz, z, r in taken if bz == rule.block_zones and within(zone, z)
+                          and not any(within(zone, x) for x in r.except_zones)), None)
+            owner = next((b for b in block_zones if within(zone, b) and _deeper_block(b, rule)), None)
+            if first is not None or owner is not None:
+                by = f"the forward at {first.origin}" if first is not None else f"the server block for {owner}"
+                ctx.fill(slot, d, WARNING, f"never used for {zone}: {by} takes these names first")
+                continue
+            inside = next((s for s in served if within(zone, s)), None)
+            if inside is not None:
+                ctx.refuse(d, f"names under {zone} are answered by kdns itself ({inside}); kdns cannot forward part of "
+                              "the cluster or reverse zones elsewhere", slot=slot)
+                ok = False
+                continue
+            taken.append((rule.block_zones, zone, rule))
+            ok = (_default(ctx, d, rule, effects) if zone == "." else _stub(ctx, d, rule, zone, slot, effects)) and ok
+            deeper = [b for b in block_zones if within(b, zone) and b != zone and _deeper_block(b, rule)]
+            if deeper:
+                effects.append(f"names under {', '.join(deeper)} go to their own server blocks")
+        if effects and ok:
+            timeout = f"upstream-timeout {rule.read_timeout:g} s" if rule.read_timeout != 2.0 else "1.5 s (CoreDNS: 2 s)"
+            ctx.fill(slot, d, OPTION, "; ".join(effects) + f"; kdns asks over UDP first (TCP on truncation), {timeout} per try")
+        for x in rule.except_zones:
+            elsewhere = any(r is not rule and r.from_zone != "." and within(x, r.from_zone) for r, _, _ in rules)
+            if not elsewhere and not any(within(x, b) and _deeper_block(b, rule) for b in block_zones):
+                ctx.fill(slot, d, WARNING, f"except {x}: CoreDNS hands these names to the next plugin (none here: "
+                                           "SERVFAIL); kdns forwards them with the rest today")
+    ctx.current = None
+
+
+def _deeper_block(zone: str, rule: ForwardRule) -> bool:
+    """A server block for `zone` sits below one of the rule's block zones (so it takes those names)."""
+    return zone not in rule.block_zones and any(within(zone, b) and zone != b for b in rule.block_zones)
+
+
+def _default(ctx: Context, d: Directive, rule: ForwardRule, effects: list[str]) -> bool:
+    ok = True
+    for t in rule.targets:
+        if t.resolv_conf is not None:
+            if ctx.option("resolv-conf", t.resolv_conf, d):
+                effects.append(f"resolv-conf {t.resolv_conf} (its nameserver lines are the upstreams)")
+            else:
+                ok = False
+        else:
+            ctx.append("upstream", t.address, d)
+            effects.append(f"upstream {t.address}")
+    return ok
+
+
+def _stub(ctx: Context, d: Directive, rule: ForwardRule, zone: str, slot: list, effects: list[str]) -> bool:
+    files = [t for t in rule.targets if t.resolv_conf is not None]
+    if files:
+        ctx.refuse(d, f"{files[0].text}: kdns's stub domains take addresses, not a resolv.conf file", slot=slot)
+        return False
+    for t in rule.targets:
+        ctx.append("stub-domain", f"{zone}={t.address}", d)
+        effects.append(f"stub-domain {zone}={t.address}")
+    return True
