@@ -34,7 +34,7 @@ from kdns.index import Index
 from kdns.reload import plan as reload_plan
 from kdns.responder import Responder
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
-from kdns.serve.listeners import Bound, HttpListener, ListenError, bind_dns, bind_http
+from kdns.serve.listeners import Bound, HttpListener, ListenError, Skipped, bind_dns, bind_http
 from kdns.serve.serving import Serving
 from kdns.serve.tcp import TcpLimits, TcpServer
 from kdns.serve.udp import batched, loop_kind, serve_udp
@@ -81,13 +81,14 @@ class Server:
             self.dns.apply(self.source.initial(), time.time())
             self.state = Serving(self.dns, log_queries=config.log_queries, acl=RecursionAcl(config.allow_recursion),
                                  rrl=_rate_limiter(config))
+            self._no_ipv6 = Skipped()  # what `:PORT` could not bind on a host without IPv6
             for address in config.listen:
-                self._sockets += bind_dns(address, reuse_port=reuse_port)
+                self._sockets += bind_dns(address, reuse_port=reuse_port, skipped=self._no_ipv6)
             self._http = bind_http({
                 "/health": (config.http.health, self._health),
                 "/ready": (config.http.ready, self._ready),
                 "/metrics": (config.http.metrics, self._metrics),
-            })
+            }, self._no_ipv6)
             self.state.forwarder = self._forwarder(config, probe=True)
         except (SourceError, ListenError) as exc:
             self.close()
@@ -120,7 +121,11 @@ class Server:
     @property
     def http_bound(self) -> dict[str, ListenAddress]:
         """Each HTTP endpoint's path and where it listens (with the real port)."""
-        return {path: http.address for http in self._http for path in http.routes}
+        bound: dict[str, ListenAddress] = {}
+        for http in self._http:  # `:PORT`: the IPv4 listener comes first, the port is the same
+            for path in http.routes:
+                bound.setdefault(path, http.address)
+        return bound
 
     @property
     def synced(self) -> bool:
@@ -254,6 +259,8 @@ class Server:
             log.info("udp loop: %s", loop_kind(self.c_loop))
         for http in self._http:
             log.info("listening on http %s for %s", http.address, " ".join(http.routes))
+        for reason in self._no_ipv6.reasons:
+            log.info("not listening on %s: this host has no IPv6", reason)
 
     async def shutdown(self) -> None:
         """SIGTERM: readiness 503 now; answer for the lameduck period; drain TCP; return."""

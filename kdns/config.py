@@ -41,14 +41,21 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    host: str  # an IP address literal
+    host: str  # an IP address literal, or "" for every address of both families (`:PORT`)
     port: int
 
     @property
     def family(self) -> int:
         return names.ip_family(self.host)
 
+    @property
+    def everywhere(self) -> bool:
+        """`:PORT`: 0.0.0.0 and [::] on the same port ([::] only where the host has IPv6)."""
+        return not self.host
+
     def __str__(self) -> str:
+        if not self.host:
+            return f":{self.port}"
         return f"[{self.host}]:{self.port}" if self.family == 6 else f"{self.host}:{self.port}"
 
 
@@ -89,7 +96,7 @@ class ApiSource:
 
 @dataclass(frozen=True, slots=True)
 class HttpAddresses:
-    """Where the HTTP endpoints listen; None: not served."""
+    """Where the HTTP endpoints listen; None: not served (`:PORT`: both families)."""
 
     health: ListenAddress | None = None
     ready: ListenAddress | None = None
@@ -135,6 +142,6 @@ def ns_addresses(listen: tuple[ListenAddress, ...]) -> tuple[str, ...]:
     """The addresses `ns.dns.<zone>` resolves to: the specific addresses kdns listens on."""
     out: list[str] = []
     for address in listen:
-        if not ipaddress.ip_address(address.host).is_unspecified and address.host not in out:
+        if address.host and not ipaddress.ip_address(address.host).is_unspecified and address.host not in out:
             out.append(address.host)
     return tuple(out)

@@ -68,7 +68,7 @@ OPTIONS: tuple[Option, ...] = (
            fields=("api",)),
     Option("apiserver", str, None, "follow the API server at URL, unauthenticated (test servers)", SOURCE, metavar="URL",
            reload=False, fields=("api",)),
-    Option("listen", str, ["127.0.0.1:5353"], "address to serve UDP and TCP on; repeatable; [::1]:5353 for IPv6; "
+    Option("listen", str, ["127.0.0.1:5353"], "address to serve UDP and TCP on; repeatable; [::1]:5353 for IPv6, :5353 for every address of both families; "
            "port 0 picks a free port", ANSWERS, True, "HOST:PORT", reload=False, per_worker=True,
            fields=("listen", "dns.ns_addresses")),  # ns.dns.<zone> resolves to the addresses listened on,
     Option("zone", str, ["cluster.local"], "cluster domain; repeatable, the first is used in PTR answers. "

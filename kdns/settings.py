@@ -269,10 +269,15 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
 
 
 def _listen(text: str, v: Values, name: str, index: int | None = None) -> ListenAddress:
-    """`127.0.0.1:5353`, `[::1]:5353`, `0.0.0.0:0` (port 0 picks a free port)."""
+    """`127.0.0.1:5353`, `[::1]:5353`, `:5353` (every address of both families), `0.0.0.0:0`
+    (port 0 picks a free port)."""
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise v.error(name, f"expected HOST:PORT, got {text!r}", index)
+    if not sep:
+        raise v.error(name, f"expected HOST:PORT or :PORT, got {text!r}", index)
+    if not host:
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise v.error(name, f"not a port number: {port_text!r} in {text!r}", index)
+        return ListenAddress("", int(port_text))
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
@@ -286,12 +291,11 @@ def _listen(text: str, v: Values, name: str, index: int | None = None) -> Listen
 
 
 def _http(v: Values, name: str) -> ListenAddress | None:
-    """`:8080` (every address), `127.0.0.1:8080`, `[::1]:8080`; none or "off" for no endpoint."""
+    """`:8080` (every address of both families), `127.0.0.1:8080`, `[::1]:8080`; none or "off"
+    for no endpoint."""
     text = v[name]
     if text in (None, "", "off"):
         return None
-    if text.startswith(":"):
-        text = "0.0.0.0" + text
     return _listen(text, v, name)
 
 

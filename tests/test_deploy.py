@@ -256,7 +256,7 @@ def test_config_runs_in_a_pod(kdns_config):
         "no source: kdns follows the cluster with the in-cluster configuration"
     )
     for address in kdns_config["listen"]:  # the Service reaches the pod's IP, not its loopback
-        assert address.rpartition(":")[0] in ("0.0.0.0", "[::]"), address
+        assert address.rpartition(":")[0] in ("", "0.0.0.0", "[::]"), address
     for key in ("health", "ready", "metrics"):  # probes and scrapes come from outside the pod
         assert str(kdns_config[key]).startswith((":", "0.0.0.0:", "[::]:")), (key, kdns_config[key])
     # The kubeadm Corefile's equivalent: kubernetes cluster.local in-addr.arpa ip6.arpa { pods

@@ -213,7 +213,7 @@ WRONG_VALUES = {
     "listen-host": ({"listen": ["127.0.0.1:53", "localhost:53"]}, "listen[1]: not an IP address: 'localhost'"),
     "stub-inside-zone": ({"stub-domain": ["x.cluster.local=127.0.0.1"]}, "stub-domain[0]: 'x.cluster.local' lies inside"),
     "negative": ({"lameduck": -1}, "lameduck: must not be negative, got -1"),
-    "http-address": ({"health": "nowhere"}, "health: expected HOST:PORT, got 'nowhere'"),
+    "http-address": ({"health": "nowhere"}, "health: expected HOST:PORT or :PORT, got 'nowhere'"),
     "nan": ({"tcp-idle-timeout": float("nan")}, "tcp-idle-timeout: must be a finite number, got nan"),
     "infinity": ({"reload-interval": float("inf")}, "reload-interval: must be a finite number, got inf"),
     "zone-too-long": ({"zone": ["cluster.local", "a" * 50 + ".example"]}, "zone[1]: 58 characters, more than 57"),

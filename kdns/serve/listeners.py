@@ -3,6 +3,12 @@
 Everything here runs before anything is served, so that a port in use is a start-up error
 with one line saying which (`ListenError`). Port 0 asks for a free port; UDP and TCP then
 get the same one (`bind_dns` retries until both are free).
+
+`:PORT` (a ListenAddress with no host) is every address of both families: a socket on
+0.0.0.0 and one on [::] (IPV6_V6ONLY, so each family has its own socket and IPv4 clients
+keep plain IPv4 addresses for the recursion ACL, rate limiting and autopath), on the same
+port. Where the host has no IPv6 at all (the kernel refuses AF_INET6 sockets, or [::] cannot
+be bound), the IPv4 socket serves alone and `skipped` says why.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kdns.config import ListenAddress
 
@@ -68,23 +74,74 @@ def _bind(address: ListenAddress, kind: int, reuse_port: bool, options: list[tup
     return sock
 
 
-def bind_dns(address: ListenAddress, *, reuse_port: bool = False) -> list[tuple[Bound, socket.socket]]:
-    """UDP and TCP on the same port; with port 0, retry until both get the same one."""
+# Where the host has no IPv6: AF_INET6 unsupported, or no IPv6 address to bind (disabled).
+NO_IPV6 = (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+ANY_V4, ANY_V6 = "0.0.0.0", "::"
+
+
+@dataclass
+class Skipped:
+    """What `:PORT` could not bind because the host has no IPv6 (for the start-up log)."""
+
+    reasons: list[str] = field(default_factory=list)
+
+
+def bind_dns(address: ListenAddress, *, reuse_port: bool = False, skipped: Skipped | None = None) -> list[tuple[Bound, socket.socket]]:
+    """UDP and TCP on the same port (for `:PORT`, on 0.0.0.0 and [::]); with port 0, retry
+    until every socket gets the same one."""
+    hosts = [ANY_V4, ANY_V6] if address.everywhere else [address.host]
     for _ in range(PORT_TRIES):
-        udp = _open(lambda a: bind_udp(a, reuse_port=reuse_port), address, "udp")
-        actual = ListenAddress(address.host, udp.getsockname()[1])
+        port = address.port
+        bound: list[tuple[Bound, socket.socket]] = []
         try:
-            tcp = bind_tcp(actual, reuse_port=reuse_port)
-        except OSError as exc:
-            udp.close()
-            if address.port == 0 and exc.errno == errno.EADDRINUSE:
-                continue  # that free UDP port is taken for TCP: pick another
-            raise ListenError(f"cannot listen on tcp {actual}: {exc.strerror}") from None
-        return [(Bound("udp", actual), udp), (Bound("tcp", actual), tcp)]
-    raise ListenError(f"cannot find a port free for both udp and tcp on {address.host}")
+            for host in hosts:
+                optional = address.everywhere and host == ANY_V6
+                pair = _bind_pair(ListenAddress(host, port), reuse_port, optional, address.port == 0, skipped)
+                bound += pair
+                if pair:
+                    port = pair[0][0].address.port  # the next family gets the same port
+        except _PortTaken:
+            for _, sock in bound:
+                sock.close()
+            continue  # a free port of one socket is taken for another: pick another
+        except BaseException:
+            for _, sock in bound:
+                sock.close()
+            raise
+        return bound
+    raise ListenError(f"cannot find a port free for both udp and tcp on {address}")
 
 
-def bind_http(routes: dict[str, tuple[ListenAddress | None, Callable]]) -> list[HttpListener]:
+class _PortTaken(Exception):
+    """Port 0 gave a port that another socket of the same listen address cannot have."""
+
+
+def _bind_pair(address: ListenAddress, reuse_port: bool, optional: bool, retry: bool,
+               skipped: Skipped | None) -> list[tuple[Bound, socket.socket]]:
+    """UDP then TCP on `address`; [] when `optional` and the host has no IPv6. `retry`: the
+    port was picked by the kernel (port 0 asked), so a clash means "pick another"."""
+    try:
+        udp = bind_udp(address, reuse_port=reuse_port)
+    except OSError as exc:
+        if optional and exc.errno in NO_IPV6:
+            if skipped is not None:
+                skipped.reasons.append(f"{address}: {exc.strerror}")
+            return []
+        if retry and exc.errno == errno.EADDRINUSE:
+            raise _PortTaken() from None
+        raise ListenError(f"cannot listen on udp {address}: {exc.strerror}") from None
+    actual = ListenAddress(address.host, udp.getsockname()[1])
+    try:
+        tcp = bind_tcp(actual, reuse_port=reuse_port)
+    except OSError as exc:
+        udp.close()
+        if retry and exc.errno == errno.EADDRINUSE:
+            raise _PortTaken() from None
+        raise ListenError(f"cannot listen on tcp {actual}: {exc.strerror}") from None
+    return [(Bound("udp", actual), udp), (Bound("tcp", actual), tcp)]
+
+
+def bind_http(routes: dict[str, tuple[ListenAddress | None, Callable]], skipped: Skipped | None = None) -> list[HttpListener]:
     """One listener per distinct address (`routes`: path -> (address or None, route));
     endpoints on the same address share it. On an error, those bound already are closed."""
     by_address: dict[ListenAddress, dict] = {}
@@ -94,8 +151,23 @@ def bind_http(routes: dict[str, tuple[ListenAddress | None, Callable]]) -> list[
     listeners: list[HttpListener] = []
     try:
         for address, paths in by_address.items():
-            sock = _open(bind_tcp, address, f"http ({', '.join(paths)})")
-            listeners.append(HttpListener(ListenAddress(address.host, sock.getsockname()[1]), sock, paths))
+            what = f"http ({', '.join(paths)})"
+            if not address.everywhere:
+                sock = _open(bind_tcp, address, what)
+                listeners.append(HttpListener(ListenAddress(address.host, sock.getsockname()[1]), sock, paths))
+                continue
+            sock = _open(bind_tcp, ListenAddress(ANY_V4, address.port), what)
+            port = sock.getsockname()[1]
+            listeners.append(HttpListener(ListenAddress(ANY_V4, port), sock, paths))
+            try:
+                v6 = bind_tcp(ListenAddress(ANY_V6, port))
+            except OSError as exc:
+                if exc.errno not in NO_IPV6:
+                    raise ListenError(f"cannot listen on {what} [::]:{port}: {exc.strerror}") from None
+                if skipped is not None:
+                    skipped.reasons.append(f"{what} [::]:{port}: {exc.strerror}")
+            else:
+                listeners.append(HttpListener(ListenAddress(ANY_V6, port), v6, paths))
     except ListenError:
         for listener in listeners:
             listener.sock.close()
