@@ -47,6 +47,9 @@ log = logging.getLogger("kdns")
 LISTEN = "127.0.0.1:53"  # where kdns answers inside the namespace
 # Inside, every address of these is local: the command's own servers answer on them.
 LOCAL_NETWORKS = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+# The command's own addresses inside, as a pod's (IPv4, then IPv6): without an address other
+# than a loopback one, getaddrinfo with AI_ADDRCONFIG (glibc's default) asks nothing at all.
+POD_ADDRESSES = ["10.244.0.2", "fd00:10:244::2"]
 NSSWITCH = "/etc/nsswitch.conf"
 RESOLV_CONF = "/etc/resolv.conf"
 CANNOT_RUN, NOT_EXECUTABLE, NOT_FOUND = 125, 126, 127
@@ -141,10 +144,13 @@ def _isolate(tmp: Path, namespace: str, config: ServeConfig) -> None:
     linuxns.bind_file(str(resolv), RESOLV_CONF)
     if nsswitch is not None:
         linuxns.bind_file(str(nsswitch), NSSWITCH)
+    linuxns.add_addresses(POD_ADDRESSES[:1])
+    linuxns.add_local_routes(LOCAL_NETWORKS[:3])
     try:
-        linuxns.add_local_routes(LOCAL_NETWORKS)
-    except linuxns.NamespaceError as exc:  # IPv6 may be off in the kernel: then loopback alone
-        log.warning("%s; those addresses stay unreachable inside", exc)
+        linuxns.add_addresses(POD_ADDRESSES[1:])
+        linuxns.add_local_routes(LOCAL_NETWORKS[3:])
+    except linuxns.NamespaceError as exc:  # IPv6 may be off in the kernel: IPv4 alone then
+        log.warning("no IPv6 inside: %s", exc)
 
 
 def _serve_and_run(config: ServeConfig, command: list[str]) -> int:
