@@ -31,6 +31,7 @@ import signal
 import sys
 import tempfile
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -166,34 +167,37 @@ def _serve_and_run(config: ServeConfig, command: list[str]) -> int:
 
 
 async def _supervise(server: Server, command: list[str]) -> int:
-    """kdns serving, COMMAND running; COMMAND's exit status once it ends."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(server.serve)
-        try:
-            process = await trio.lowlevel.open_process(command)
-        except PermissionError as exc:
+    """kdns serving, COMMAND running; COMMAND's exit status once it ends. The signals to pass
+    on are caught before COMMAND starts: none can end kdns exec instead."""
+    with trio.open_signal_receiver(*PASSED_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            try:
+                process = await trio.lowlevel.open_process(command)
+            except PermissionError as exc:
+                nursery.cancel_scope.cancel()
+                return _error(f"{command[0]}: {exc.strerror}", NOT_EXECUTABLE)
+            except FileNotFoundError:
+                nursery.cancel_scope.cancel()
+                return _error(f"{command[0]}: command not found", NOT_FOUND)
+            nursery.start_soon(_pass_signals, signals, process)
+            code = await process.wait()
             nursery.cancel_scope.cancel()
-            return _error(f"{command[0]}: {exc.strerror}", NOT_EXECUTABLE)
-        except FileNotFoundError:
-            nursery.cancel_scope.cancel()
-            return _error(f"{command[0]}: command not found", NOT_FOUND)
-        nursery.start_soon(_pass_signals, process)
-        code = await process.wait()
-        nursery.cancel_scope.cancel()
     return 128 - code if code < 0 else code
 
 
-async def _pass_signals(process: trio.Process) -> None:
-    """SIGTERM, SIGHUP, SIGUSR1 and SIGUSR2 go on to COMMAND. So do SIGINT and SIGQUIT, unless
-    they came from the terminal: COMMAND, in the same foreground process group, has them
-    already (pressing Ctrl-C must not interrupt it twice)."""
-    passed = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
-    with trio.open_signal_receiver(*passed) as signals:
-        async for signum in signals:
-            if signum in (signal.SIGINT, signal.SIGQUIT) and _in_terminal_foreground():
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signum)
+# Passed on to COMMAND. SIGINT and SIGQUIT only when they did not come from the terminal:
+# COMMAND, in the same foreground process group, has those already (Ctrl-C must not
+# interrupt it twice).
+PASSED_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT, signal.SIGQUIT)
+
+
+async def _pass_signals(signals: AsyncIterator[int], process: trio.Process) -> None:
+    async for signum in signals:
+        if signum in (signal.SIGINT, signal.SIGQUIT) and _in_terminal_foreground():
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
 
 
 def _in_terminal_foreground() -> bool:

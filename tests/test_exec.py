@@ -275,3 +275,22 @@ def test_where_namespaces_are_refused_it_says_so_in_one_line():
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and re.match(r"kdns exec: cannot make the namespaces COMMAND runs in: unshare\(", lines[0]), lines
+
+
+# -- the example of docs/testing.md ----------------------------------------------------------------------
+
+
+@needs("curl")
+def test_the_curl_example_of_the_docs_runs_as_written(tmp_path):
+    """The `kdns exec` example of docs/testing.md, run as written (with the installed `kdns`
+    command first on PATH): curl reaches the stand-in for `web` by its Service name."""
+    text = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"^```sh\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE) if "kdns exec" in b]
+    assert len(blocks) == 1
+    script = tmp_path / "example.sh"
+    script.write_text(blocks[0])
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    assert shutil.which("kdns", path=env["PATH"]), "the kdns command is not installed beside this Python"
+    result = subprocess.run(["sh", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
+                            env=env, check=False, stdin=subprocess.DEVNULL)
+    assert (result.returncode, result.stdout) == (0, "hello from web\n"), result.stderr
