@@ -413,11 +413,11 @@ SMALLER = '''
 import os
 
 
-@pytest.mark.kdns(zone="corp.internal")
-def test_service_info_fqdn_uses_the_zone(kdns_server):
-    web = kdns_server.service("web", "shop")
-    assert web.fqdn == "web.shop.svc.corp.internal"
-    assert addresses(ask(kdns_server, web.fqdn)) == [web.cluster_ip]
+def test_service_info_fqdn_uses_the_zone():
+    with KdnsServer(zone="corp.internal") as server:
+        web = server.service("web", "shop")
+        assert web.fqdn == "web.shop.svc.corp.internal"
+        assert addresses(ask(server, web.fqdn)) == [web.cluster_ip]
 
 
 def test_a_nested_pod_resolver_restores_the_outer_one(kdns_server):
