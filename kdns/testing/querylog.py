@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import SupportsIndex
 
@@ -98,6 +99,7 @@ class QueryLog(list[Query]):
         goes on running in the same loop meanwhile."""
         import sniffio  # a dependency of trio, hence of kdns
 
+        sleep: Callable[[float], Awaitable[object]]
         if sniffio.current_async_library() == "trio":
             import trio
 

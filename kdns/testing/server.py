@@ -18,12 +18,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from kdns.options import default
 from kdns.testing.match import name_pattern
 from kdns.testing.querylog import QueryLog
 from kdns.testing.tap import Fault, TestTap, make_fault
+
+if TYPE_CHECKING:
+    import trio
+
+    from kdns.app import Server
+    from kdns.config import ServeConfig
 
 DEFAULT_ZONE = default("zone")[0]
 START_TIMEOUT = 10.0
@@ -62,10 +68,10 @@ class KdnsServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._token = None
-        self._stop = None
-        self._server = None
-        self._initial_config = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event  # made in the server's thread; _server and _initial_config by start()
+        self._server: Server
+        self._initial_config: ServeConfig
         self._endpoint_ips = iter(ENDPOINT_RANGE.hosts())
         self._tap = TestTap(self.queries)
         from kdns.sources.allocate import ClusterIPAllocator
@@ -162,7 +168,7 @@ class KdnsServer:
 
     def apply(self, manifest: dict | list[dict]) -> None:
         """Add or replace Kubernetes objects (dicts as in a manifest; a list, or `kind: List`)."""
-        from kdns.model import Kind, Upsert
+        from kdns.model import Service, Upsert
         from kdns.sources import convert
 
         items = manifest if isinstance(manifest, list) else [manifest]
@@ -178,7 +184,7 @@ class KdnsServer:
                 continue  # kinds DNS does not use
             obj = convert.convert(item, self._allocator)
             if obj is not None:
-                if obj.kind is Kind.SERVICE:
+                if isinstance(obj, Service):
                     self._allocator.reserve(obj.cluster_ips)  # never hand out an address given by hand
                 events.append(Upsert(obj))
         self._call(lambda: self._server.apply_now(events))
@@ -203,7 +209,7 @@ class KdnsServer:
             paths = [path]
         else:
             raise FileNotFoundError(2, "no such file or directory (a str without a line break is a path, not YAML)", str(path))
-        docs = []
+        docs: list[dict] = []
         for one in paths:
             try:
                 text = files.decode(files.read_regular(one, limit, "manifest-max-bytes")[0])
