@@ -42,7 +42,7 @@ SHELL = {
     "kdns.serve", "kdns.serve.forward", "kdns.serve.listeners", "kdns.serve.serving", "kdns.serve.tcp", "kdns.serve.udp",
     "kdns.sources", "kdns.sources.kubernetes", "kdns.sources.manifests", "kdns.sources.source",
     "kdns.testing", "kdns.testing.plugin", "kdns.testing.resolver", "kdns.testing.server", "kdns.testing.tap",
-    "kdns.testing.querylog", "kdns.exec", "kdns.linuxns",
+    "kdns.testing.querylog", "kdns.testing.manifests", "kdns.exec", "kdns.linuxns",
 }
 PURE_STDLIB = {
     "__future__", "abc", "collections", "dataclasses", "datetime", "enum", "functools", "hashlib", "ipaddress", "itertools",

@@ -194,29 +194,9 @@ class KdnsServer:
         level deep), or YAML text. A str with a line break is YAML text; any other str, and
         a Path, is a path: FileNotFoundError if nothing is there. Files are read as `kdns
         serve --manifests` reads them: regular files only, within its default size limit."""
-        from kdns import files
+        from kdns.testing.manifests import read_objects
 
-        limit = default("manifest-max-bytes")
-        if isinstance(path_or_yaml, str) and "\n" in path_or_yaml:
-            if len(path_or_yaml.encode()) > limit:
-                raise ValueError(f"YAML text of {len(path_or_yaml.encode()):,} bytes, more than the limit of {limit:,}")
-            self.apply(_documents("YAML text", path_or_yaml, limit))
-            return
-        path = Path(path_or_yaml)
-        if path.is_dir():
-            paths = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
-        elif path.exists():
-            paths = [path]
-        else:
-            raise FileNotFoundError(2, "no such file or directory (a str without a line break is a path, not YAML)", str(path))
-        docs: list[dict] = []
-        for one in paths:
-            try:
-                text = files.decode(files.read_regular(one, limit, "manifest-max-bytes")[0])
-            except files.FileError as exc:
-                raise ValueError(f"{one}: {exc}") from None
-            docs += _documents(str(one), text, limit, json=one.suffix == ".json")
-        self.apply(docs)
+        self.apply(read_objects(path_or_yaml))
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Remove an object: `delete("Service", "default", "web")` (namespace "" for a Namespace)."""
@@ -399,20 +379,3 @@ def _endpoint(spec) -> dict:
     if spec.get("hostname"):
         out["hostname"] = spec["hostname"]
     return out
-
-
-def _documents(where: str, text: str, limit: int, *, json: bool = False) -> list[dict]:
-    """The objects of a manifest's text, parsed with kdns's bounds (kdns/yamlload.py)."""
-    import json as jsonlib
-
-    import yaml
-
-    from kdns import files
-
-    try:
-        docs = [jsonlib.loads(text)] if json else files.load_yaml_all(text, files.node_limit(limit))
-    except jsonlib.JSONDecodeError as exc:
-        raise ValueError(f"{where}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{where}: {files.yaml_problem(exc, text)}") from None
-    return [doc for doc in docs if doc]
