@@ -1,10 +1,15 @@
 """The `kdns` command: argv (and a config file) → ServeConfig → a running server.
 
-Commands: `kdns serve [options]` and `kdns check-config PATH`.
+Commands: `kdns serve [options]`, `kdns check-config PATH` and `kdns exec [options] -- COMMAND`
+(kdns/exec.py).
 
 Exit status of `serve`: 0 after a clean shutdown (SIGTERM after its lameduck period, or
 SIGINT), 1 when kdns cannot start because of its input (a manifest, a config file, a port in
 use), 2 for a command-line mistake. `check-config` exits 1 when the file has any problem.
+`exec` exits with COMMAND's status (kdns/exec.py lists its own).
+
+`serve --print-address` starts kdns for a test: its lameduck period is 0 (SIGTERM stops it at
+once) unless --lameduck or the config file says otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import trio
 
 from kdns import __version__, observe, settings
+from kdns import exec as kdns_exec
 from kdns.app import Server, StartupError
 from kdns.config import ConfigError
 from kdns.workers import Workers, worker_argv
@@ -47,9 +53,22 @@ def _parser() -> argparse.ArgumentParser:
         "--print-address",
         action="store_true",
         help="once ready to answer, print HOST:PORT of the first listen address on stdout (for tests in other "
-        "languages: start kdns with --listen 127.0.0.1:0 and read the port)",
+        "languages: start kdns with --listen 127.0.0.1:0 and read the port); also makes the lameduck period 0 "
+        "unless --lameduck or the config file sets it, so that SIGTERM stops it at once",
     )
     serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # started by --workers (kdns.workers)
+    run = commands.add_parser(
+        "exec",
+        help="run a command whose name lookups go to kdns as a pod's would (Linux namespaces; no root needed "
+        "where unprivileged user namespaces are allowed)",
+        description=(
+            "Run COMMAND in network and mount namespaces of its own, where /etc/resolv.conf is a pod's in NS "
+            "and kdns answers on 127.0.0.1:53 with the objects of --manifests (default: the demo cluster). "
+            "The exit status is COMMAND's; 125 when kdns exec cannot run, 126/127 when COMMAND cannot be "
+            "executed or found. See docs/configuration.md (kdns exec) for what COMMAND can reach."
+        ),
+    )
+    kdns_exec.add_arguments(run)
     check = commands.add_parser(
         "check-config", help="check a config file; print each problem with its key", description="Check a kdns config file."
     )
@@ -67,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         if not problems:
             print(f"{args.path}: OK")
         return 1 if problems else 0
+    if args.command == "exec":
+        return kdns_exec.main(args)
+    if args.print_address and not hasattr(args, "lameduck") and not _file_sets(args, "lameduck"):
+        args.lameduck = 0.0  # a server started for tests stops at once on SIGTERM
     try:
         cfg = settings.build_config(args)
     except ConfigError as exc:
@@ -119,3 +142,15 @@ async def _signals(server: Server, scope: trio.CancelScope, workers: Workers | N
 async def _shutdown(server: Server, scope: trio.CancelScope) -> None:
     await server.shutdown()
     scope.cancel()
+
+
+def _file_sets(args: argparse.Namespace, name: str) -> bool:
+    """Whether the --config file gives option `name` (False when there is none, or when it
+    cannot be read: building the configuration reports that)."""
+    path = getattr(args, "config", None)
+    if not path:
+        return False
+    try:
+        return settings.load_file(path).get(name) is not None
+    except ConfigError:
+        return False

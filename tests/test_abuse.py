@@ -195,14 +195,15 @@ async def test_recursion_refused_for_a_late_answer_too(kdns, nursery):
     """A query made late by kdns.testing's `delay` fault goes through the same slow path as
     any other: outside the allow list, a name that would be forwarded is REFUSED after the
     delay, and the upstream is never asked for it (the late path once skipped the check)."""
-    from kdns.testing import Fault
-    from kdns.testing.tap import TestTap
+    from kdns.testing.match import name_pattern
+    from kdns.testing.querylog import QueryLog
+    from kdns.testing.tap import TestTap, make_fault
 
     upstream = StubDNS("example.org. 300 IN A 127.0.0.77")
     port = await nursery.start(upstream.serve)
     server = await kdns(DEMO, args=["--upstream", f"127.0.0.1:{port}", "--allow-recursion", "127.0.0.1/32"])
-    tap = TestTap([])
-    tap.faults["example.org"] = Fault(delay=0.1)
+    tap = TestTap(QueryLog("cluster.local", "default"))
+    tap.faults.append(make_fault("delay", name_pattern("example.org.", "cluster.local", "default"), 0.1))
     server.server.state.tap = tap
     refused = dns.message.from_wire(await udp_from("127.0.0.2", server, query("example.org"), timeout=WAIT))
     assert refused.rcode() == dns.rcode.REFUSED and not refused.answer

@@ -32,7 +32,7 @@ PURE = {
     "kdns.options", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.convert", "kdns.sources.select",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
-    "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.translate",
+    "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.translate", "kdns.testing.match",
     "kdns.corefile.translate.blocks", "kdns.corefile.translate.cache", "kdns.corefile.translate.context", "kdns.corefile.translate.forward", "kdns.corefile.translate.hosts", "kdns.corefile.translate.kubernetes", "kdns.corefile.translate.rewrite", "kdns.corefile.translate.server", "kdns.corefile.translate.values",
 }
 SHELL = {
@@ -42,6 +42,7 @@ SHELL = {
     "kdns.serve", "kdns.serve.forward", "kdns.serve.listeners", "kdns.serve.serving", "kdns.serve.tcp", "kdns.serve.udp",
     "kdns.sources", "kdns.sources.kubernetes", "kdns.sources.manifests", "kdns.sources.source",
     "kdns.testing", "kdns.testing.plugin", "kdns.testing.resolver", "kdns.testing.server", "kdns.testing.tap",
+    "kdns.testing.querylog", "kdns.testing.manifests", "kdns.exec", "kdns.linuxns",
 }
 PURE_STDLIB = {
     "__future__", "abc", "collections", "dataclasses", "datetime", "enum", "functools", "hashlib", "ipaddress", "itertools",
@@ -51,7 +52,7 @@ PURE_LIBRARIES = {"dnslib", "immutables", "cachetools", "yaml"}  # yaml: parsing
 
 # Who may import the composition tier (module -> the modules allowed to import it).
 IMPORTED_ONLY_BY = {
-    "kdns.app": {"kdns.cli", "kdns.testing.server"},
+    "kdns.app": {"kdns.cli", "kdns.exec", "kdns.testing.server"},
     "kdns.cli": {"kdns.__main__"},
 }
 

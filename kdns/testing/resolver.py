@@ -14,15 +14,21 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def pod_resolver(server: KdnsServer, namespace: str = "default", *, timeout: float = 2.0) -> Iterator[Any]:
-    """Resolve names in this process as a pod in `namespace` would, through `server`.
+def pod_resolver(server: KdnsServer, namespace: str | None = None, *, timeout: float = 2.0) -> Iterator[Any]:
+    """Resolve names in this process as a pod in `namespace` (default: the server's) would,
+    through `server`.
 
     `socket.getaddrinfo`, `gethostbyname` and friends go to the kdns server with a pod's
     search list (`<ns>.svc.<zone> svc.<zone> <zone>`, ndots:5), using dnspython's
     `override_system_resolver`. No root, no port 53, nothing outside the process changes.
+    Nested, the inner one applies inside its block and the outer one again after it.
     """
     import dns.name
     import dns.resolver
+
+    if namespace is None:
+        namespace = server.namespace
+    before = {name: getattr(socket, name) for name in _SOCKET_FUNCTIONS}
 
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers = [server.host]
@@ -37,10 +43,22 @@ def pod_resolver(server: KdnsServer, namespace: str = "default", *, timeout: flo
     socket.getaddrinfo = _pod_getaddrinfo(overridden["getaddrinfo"])
     socket.gethostbyname = _local_first(overridden["gethostbyname"], _ORIGINAL["gethostbyname"])
     socket.gethostbyname_ex = _local_first(overridden["gethostbyname_ex"], _ORIGINAL["gethostbyname_ex"])
+    _ACTIVE.append(resolver)
     try:
         yield resolver
     finally:
-        dns.resolver.restore_system_resolver()
+        _ACTIVE.remove(resolver)
+        if _ACTIVE:  # an outer pod_resolver: its resolver again, and its functions
+            dns.resolver.override_system_resolver(_ACTIVE[-1])
+        else:
+            dns.resolver.restore_system_resolver()
+        for name, function in before.items():
+            setattr(socket, name, function)
+
+
+# The functions dnspython's override_system_resolver replaces, and the pod_resolvers in force.
+_SOCKET_FUNCTIONS = ("getaddrinfo", "getnameinfo", "getfqdn", "gethostbyname", "gethostbyname_ex", "gethostbyaddr")
+_ACTIVE: list[Any] = []
 
 
 # What a pod's /etc/hosts (written by the kubelet) answers before DNS is asked.

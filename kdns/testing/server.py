@@ -3,8 +3,12 @@
 It runs the same index, answer core and trio shell as `kdns serve`, with its own trio loop,
 so it works the same from plain tests, pytest-trio tests, asyncio tests and scripts. It
 listens on 127.0.0.1 (UDP and TCP, a free port) and starts with an empty cluster. Everything
-that changes it (`apply`, `service`, `delete`, faults, `upstream`) is done in its loop before
-the call returns: the next query sees it. No pytest here (see kdns/testing/plugin.py).
+that changes it (`apply`, `service`, `delete`, faults, `upstream`, `clear`) is done in its loop
+before the call returns: the next query sees it. No pytest here (see kdns/testing/plugin.py).
+
+Faults and the query log read names as the application writes them: "redis" stands for every
+name a pod's search path makes of it (kdns/testing/match.py), in the server's `namespace`
+unless a call says another.
 """
 
 from __future__ import annotations
@@ -14,11 +18,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from kdns.codes import RCODES
 from kdns.options import default
-from kdns.testing.tap import Fault, Query, TestTap
+from kdns.testing.match import name_pattern
+from kdns.testing.querylog import QueryLog
+from kdns.testing.tap import Fault, TestTap, make_fault
+
+if TYPE_CHECKING:
+    import trio
+
+    from kdns.app import Server
+    from kdns.config import ServeConfig
 
 DEFAULT_ZONE = default("zone")[0]
 START_TIMEOUT = 10.0
@@ -32,25 +43,35 @@ class ServiceInfo:
     namespace: str
     cluster_ip: str | None  # None for headless and ExternalName Services
     endpoints: tuple[str, ...]
+    zone: str = DEFAULT_ZONE  # the zone of the server that declared it
 
     @property
     def fqdn(self) -> str:
-        return f"{self.name}.{self.namespace}.svc.{DEFAULT_ZONE}"
+        return f"{self.name}.{self.namespace}.svc.{self.zone}"
 
 
 class KdnsServer:
-    """An in-process kdns for tests. Use as a context manager, or `start()` / `stop()`."""
+    """An in-process kdns for tests. Use as a context manager, or `start()` / `stop()`.
 
-    def __init__(self, *, zone: str = DEFAULT_ZONE, ttl: int = 5, pods: str = "insecure", host: str = "127.0.0.1"):
-        self.zone = zone
-        self._options = {"zone": [zone], "ttl": ttl, "pods": pods, "listen": [f"{host}:0"]}
-        self.queries: list[Query] = []  # every question received, in order (filled by the tap)
+    `namespace`: the pod namespace that short names in faults and `queries.for_name` are
+    expanded with (and `pod_resolver`'s default). `strict`: leaving the `with` block (or the
+    fixture's test) with a fault that changed no query is an AssertionError.
+    """
+
+    def __init__(self, *, zone: str = DEFAULT_ZONE, ttl: int = 5, pods: str = "insecure", host: str = "127.0.0.1",
+                 namespace: str = "default", strict: bool = False):
+        self.zone = zone.strip().rstrip(".").lower()
+        self.namespace = namespace
+        self.strict = strict
+        self._options = {"zone": [self.zone], "ttl": ttl, "pods": pods, "listen": [f"{host}:0"]}
+        self.queries = QueryLog(self.zone, namespace)  # every question received, in order (filled by the tap)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._token = None
-        self._stop = None
-        self._server = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event  # made in the server's thread; _server and _initial_config by start()
+        self._server: Server
+        self._initial_config: ServeConfig
         self._endpoint_ips = iter(ENDPOINT_RANGE.hosts())
         self._tap = TestTap(self.queries)
         from kdns.sources.allocate import ClusterIPAllocator
@@ -71,6 +92,7 @@ class KdnsServer:
                 argv += [f"--{name}", str(item)]
         config = settings.build_config(settings.parse_flags(argv), environ={})
         self._server = Server(config, memory=True)
+        self._initial_config = config  # what clear() goes back to
         self._thread = threading.Thread(target=self._run, name="kdns-test-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT):
@@ -88,8 +110,10 @@ class KdnsServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.stop()
+        if self.strict and exc_type is None:
+            self.assert_all_used()
 
     def _run(self) -> None:
         import trio
@@ -144,7 +168,7 @@ class KdnsServer:
 
     def apply(self, manifest: dict | list[dict]) -> None:
         """Add or replace Kubernetes objects (dicts as in a manifest; a list, or `kind: List`)."""
-        from kdns.model import Kind, Upsert
+        from kdns.model import Service, Upsert
         from kdns.sources import convert
 
         items = manifest if isinstance(manifest, list) else [manifest]
@@ -160,24 +184,19 @@ class KdnsServer:
                 continue  # kinds DNS does not use
             obj = convert.convert(item, self._allocator)
             if obj is not None:
-                if obj.kind is Kind.SERVICE:
+                if isinstance(obj, Service):
                     self._allocator.reserve(obj.cluster_ips)  # never hand out an address given by hand
                 events.append(Upsert(obj))
         self._call(lambda: self._server.apply_now(events))
 
     def load(self, path_or_yaml: str | Path) -> None:
-        """Apply every object of a manifest file or directory, or of YAML text."""
-        import yaml
+        """Apply every object of a manifest file, a directory of them (.yaml, .yml, .json, one
+        level deep), or YAML text. A str with a line break is YAML text; any other str, and
+        a Path, is a path: FileNotFoundError if nothing is there. Files are read as `kdns
+        serve --manifests` reads them: regular files only, within its default size limit."""
+        from kdns.testing.manifests import read_objects
 
-        text = None
-        if isinstance(path_or_yaml, Path) or ("\n" not in str(path_or_yaml) and Path(str(path_or_yaml)).exists()):
-            path = Path(path_or_yaml)
-            files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json")) if path.is_dir() else [path]
-            docs = [d for f in files for d in yaml.safe_load_all(f.read_text())]
-        else:
-            text = str(path_or_yaml)
-            docs = list(yaml.safe_load_all(text))
-        self.apply([d for d in docs if d])
+        self.apply(read_objects(path_or_yaml))
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Remove an object: `delete("Service", "default", "web")` (namespace "" for a Namespace)."""
@@ -236,40 +255,72 @@ class KdnsServer:
         self.apply(objects)
         svc = self._call(lambda: self._server.index.service(namespace, name))
         return ServiceInfo(
-            name, namespace, svc.cluster_ips[0] if svc and svc.cluster_ips else None, tuple(e["addresses"][0] for e in eps)
+            name, namespace, svc.cluster_ips[0] if svc and svc.cluster_ips else None, tuple(e["addresses"][0] for e in eps),
+            self.zone,
         )
 
     def cluster_ip(self, name: str, namespace: str = "default") -> str | None:
         svc = self._call(lambda: self._server.index.service(namespace, name))
         return svc.cluster_ips[0] if svc and svc.cluster_ips else None
 
-    # -- faults ---------------------------------------------------------------------------
+    # -- faults (kdns/testing/tap.py) ---------------------------------------------------------
+    #
+    # Each call adds a fault and returns it (`.hits` counts the queries it changed). `name` is
+    # written as the application writes it (kdns/testing/match.py): "redis" matches every name
+    # the search path makes of it in `namespace` (default: the server's), "redis." only
+    # itself, "*.example.com" every name below. `qtype` limits it to one query type, `times`
+    # to that many queries (then normal answers). The fault added last wins.
 
-    def fail(self, name: str, rcode: str | int = "SERVFAIL") -> None:
-        """Answer `name` with this rcode (e.g. "SERVFAIL", "REFUSED", 2) and no records."""
-        codes = {text: number for number, text in RCODES.items()}
-        self._fault(name, rcode=codes[rcode.upper()] if isinstance(rcode, str) else int(rcode))
+    def fail(self, name: str, rcode: str | int = "SERVFAIL", *, qtype: str | int | None = None, times: int | None = None,
+             namespace: str | None = None) -> Fault:
+        """Answer `name` with this rcode ("SERVFAIL", "NXDOMAIN", "REFUSED", a number) and no records."""
+        return self.fault(name, "rcode", rcode, qtype=qtype, times=times, namespace=namespace)
 
-    def delay(self, name: str, seconds: float) -> None:
+    def delay(self, name: str, seconds: float, *, qtype: str | int | None = None, times: int | None = None,
+              namespace: str | None = None) -> Fault:
         """Answer `name` normally, `seconds` late."""
-        self._fault(name, delay=float(seconds))
+        return self.fault(name, "delay", seconds, qtype=qtype, times=times, namespace=namespace)
 
-    def truncate(self, name: str) -> None:
-        """Answer `name` with TC set and no records (a client retries over TCP, and gets TC again)."""
-        self._fault(name, truncate=True)
+    def truncate(self, name: str, *, qtype: str | int | None = None, times: int | None = None,
+                 namespace: str | None = None) -> Fault:
+        """Answer `name` with TC set and no records, over UDP and TCP alike (a client that
+        retries over TCP gets TC again, so the name does not resolve while it lasts)."""
+        return self.fault(name, "truncate", qtype=qtype, times=times, namespace=namespace)
 
-    def drop(self, name: str) -> None:
+    def drop(self, name: str, *, qtype: str | int | None = None, times: int | None = None,
+             namespace: str | None = None) -> Fault:
         """Never answer `name`: the client times out."""
-        self._fault(name, drop=True)
+        return self.fault(name, "drop", qtype=qtype, times=times, namespace=namespace)
+
+    def fault(self, name: str, kind: str, value: object = None, *, qtype: str | int | None = None,
+              times: int | None = None, namespace: str | None = None) -> Fault:
+        """The general form: `kind` is "rcode" (value: the rcode, default SERVFAIL), "delay"
+        (value: seconds), "truncate" or "drop". Unknown kinds, rcodes and types are a
+        ValueError listing the valid ones."""
+        pattern = name_pattern(name, self.zone, namespace or self.namespace)
+        fault = make_fault(kind, pattern, value, qtype=qtype, times=times)
+        self._call(lambda: self._tap.faults.append(fault))
+        return fault
+
+    @property
+    def faults(self) -> list[Fault]:
+        """The faults in place, in the order added (those run out included)."""
+        return list(self._tap.faults)
 
     def reset(self) -> None:
         """Remove every fault (the cluster and the recorded queries stay)."""
         self._call(lambda: self._tap.faults.clear())
 
-    def _fault(self, name: str, **what) -> None:
-        key = name.rstrip(".").lower()  # the name exactly as queried (no search list applied)
-        fault = Fault(**what)
-        self._call(lambda: self._tap.faults.__setitem__(key, fault))
+    def assert_all_used(self) -> None:
+        """AssertionError naming each fault that changed no query (a misspelt name, a path
+        the code under test never took), with the names that were asked."""
+        unused = [fault for fault in self._tap.faults if not fault.used]
+        if unused:
+            asked = sorted({f"{q.name} {q.type}" for q in list(self.queries)})
+            raise AssertionError(
+                f"{len(unused)} fault(s) changed no query: {', '.join(map(repr, unused))}; "
+                f"names asked: {', '.join(asked[:20]) or 'none'}{' ...' if len(asked) > 20 else ''}"
+            )
 
     # -- forwarding -----------------------------------------------------------------------
 
@@ -289,6 +340,27 @@ class KdnsServer:
             self._server.reconfigure(replace(config, upstreams=tuple(targets), dns=replace(config.dns, forwarding=True)))
 
         self._call(switch)
+
+
+    # -- starting over (a server shared by several tests) --------------------------------------
+
+    def clear(self) -> None:
+        """Back to the state of a fresh server, in place: no objects, no faults, no
+        forwarding, an empty query log; addresses are handed out from the start again.
+        For a server shared by several tests (a session-scoped fixture), between tests."""
+        from kdns.model import Delete
+        from kdns.sources.allocate import ClusterIPAllocator
+
+        def clear_now() -> None:
+            self._tap.faults.clear()
+            if self._server.config != self._initial_config:
+                self._server.reconfigure(self._initial_config)
+            self._server.apply_now([Delete(obj.key) for obj in self._server.index.objects()])
+
+        self._call(clear_now)
+        self._allocator = ClusterIPAllocator()
+        self._endpoint_ips = iter(ENDPOINT_RANGE.hosts())
+        self.queries.clear()
 
 
 def _port(spec) -> dict:
