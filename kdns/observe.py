@@ -141,13 +141,6 @@ def _histogram(counts: dict[int, int], bounds: tuple[float, ...]) -> list[tuple[
     return out
 
 
-def _size_bucket(size: int) -> int:
-    for i, bound in enumerate(stats.SIZE_BUCKETS):
-        if size <= bound:
-            return i
-    return len(stats.SIZE_BUCKETS)
-
-
 class Collector:
     """Reads the server's counters at scrape time (see app.Server for what it exposes)."""
 
@@ -167,6 +160,7 @@ class Collector:
         panics.add_metric([], PANICS.count)
         yield panics
         yield from self._kubernetes(server)
+        yield from self._tables(server)
 
     def _dns(self, listeners: list[stats.QueryStats]):
         requests = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
@@ -179,25 +173,45 @@ class Collector:
                                               "(64K for TCP) per zone and protocol.", labels=["server", "zone", "view", "proto"])
         response_sizes = HistogramMetricFamily("coredns_dns_response_size_bytes", "Size of the returned response in bytes.",
                                                labels=["server", "zone", "view", "proto"])
-        req_counts, resp_counts = defaultdict(int), defaultdict(int)
-        dur = defaultdict(lambda: defaultdict(int))
-        dur_sum = defaultdict(float)
-        reqsz, respsz = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int))
-        reqsz_sum, respsz_sum = defaultdict(int), defaultdict(int)
+        req_counts: defaultdict[tuple, int] = defaultdict(int)
+        resp_counts: defaultdict[tuple, int] = defaultdict(int)
+        dur: defaultdict[tuple, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        dur_sum: defaultdict[tuple, float] = defaultdict(float)
+        reqsz: defaultdict[tuple, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        respsz: defaultdict[tuple, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        reqsz_sum: defaultdict[tuple, float] = defaultdict(float)
+        respsz_sum: defaultdict[tuple, float] = defaultdict(float)
         for listener in listeners:
-            sv = listener.server
-            for (zone, qtype, rcode, qsize, rsize, dbucket), n in list(listener.counts.items()):
-                req_counts[(sv, zone, listener.proto, listener.family, qtype)] += n
+            sv, proto, family = listener.server, listener.proto, listener.family
+            # Copies first (C-level, atomic): the tables are bounded, so this is quick.
+            replayed, timed_requests = list(listener.counts.items()), list(listener.requests.items())
+            for key, n in replayed:  # (zone, type, rcode, request size bucket, response size bucket)
+                if key is None:
+                    continue
+                zone, qtype, rcode, qbucket, rbucket = key
+                req_counts[(sv, zone, proto, family, qtype)] += n
                 resp_counts[(sv, zone, rcode)] += n
-                dur[(sv, zone, qtype)][dbucket] += n
-                reqsz[(sv, zone, listener.proto)][_size_bucket(qsize)] += n
-                respsz[(sv, zone, listener.proto)][_size_bucket(rsize)] += n
-                reqsz_sum[(sv, zone, listener.proto)] += qsize * n
-                respsz_sum[(sv, zone, listener.proto)] += rsize * n
+                dur[(sv, zone, qtype)][0] += n
+                reqsz[(sv, zone, proto)][qbucket] += n
+                respsz[(sv, zone, proto)][rbucket] += n
+                reqsz_sum[(sv, zone, proto)] += stats.bucket_middle(qbucket) * n
+                respsz_sum[(sv, zone, proto)] += stats.bucket_middle(rbucket) * n
             # The time measured is per listener; share it out by zone and type in proportion.
-            total = sum(listener.counts.values()) or 1
-            for (zone, qtype, _, _, _, _), n in list(listener.counts.items()):
-                dur_sum[(sv, zone, qtype)] += listener.seconds * n / total
+            timed = sum(n for _, n in timed_requests) or 1
+            for (zone, qtype, dbucket), n in timed_requests:
+                req_counts[(sv, zone, proto, family, qtype)] += n
+                dur[(sv, zone, qtype)][dbucket] += n
+                dur_sum[(sv, zone, qtype)] += listener.seconds * n / timed
+            for (zone, rcode), n in list(listener.responses.items()):
+                resp_counts[(sv, zone, rcode)] += n
+            for (zone, bucket), n in list(listener.request_sizes.items()):
+                reqsz[(sv, zone, proto)][bucket] += n
+            for (zone, bucket), n in list(listener.response_sizes.items()):
+                respsz[(sv, zone, proto)][bucket] += n
+            for zone, n in list(listener.request_bytes.items()):
+                reqsz_sum[(sv, zone, proto)] += n
+            for zone, n in list(listener.response_bytes.items()):
+                respsz_sum[(sv, zone, proto)] += n
         for (sv, zone, proto, family, qtype), n in req_counts.items():
             requests.add_metric([sv, zone, "", proto, family, qtype], n)
         for (sv, zone, rcode), n in resp_counts.items():
@@ -225,6 +239,22 @@ class Collector:
             misses.add_metric(["dns://:53", ".", ""], cache.misses)
             requests.add_metric(["dns://:53", ".", ""], cache.hits + cache.misses)
         yield from (entries, hits, misses, requests)
+
+    def _tables(self, server):
+        """What each bounded table holds (docs/operating.md lists the bounds)."""
+        entries = GaugeMetricFamily("kdns_table_entries", "Entries held in each bounded table.", labels=["table"])
+        size = GaugeMetricFamily("kdns_table_bytes", "Bytes each bounded table takes, as counted against its bound.",
+                                 labels=["table"])
+        responder = server.responder
+        entries.add_metric(["answer_memo"], responder.memo_entries)
+        size.add_metric(["answer_memo"], responder.memo_bytes)
+        entries.add_metric(["replay"], len(responder.replies))
+        size.add_metric(["replay"], responder.replies_bytes)
+        if server.forwarder is not None:
+            entries.add_metric(["forward_cache"], len(server.forwarder.cache))
+            size.add_metric(["forward_cache"], server.forwarder.cache.bytes)
+        entries.add_metric(["query_stats"], sum(listener.keys() for listener in server.listener_stats()))
+        yield from (entries, size)
 
     def _forward(self, forwarder):
         family = HistogramMetricFamily("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.",
