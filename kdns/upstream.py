@@ -134,6 +134,7 @@ def build_query(qid: int, question: bytes, *, do: bool, cd: bool) -> bytes:
 def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int, zones: tuple[str, ...] = ()) -> UpstreamAnswer:
     """Check that `data` answers our query (ID, QR, question), re-encode its records and keep
     only those `scrub` lets through (`zones`: the zones kdns serves itself)."""
+    data = bytes(data)  # (labels are slices of it, used as keys)
     if len(data) < 12:
         raise ReplyError("shorter than a DNS header")
     rid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
@@ -250,7 +251,7 @@ def scrub(records: list[_Record], qname: tuple[bytes, ...], zones: tuple[str, ..
     apex: tuple[bytes, ...] | None = None
     for section, owner, _, rtype, _, _, _ in records:
         deeper = apex is None or len(owner) > len(apex)
-        if section == 1 and rtype in (SOA, NS) and deeper and any(_below(name, owner) for name in chain):
+        if section == 1 and rtype in (SOA, NS) and deeper and foreign(owner, section, rtype) and any(_below(name, owner) for name in chain):
             apex = owner
     kept = []
     for record in records:
