@@ -41,8 +41,8 @@ MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are
 # What an entry costs beyond its bytes (CPython 3.11, measured with tracemalloc): a memo entry's
 # Entry object, its header bytes and its slot in the per-name dict; a replay entry's key,
 # (reply, key) tuple and dict slot.
-MEMO_OVERHEAD = 400
-REPLAY_OVERHEAD = 250
+MEMO_OVERHEAD = 550
+REPLAY_OVERHEAD = 200
 
 
 @dataclass(frozen=True, slots=True)

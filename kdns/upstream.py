@@ -56,8 +56,8 @@ MAX_RECORDS = wire.MAX_TCP - 12 - 11
 # What a cache entry costs beyond its record bytes (measured with tracemalloc on CPython
 # 3.11: the Entry, the UpstreamAnswer, its tuples, the key and the cache's bookkeeping), and
 # per record (a TTL offset and a TTL in two tuples).
-ENTRY_OVERHEAD = 700
-RECORD_OVERHEAD = 72
+ENTRY_OVERHEAD = 800
+RECORD_OVERHEAD = 56
 
 # One record as `parse_reply` read it: (section, owner lowercased, owner in wire form as
 # written, type, class, TTL, RDATA with its names written out in full).
