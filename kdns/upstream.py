@@ -8,6 +8,11 @@ placed in any message: after the client's question, or after a CNAME of ours), t
 of their TTL fields (so that a cached reply is served with TTLs counting down), and how long
 it may be cached. `render` builds the client's reply from it.
 
+An upstream is not trusted further than it must be: `scrub` keeps only the records that belong
+to the answer (the question's CNAME chain, the answered name's zone, never a name in kdns's own
+zones), and `parse_reply` reads records only as far as they fit, written out in full, in one
+reply (`MAX_RECORDS`): compression pointers cannot make a 64 KB reply cost megabytes.
+
 Pure: no sockets and no clock; elapsed time is a parameter.
 """
 

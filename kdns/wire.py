@@ -1,4 +1,5 @@
-"""The DNS wire format: reading queries, packing answers, splicing replies.
+"""The DNS wire format: reading queries, packing answers, splicing replies. (A little over
+400 lines: it is the one dnslib adapter and the one query parser, which is its point.)
 
 kdns packs an answer once and reuses the bytes. `pack_answer` turns an `answer.Answer` into
 an `Entry`: the reply minus its first 12 bytes, its question and its SOA record, compressed
