@@ -193,8 +193,8 @@ class Server:
         why = "shutting down" if self.stopping else "waiting for the first sync"
         return 503, "text/plain; charset=utf-8", why.encode()
 
-    def _metrics(self) -> tuple[int, str, bytes]:
-        return 200, "text/plain; version=0.0.4; charset=utf-8", observe.metrics_text(self)
+    async def _metrics(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", await observe.metrics_body(self)
 
     # -- running ------------------------------------------------------------------------------
 

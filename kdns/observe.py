@@ -6,18 +6,22 @@
   one response, connection closed. Several endpoints may share an address.
 * Metrics use CoreDNS's names and labels, so dashboards and coredns-mixin alerts keep working.
   Nothing is counted through prometheus_client on the hot path: listeners keep plain counters
-  (`stats.QueryStats`) and a collector turns them into metric families at scrape time.
+  (`stats.QueryStats`) and a collector turns them into metric families at scrape time. A
+  scrape does not hold up answering: the serving thread only copies the counters (bounded
+  tables, C-level copies: `Snapshot`), and folding and formatting them happen in a worker
+  thread (`metrics_body`).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import platform
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -82,7 +86,8 @@ def setup_logging(level: str, fmt: str) -> None:
 
 # -- HTTP ------------------------------------------------------------------------------------
 
-Route = Callable[[], tuple[int, str, bytes]]  # () -> (status, content type, body)
+# () -> (status, content type, body), or an awaitable of it (a route with work to do off the loop)
+Route = Callable[[], tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]]
 REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
 
 
@@ -119,7 +124,8 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
         elif method not in (b"GET", b"HEAD"):
             status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
         else:
-            status, ctype, body = route()
+            result = route()
+            status, ctype, body = await result if inspect.isawaitable(result) else result
     head = (
         f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -327,7 +333,75 @@ def programming_bucket(seconds: float) -> int:
     return len(PROGRAMMING_BUCKETS)
 
 
+class _Table:
+    """A table's size, as `Snapshot.responder` and `Snapshot.forwarder.cache` give it."""
+
+    def __init__(self, entries: int, size: int) -> None:
+        self.entries, self.bytes = entries, size
+
+    def __len__(self) -> int:
+        return self.entries
+
+
+class _CacheCopy(_Table):
+    def __init__(self, cache) -> None:
+        super().__init__(len(cache), cache.bytes)
+        self._sizes = cache.sizes()
+        self.hits, self.hits_success, self.misses = cache.hits, cache.hits_success, cache.misses
+
+    def sizes(self) -> tuple[int, int]:
+        return self._sizes
+
+
+class _ForwarderCopy:
+    def __init__(self, forwarder) -> None:
+        self.cache = _CacheCopy(forwarder.cache)
+        self.durations = {label: (dict(buckets), total) for label, (buckets, total) in list(forwarder.durations.items())}
+
+
+class _ResponderCopy:
+    def __init__(self, responder) -> None:
+        self.memo_entries, self.memo_bytes = responder.memo_entries, responder.memo_bytes
+        self.replies, self.replies_bytes = _Table(len(responder.replies), responder.replies_bytes), responder.replies_bytes
+
+
+class Snapshot:
+    """What a scrape reads from the server, copied in the serving thread (quick: every table
+    is bounded, and the counters are copied by dict's C code), with the methods and attributes
+    of the server that `Collector` uses."""
+
+    def __init__(self, server) -> None:
+        self._listeners = [listener.copy() for listener in server.listener_stats()]
+        self.forwarder = _ForwarderCopy(server.forwarder) if server.forwarder is not None else None
+        self.responder = _ResponderCopy(server.responder)
+        self.programming = ProgrammingLatency()
+        self.programming.histograms = {kind: (dict(b), t) for kind, (b, t) in list(server.programming.histograms.items())}
+        self._objects = dict(server.index.counts())
+        self.synced = server.synced
+        self._sources = dict(server.source_stats())
+
+    def listener_stats(self) -> list[stats.QueryStats]:
+        return self._listeners
+
+    def source_stats(self) -> dict:
+        return self._sources
+
+    @property
+    def index(self) -> Snapshot:
+        return self
+
+    def counts(self) -> dict[str, int]:
+        return self._objects
+
+
 def metrics_text(server) -> bytes:
+    """The /metrics body, all in the calling thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(server))
     return generate_latest(registry)
+
+
+async def metrics_body(server) -> bytes:
+    """The /metrics body: the counters copied here, folded and formatted in a worker thread."""
+    snapshot = Snapshot(server)
+    return await trio.to_thread.run_sync(metrics_text, snapshot)

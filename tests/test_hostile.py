@@ -196,3 +196,35 @@ async def test_padding_flood_does_not_grow_the_statistics(kdns):
     zones = len(kd.server.responder.zones) + 1
     assert held <= sum(stats.max_keys(zones, listener.proto) for listener in listeners)
     await assert_cluster_answers(kd)
+
+
+async def test_a_scrape_does_not_hold_up_answering(kdns):
+    """With the statistics at their bound (every counter any mix of clients could make), a
+    /metrics scrape folds them in a worker thread: queries sent meanwhile are answered before
+    the scrape is done."""
+    kd = await kdns(DEMO, args=["--metrics", "127.0.0.1:0"])
+    zones = [z + "." for z in kd.server.responder.zones] + ["."]
+    types = list(dict.fromkeys(stats.TYPES.values())) + ["other"]
+    for listener in kd.server.listener_stats():
+        for zone in zones:
+            for qtype in types:
+                for bucket in range(len(stats.DURATION_BUCKETS) + 1):
+                    listener.requests[(zone, qtype, bucket)] += 1
+                for rcode in ("NOERROR", "NXDOMAIN") if listener.proto == "udp" else ():
+                    for qbucket in range(1, stats.REPLAY_REQUEST_BUCKETS + 1):
+                        for rbucket in range(1, stats.REPLAY_RESPONSE_BUCKETS + 1):
+                            listener.counts[(zone, qtype, rcode, qbucket, rbucket)] += 1
+    done = trio.Event()
+    answered_during = 0
+
+    async def scraper() -> None:
+        await scrape(kd)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scraper)
+        with trio.fail_after(30):
+            while not done.is_set():
+                reply = await kd.query(WEB)
+                answered_during += not done.is_set() and bool(reply.answer)
+    assert answered_during >= 5
