@@ -200,8 +200,9 @@ class Collector:
                 dur[(sv, zone, qtype)][0] += n
                 reqsz[(sv, zone, proto)][qbucket] += n
                 respsz[(sv, zone, proto)][rbucket] += n
-                reqsz_sum[(sv, zone, proto)] += stats.bucket_middle(qbucket) * n
-                respsz_sum[(sv, zone, proto)] += stats.bucket_middle(rbucket) * n
+                qsize, rsize = getattr(key, "sizes", (0, 0))
+                reqsz_sum[(sv, zone, proto)] += qsize * n
+                respsz_sum[(sv, zone, proto)] += rsize * n
             # The time measured is per listener; share it out by zone and type in proportion.
             timed = sum(n for _, n in timed_requests) or 1
             for (zone, qtype, dbucket), n in timed_requests:

@@ -27,7 +27,18 @@ from dataclasses import dataclass, field
 from kdns import names, wire
 from kdns.codes import RCODES, TYPES
 
-Key = tuple[str, str, str, int, int]  # a replay's: zone, type, rcode, request-size bucket, response-size bucket
+
+class ReplayKey(tuple):
+    """A replay's key: (zone, type, rcode, request-size bucket, response-size bucket), hashed
+    and compared as that tuple (in C: the C loop looks it up), that also remembers the exact
+    sizes of the query and reply it was made for (`sizes`). The counter keeps the first key
+    of its labels and buckets, and the histograms' sums count each replay at its sizes: exact
+    when the replays under one key are the same query, as stub resolvers send them."""
+
+    sizes: tuple[int, int]
+
+
+Key = ReplayKey
 
 # CoreDNS's buckets: durations 0.25 ms doubling 16 times (to 8.192 s); sizes in bytes.
 DURATION_FIRST = 0.00025
@@ -55,15 +66,6 @@ def size_bucket(size: int) -> int:
 
 REPLAY_REQUEST_BUCKETS = size_bucket(512) + 1
 REPLAY_RESPONSE_BUCKETS = size_bucket(wire.MAX_UDP) + 1
-
-
-def bucket_middle(bucket: int) -> float:
-    """The size a replayed query or reply in `bucket` is counted as in the histograms' sums
-    (replays are counted by bucket only): the middle of the bucket."""
-    if bucket >= len(SIZE_BUCKETS):
-        return float(SIZE_BUCKETS[-1])
-    low = SIZE_BUCKETS[bucket - 1] + 1 if bucket else 0
-    return (low + SIZE_BUCKETS[bucket]) / 2
 
 
 def max_keys(zones: int, proto: str) -> int:
@@ -139,11 +141,14 @@ def labels(query: bytes, reply: bytes | None, zones: tuple[str, ...]) -> tuple[s
 
 def replay_key(query: bytes, reply: bytes, zones: tuple[str, ...]) -> Key | None:
     """The key a replayed reply is counted under (by the C loop too): its labels and the
-    buckets of its sizes. Replays take no time worth measuring: the first duration bucket."""
+    buckets of its sizes (and the sizes themselves, aside). Replays take no time worth
+    measuring: the first duration bucket."""
     k = labels(query, reply, zones)
     if k is None:
         return None
-    return (*k, size_bucket(len(query)), size_bucket(len(reply)))
+    key = ReplayKey((*k, size_bucket(len(query)), size_bucket(len(reply))))
+    key.sizes = (len(query), len(reply))
+    return key
 
 
 def _at_label(name: bytes, offset: int) -> bool:
