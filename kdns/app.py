@@ -183,7 +183,8 @@ class Server:
                     f"upstream {looped[0]} sends kdns's own queries back to it: forwarding to it would loop "
                     "(is it a resolver that forwards to kdns, such as a resolv.conf pointing at kdns?)"
                 )
-        cache = ForwardCache(clock=time.monotonic, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale)
+        cache = ForwardCache(clock=time.monotonic, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale,
+                             max_bytes=config.cache_max_bytes)
         return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout)
 
     # -- HTTP endpoints ---------------------------------------------------------------------
@@ -197,8 +198,8 @@ class Server:
         why = "shutting down" if self.stopping else "waiting for the first sync"
         return 503, "text/plain; charset=utf-8", why.encode()
 
-    def _metrics(self) -> tuple[int, str, bytes]:
-        return 200, "text/plain; version=0.0.4; charset=utf-8", observe.metrics_text(self)
+    async def _metrics(self) -> tuple[int, str, bytes]:
+        return 200, "text/plain; version=0.0.4; charset=utf-8", await observe.metrics_body(self)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -247,11 +248,12 @@ class Server:
         )
         if self.forwarder is not None:
             log.info(
-                "forwarding other names to %s%s; cache %ds, %d entries",
+                "forwarding other names to %s%s; cache %ds, %d entries, %d bytes",
                 ", ".join(map(str, self.forwarder.upstreams)) or "nobody",
                 "".join(f"; {d} to {', '.join(map(str, s))}" for d, s in self.forwarder.stubs.items()),
                 cfg.cache_ttl,
                 cfg.cache_size,
+                cfg.cache_max_bytes,
             )
         for bound in self.bound:
             log.info("listening on %s %s", bound.proto, bound.address)

@@ -4,8 +4,12 @@ Keyed by (lowercased question name, type, class, DO bit, CD bit: a reply fetched
 DNSSEC checking must not reach a client that wants it checked). An entry lives for its upstream
 lifetime (the smallest TTL of the answer, or the SOA minimum of a negative answer, capped by
 `max_ttl`), then stays `stale_for` seconds longer as a stale copy that is only served when
-every upstream fails (RFC 8767). Eviction beyond `maxsize` is least-recently-used
-(cachetools' TLRUCache, which also drops entries once they are past their stale window).
+every upstream fails (RFC 8767). The cache holds at most `maxsize` entries and `max_bytes`
+bytes (each entry counted as `UpstreamAnswer.size`: its records, written out in full, plus
+what the objects around them take); beyond either, the least recently used go first
+(cachetools' TLRUCache, which also drops entries once they are past their stale window). An
+answer that could not reach a client whole (truncated, or larger than any reply) is never
+stored: `parse_reply` gives it a lifetime of 0.
 
 Cluster names never enter this cache: they are answered from the live index.
 Pure: the clock is injected.
@@ -36,13 +40,16 @@ class Entry:
 
 
 class ForwardCache:
-    def __init__(self, *, clock: Callable[[], float], maxsize: int, max_ttl: int, stale_for: float):
-        """`maxsize` entries at most (--cache-size), kept `max_ttl` seconds at most (--cache-ttl),
-        then `stale_for` seconds more for serve-stale (--serve-stale)."""
+    def __init__(self, *, clock: Callable[[], float], maxsize: int, max_ttl: int, stale_for: float, max_bytes: int = 32 << 20):
+        """`maxsize` entries at most (--cache-size) and `max_bytes` bytes (--cache-max-bytes),
+        kept `max_ttl` seconds at most (--cache-ttl), then `stale_for` seconds more for
+        serve-stale (--serve-stale)."""
         self.clock = clock
         self.max_ttl = max_ttl
         self.stale_for = stale_for
-        self._entries: TLRUCache = TLRUCache(maxsize, ttu=self._drop_after, timer=clock)
+        self.maxsize = maxsize
+        self.max_bytes = max_bytes
+        self._entries: TLRUCache = TLRUCache(max_bytes, ttu=self._drop_after, timer=clock, getsizeof=_entry_size)
         self.hits = 0
         self.hits_success = 0  # hits on positive answers (the rest: denials, CoreDNS's word)
         self.misses = 0
@@ -53,6 +60,11 @@ class ForwardCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """What the entries held take, as counted against `max_bytes`."""
+        return int(self._entries.currsize)
 
     def get(self, key: Key) -> tuple[Entry | None, bool]:
         """(entry, fresh): a fresh entry counts as a hit; a stale one is only a fallback."""
@@ -70,9 +82,13 @@ class ForwardCache:
         lifetime = min(answer.lifetime, self.max_ttl)
         if lifetime <= 0:
             return None
+        if answer.size > self.max_bytes:
+            return None
         now = self.clock()
         entry = Entry(answer, now, now + lifetime)
         self._entries[key] = entry
+        while len(self._entries) > self.maxsize:
+            self._entries.popitem()  # the least recently used
         return entry
 
     def due_for_refresh(self, entry: Entry) -> bool:
@@ -90,6 +106,10 @@ class ForwardCache:
         entries = list(self._entries.values())
         success = sum(1 for e in entries if _success(e.answer))
         return success, len(entries) - success
+
+
+def _entry_size(entry: Entry) -> int:
+    return entry.answer.size
 
 
 def _success(answer: UpstreamAnswer) -> bool:

@@ -11,11 +11,12 @@ A, NS, CNAME, SOA, PTR, HINFO, MX, TXT, AAAA, SRV, OPT = 1, 2, 5, 6, 12, 13, 15,
 TKEY, TSIG, IXFR, AXFR, ANY = 249, 250, 251, 252, 255
 
 # classes
-CLASS_IN, CLASS_CH = 1, 3
+CLASS_IN, CLASS_CH, CLASS_ANY = 1, 3, 255
 
 # response codes
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
+NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, NOTAUTH = 0, 1, 2, 3, 4, 5, 9
 BADVERS = 16  # an extended rcode: its upper 8 bits go in the OPT record
+BADKEY = 17  # a TSIG error (RFC 8945), in the TSIG record's error field
 
 # header flags (the second 16-bit word of the header)
 QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
@@ -28,7 +29,8 @@ TYPES = {
     SRV: "SRV", 35: "NAPTR", 43: "DS", 46: "RRSIG", 47: "NSEC", 48: "DNSKEY", 52: "TLSA", 64: "SVCB", 65: "HTTPS",
     99: "SPF", 257: "CAA", IXFR: "IXFR", AXFR: "AXFR", ANY: "ANY",
 }
-RCODES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN", NOTIMP: "NOTIMP", REFUSED: "REFUSED"}
+RCODES = {NOERROR: "NOERROR", FORMERR: "FORMERR", SERVFAIL: "SERVFAIL", NXDOMAIN: "NXDOMAIN", NOTIMP: "NOTIMP", REFUSED: "REFUSED",
+          NOTAUTH: "NOTAUTH"}
 
 
 def rcode_name(reply: bytes | None) -> str | None:

@@ -123,6 +123,7 @@ class ServeConfig:
     upstream_timeout: float  # seconds per try
     cache_ttl: int  # the longest a forwarded answer is cached
     cache_size: int  # forwarded answers kept
+    cache_max_bytes: int  # ... and the bytes they may take
     serve_stale: float  # seconds an expired answer may still be served when upstreams fail
     lameduck: float  # seconds of answering after SIGTERM, readiness already 503
     allow_recursion: tuple  # ipaddress networks whose clients may have names forwarded; () = all
@@ -131,6 +132,8 @@ class ServeConfig:
     tcp_max_connections: int
     tcp_message_timeout: float
     tcp_max_queries: int
+    tcp_max_per_client: int
+    tcp_send_timeout: float
     workers: int  # processes answering on the same ports (kdns.workers)
     http: HttpAddresses
     log_level: str

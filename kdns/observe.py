@@ -6,18 +6,22 @@
   one response, connection closed. Several endpoints may share an address.
 * Metrics use CoreDNS's names and labels, so dashboards and coredns-mixin alerts keep working.
   Nothing is counted through prometheus_client on the hot path: listeners keep plain counters
-  (`stats.QueryStats`) and a collector turns them into metric families at scrape time.
+  (`stats.QueryStats`) and a collector turns them into metric families at scrape time. A
+  scrape does not hold up answering: the serving thread only copies the counters (bounded
+  tables, C-level copies: `Snapshot`), and folding and formatting them happen in a worker
+  thread (`metrics_body`).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import platform
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -82,7 +86,8 @@ def setup_logging(level: str, fmt: str) -> None:
 
 # -- HTTP ------------------------------------------------------------------------------------
 
-Route = Callable[[], tuple[int, str, bytes]]  # () -> (status, content type, body)
+# () -> (status, content type, body), or an awaitable of it (a route with work to do off the loop)
+Route = Callable[[], tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]]
 REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
 
 
@@ -119,7 +124,8 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
         elif method not in (b"GET", b"HEAD"):
             status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
         else:
-            status, ctype, body = route()
+            result = route()
+            status, ctype, body = await result if inspect.isawaitable(result) else result
     head = (
         f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -141,13 +147,6 @@ def _histogram(counts: dict[int, int], bounds: tuple[float, ...]) -> list[tuple[
     return out
 
 
-def _size_bucket(size: int) -> int:
-    for i, bound in enumerate(stats.SIZE_BUCKETS):
-        if size <= bound:
-            return i
-    return len(stats.SIZE_BUCKETS)
-
-
 class Collector:
     """Reads the server's counters at scrape time (see app.Server for what it exposes)."""
 
@@ -167,6 +166,7 @@ class Collector:
         panics.add_metric([], PANICS.count)
         yield panics
         yield from self._kubernetes(server)
+        yield from self._tables(server)
 
     def _dns(self, listeners: list[stats.QueryStats]):
         requests = CounterMetricFamily("coredns_dns_requests", "Counter of DNS requests made per zone, protocol and family.",
@@ -179,25 +179,46 @@ class Collector:
                                               "(64K for TCP) per zone and protocol.", labels=["server", "zone", "view", "proto"])
         response_sizes = HistogramMetricFamily("coredns_dns_response_size_bytes", "Size of the returned response in bytes.",
                                                labels=["server", "zone", "view", "proto"])
-        req_counts, resp_counts = defaultdict(int), defaultdict(int)
-        dur = defaultdict(lambda: defaultdict(int))
-        dur_sum = defaultdict(float)
-        reqsz, respsz = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int))
-        reqsz_sum, respsz_sum = defaultdict(int), defaultdict(int)
+        req_counts: defaultdict[tuple, int] = defaultdict(int)
+        resp_counts: defaultdict[tuple, int] = defaultdict(int)
+        dur: defaultdict[tuple, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        dur_sum: defaultdict[tuple, float] = defaultdict(float)
+        reqsz: defaultdict[tuple, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        respsz: defaultdict[tuple, defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        reqsz_sum: defaultdict[tuple, float] = defaultdict(float)
+        respsz_sum: defaultdict[tuple, float] = defaultdict(float)
         for listener in listeners:
-            sv = listener.server
-            for (zone, qtype, rcode, qsize, rsize, dbucket), n in list(listener.counts.items()):
-                req_counts[(sv, zone, listener.proto, listener.family, qtype)] += n
+            sv, proto, family = listener.server, listener.proto, listener.family
+            # Copies first (C-level, atomic): the tables are bounded, so this is quick.
+            replayed, timed_requests = list(listener.counts.items()), list(listener.requests.items())
+            for key, n in replayed:  # (zone, type, rcode, request size bucket, response size bucket)
+                if key is None:
+                    continue
+                zone, qtype, rcode, qbucket, rbucket = key
+                req_counts[(sv, zone, proto, family, qtype)] += n
                 resp_counts[(sv, zone, rcode)] += n
-                dur[(sv, zone, qtype)][dbucket] += n
-                reqsz[(sv, zone, listener.proto)][_size_bucket(qsize)] += n
-                respsz[(sv, zone, listener.proto)][_size_bucket(rsize)] += n
-                reqsz_sum[(sv, zone, listener.proto)] += qsize * n
-                respsz_sum[(sv, zone, listener.proto)] += rsize * n
+                dur[(sv, zone, qtype)][0] += n
+                reqsz[(sv, zone, proto)][qbucket] += n
+                respsz[(sv, zone, proto)][rbucket] += n
+                qsize, rsize = getattr(key, "sizes", (0, 0))
+                reqsz_sum[(sv, zone, proto)] += qsize * n
+                respsz_sum[(sv, zone, proto)] += rsize * n
             # The time measured is per listener; share it out by zone and type in proportion.
-            total = sum(listener.counts.values()) or 1
-            for (zone, qtype, _, _, _, _), n in list(listener.counts.items()):
-                dur_sum[(sv, zone, qtype)] += listener.seconds * n / total
+            timed = sum(n for _, n in timed_requests) or 1
+            for (zone, qtype, dbucket), n in timed_requests:
+                req_counts[(sv, zone, proto, family, qtype)] += n
+                dur[(sv, zone, qtype)][dbucket] += n
+                dur_sum[(sv, zone, qtype)] += listener.seconds * n / timed
+            for (zone, rcode), n in list(listener.responses.items()):
+                resp_counts[(sv, zone, rcode)] += n
+            for (zone, bucket), n in list(listener.request_sizes.items()):
+                reqsz[(sv, zone, proto)][bucket] += n
+            for (zone, bucket), n in list(listener.response_sizes.items()):
+                respsz[(sv, zone, proto)][bucket] += n
+            for zone, n in list(listener.request_bytes.items()):
+                reqsz_sum[(sv, zone, proto)] += n
+            for zone, n in list(listener.response_bytes.items()):
+                respsz_sum[(sv, zone, proto)] += n
         for (sv, zone, proto, family, qtype), n in req_counts.items():
             requests.add_metric([sv, zone, "", proto, family, qtype], n)
         for (sv, zone, rcode), n in resp_counts.items():
@@ -225,6 +246,22 @@ class Collector:
             misses.add_metric(["dns://:53", ".", ""], cache.misses)
             requests.add_metric(["dns://:53", ".", ""], cache.hits + cache.misses)
         yield from (entries, hits, misses, requests)
+
+    def _tables(self, server):
+        """What each bounded table holds (docs/operating.md lists the bounds)."""
+        entries = GaugeMetricFamily("kdns_table_entries", "Entries held in each bounded table.", labels=["table"])
+        size = GaugeMetricFamily("kdns_table_bytes", "Bytes each bounded table takes, as counted against its bound.",
+                                 labels=["table"])
+        responder = server.responder
+        entries.add_metric(["answer_memo"], responder.memo_entries)
+        size.add_metric(["answer_memo"], responder.memo_bytes)
+        entries.add_metric(["replay"], len(responder.replies))
+        size.add_metric(["replay"], responder.replies_bytes)
+        if server.forwarder is not None:
+            entries.add_metric(["forward_cache"], len(server.forwarder.cache))
+            size.add_metric(["forward_cache"], server.forwarder.cache.bytes)
+        entries.add_metric(["query_stats"], sum(listener.keys() for listener in server.listener_stats()))
+        yield from (entries, size)
 
     def _forward(self, forwarder):
         family = HistogramMetricFamily("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.",
@@ -297,7 +334,75 @@ def programming_bucket(seconds: float) -> int:
     return len(PROGRAMMING_BUCKETS)
 
 
+class _Table:
+    """A table's size, as `Snapshot.responder` and `Snapshot.forwarder.cache` give it."""
+
+    def __init__(self, entries: int, size: int) -> None:
+        self.entries, self.bytes = entries, size
+
+    def __len__(self) -> int:
+        return self.entries
+
+
+class _CacheCopy(_Table):
+    def __init__(self, cache) -> None:
+        super().__init__(len(cache), cache.bytes)
+        self._sizes = cache.sizes()
+        self.hits, self.hits_success, self.misses = cache.hits, cache.hits_success, cache.misses
+
+    def sizes(self) -> tuple[int, int]:
+        return self._sizes
+
+
+class _ForwarderCopy:
+    def __init__(self, forwarder) -> None:
+        self.cache = _CacheCopy(forwarder.cache)
+        self.durations = {label: (dict(buckets), total) for label, (buckets, total) in list(forwarder.durations.items())}
+
+
+class _ResponderCopy:
+    def __init__(self, responder) -> None:
+        self.memo_entries, self.memo_bytes = responder.memo_entries, responder.memo_bytes
+        self.replies, self.replies_bytes = _Table(len(responder.replies), responder.replies_bytes), responder.replies_bytes
+
+
+class Snapshot:
+    """What a scrape reads from the server, copied in the serving thread (quick: every table
+    is bounded, and the counters are copied by dict's C code), with the methods and attributes
+    of the server that `Collector` uses."""
+
+    def __init__(self, server) -> None:
+        self._listeners = [listener.copy() for listener in server.listener_stats()]
+        self.forwarder = _ForwarderCopy(server.forwarder) if server.forwarder is not None else None
+        self.responder = _ResponderCopy(server.responder)
+        self.programming = ProgrammingLatency()
+        self.programming.histograms = {kind: (dict(b), t) for kind, (b, t) in list(server.programming.histograms.items())}
+        self._objects = dict(server.index.counts())
+        self.synced = server.synced
+        self._sources = dict(server.source_stats())
+
+    def listener_stats(self) -> list[stats.QueryStats]:
+        return self._listeners
+
+    def source_stats(self) -> dict:
+        return self._sources
+
+    @property
+    def index(self) -> Snapshot:
+        return self
+
+    def counts(self) -> dict[str, int]:
+        return self._objects
+
+
 def metrics_text(server) -> bytes:
+    """The /metrics body, all in the calling thread."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(server))
     return generate_latest(registry)
+
+
+async def metrics_body(server) -> bytes:
+    """The /metrics body: the counters copied here, folded and formatted in a worker thread."""
+    snapshot = Snapshot(server)
+    return await trio.to_thread.run_sync(metrics_text, snapshot)

@@ -92,6 +92,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("upstream-timeout", float, 1.5, "timeout of one try", FORWARDING, metavar="SECONDS"),
     Option("cache-ttl", int, 30, "cache forwarded answers at most this long", FORWARDING, metavar="SECONDS"),
     Option("cache-size", int, 10_000, "forwarded answers kept in the cache", FORWARDING, metavar="N"),
+    Option("cache-max-bytes", int, 32 << 20, "the most the cache of forwarded answers may take, in bytes; beyond it "
+           "(or --cache-size), the least recently used answers go first", FORWARDING, metavar="BYTES"),
     Option("serve-stale", float, 3600.0, "when every upstream fails, serve answers expired for up to this long, "
            "with a 30 s TTL; 0 disables", FORWARDING, metavar="SECONDS"),
     Option("autopath", bool, False, "answer a pod's whole search path in one round trip (watches Pods to know who asks)",
@@ -116,6 +118,10 @@ OPTIONS: tuple[Option, ...] = (
            OPERATION, metavar="SECONDS"),
     Option("tcp-max-queries", int, 10_000, "queries answered on one TCP connection before kdns closes it", OPERATION,
            metavar="N"),
+    Option("tcp-max-per-client", int, 100, "open TCP connections from one client address at most; beyond, that "
+           "client's longest idle one is closed, or the new one", OPERATION, metavar="N"),
+    Option("tcp-send-timeout", float, 2.0, "close a TCP connection whose client does not take a reply within this long "
+           "(it sends queries but does not read the answers)", OPERATION, metavar="SECONDS"),
     Option("workers", int, 1, "answer with this many processes (one per core), sharing the listen ports "
            "(SO_REUSEPORT); each keeps its own copy of the cluster; health, readiness and metrics are the first's",
            OPERATION, metavar="N", reload=False, per_worker=True),

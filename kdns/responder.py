@@ -6,6 +6,9 @@ answered by splicing bytes (`wire.render`). Anything else takes the full path: `
 the query, `answer` decides, `wire` packs, and the packed entry goes into the memo. Both paths
 end in the same `render`, so they give the same bytes.
 
+Both tables are bounded in entries and in bytes (MEMO_*, MAX_REPLIES, REPLAY_BYTES); when one
+is full it is emptied, and refills from the queries that follow.
+
 The memo is kept exact by `publish`: each index change names the names it touched, and only
 their entries are dropped; negative answers do not embed the SOA serial (it is appended at
 render time), so a new serial alone invalidates nothing.
@@ -31,8 +34,15 @@ from kdns.index import Change, Snapshot
 log = logging.getLogger("kdns.responder")
 
 MEMO_ENTRIES = 200_000  # packed answers kept (name x type); the memo is emptied when full
+MEMO_BYTES = 64 << 20  # ... or when its entries take this much (counted as `memo_cost`)
 MAX_REPLIES = 50_000  # whole UDP replies kept for replay; emptied when full and on every change
+REPLAY_BYTES = 16 << 20  # ... or when they take this much (counted as `replay_cost`)
 MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
+# What an entry costs beyond its bytes (CPython 3.11, measured with tracemalloc): a memo entry's
+# Entry object, its header bytes and its slot in the per-name dict; a replay entry's key,
+# (reply, key) tuple and dict slot.
+MEMO_OVERHEAD = 550
+REPLAY_OVERHEAD = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +56,7 @@ class UpstreamQuery:
     question: bytes  # name + type + class, in wire form, to ask upstream
     prefix: bytes = b""
     prefix_count: int = 0
+    zones: tuple[str, ...] = ()  # the zones kdns serves: an upstream's records for names there are dropped
 
     @property
     def name(self) -> str:
@@ -66,10 +77,17 @@ class Responder:
         self.replies: dict[bytes, tuple[bytes, object]] = {}
         self.replay_key = replay_key
         self._entries = 0  # packed answers in the memo
+        self.memo_bytes = 0  # what they take (memo_cost)
+        self.replies_bytes = 0  # what `replies` takes (replay_cost)
         self.snapshot = snapshot
         self.zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()
         self.publish(Change(snapshot, everything=True))
+    @property
+    def memo_entries(self) -> int:
+        """Packed answers in the memo (name x type)."""
+        return self._entries
+
     def publish(self, change: Change) -> None:
         """Make `change.snapshot` the one answers come from, dropping stale memo entries."""
         snap = change.snapshot
@@ -77,11 +95,11 @@ class Responder:
             raise ValueError("a Responder serves one set of zones")
         if not change.empty:
             self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
+            self.replies_bytes = 0
         if change.everything or len(change.names) + len(change.ips) > len(self.memo):
             # (Dropping everything is also the cheaper way when most names changed, as on
             # the first sync: no need to spell out a hundred thousand names to forget them.)
-            self.memo.clear()
-            self._entries = 0
+            self._clear_memo()
         else:
             stale = [names.join(rel, zone) for rel in change.names for zone in snap.config.zones]
             if "" in change.names:  # the apex NS answer and its glue are the same in every zone
@@ -91,6 +109,7 @@ class Responder:
                 byname = self.memo.pop(names.to_wire(name), None)
                 if byname is not None:
                     self._entries -= len(byname)
+                    self.memo_bytes -= sum(memo_cost(entry) for entry in byname.values())
         if snap.serial != self.snapshot.serial or not self._soa:
             self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self.zones)
         self.snapshot = snap
@@ -109,11 +128,19 @@ class Responder:
         if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             # Stub resolvers send the same bytes for the same question every time: the
             # reply to a UDP query is a function of everything after its ID.
-            if len(self.replies) >= MAX_REPLIES:
+            if len(self.replies) >= MAX_REPLIES or self.replies_bytes >= REPLAY_BYTES:
                 self.replies.clear()
+                self.replies_bytes = 0
             key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
+            if data[2:] not in self.replies:
+                self.replies_bytes += replay_cost(data, reply)
             self.replies[data[2:]] = (reply[2:], key)
         return reply
+
+    def _clear_memo(self) -> None:
+        self.memo.clear()
+        self._entries = 0
+        self.memo_bytes = 0
 
     def replayed(self, data: bytes) -> tuple[bytes, object] | None:
         """(the reply made before for a UDP query with these bytes after its ID, with this
@@ -182,11 +209,12 @@ class Responder:
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
             return wire.simple_reply(query, SERVFAIL), False
         if result.cacheable:
-            if self._entries >= MEMO_ENTRIES:
-                self.memo.clear()
-                self._entries = 0
+            if self._entries >= MEMO_ENTRIES or self.memo_bytes >= MEMO_BYTES:
+                self._clear_memo()
             byname = self.memo.setdefault(query.qname, {})
-            self._entries += query.qtail not in byname
+            old = byname.get(query.qtail)
+            self._entries += old is None
+            self.memo_bytes += memo_cost(entry) - (memo_cost(old) if old is not None else 0)
             byname[query.qtail] = entry
         reply = wire.render(
             entry,
@@ -201,10 +229,20 @@ class Responder:
 
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
         if not result.answer and result.upstream == ".".join(query.labels):
-            return UpstreamQuery(query, limit, query.question)  # as asked, case and all
+            return UpstreamQuery(query, limit, query.question, zones=self.zones)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
-        return UpstreamQuery(query, limit, question, prefix, len(result.answer))
+        return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones)
+
+
+def memo_cost(entry: wire.Entry) -> int:
+    """Bytes a packed answer takes in the memo (with its short form for small UDP sizes)."""
+    return MEMO_OVERHEAD + len(entry.body) + (len(entry.short.body) if entry.short is not None else 0)
+
+
+def replay_cost(query: bytes, reply: bytes) -> int:
+    """Bytes a whole reply kept for replay takes (its query minus the ID is the key)."""
+    return REPLAY_OVERHEAD + len(query) + len(reply)
 
 
 def _client_labels(query: wire.Query, name: str) -> bytes:

@@ -207,7 +207,8 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     if not 0 <= ttl <= MAX_TTL:
         raise v.error("ttl", f"must be between 0 and {MAX_TTL} seconds, got {ttl}")
     for name in ("cache-ttl", "cache-size", "upstream-timeout", "tcp-idle-timeout", "reload-interval",
-                 "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries", "manifest-max-bytes"):
+                 "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries", "manifest-max-bytes",
+                 "cache-max-bytes", "tcp-max-per-client", "tcp-send-timeout"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise v.error(name, f"must be more than 0, got {v[name]}")
     if not 1 <= v["workers"] <= MAX_WORKERS:
@@ -252,6 +253,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         upstream_timeout=v["upstream-timeout"],
         cache_ttl=v["cache-ttl"],
         cache_size=v["cache-size"],
+        cache_max_bytes=v["cache-max-bytes"],
         serve_stale=v["serve-stale"],
         lameduck=v["lameduck"],
         http=HttpAddresses(health=_http(v, "health"), ready=_http(v, "ready"), metrics=_http(v, "metrics")),
@@ -261,6 +263,8 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         tcp_max_connections=v["tcp-max-connections"],
         tcp_message_timeout=v["tcp-message-timeout"],
         tcp_max_queries=v["tcp-max-queries"],
+        tcp_max_per_client=v["tcp-max-per-client"],
+        tcp_send_timeout=v["tcp-send-timeout"],
         workers=v["workers"],
         log_level=v["log-level"],
         log_format=v["log-format"],

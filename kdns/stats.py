@@ -1,11 +1,20 @@
-"""Per-query statistics, kept cheap enough for the hot path.
+"""Per-query statistics, kept cheap enough for the hot path and bounded whatever clients send.
 
-Each listener (one socket: a server address, UDP or TCP) has a `QueryStats`: a Counter of
-small tuples, one increment per query. The tuple holds everything CoreDNS's metrics label or
-bucket by: (zone, type, rcode, request size, response size, duration bucket). The shell counts
-every reply it sends (`QueryStats.count`); a reply replayed from the Responder's table of whole
-replies carries its key along (`replay_key`, the key the shell gives the Responder), so a
-replayed query costs one Counter increment; only the rest are timed. `observe` folds the counters into Prometheus
+Each listener (one socket: a server address, UDP or TCP) has a `QueryStats`. What it counts
+is what CoreDNS's metrics label or bucket by: the zone, the type, the rcode, the request and
+response sizes (in CoreDNS's size buckets, never exact: a client that varies its EDNS padding
+must not make a new counter per query) and the duration (in CoreDNS's duration buckets).
+
+* A reply replayed from the Responder's table of whole replies carries its key along
+  (`replay_key`, the key the shell gives the Responder): (zone, type, rcode, request-size
+  bucket, response-size bucket). A replay costs one increment of `counts[key]`, in Python
+  or in the C loop (kdns/_udpbatch.c), and is counted in the first duration bucket.
+* Every other reply is timed and counted by `QueryStats.count`, one counter per metric
+  family, so that the number of counters is a sum over the labels, not a product.
+
+Every counter's key is made of values from small fixed sets (the zones kdns serves, `TYPES`
+and "other", 16 rcodes, 15 size buckets, 17 duration buckets), so the tables cannot grow
+past `max_keys` (docs/operating.md has the figure). `observe` folds them into Prometheus
 families when /metrics is scraped, not before. Pure: no clock, no I/O.
 """
 
@@ -18,18 +27,53 @@ from dataclasses import dataclass, field
 from kdns import names, wire
 from kdns.codes import RCODES, TYPES
 
-Key = tuple[str, str, str, int, int, int]  # zone, type, rcode, request bytes, response bytes, duration bucket
+
+class ReplayKey(tuple):
+    """A replay's key: (zone, type, rcode, request-size bucket, response-size bucket), hashed
+    and compared as that tuple (in C: the C loop looks it up), that also remembers the exact
+    sizes of the query and reply it was made for (`sizes`). The counter keeps the first key
+    of its labels and buckets, and the histograms' sums count each replay at its sizes: exact
+    when the replays under one key are the same query, as stub resolvers send them."""
+
+    sizes: tuple[int, int]
+
+
+Key = ReplayKey
 
 # CoreDNS's buckets: durations 0.25 ms doubling 16 times (to 8.192 s); sizes in bytes.
 DURATION_FIRST = 0.00025
 DURATION_BUCKETS = tuple(DURATION_FIRST * 2**i for i in range(16))
 SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
-
+TYPE_LABELS = len(set(TYPES.values())) + 1  # and "other"
+RCODE_LABELS = 16  # the header's four bits
+# Replayed replies are NOERROR or NXDOMAIN answers (kdns.answer: the others are not kept),
+# to queries of at most 512 bytes (responder.MAX_REPLAYED_QUERY), in at most 1,232 (UDP).
+REPLAY_RCODES = 2
 
 
 def duration_bucket(seconds: float) -> int:
     """Index of the first bucket whose bound is >= `seconds` (16 for longer)."""
     return min(16, int(seconds / DURATION_FIRST).bit_length()) if seconds > DURATION_FIRST else 0
+
+
+def size_bucket(size: int) -> int:
+    """Index of the first size bucket whose bound is >= `size` (len(SIZE_BUCKETS) for larger)."""
+    for i, bound in enumerate(SIZE_BUCKETS):
+        if size <= bound:
+            return i
+    return len(SIZE_BUCKETS)
+
+
+REPLAY_REQUEST_BUCKETS = size_bucket(512) + 1
+REPLAY_RESPONSE_BUCKETS = size_bucket(wire.MAX_UDP) + 1
+
+
+def max_keys(zones: int, proto: str) -> int:
+    """The most counters one listener can hold with `zones` zones (kdns's own, plus "." for
+    the rest): the bound of every table of `QueryStats` together."""
+    timed = zones * (TYPE_LABELS * (len(DURATION_BUCKETS) + 1) + RCODE_LABELS + 2 * (len(SIZE_BUCKETS) + 1) + 2)
+    replayed = zones * TYPE_LABELS * REPLAY_RCODES * REPLAY_REQUEST_BUCKETS * REPLAY_RESPONSE_BUCKETS
+    return timed + (replayed if proto == "udp" else 0)
 
 
 @dataclass
@@ -39,20 +83,45 @@ class QueryStats:
     server: str  # "dns://127.0.0.1:5353", as CoreDNS names its servers
     proto: str  # "udp" or "tcp"
     family: str  # "1" for IPv4, "2" for IPv6 (CoreDNS's values)
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter = field(default_factory=Counter)  # replays, by `Key` (the C loop adds to it)
+    requests: Counter = field(default_factory=Counter)  # timed: (zone, type, duration bucket)
+    responses: Counter = field(default_factory=Counter)  # timed: (zone, rcode)
+    request_sizes: Counter = field(default_factory=Counter)  # timed: (zone, size bucket)
+    response_sizes: Counter = field(default_factory=Counter)  # timed: (zone, size bucket)
+    request_bytes: Counter = field(default_factory=Counter)  # timed: zone -> bytes
+    response_bytes: Counter = field(default_factory=Counter)  # timed: zone -> bytes
     seconds: float = 0.0  # sum of the durations measured
     received: int = 0  # queries received, answered or not
 
     def count(self, query: bytes, reply: bytes | None, zones: tuple[str, ...], seconds: float) -> None:
         """Count one answered query that took `seconds` (`zones`: the zones kdns serves)."""
-        k = key(query, reply, zones, seconds)
-        if k is not None:
-            self.counts[k] += 1
-            self.seconds += seconds
+        k = labels(query, reply, zones) if reply is not None else None
+        if k is None or reply is None:
+            return
+        zone, qtype, rcode = k
+        self.requests[(zone, qtype, duration_bucket(seconds))] += 1
+        self.responses[(zone, rcode)] += 1
+        self.request_sizes[(zone, size_bucket(len(query)))] += 1
+        self.response_sizes[(zone, size_bucket(len(reply)))] += 1
+        self.request_bytes[zone] += len(query)
+        self.response_bytes[zone] += len(reply)
+        self.seconds += seconds
+
+    def copy(self) -> QueryStats:
+        """A copy whose tables no one else changes (each copied at C speed: no Python code
+        runs between two entries, so the C loop cannot change a table mid-copy)."""
+        return QueryStats(self.server, self.proto, self.family, Counter(self.counts), Counter(self.requests),
+                          Counter(self.responses), Counter(self.request_sizes), Counter(self.response_sizes),
+                          Counter(self.request_bytes), Counter(self.response_bytes), self.seconds, self.received)
+
+    def keys(self) -> int:
+        """Counters held in all tables (each bounded: see `max_keys`)."""
+        return sum(map(len, (self.counts, self.requests, self.responses, self.request_sizes, self.response_sizes,
+                             self.request_bytes, self.response_bytes)))
 
 
-def key(query: bytes, reply: bytes | None, zones: tuple[str, ...], seconds: float) -> Key | None:
-    """The statistics key of one answered query (None if there is nothing to count)."""
+def labels(query: bytes, reply: bytes | None, zones: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(zone, type, rcode) of one answered query (None if there is nothing to count)."""
     if reply is None or len(query) < 12 or len(reply) < 4:
         return None
     try:
@@ -67,13 +136,19 @@ def key(query: bytes, reply: bytes | None, zones: tuple[str, ...], seconds: floa
             zone = label
             break
     rcode = reply[3] & 0xF
-    return (zone, TYPES.get(qtype, "other"), RCODES.get(rcode, str(rcode)), len(query), len(reply), duration_bucket(seconds))
+    return zone, TYPES.get(qtype, "other"), RCODES.get(rcode, str(rcode))
 
 
 def replay_key(query: bytes, reply: bytes, zones: tuple[str, ...]) -> Key | None:
-    """The key a replayed reply is counted under (by the C loop too): replays take no time
-    worth measuring, so the first duration bucket."""
-    return key(query, reply, zones, 0.0)
+    """The key a replayed reply is counted under (by the C loop too): its labels and the
+    buckets of its sizes (and the sizes themselves, aside). Replays take no time worth
+    measuring: the first duration bucket."""
+    k = labels(query, reply, zones)
+    if k is None:
+        return None
+    key = ReplayKey((*k, size_bucket(len(query)), size_bucket(len(reply))))
+    key.sizes = (len(query), len(reply))
+    return key
 
 
 def _at_label(name: bytes, offset: int) -> bool:

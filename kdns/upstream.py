@@ -8,16 +8,22 @@ placed in any message: after the client's question, or after a CNAME of ours), t
 of their TTL fields (so that a cached reply is served with TTLs counting down), and how long
 it may be cached. `render` builds the client's reply from it.
 
+An upstream is not trusted further than it must be: `scrub` keeps only the records that belong
+to the answer (the question's CNAME chain, the answered name's zone, never a name in kdns's own
+zones), and `parse_reply` reads records only as far as they fit, written out in full, in one
+reply (`MAX_RECORDS`): compression pointers cannot make a 64 KB reply cost megabytes.
+
 Pure: no sockets and no clock; elapsed time is a parameter.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
 from kdns import names, wire
-from kdns.codes import AA, CD, NOERROR, NXDOMAIN, OPT, QR, RA, RD, REFUSED, SOA, TC, TKEY, TSIG
+from kdns.codes import AA, CD, CNAME, NOERROR, NS, NXDOMAIN, OPT, QR, RA, RD, REFUSED, SOA, TC, TKEY, TSIG
 
 DEFAULT_PORT = 53
 # The RDATA layouts `parse_reply` checks, field by field: "n" a name (compression allowed:
@@ -48,6 +54,19 @@ _IN_ONLY = {1, 28, 26, 33, 35, 36}
 _CLASS_LAYOUTS = {(3, 1): "nh"}
 # Records that belong to one hop (RFC 8945 TSIG, RFC 2930 TKEY): never passed on.
 _HOP_TYPES = {TKEY, TSIG}
+DNAME = 39
+# The upstream's records, written out in full, must fit in one reply with the question, a
+# header and our OPT record: the most any client can get from us (over TCP).
+MAX_RECORDS = wire.MAX_TCP - 12 - 11
+# What a cache entry costs beyond its record bytes (measured with tracemalloc on CPython
+# 3.11: the Entry, the UpstreamAnswer, its tuples, the key and the cache's bookkeeping), and
+# per record (a TTL offset and a TTL in two tuples).
+ENTRY_OVERHEAD = 800
+RECORD_OVERHEAD = 56
+
+# One record as `parse_reply` read it: (section, owner lowercased, owner in wire form as
+# written, type, class, TTL, RDATA with its names written out in full).
+_Record = tuple[int, tuple[bytes, ...], bytes, int, int, int, bytes]
 
 
 class ReplyError(ValueError):
@@ -70,6 +89,11 @@ class UpstreamAnswer:
     @property
     def answer_records(self) -> bytes:
         return self.records[: self.answer_size]
+
+    @property
+    def size(self) -> int:
+        """Bytes this answer takes in the cache (an estimate that errs on the high side)."""
+        return ENTRY_OVERHEAD + len(self.records) + RECORD_OVERHEAD * len(self.ttls)
 
 
 def parse_upstream(text: str) -> tuple[str, int]:
@@ -112,8 +136,10 @@ def build_query(qid: int, question: bytes, *, do: bool, cd: bool) -> bytes:
     return struct.pack("!6H", qid, flags, 1, 0, 0, 1) + question + opt
 
 
-def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> UpstreamAnswer:
-    """Check that `data` answers our query (ID, QR, question) and re-encode its records."""
+def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int, zones: tuple[str, ...] = ()) -> UpstreamAnswer:
+    """Check that `data` answers our query (ID, QR, question), re-encode its records and keep
+    only those `scrub` lets through (`zones`: the zones kdns serves itself)."""
+    data = bytes(data)  # (labels are slices of it, used as keys)
     if len(data) < 12:
         raise ReplyError("shorter than a DNS header")
     rid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
@@ -121,26 +147,23 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Upstrea
         raise ReplyError("not a reply to our query")
     rcode = flags & 0xF
     truncated = bool(flags & TC)
-    pos = 12
     if qdcount != 1:
         if qdcount == 0 and rcode != NOERROR:
             return UpstreamAnswer(rcode, b"", (0, 0, 0), 0, (), (), 0, truncated)  # e.g. FORMERR
         raise ReplyError(f"{qdcount} questions in a reply")
     try:
-        _, qend = wire.read_name(data, 12, compressed=True)
+        qlabels, qend = wire.read_name(data, 12, compressed=True)
     except wire.BadName as exc:
         raise ReplyError(str(exc)) from None
     if data[12 : qend + 4].lower() != question.lower():
         raise ReplyError("the reply is for another question")
     pos = qend + 4
 
-    out = bytearray()
-    offsets: list[int] = []
-    ttls: list[int] = []
-    counts = [0, 0, 0]
-    answer_size = 0
-    min_answer_ttl: int | None = None
-    negative_ttl: int | None = None
+    # Every record written out in full must fit in one reply of ours with the question: what
+    # does not could reach no client, so the rest is not even read (a 64 KB reply of pointers
+    # can stand for megabytes of names). Such a reply counts as truncated.
+    budget = MAX_RECORDS - len(question)
+    parsed: list[_Record] = []
     try:
         for i in range(ancount + nscount + arcount):
             section = 0 if i < ancount else (1 if i < ancount + nscount else 2)
@@ -157,19 +180,34 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Upstrea
             if ttl & 0x80000000:
                 ttl = 0  # RFC 2181: a TTL with the top bit set counts as 0
             rdata = _rdata(data, rtype, rclass, rdata_start, rdlength)
-            out += _encode(owner)
-            offsets.append(len(out) + 4)
-            ttls.append(ttl)
-            out += struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
-            counts[section] += 1
-            if section == 0:
-                answer_size = len(out)
-                min_answer_ttl = ttl if min_answer_ttl is None else min(min_answer_ttl, ttl)
-            elif section == 1 and rtype == SOA and len(rdata) >= 20:
-                minimum = struct.unpack_from("!I", rdata, len(rdata) - 4)[0]
-                negative_ttl = min(ttl, minimum)
+            owner_wire = _encode(owner)
+            budget -= len(owner_wire) + 10 + len(rdata)
+            if budget < 0:
+                truncated = True
+                break
+            parsed.append((section, tuple(label.lower() for label in owner), owner_wire, rtype, rclass, ttl, rdata))
     except wire.BadName as exc:
         raise ReplyError(str(exc)) from None
+
+    out = bytearray()
+    offsets: list[int] = []
+    ttls: list[int] = []
+    counts = [0, 0, 0]
+    answer_size = 0
+    min_answer_ttl: int | None = None
+    negative_ttl: int | None = None
+    for section, _, owner_wire, rtype, rclass, ttl, rdata in scrub(parsed, tuple(label.lower() for label in qlabels), zones):
+        out += owner_wire
+        offsets.append(len(out) + 4)
+        ttls.append(ttl)
+        out += struct.pack("!HHIH", rtype, rclass, ttl, len(rdata)) + rdata
+        counts[section] += 1
+        if section == 0:
+            answer_size = len(out)
+            min_answer_ttl = ttl if min_answer_ttl is None else min(min_answer_ttl, ttl)
+        elif section == 1 and rtype == SOA and len(rdata) >= 20:
+            minimum = struct.unpack_from("!I", rdata, len(rdata) - 4)[0]
+            negative_ttl = min(ttl, minimum)
 
     # How long it may be cached: RFC 2308 for negative answers (the SOA's TTL and minimum;
     # without an SOA, not at all); the smallest TTL of the answer otherwise. Failures and
@@ -181,6 +219,69 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Upstrea
     else:
         lifetime = negative_ttl or 0
     return UpstreamAnswer(rcode, bytes(out), tuple(counts), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
+
+
+def scrub(records: list[_Record], qname: tuple[bytes, ...], zones: tuple[str, ...]) -> list[_Record]:
+    """The records of an upstream's reply that may reach a client, in their order.
+
+    * Answer: only records owned by the question's name or a name on its CNAME chain (and a
+      DNAME above one of them).
+    * Authority and additional: only records in the answered name's zone, which is what the
+      authority section says it is: the deepest owner of an SOA or NS record there that is a
+      name of the chain or above one. Without such a record both sections are dropped.
+    * Nothing for a name in kdns's own zones (`zones`), in any section: cluster names come
+      from the cluster. In the reverse zones kdns forwards the names it has no record for,
+      so there a question's own answer and its zone's SOA and NS are kept, nothing else.
+    """
+    forward, reverse = _zone_labels(zones)
+    in_reverse = any(_below(qname, zone) for zone in reverse)
+
+    def foreign(owner: tuple[bytes, ...], section: int, rtype: int) -> bool:
+        if any(_below(owner, zone) for zone in forward):
+            return False
+        if any(_below(owner, zone) for zone in reverse):
+            return in_reverse and (section == 0 or (section == 1 and rtype in (SOA, NS)))
+        return True
+
+    targets: dict[tuple[bytes, ...], list[tuple[bytes, ...]]] = {}
+    for section, owner, _, rtype, _, _, rdata in records:
+        if section == 0 and rtype == CNAME:
+            targets.setdefault(owner, []).append(tuple(label.lower() for label in wire.read_name(rdata, 0, compressed=False)[0]))
+    chain, todo = {qname}, [qname]
+    while todo:
+        for target in targets.get(todo.pop(), ()):
+            if target not in chain:
+                chain.add(target)
+                todo.append(target)
+    apex: tuple[bytes, ...] | None = None
+    for section, owner, _, rtype, _, _, _ in records:
+        deeper = apex is None or len(owner) > len(apex)
+        if section == 1 and rtype in (SOA, NS) and deeper and foreign(owner, section, rtype) and any(_below(name, owner) for name in chain):
+            apex = owner
+    kept = []
+    for record in records:
+        section, owner, _, rtype = record[:4]
+        if not foreign(owner, section, rtype):
+            continue
+        if section == 0:
+            ok = owner in chain or (rtype == DNAME and any(name != owner and _below(name, owner) for name in chain))
+        else:
+            ok = apex is not None and _below(owner, apex)
+        if ok:
+            kept.append(record)
+    return kept
+
+
+def _below(name: tuple[bytes, ...], zone: tuple[bytes, ...]) -> bool:
+    """Whether `name` is `zone` or a name under it (labels lowercased)."""
+    return not zone or name[-len(zone) :] == zone
+
+
+@functools.lru_cache(maxsize=16)
+def _zone_labels(zones: tuple[str, ...]) -> tuple[tuple[tuple[bytes, ...], ...], tuple[tuple[bytes, ...], ...]]:
+    """(forward zones, reverse zones) of `zones` as lowercase label tuples."""
+    labels = [(zone, tuple(zone.lower().encode("latin-1").split(b"."))) for zone in zones if zone]
+    return (tuple(t for z, t in labels if z not in names.REVERSE_ZONES), tuple(t for z, t in labels if z in names.REVERSE_ZONES))
 
 
 def _encode(labels: list[bytes]) -> bytes:

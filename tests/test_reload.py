@@ -106,4 +106,4 @@ def test_a_reload_mixing_both_kinds_applies_one_and_keeps_the_other():
 def test_forwarder_fields_are_the_forwarding_options():
     """Every option that decides a forwarder field makes a new forwarder, and only those."""
     deciding = {o.name for o in OPTIONS if set(o.paths) & set(FORWARDER_FIELDS)}
-    assert deciding == {"upstream", "resolv-conf", "stub-domain", "upstream-timeout", "cache-ttl", "cache-size", "serve-stale"}
+    assert deciding == {"upstream", "resolv-conf", "stub-domain", "upstream-timeout", "cache-ttl", "cache-size", "cache-max-bytes", "serve-stale"}

@@ -125,9 +125,9 @@ class Forwarder:
         if fresh:
             if self.cache.due_for_refresh(entry) and self._nursery is not None:
                 entry.refreshing = True
-                self._nursery.start_soon(self._refresh, key, uq.question, do, cd, upstreams)
+                self._nursery.start_soon(self._refresh, key, uq.question, do, cd, upstreams, uq.zones)
             return self._render(entry.answer, uq, time.monotonic() - entry.stored)
-        answer = await self._resolve(key, uq.question, do, cd, upstreams)
+        answer = await self._resolve(key, uq.question, do, cd, upstreams, uq.zones)
         if answer is None:
             if entry is not None:  # every upstream failed: serve stale (RFC 8767)
                 self.cache.stale_served += 1
@@ -139,7 +139,9 @@ class Forwarder:
     def _render(self, answer: up.UpstreamAnswer, uq: UpstreamQuery, elapsed: float, stale_ttl: int | None = None) -> bytes:
         return up.render(answer, uq.query, elapsed, uq.limit, stale_ttl=stale_ttl, prefix=uq.prefix, prefix_count=uq.prefix_count)
 
-    async def _resolve(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.UpstreamAnswer | None:
+    async def _resolve(
+        self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream], zones: tuple[str, ...]
+    ) -> up.UpstreamAnswer | None:
         """Ask the upstreams once per question, however many clients are waiting for it."""
         pending = self._inflight.get(key)
         if pending is not None:
@@ -147,7 +149,7 @@ class Forwarder:
             return pending.result
         pending = self._inflight[key] = _Pending()
         try:
-            pending.result = await self._ask(question, do, cd, upstreams)
+            pending.result = await self._ask(question, do, cd, upstreams, zones)
             if pending.result is not None:
                 self.cache.put(key, pending.result)
         finally:
@@ -155,8 +157,8 @@ class Forwarder:
             pending.done.set()
         return pending.result
 
-    async def _refresh(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> None:
-        answer = await self._ask(question, do, cd, upstreams)
+    async def _refresh(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream], zones: tuple[str, ...]) -> None:
+        answer = await self._ask(question, do, cd, upstreams, zones)
         if answer is not None:
             self.cache.put(key, answer)
         else:
@@ -164,13 +166,13 @@ class Forwarder:
             if entry is not None:
                 entry.refreshing = False
 
-    async def _ask(self, question: bytes, do: bool, cd: bool, upstreams: list[Upstream]) -> up.UpstreamAnswer | None:
+    async def _ask(self, question: bytes, do: bool, cd: bool, upstreams: list[Upstream], zones: tuple[str, ...]) -> up.UpstreamAnswer | None:
         healthy = [u for u in upstreams if u.healthy]
         random.shuffle(healthy)
         order = healthy + [u for u in upstreams if not u.healthy]
         for upstream in order[:MAX_TRIES]:
             try:
-                answer = await self._exchange(upstream, question, do, cd)
+                answer = await self._exchange(upstream, question, do, cd, zones)
             except EXCHANGE_ERRORS as exc:
                 self._failed(upstream, _describe(exc))
                 continue
@@ -197,23 +199,24 @@ class Forwarder:
         while not upstream.healthy:
             await trio.sleep(delay)
             try:
-                await self._exchange(upstream, PROBE_QUESTION, False, False)
+                await self._exchange(upstream, PROBE_QUESTION, False, False, ())
             except EXCHANGE_ERRORS:
                 delay = min(PROBE_MAX, delay * 2)
                 continue
             upstream.healthy, upstream.fails = True, 0
             log.info("upstream %s answers again", upstream)
 
-    async def _exchange(self, upstream: Upstream, question: bytes, do: bool, cd: bool) -> up.UpstreamAnswer:
-        """One question to one upstream: UDP, then TCP if the reply was truncated."""
+    async def _exchange(self, upstream: Upstream, question: bytes, do: bool, cd: bool, zones: tuple[str, ...]) -> up.UpstreamAnswer:
+        """One question to one upstream: UDP, then TCP if the reply was truncated; its records
+        scrubbed (`upstream.scrub`: `zones` are kdns's own)."""
         self.requests += 1
         qid = secrets.randbelow(65536)
         query = up.build_query(qid, question, do=do, cd=cd)
         started = time.monotonic()
         with trio.fail_after(self.timeout):
-            answer = await self._udp(upstream, query, qid, question)
+            answer = await self._udp(upstream, query, qid, question, zones)
             if answer.truncated:
-                answer = await self._tcp(upstream, query, qid, question)
+                answer = await self._tcp(upstream, query, qid, question, zones)
         seconds = time.monotonic() - started
         label = (str(upstream), RCODES.get(answer.rcode, str(answer.rcode)))
         buckets, total = self.durations.get(label, ({}, 0.0))
@@ -222,18 +225,18 @@ class Forwarder:
         self.durations[label] = (buckets, total + seconds)
         return answer
 
-    async def _udp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.UpstreamAnswer:
+    async def _udp(self, upstream: Upstream, query: bytes, qid: int, question: bytes, zones: tuple[str, ...]) -> up.UpstreamAnswer:
         with trio.socket.socket(upstream.family, trio.socket.SOCK_DGRAM) as sock:
             await sock.connect((upstream.host, upstream.port))  # only its datagrams reach us
             await sock.send(query)
             while True:
                 data = await sock.recv(65535)
                 try:
-                    return up.parse_reply(data, qid, question, self.cache.max_ttl)
+                    return up.parse_reply(data, qid, question, self.cache.max_ttl, zones)
                 except up.ReplyError as exc:
                     log.debug("upstream %s: ignoring a datagram: %s", upstream, exc)
 
-    async def _tcp(self, upstream: Upstream, query: bytes, qid: int, question: bytes) -> up.UpstreamAnswer:
+    async def _tcp(self, upstream: Upstream, query: bytes, qid: int, question: bytes, zones: tuple[str, ...]) -> up.UpstreamAnswer:
         stream = await trio.open_tcp_stream(upstream.host, upstream.port)
         async with stream:
             await stream.send_all(len(query).to_bytes(2, "big") + query)
@@ -243,7 +246,7 @@ class Forwarder:
                 if not chunk:
                     raise up.ReplyError("the upstream closed the TCP connection early")
                 data += chunk
-            return up.parse_reply(data[2 : 2 + int.from_bytes(data[:2], "big")], qid, question, self.cache.max_ttl)
+            return up.parse_reply(data[2 : 2 + int.from_bytes(data[:2], "big")], qid, question, self.cache.max_ttl, zones)
 
 
 def _describe(exc: BaseException) -> str:

@@ -3,6 +3,7 @@
 * `cluster`: the Services in the test API server and the changes made to them (`Churn`);
 * `expected`: what kdns must answer for each name at any moment;
 * `upstream`: the stub upstream in a thread; `abuse`: the bad UDP packets and TCP clients;
+* `hostile`: the hostile upstream (tests/hostiledns.py) and the padding flood (issue 13);
 * `server`: the kdns process, its log, memory, CPU and /metrics;
 * `load`: dnsperf runs back to back (`parse` summarises each one's output in a child process);
 * `faults`: the fault schedule and its injection; `checks`: the answers asked and judged;

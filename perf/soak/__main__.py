@@ -7,8 +7,9 @@ The run, all on 127.0.0.1:
    default 300: ClusterIP with endpoints, 10% headless, 5% of those with StatefulSet
    hostnames, a few ExternalName inside and outside the cluster; perf/soak/cluster.py), and
    the stub upstream of tests/stubdns.py in a thread of its own, holding the outside names.
-2. `kdns serve --apiserver URL --listen 127.0.0.1:0 --upstream 127.0.0.1:U --metrics
-   127.0.0.1:0 --lameduck 0`, pinned to core 1; dnsperf pinned to core 0 (as this process)
+2. `kdns serve --apiserver URL --listen 127.0.0.1:0 --upstream 127.0.0.1:U --stub-domain
+   hostile.test=127.0.0.2:H --metrics 127.0.0.1:0 --lameduck 0` (H: tests/hostiledns.py's
+   hostile upstream, in a thread), pinned to core 1; dnsperf pinned to core 0 (as this process)
    at `--rate` queries/s (`-Q`, default 20,000) for the whole run, in `--chunk`-second runs
    back to back (default 30), each with `-v` so that every query's latency is known. The
    mix is perf/bench's (pods' search paths, ndots:5) plus the outside names themselves
@@ -18,7 +19,10 @@ The run, all on 127.0.0.1:
    faults (down for 10 s, compaction + dropped watches for a relist, 500s on reconnect);
    upstream faults (drop for 10 s, SERVFAIL for 10 s, stopped for 5 s); bad input (bursts of
    3,000 malformed UDP packets; 1,100 idle TCP connections, byte-a-second senders, huge
-   length prefixes).
+   length prefixes; 300 names from the hostile upstream, whose answers are 64 KB of
+   compressed records or carry records for cluster names, with kdns's RSS and cache bytes
+   read before and after; a flood of 20,000 UDP queries each padded to another length, with
+   the statistics' counters and the /metrics scrape time read before and after).
 4. Every 5 s: kdns's RSS and CPU, and about 25 answers checked against what the API holds
    (recently changed Services, stable ones, deleted ones, StatefulSet hostnames, outside
    names, ExternalNames, search-path misses, PTR; two over TCP). A change must be served

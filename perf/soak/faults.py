@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from bench import log
 
-from soak import abuse
+from soak import abuse, hostile
 from soak.expected import Health
 from soak.server import Kdns
 from soak.upstream import Upstream
@@ -32,11 +32,13 @@ SCHEDULE = [
     (3, "UDP burst", 0),
     (5, "API down", 10),
     (10, "upstream drop", 10),  # overlaps the API outage for 5 s: both at once
+    (16, "hostile upstream", 0),
     (22, "TCP abusers", 0),
     (25, "API relist", 0),
     (30, "upstream SERVFAIL", 10),
     (38, "UDP burst", 0),
     (42, "API 500s", 0),
+    (46, "padding flood", 0),
     (48, "upstream stopped", 5),
 ]
 API_FAULTS = ("API down", "API relist", "API 500s")
@@ -63,6 +65,8 @@ class Faults:
         self.log: list[Fault] = []
         self.udp: list[abuse.UdpBurst] = []
         self.tcp: list[abuse.TcpAbuse] = []
+        self.hostile: list[hostile.HostileRound] = []
+        self.padding: list[hostile.PaddingFlood] = []
         self.rng = random.Random(11)
         self.threads: list[threading.Thread] = []
         self.skipped: Counter = Counter()
@@ -123,6 +127,15 @@ class Faults:
             self.udp.append(burst)
             fault.detail = f"{burst.sent} packets"
             self._release(fault)
+        elif kind == "hostile upstream":
+            thread = threading.Thread(target=self._hostile, args=(fault,), name="hostile-upstream-round", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        elif kind == "padding flood":
+            flood = hostile.padding_flood(self.kdns.port, self.kdns.metrics_text, self.names[0])
+            self.padding.append(flood)
+            fault.detail = f"{flood.sent} packets"
+            self._release(fault)
         elif kind == "TCP abusers":
             thread = threading.Thread(target=self._tcp, args=(fault,), name="tcp-abusers", daemon=True)
             self.threads.append(thread)
@@ -145,6 +158,15 @@ class Faults:
             result = abuse.tcp_abuse(self.kdns.port, self.stop)
             self.tcp.append(result)
             fault.detail = ", ".join(f"{k} {v}" for k, v in result.opened.items())
+        finally:
+            self._release(fault)
+
+    def _hostile(self, fault: Fault) -> None:
+        try:
+            result = hostile.hostile_round(self.kdns.port, lambda: self.kdns.status_kb("VmRSS"), self.kdns.metrics_text, self.stop,
+                                           self.names[0], base=300 * len(self.hostile))
+            self.hostile.append(result)
+            fault.detail = f"{result.names} names"
         finally:
             self._release(fault)
 

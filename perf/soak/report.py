@@ -83,6 +83,7 @@ def report(res: Results) -> str:
         tcp_open_end.update(t.open_at_end)
         for k, v in t.closed.items():
             tcp_closed.setdefault(k, []).extend(v)
+    hostile_text, padding_text = hostile_summary(res), padding_summary(res)
     checks = res.checks
     verdicts = Counter(c.verdict for c in checks)
     wrong = [c for c in checks if c.verdict == "wrong"]
@@ -130,6 +131,8 @@ def report(res: Results) -> str:
         ("upstream faults", ", ".join(f"{k} ×{faults[k]}" for k in UPSTREAM_FAULTS) + f" (the stub upstream was asked {res.stub_queries:,} queries)"),
         ("bad UDP packets", f"{udp_sent:,} in {len(res.udp)} bursts; kdns replied {joined(Counter(dict(udp_replies.most_common())))}"),
         ("TCP abusers", f"{len(res.tcp)} round{'' if len(res.tcp) == 1 else 's'}: {joined(tcp_opened)}{failed}"),
+        ("hostile upstream (tests/hostiledns.py on 127.0.0.2)", hostile_text),
+        ("padding flood", padding_text),
         ("answer checks", (f"{len(checks):,} ({during_api} during API faults, {during_up} during upstream faults, "
                           f"{sum(1 for c in checks if c.proto == 'tcp')} over TCP): {joined(Counter(dict(verdicts.most_common())))}")),
         ("**wrong answers**", f"**{len(wrong)}**"),
@@ -211,6 +214,31 @@ def report(res: Results) -> str:
     return "\n".join(lines)
 
 
+def hostile_summary(res: Results) -> str:
+    """What the hostile upstream rounds cost kdns, and what reached its clients."""
+    if not res.hostile:
+        return "-"
+    growth = [(h.rss_after_kb - h.rss_before_kb) for h in res.hostile]
+    names = sum(h.names for h in res.hostile)
+    return (f"{len(res.hostile)} round{'' if len(res.hostile) == 1 else 's'} of 300 names answered with 64 KB of compressed records "
+            f"(~1 MB each written out), and answers carrying records for cluster names: RSS growth per round "
+            f"{', '.join(f'{mb(g)}' for g in growth)} MB; forwarding cache after each round "
+            f"{', '.join(f'{h.cache_bytes_after / 1e6:.2f}' for h in res.hostile)} MB; TC {sum(h.truncated for h in res.hostile):,} "
+            f"of {names:,}, unanswered {sum(h.unanswered for h in res.hostile)}; **{sum(h.injected_seen for h in res.hostile)}** "
+            f"injected records reached a client; cluster name answered after each round: "
+            f"{'yes' if all(h.cluster_answered for h in res.hostile) else 'NO'}")
+
+
+def padding_summary(res: Results) -> str:
+    if not res.padding:
+        return "-"
+    scrapes = [s for p in res.padding for s in p.scrape_seconds]
+    return (f"{sum(p.sent for p in res.padding):,} UDP queries padded to 0-1,199 bytes in {len(res.padding)} floods, "
+            f"{sum(p.answered for p in res.padding):,} answered; statistics counters before → after each flood: "
+            f"{', '.join(f'{p.keys_before:.0f} → {p.keys_after:.0f}' for p in res.padding)}; /metrics scrape "
+            f"{1000 * max(scrapes):.0f} ms at most")
+
+
 def readme_row(res: Results) -> str:
     """The README's summary table: load held, faults survived, bad inputs tried, wrong answers."""
     sent = sum(c.sent for c in res.chunks)
@@ -218,6 +246,9 @@ def readme_row(res: Results) -> str:
     faults = Counter(f.kind for f in res.faults if f.kind in API_FAULTS + UPSTREAM_FAULTS)
     bad = sum(b.sent for b in res.udp)
     tcp = sum(sum(t.opened.values()) for t in res.tcp)
+    hostile_names = sum(h.names for h in res.hostile)
+    padded = sum(p.sent for p in res.padding)
+    growth = max((h.rss_after_kb - h.rss_before_kb for h in res.hostile), default=0)
     checks = [c for c in res.checks if c.verdict in ("ok", "wrong", "unanswered")]
     wrong = sum(1 for c in res.checks if c.verdict == "wrong")
     p99s = [c.p99 for c in res.chunks]
@@ -227,4 +258,8 @@ def readme_row(res: Results) -> str:
     return ("| load held | faults survived | bad inputs tried | wrong answers |\n| --- | --- | --- | --- |\n"
             f"| {length} at {res.args.rate:,} q/s: {completed / max(1, sent):.3%} of {sent:,} queries answered, "
             f"p99 {us(statistics.median(p99s)) if p99s else '-'} µs (median of {len(p99s)} runs; worst {us(max(p99s, default=math.nan))} µs) "
-            f"| {survived} | {bad:,} malformed UDP packets, {tcp:,} abusive TCP connections | **{wrong}** of {len(checks):,} answers checked |")
+            f"| {survived} | {bad:,} malformed UDP packets, {tcp:,} abusive TCP connections, {hostile_names:,} names from a hostile upstream "
+            f"(64 KB compressed answers, records for cluster names; RSS +{mb(growth)} MB at most per 300 names, "
+            f"{sum(h.injected_seen for h in res.hostile)} injected records reached a client), {padded:,} padded queries "
+            f"(statistics counters {max((p.keys_after for p in res.padding), default=0):.0f} at most) "
+            f"| **{wrong}** of {len(checks):,} answers checked |")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import CLK_TCK, kdns_revision, log, missing_prerequisite
 
-from soak import CLIENT_CORE, SoakError, abuse
+from soak import CLIENT_CORE, SoakError, abuse, hostile
 from soak import cluster as soak_cluster
 from soak.checks import Check, Checker
 from soak.expected import GRACE, Expected, Health
@@ -93,6 +93,8 @@ class Results:
     faults: list[Fault]
     udp: list[abuse.UdpBurst]
     tcp: list[abuse.TcpAbuse]
+    hostile: list[hostile.HostileRound]
+    padding: list[hostile.PaddingFlood]
     churn: dict[str, int]
     checks: list[Check]
     samples: list[tuple[float, int, float]]
@@ -139,12 +141,15 @@ def run(args: argparse.Namespace) -> Results:
         upstream = Upstream(soak_cluster.stub_records(externals))
         upstream_port = upstream.start()
         stack.callback(upstream.close)
+        bad_upstream = hostile.HostileUpstream()
+        hostile_port = bad_upstream.start()
+        stack.callback(bad_upstream.close)
 
         queries = soak_cluster.make_queries(svcs, QUERY_LINES)
         query_file = work / "queries.txt"
         query_file.write_text("".join(f"{q.qname} {q.qtype}\n" for q in queries))
 
-        kdns = Kdns(api.url, upstream_port, Path(args.log).resolve() if args.log else None)
+        kdns = Kdns(api.url, upstream_port, Path(args.log).resolve() if args.log else None, hostile_port)
         stack.callback(kdns.stop)
         kdns.start()
         log(f"kdns pid {kdns.proc.pid} on 127.0.0.1:{kdns.port} (metrics :{kdns.metrics_port}), API {api.url}, upstream :{upstream_port}")
@@ -242,7 +247,8 @@ def run(args: argparse.Namespace) -> Results:
             metrics_end = {}
         stop.set()
         faults.join(30)
-        return Results(args, load_seconds, queries, load.chunks, list(faults.log), faults.udp, faults.tcp, dict(churn.counts),
+        return Results(args, load_seconds, queries, load.chunks, list(faults.log), faults.udp, faults.tcp, faults.hostile, faults.padding,
+                       dict(churn.counts),
                        list(checker.checks), sampler.samples, rss_synced, rss_end, hwm, metrics_start, metrics_end,
                        list(kdns.lines), died, kdns.proc.pid, kdns_revision(), errors, upstream.queries, soak_cluster.describe(svcs),
                        faults.skipped, 1 - unhealthy_seconds(health, t0, t0 + load_seconds) / load_seconds, foreign, irq, steal, loadavg)

@@ -23,7 +23,8 @@ from soak import SERVER_CORE, SoakError
 
 START_TIMEOUT = 30.0
 # How the soak starts kdns (API server, upstream and ports are its own), as the report shows it.
-KDNS_COMMAND = "kdns serve --apiserver URL --listen 127.0.0.1:0 --upstream 127.0.0.1:U --metrics 127.0.0.1:0 --lameduck 0"
+KDNS_COMMAND = ("kdns serve --apiserver URL --listen 127.0.0.1:0 --upstream 127.0.0.1:U --stub-domain hostile.test=127.0.0.2:H "
+                "--metrics 127.0.0.1:0 --lameduck 0")
 
 
 @dataclass
@@ -42,9 +43,10 @@ class LogLine:
 
 
 class Kdns:
-    def __init__(self, api_url: str, upstream_port: int, log_path: Path | None) -> None:
+    def __init__(self, api_url: str, upstream_port: int, log_path: Path | None, hostile_port: int) -> None:
         self.argv = [sys.executable, "-m", "kdns", "serve", "--apiserver", api_url, "--listen", "127.0.0.1:0",
-                     "--upstream", f"127.0.0.1:{upstream_port}", "--metrics", "127.0.0.1:0", "--lameduck", "0"]
+                     "--upstream", f"127.0.0.1:{upstream_port}", "--stub-domain", f"hostile.test=127.0.0.2:{hostile_port}",
+                     "--metrics", "127.0.0.1:0", "--lameduck", "0"]
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.lines: list[LogLine] = []
@@ -104,10 +106,13 @@ class Kdns:
     def cpu_seconds(self) -> float:
         return process_cpu_seconds(self.proc.pid)
 
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
     def metrics(self) -> dict[str, float]:
         """The sum of each metric family's samples (histogram: its _count)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        text = self.metrics_text()
         sums: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith("#") or not line.strip():

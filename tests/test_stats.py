@@ -1,0 +1,73 @@
+"""kdns.stats, pure: sizes counted by bucket, every table bounded whatever the queries."""
+
+from __future__ import annotations
+
+import random
+
+import dns.edns
+import dns.message
+import dns.rcode
+
+from kdns import stats
+
+ZONES = ("cluster.local", "in-addr.arpa", "ip6.arpa")
+
+
+def query(name: str, qtype: str = "A", padding: int | None = None) -> bytes:
+    options = [dns.edns.GenericOption(dns.edns.PADDING, b"\0" * padding)] if padding is not None else None
+    return dns.message.make_query(name, qtype, use_edns=0 if options else False, options=options).to_wire()
+
+
+def reply_to(data: bytes, size: int, rcode: int = 0) -> bytes:
+    return data[:2] + bytes([0x84, rcode]) + data[4:12] + b"\0" * max(0, size - 12)
+
+
+def test_sizes_go_into_coredns_buckets():
+    assert [stats.size_bucket(n) for n in (0, 1, 100, 101, 511, 512, 1023, 64000, 64001, 65535)] == [
+        0, 1, 1, 2, 5, 6, 6, 13, 14, 14]
+
+
+def test_replay_key_holds_buckets_not_sizes():
+    a, b = query("web.shop.svc.cluster.local", padding=4), query("web.shop.svc.cluster.local", padding=30)
+    assert len(a) != len(b)
+    ka, kb = stats.replay_key(a, reply_to(a, 80), ZONES), stats.replay_key(b, reply_to(b, 90), ZONES)
+    assert ka == kb == ("cluster.local.", "A", "NOERROR", 1, 1)
+    assert hash(ka) == hash(kb) and ka.sizes == (len(a), 80) and kb.sizes == (len(b), 90)
+    counts = stats.QueryStats("dns://127.0.0.1:53", "udp", "1").counts
+    counts[ka] += 1
+    counts[kb] += 1
+    assert len(counts) == 1 and next(iter(counts)).sizes == (len(a), 80)  # the first key's sizes are kept
+
+
+def test_timed_counts_stay_bounded_under_any_sizes_types_and_durations():
+    """50,000 queries of random sizes (trailing bytes, as padding makes them), types, rcodes
+    and durations: the tables hold at most `max_keys`, and the totals add up."""
+    rng = random.Random(13)
+    s = stats.QueryStats("dns://127.0.0.1:53", "tcp", "1")
+    bases = [query(name, qtype) for name in ("n.example.org", "n.shop.svc.cluster.local") for qtype in ("A", "SRV", "TXT", "MX", "CAA")]
+    total_bytes = 0
+    for _ in range(50_000):
+        q = rng.choice(bases) + b"\0" * rng.randrange(0, 3000)
+        s.count(q, reply_to(q, rng.randrange(12, 65535), rng.randrange(16)), ZONES, rng.random() * 10)
+        total_bytes += len(q)
+    assert s.keys() <= stats.max_keys(len(ZONES) + 1, "tcp")
+    assert sum(s.requests.values()) == sum(s.responses.values()) == 50_000
+    assert sum(s.request_bytes.values()) == total_bytes
+
+
+def test_replay_keys_stay_within_their_share_of_max_keys():
+    """Every type number 0-299, both replayed rcodes, every size of a replayable query (up to
+    512 bytes) and reply (up to 1,232), in every zone: the distinct replay keys stay within
+    what max_keys allows for them."""
+    keys = set()
+    for name in ("web.shop.svc.cluster.local", "10.100.96.10.in-addr.arpa", "1.ip6.arpa", "example.org"):
+        labels = b"".join(bytes([len(x)]) + x.encode() for x in name.split(".")) + b"\0"
+        for qtype in range(300):
+            for qsize in range(17 + len(labels), 513, 37):
+                q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + labels + qtype.to_bytes(2, "big") + b"\x00\x01"
+                q += b"\0" * (qsize - len(q))
+                for rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
+                    for rsize in range(40, 1233, 53):
+                        keys.add(stats.replay_key(q, reply_to(q, rsize, rcode), ZONES))
+    zones = len(ZONES) + 1
+    assert len(keys) <= stats.max_keys(zones, "udp") - stats.max_keys(zones, "tcp")
