@@ -1,0 +1,201 @@
+"""The tables of absolute names beside the cluster zone's: the external zones and the names
+outside every zone (hosts files, the test double's records; later Ingress and Gateway hosts).
+
+Objects claim names: a Service its names in the external zones (kdns.external), a hosts file
+or a `record()` call its names (kdns.static). `NameTables.set(owner, names, ptrs)` replaces
+everything one object claims; `publish` then writes the winner of each name it touched into
+the snapshot's persistent maps, so that a query is one lookup:
+
+* `hosts`: absolute name -> `HostEntry` (its record sets, the external zone it lies in, and
+  the objects that made it: provenance, for `kdns explain`). The lowest rank wins a name,
+  whole (records are never mixed); equal ranks go to the owner that sorts first, with a
+  warning naming both. The names above a claimed name are empty non-terminals (no records:
+  NODATA, not NXDOMAIN), up to the zone, or up to the top-level label outside the zones.
+* `xptr`: address -> `PtrEntry`, the PTR targets of addresses no cluster PTR claims: every
+  owner of the best rank, merged (two Services sharing a load-balancer address).
+
+Wildcard names (`*.example.com`) are kept as they are; `publish` says when one changed,
+since that changes answers for names nobody can list. Pure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import NamedTuple
+
+from kdns import codes
+from kdns.config import DnsConfig
+from kdns.model import ObjectKey, Rrset, describe
+
+log = logging.getLogger("kdns.index")
+
+Claim = tuple[int, tuple[Rrset, ...], tuple[ObjectKey, ...]]  # (rank, records, the objects they come from)
+PtrClaim = tuple[int, tuple[str, ...], int]  # (rank, absolute targets, TTL)
+APEX_OWNER = ("", "", "apex")  # the external zones' name-server names (`ns1.<apex>.<zone>`) are kdns's own
+
+
+class HostEntry(NamedTuple):
+    rrsets: tuple[Rrset, ...]  # () for an empty non-terminal
+    zone: str  # the external zone the name lies in; "" outside every zone
+    origins: tuple[ObjectKey, ...] = ()
+
+    def find(self, rtype: int) -> Rrset | None:
+        for rr in self.rrsets:
+            if rr.rtype == rtype:
+                return rr
+        return None
+
+
+class PtrEntry(NamedTuple):
+    targets: tuple[str, ...]  # absolute names
+    ttl: int
+    origins: tuple[ObjectKey, ...] = ()
+
+
+class Published(NamedTuple):
+    names: frozenset[str]  # absolute names whose entries changed
+    ips: frozenset[str]  # addresses whose PTR entries changed
+    wildcard: bool  # a wildcard name changed: answers below it cannot be listed
+    external: bool  # something in an external zone changed (its SOA serial moves)
+
+
+class NameTables:
+    def __init__(self, config: DnsConfig):
+        self.zones = config.external_zones
+        self._claims: dict[str, dict[ObjectKey, Claim]] = {}
+        self._ptr_claims: dict[str, dict[ObjectKey, PtrClaim]] = {}
+        self._owned: dict[ObjectKey, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # owner -> (names, ips)
+        self._below: Counter[str] = Counter()  # name -> claimed names strictly below it
+        self._dirty: set[str] = set()
+        self._dirty_ips: set[str] = set()
+        # Names whose answer follows a CNAME into kdns's own data: it changes with that data.
+        self.chasers: set[str] = set()
+
+    def zone_of(self, name: str) -> str:
+        """The external zone `name` lies in (the apex included), or ""."""
+        for zone in self.zones:
+            if name == zone or name.endswith("." + zone):
+                return zone
+        return ""
+
+    def _ancestors(self, name: str) -> list[str]:
+        """The names between `name` and its zone (outside the zones: up to the top label)."""
+        zone = self.zone_of(name)
+        labels = name.split(".")
+        stop = len(labels) - (zone.count(".") + 1 if zone else 1)
+        return [".".join(labels[i:]) for i in range(1, stop)]
+
+    # -- the writer's side ----------------------------------------------------------------
+
+    def set(self, owner: ObjectKey, names: dict[str, Claim], ptrs: dict[str, PtrClaim]) -> None:
+        """`owner` now claims exactly these names and addresses (nothing: {} and {})."""
+        old_names, old_ips = self._owned.get(owner, ((), ()))
+        for name in old_names:
+            if name not in names:
+                self._unclaim(name, owner)
+        for name, claim in names.items():
+            self._claim(name, owner, claim)
+        for ip in old_ips:
+            if ip not in ptrs:
+                held = self._ptr_claims.get(ip, {})
+                if held.pop(owner, None) is not None:
+                    self._dirty_ips.add(ip)
+                    if not held:
+                        del self._ptr_claims[ip]
+        for ip, ptr in ptrs.items():
+            held = self._ptr_claims.setdefault(ip, {})
+            if held.get(owner) != ptr:
+                held[owner] = ptr
+                self._dirty_ips.add(ip)
+        if names or ptrs:
+            self._owned[owner] = (tuple(names), tuple(ptrs))
+        else:
+            self._owned.pop(owner, None)
+
+    def _claim(self, name: str, owner: ObjectKey, claim: Claim) -> None:
+        held = self._claims.get(name)
+        if held is None:
+            held = self._claims[name] = {}
+            for above in self._ancestors(name):
+                self._below[above] += 1
+                if self._below[above] == 1:
+                    self._dirty.add(above)
+        if held.get(owner) == claim:
+            return
+        rivals = [other for other, (rank, _, _) in held.items() if other != owner and rank == claim[0]]
+        if rivals and owner not in held:
+            first = min([owner, *rivals])
+            log.warning("%s: claimed by %s and %s; %s wins (the first in order)", name, describe(owner),
+                        ", ".join(map(describe, rivals)), describe(first))
+        held[owner] = claim
+        self._dirty.add(name)
+
+    def _unclaim(self, name: str, owner: ObjectKey) -> None:
+        held = self._claims.get(name)
+        if held is None or held.pop(owner, None) is None:
+            return
+        self._dirty.add(name)
+        if held:
+            return
+        del self._claims[name]
+        for above in self._ancestors(name):
+            self._below[above] -= 1
+            if self._below[above] <= 0:
+                del self._below[above]
+                self._dirty.add(above)
+
+    def owners(self) -> list[ObjectKey]:
+        return list(self._owned)
+
+    # -- into the snapshot ------------------------------------------------------------------
+
+    def entry(self, name: str) -> HostEntry | None:
+        held = self._claims.get(name)
+        if held:
+            owner, (_, rrsets, origins) = min(held.items(), key=lambda item: (item[1][0], item[0]))
+            return HostEntry(rrsets, self.zone_of(name), origins or (owner,))
+        if self._below.get(name):
+            return HostEntry((), self.zone_of(name))
+        return None
+
+    def ptr_entry(self, ip: str) -> PtrEntry | None:
+        held = self._ptr_claims.get(ip)
+        if not held:
+            return None
+        best = min(rank for rank, _, _ in held.values())
+        winners = sorted(owner for owner, (rank, _, _) in held.items() if rank == best)
+        targets = tuple(sorted({target for owner in winners for target in held[owner][1]}))
+        return PtrEntry(targets, min(held[owner][2] for owner in winners), tuple(winners))
+
+    def publish(self, hosts, xptr) -> Published:
+        """Write the entries of every name and address changed since the last call into the
+        maps being mutated (`immutables.Map.mutate()`); return what changed."""
+        touched, touched_ips, wildcard, external = set(), set(), False, False
+        for name in self._dirty:
+            entry = self.entry(name)
+            if entry == hosts.get(name):
+                continue
+            touched.add(name)
+            wildcard |= name.startswith("*.")
+            external |= bool(self.zone_of(name))
+            if entry is None:
+                hosts.pop(name, None)
+                self.chasers.discard(name)
+                continue
+            hosts[name] = entry
+            if entry.find(codes.CNAME) is not None:
+                self.chasers.add(name)
+            else:
+                self.chasers.discard(name)
+        for ip in self._dirty_ips:
+            ptr = self.ptr_entry(ip)
+            if ptr != xptr.get(ip):
+                touched_ips.add(ip)
+                if ptr is None:
+                    xptr.pop(ip, None)
+                else:
+                    xptr[ip] = ptr
+        self._dirty.clear()
+        self._dirty_ips.clear()
+        return Published(frozenset(touched), frozenset(touched_ips), wildcard, external)
