@@ -204,12 +204,10 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     for option in OPTIONS:
         if option.kind is float and not math.isfinite(v[option.name]):
             raise v.error(option.name, f"must be a finite number, got {v[option.name]}")
-    ttl = v["ttl"]
-    for name, top in (("ttl", MAX_TTL), ("external-ttl", MAX_TTL)):
-        if not 0 <= v[name] <= top:
-            raise v.error(name, f"must be between 0 and {top} seconds, got {v[name]}")
-    if not 1 <= v["hosts-ttl"] <= MAX_HOSTS_TTL:
-        raise v.error("hosts-ttl", f"must be between 1 and {MAX_HOSTS_TTL} seconds, got {v['hosts-ttl']}")
+    for name, low, high, unit in (("ttl", 0, MAX_TTL, " seconds"), ("external-ttl", 0, MAX_TTL, " seconds"),
+                                  ("hosts-ttl", 1, MAX_HOSTS_TTL, " seconds"), ("workers", 1, MAX_WORKERS, "")):
+        if not low <= v[name] <= high:
+            raise v.error(name, f"must be between {low} and {high}{unit}, got {v[name]}")
     apex = v["external-apex"].strip().lower()
     if not names.is_label(apex):
         raise v.error("external-apex", f"not a DNS label (lowercase letters, digits and '-'): {v['external-apex']!r}")
@@ -217,8 +215,6 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
                  "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries", "manifest-max-bytes"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise v.error(name, f"must be more than 0, got {v[name]}")
-    if not 1 <= v["workers"] <= MAX_WORKERS:
-        raise v.error("workers", f"must be between 1 and {MAX_WORKERS}, got {v['workers']}")
     for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip"):
         if v[name] < 0:
             raise v.error(name, f"must not be negative, got {v[name]}")
@@ -236,7 +232,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
             raise v.error("allow-recursion", f"not an address range (CIDR): {text!r}", i) from None
     dns = DnsConfig(
         zones=zones,
-        ttl=ttl,
+        ttl=v["ttl"],
         pods=PodsMode(v["pods"]),
         ns_addresses=config.ns_addresses(tuple(listen)),
         forwarding=bool(upstreams),
@@ -311,8 +307,7 @@ def _http(v: Values, name: str) -> ListenAddress | None:
 
 
 def _zones(v: Values, option: str = "zone", taken: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The forward zones (`zone`) or the external zones (`external-zone`): each a domain name
-    short enough, then none given twice or inside another, nor overlapping `taken`."""
+    """The zones of `option`: domain names short enough, none twice, none overlapping another or `taken`."""
     zones: list[str] = []
     for i, text in enumerate(v[option]):
         zone = text.strip().rstrip(".").lower()
@@ -330,7 +325,8 @@ def _zones(v: Values, option: str = "zone", taken: tuple[str, ...] = ()) -> tupl
         for other in zones[:i] + list(taken):
             inner, outer = (zone, other) if len(zone) > len(other) else (other, zone)
             if inner == outer or inner.endswith("." + outer):
-                raise v.error(option, f"{inner!r} lies inside {outer!r}: the zones must not overlap")
+                where = "is served already" if inner == outer else f"lies inside {outer!r}"
+                raise v.error(option, f"{inner!r} {where}: the zones must not overlap")
     return tuple(zones) or (default("zone") if option == "zone" else ())
 
 

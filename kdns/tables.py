@@ -63,8 +63,8 @@ class Published(NamedTuple):
 class NameTables:
     def __init__(self, config: DnsConfig):
         self.zones = config.external_zones
-        self._claims: dict[str, dict[ObjectKey, Claim]] = {}
-        self._ptr_claims: dict[str, dict[ObjectKey, PtrClaim]] = {}
+        self._claims: dict[str, Held] = {}  # name -> its claims (see `_put`)
+        self._ptr_claims: dict[str, Held] = {}  # address -> its PTR claims
         self._owned: dict[ObjectKey, tuple[tuple[str, ...], tuple[str, ...]]] = {}  # owner -> (names, ips)
         self._below: Counter[str] = Counter()  # name -> claimed names strictly below it
         self._dirty: set[str] = set()
@@ -74,6 +74,8 @@ class NameTables:
 
     def zone_of(self, name: str) -> str:
         """The external zone `name` lies in (the apex included), or ""."""
+        if not self.zones:
+            return ""
         for zone in self.zones:
             if name == zone or name.endswith("." + zone):
                 return zone
@@ -92,21 +94,21 @@ class NameTables:
         """`owner` now claims exactly these names and addresses (nothing: {} and {})."""
         old_names, old_ips = self._owned.get(owner, ((), ()))
         for name in old_names:
-            if name not in names:
-                self._unclaim(name, owner)
+            if name not in names and _drop(self._claims, name, owner):
+                self._dirty.add(name)
+                if name not in self._claims:
+                    for above in self._ancestors(name):
+                        self._below[above] -= 1
+                        if self._below[above] <= 0:
+                            del self._below[above]
+                            self._dirty.add(above)
         for name, claim in names.items():
             self._claim(name, owner, claim)
         for ip in old_ips:
-            if ip not in ptrs:
-                held = self._ptr_claims.get(ip, {})
-                if held.pop(owner, None) is not None:
-                    self._dirty_ips.add(ip)
-                    if not held:
-                        del self._ptr_claims[ip]
+            if ip not in ptrs and _drop(self._ptr_claims, ip, owner):
+                self._dirty_ips.add(ip)
         for ip, ptr in ptrs.items():
-            held = self._ptr_claims.setdefault(ip, {})
-            if held.get(owner) != ptr:
-                held[owner] = ptr
+            if _put(self._ptr_claims, ip, owner, ptr) is not None:
                 self._dirty_ips.add(ip)
         if names or ptrs:
             self._owned[owner] = (tuple(names), tuple(ptrs))
@@ -114,36 +116,21 @@ class NameTables:
             self._owned.pop(owner, None)
 
     def _claim(self, name: str, owner: ObjectKey, claim: Claim) -> None:
-        held = self._claims.get(name)
-        if held is None:
-            held = self._claims[name] = {}
+        before = _put(self._claims, name, owner, claim)
+        if before is None:
+            return  # the same claim as before
+        self._dirty.add(name)
+        if not before:
             for above in self._ancestors(name):
                 self._below[above] += 1
                 if self._below[above] == 1:
                     self._dirty.add(above)
-        if held.get(owner) == claim:
             return
-        rivals = [other for other, (rank, _, _) in held.items() if other != owner and rank == claim[0]]
-        if rivals and owner not in held:
+        rivals = [other for other, (rank, _, _) in before if other != owner and rank == claim[0]]
+        if rivals and owner not in dict(before):
             first = min([owner, *rivals])
             log.warning("%s: claimed by %s and %s; %s wins (the first in order)", name, describe(owner),
                         ", ".join(map(describe, rivals)), describe(first))
-        held[owner] = claim
-        self._dirty.add(name)
-
-    def _unclaim(self, name: str, owner: ObjectKey) -> None:
-        held = self._claims.get(name)
-        if held is None or held.pop(owner, None) is None:
-            return
-        self._dirty.add(name)
-        if held:
-            return
-        del self._claims[name]
-        for above in self._ancestors(name):
-            self._below[above] -= 1
-            if self._below[above] <= 0:
-                del self._below[above]
-                self._dirty.add(above)
 
     def owners(self) -> list[ObjectKey]:
         return list(self._owned)
@@ -152,8 +139,8 @@ class NameTables:
 
     def entry(self, name: str) -> HostEntry | None:
         held = self._claims.get(name)
-        if held:
-            owner, (_, rrsets, origins) = min(held.items(), key=lambda item: (item[1][0], item[0]))
+        if held is not None:
+            owner, (_, rrsets, origins) = held if type(held) is tuple else min(held.items(), key=_rank_then_owner)
             return HostEntry(rrsets, self.zone_of(name), origins or (owner,))
         if self._below.get(name):
             return HostEntry((), self.zone_of(name))
@@ -161,8 +148,11 @@ class NameTables:
 
     def ptr_entry(self, ip: str) -> PtrEntry | None:
         held = self._ptr_claims.get(ip)
-        if not held:
+        if held is None:
             return None
+        if type(held) is tuple:
+            owner, (_, targets, ttl) = held
+            return PtrEntry(targets, ttl, (owner,))
         best = min(rank for rank, _, _ in held.values())
         winners = sorted(owner for owner, (rank, _, _) in held.items() if rank == best)
         targets = tuple(sorted({target for owner in winners for target in held[owner][1]}))
@@ -178,7 +168,7 @@ class NameTables:
                 continue
             touched.add(name)
             wildcard |= name.startswith("*.")
-            external |= bool(self.zone_of(name))
+            external |= bool(entry.zone if entry is not None else self.zone_of(name))
             if entry is None:
                 hosts.pop(name, None)
                 self.chasers.discard(name)
@@ -199,3 +189,51 @@ class NameTables:
         self._dirty.clear()
         self._dirty_ips.clear()
         return Published(frozenset(touched), frozenset(touched_ips), wildcard, external)
+
+
+# Claims on one key, kept small: almost every name and address has one owner, held as the pair
+# (owner, claim); only a key several owners claim gets a dict of them.
+Held = tuple | dict
+
+
+def _put(store: dict, key: str, owner: ObjectKey, claim) -> list | None:
+    """Record `owner`'s claim on `key`. None when it was already so; else the claims held
+    before, as (owner, claim) pairs ([] for a new key)."""
+    held = store.get(key)
+    if held is None:
+        store[key] = (owner, claim)
+        return []
+    if type(held) is tuple:
+        if held[0] == owner:
+            if held[1] == claim:
+                return None
+            store[key] = (owner, claim)
+            return [held]
+        store[key] = {held[0]: held[1], owner: claim}
+        return [held]
+    if held.get(owner) == claim:
+        return None
+    before = list(held.items())
+    held[owner] = claim
+    return before
+
+
+def _drop(store: dict, key: str, owner: ObjectKey) -> bool:
+    """Forget `owner`'s claim on `key`; whether it had one (the key goes when none is left)."""
+    held = store.get(key)
+    if held is None:
+        return False
+    if type(held) is tuple:
+        if held[0] != owner:
+            return False
+        del store[key]
+        return True
+    if held.pop(owner, None) is None:
+        return False
+    if len(held) == 1:
+        store[key] = next(iter(held.items()))
+    return True
+
+
+def _rank_then_owner(item: tuple) -> tuple:
+    return (item[1][0], item[0])

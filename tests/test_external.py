@@ -445,3 +445,23 @@ def test_tables_claims_and_empty_non_terminals(caplog):
     tables.set(b1, {}, {})
     changed = tables.publish(hosts, xptr)
     assert changed.names == {"x.shop.k8s.example.org", "shop.k8s.example.org"} and not hosts and not xptr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--external-zone", "cluster.local"], "--external-zone: 'cluster.local' is served already: the zones must not overlap"),
+    (["--external-zone", "svc.cluster.local"], "--external-zone: 'svc.cluster.local' lies inside 'cluster.local'"),
+    (["--external-zone", "a.example.org", "--external-zone", "example.org"], "--external-zone: 'a.example.org' lies inside 'example.org'"),
+    (["--external-zone", "in-addr.arpa"], "--external-zone: 'in-addr.arpa': the reverse zones are always served"),
+    (["--external-zone", "bad zone"], "--external-zone: not a domain name: 'bad zone'"),
+    (["--external-apex", "a.b"], "--external-apex: not a DNS label"),
+    (["--external-ttl", "3601"], "--external-ttl: must be between 0 and 3600 seconds, got 3601"),
+    (["--external-zone", "example.org", "--stub-domain", "x.example.org=127.0.0.1"], "lies inside a zone kdns serves itself"),
+])
+def test_external_options_are_checked(flags, message):
+    from kdns.cli import _parser
+    from kdns.config import ConfigError
+    from kdns.settings import build_config
+
+    with pytest.raises(ConfigError) as caught:
+        build_config(_parser().parse_args(["serve", *flags]), {})
+    assert message in str(caught.value)

@@ -403,3 +403,24 @@ async def test_glibc_not_found_in_a_closed_world(pod_netns, kdns, tmp_path, mode
     assert server.server.queries_received - before >= 4, "the search list, then the bare name"
     assert await glibc_error(pod_netns, "web.shop") == 0
     assert await getent(pod_netns, "gateway.lan") == {"192.0.2.80"}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--hosts-ttl", "0"], "--hosts-ttl: must be between 1 and 65535 seconds, got 0"),
+    (["--hosts-ttl", "70000"], "--hosts-ttl: must be between 1 and 65535 seconds, got 70000"),
+])
+def test_hosts_options_are_checked(flags, message):
+    from kdns.cli import _parser
+    from kdns.config import ConfigError
+    from kdns.settings import build_config
+
+    with pytest.raises(ConfigError) as caught:
+        build_config(_parser().parse_args(["serve", *flags]), {})
+    assert str(caught.value) == message
+
+
+def test_outside_names_choices_in_a_config_file(tmp_path):
+    from kdns.settings import check_config_file
+
+    path = write(tmp_path / "kdns.yaml", "outside-names: nowhere\n")
+    assert [str(p) for p in check_config_file(str(path), {})] == [f"{path}: outside-names: must be one of refused, nxdomain, got 'nowhere'"]
