@@ -150,7 +150,11 @@ def reverse_claim(name: str) -> str | None:
 
 def name_records(name: str, rrsets: Iterable[Rrset], rank: int = 0) -> StaticRecords:
     """The test double's records of one name (every type given for it so far). PTR records
-    on a reverse name become claims on that address."""
+    on a reverse name become claims on that address. ValueError for a CNAME beside other
+    records (RFC 1034: an alias has nothing else)."""
+    rrsets = list(rrsets)
+    if len(rrsets) > 1 and any(rr.rtype == codes.CNAME for rr in rrsets):
+        raise ValueError(f"{name}: a CNAME cannot sit beside other records; remove them first (value None)")
     plain, ptrs, ttl = [], [], 0
     for rr in rrsets:
         ip = reverse_claim(rr.name) if rr.rtype == codes.PTR else None

@@ -336,10 +336,13 @@ def test_record_cname_chains_through_the_cluster(kdns_server):
     ("1.0.0.10.in-addr.arpa", "A", "10.0.0.1", "lies in in-addr.arpa, where kdns answers PTR records"),
     ("api.example.com", "A", "nope", "not an IPv4 address"),
     ("api.example.com", "WKS", "x", "unknown record type 'WKS'"),
+    ("held.example.com", "CNAME", "other.example.com", "held.example.com: a CNAME cannot sit beside other records"),
 ])
 def test_record_refuses_what_it_cannot_serve(kdns_server, name, rtype, value, message):
+    kdns_server.record("held.example.com", "A", "127.0.0.1")
     with pytest.raises(ValueError, match=re.escape(message)):
         kdns_server.record(name, rtype, value)
+    assert rrs(ask(kdns_server, "held.example.com").answer) == {"held.example.com. 5 IN A 127.0.0.1"}, "nothing changed"
 
 
 # -- the test double: what a pod sees ---------------------------------------------------------

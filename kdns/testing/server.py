@@ -302,8 +302,8 @@ class KdnsServer:
             self._records.pop(owner, None)
             events = [Delete((Kind.RECORD, "", owner))]
         else:
-            self._records[owner] = current
             events = [Upsert(static.name_records(owner, current.values()))]
+            self._records[owner] = current
         self._call(lambda: self._server.apply_now(events))
 
     # -- faults ---------------------------------------------------------------------------
