@@ -402,4 +402,3 @@ def _count_pod_ips(pod: Pod | None, delta: int, changed: dict[tuple[str, str], i
         for ip in pod.ips:
             key = (pod.namespace, ip)
             changed[key] = changed.get(key, 0) + delta
-

@@ -427,3 +427,22 @@ def test_outside_names_choices_in_a_config_file(tmp_path):
 
     path = write(tmp_path / "kdns.yaml", "outside-names: nowhere\n")
     assert [str(p) for p in check_config_file(str(path), {})] == [f"{path}: outside-names: must be one of refused, nxdomain, got 'nowhere'"]
+
+
+async def test_records_survive_upstream_and_come_first(kdns_server, nursery):
+    """`.upstream()` rebuilds the index for the new configuration: the records stay, and a
+    name kdns holds is still answered by kdns, never forwarded."""
+    import dns.asyncquery
+
+    stub = StubDNS("api.stripe.com. 300 IN A 192.0.2.1", "other.example. 300 IN A 192.0.2.2")
+    await nursery.start(stub.serve)
+    kdns_server.record("api.stripe.com", "A", "127.0.0.9")
+    kdns_server.upstream(stub.address)
+
+    async def aask(name: str) -> dns.message.Message:
+        query = dns.message.make_query(name, "A")
+        return await dns.asyncquery.udp(query, kdns_server.host, port=kdns_server.port, timeout=3)
+
+    assert rrs((await aask("api.stripe.com")).answer) == {"api.stripe.com. 5 IN A 127.0.0.9"}
+    assert rrs((await aask("other.example")).answer) == {"other.example. 30 IN A 192.0.2.2"}
+    assert stub.count("api.stripe.com.") == 0
