@@ -27,9 +27,11 @@ from kdns.tables import HostEntry, PtrEntry
 def outside(snap: Snapshot, labels: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer | Chase:
     """A name outside every zone (`chain`: the CNAMEs that led here, if any)."""
     name = ".".join(labels)
-    entry = snap.hosts.get(name)
-    if entry is None and len(labels) > 1:
-        entry = snap.hosts.get("*." + name.split(".", 1)[1])
+    entry = None
+    if not any("." in label for label in labels):  # (a label holding a dot names nothing kdns holds)
+        entry = snap.hosts.get(name)
+        if entry is None and len(labels) > 1:
+            entry = snap.hosts.get("*." + name.split(".", 1)[1])
     if entry is not None and entry.rrsets:
         return _entry(snap, name, entry, qtype, chain)
     if can_forward(snap, labels):

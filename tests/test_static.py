@@ -22,6 +22,7 @@ import sys
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import pytest
@@ -446,3 +447,11 @@ async def test_records_survive_upstream_and_come_first(kdns_server, nursery):
     assert rrs((await aask("api.stripe.com")).answer) == {"api.stripe.com. 5 IN A 127.0.0.9"}
     assert rrs((await aask("other.example")).answer) == {"other.example. 30 IN A 192.0.2.2"}
     assert stub.count("api.stripe.com.") == 0
+
+
+def test_a_label_with_a_dot_is_not_the_name_it_spells(kdns_server):
+    """`a\\.stripe.com` (one label `a.stripe`) is not `a.stripe.com`."""
+    kdns_server.record("a.stripe.com", "A", "127.0.0.9")
+    query = dns.message.make_query(dns.name.Name([b"a.stripe", b"com", b""]), "A")
+    reply = dns.query.udp(query, kdns_server.host, port=kdns_server.port, timeout=3)
+    assert reply.rcode() == dns.rcode.NXDOMAIN and reply.answer == []
