@@ -71,6 +71,12 @@ class NameTables:
         self._dirty_ips: set[str] = set()
         # Names whose answer follows a CNAME into kdns's own data: it changes with that data.
         self.chasers: set[str] = set()
+        # Answers that carry another name's addresses (SRV targets' in the additional section,
+        # the zone's NS glue): name -> the names whose answers hold its records.
+        self._glue_users: dict[str, set[str]] = {}
+        self._glue_of: dict[str, tuple[str, ...]] = {}  # an SRV name -> its targets
+        for zone in self.zones:
+            self._glue_users[f"ns1.{config.external_apex}.{zone}"] = {zone}
 
     def zone_of(self, name: str) -> str:
         """The external zone `name` lies in (the apex included), or ""."""
@@ -158,6 +164,25 @@ class NameTables:
         targets = tuple(sorted({target for owner in winners for target in held[owner][1]}))
         return PtrEntry(targets, min(held[owner][2] for owner in winners), tuple(winners))
 
+    def _track(self, name: str, entry: HostEntry | None) -> None:
+        """Keep `chasers` and the SRV glue dependencies up to date with `name`'s new entry."""
+        if entry is not None and entry.find(codes.CNAME) is not None:
+            self.chasers.add(name)
+        else:
+            self.chasers.discard(name)
+        srv = entry.find(codes.SRV) if entry is not None else None
+        targets = tuple(dict.fromkeys(value[3] for value in srv.values)) if srv is not None else ()
+        for target in self._glue_of.pop(name, ()):
+            users = self._glue_users.get(target)
+            if users is not None:
+                users.discard(name)
+                if not users:
+                    del self._glue_users[target]
+        if targets:
+            self._glue_of[name] = targets
+            for target in targets:
+                self._glue_users.setdefault(target, set()).add(name)
+
     def publish(self, hosts, xptr) -> Published:
         """Write the entries of every name and address changed since the last call into the
         maps being mutated (`immutables.Map.mutate()`); return what changed."""
@@ -169,15 +194,12 @@ class NameTables:
             touched.add(name)
             wildcard |= name.startswith("*.")
             external |= bool(entry.zone if entry is not None else self.zone_of(name))
+            touched.update(self._glue_users.get(name, ()))
+            self._track(name, entry)
             if entry is None:
                 hosts.pop(name, None)
-                self.chasers.discard(name)
-                continue
-            hosts[name] = entry
-            if entry.find(codes.CNAME) is not None:
-                self.chasers.add(name)
             else:
-                self.chasers.discard(name)
+                hosts[name] = entry
         for ip in self._dirty_ips:
             ptr = self.ptr_entry(ip)
             if ptr != xptr.get(ip):

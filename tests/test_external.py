@@ -278,17 +278,34 @@ async def test_glue_without_a_fronting_service(kdns, tmp_path):
 
 
 async def test_manifest_status_change_reaches_the_answer(kdns, tmp_path):
-    """Rewriting a manifest's `status:` block changes the answer and the serial moves on."""
+    """Rewriting a manifest's `status:` block changes the answers, those that carry the
+    address as glue too (SRV additional, the apex NS), and the serial moves on."""
     path = tmp_path / "lb.yaml"
-    body = "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{type: LoadBalancer, clusterIP: 10.96.1.1}}\n{}"
-    path.write_text(body.format(""))
+    body = ("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\n"
+            "spec: {{type: LoadBalancer, clusterIP: {ip}, ports: [{{name: http, port: 80}}]}}\n{status}")
+    status = "status: {{loadBalancer: {{ingress: [{{ip: {}}}]}}}}\n"
+
+    def manifest(web: str, dns_ip: str) -> str:
+        return (body.format(name="web", ns="shop", ip="10.96.1.1", status=status.format(web) if web else "") + "---\n"
+                + body.format(name="kube-dns", ns="kube-system", ip="10.96.0.10", status=status.format(dns_ip)))
+
+    path.write_text(manifest("", "192.0.2.53"))
     server = await kdns(path, args=ZONE_ARGS)
-    name = f"web.shop.{Z}"
+    name, srv_name = f"web.shop.{Z}", f"_http._tcp.web.shop.{Z}"
     assert (await server.query(name, "A")).rcode() == dns.rcode.NXDOMAIN
+    assert rrs((await server.query(Z, "NS")).additional) == set(a(NS1, "192.0.2.53"))
     [soa] = (await server.query(Z, "SOA")).answer
-    path.write_text(body.format("status: {loadBalancer: {ingress: [{ip: 203.0.113.77}]}}\n"))
+    path.write_text(manifest("203.0.113.77", "192.0.2.53"))
     reply = await eventually(server, name, lambda r: r.rcode() == dns.rcode.NOERROR and r.answer)
     assert rrs(reply.answer) == set(a(name, "203.0.113.77"))
+    assert rrs((await server.query(srv_name, "SRV")).additional) == set(a(name, "203.0.113.77"))
+    for i in range(50):  # more packed answers than the change names: only those named are forgotten
+        await server.query(f"other{i}.shop.{Z}", "A")
+    path.write_text(manifest("203.0.113.78", "192.0.2.54"))
+    await eventually(server, name, lambda r: rrs(r.answer) == set(a(name, "203.0.113.78")))
+    reply = await server.query(srv_name, "SRV")
+    assert rrs(reply.answer) == {f"{srv_name} 5 IN SRV 0 100 80 {name}"} and rrs(reply.additional) == set(a(name, "203.0.113.78"))
+    assert rrs((await server.query(Z, "NS")).additional) == set(a(NS1, "192.0.2.54")), "the glue follows the Service"
     [later] = (await server.query(Z, "SOA")).answer
     assert soa[0].serial <= later[0].serial <= int(time.time())
 
