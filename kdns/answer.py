@@ -8,73 +8,31 @@ The rules (Kubernetes DNS spec 1.1.0 plus CoreDNS's choices where the spec is si
 * A name that does not exist is NXDOMAIN; a name that exists without the asked type is
   NOERROR with no answer (NODATA). Both carry the zone's SOA in the authority section.
   Before the first complete sync of the sources, would-be NXDOMAIN answers are SERVFAIL.
-* An ExternalName Service is a CNAME. Its target is followed when it lies in one of our
-  forward zones (up to `MAX_CHAIN` links); other targets are left to the client.
+* An ExternalName Service is a CNAME. Its target is followed when kdns holds it (a cluster
+  or external zone's name, or a record for a name outside the zones; up to `MAX_CHAIN`
+  links), asked of an upstream when one takes it, else left to the client.
 * SRV answers carry the targets' addresses in the additional section.
 * `a-b-c-d.<ns>.pod.<zone>` answers with that address when pods are "insecure" and the
   namespace exists (CoreDNS's code checks the namespace even though its README says not).
 * ANY gets one RRset, never everything (RFC 8482). AXFR/IXFR are REFUSED: kdns does not
-  transfer zones. Classes other than IN, and names outside our zones, are REFUSED.
+  transfer zones. Classes other than IN are REFUSED.
+* The external zones and the names outside every zone are answered from kdns.answer_hosts:
+  a record kdns holds for an outside name (a hosts file, the test double) comes before any
+  upstream; a name with none goes upstream, or gets `--outside-names` (REFUSED or NXDOMAIN).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from kdns import names
+from kdns import answer_hosts, names
 from kdns.codes import AAAA, ANY, AXFR, CLASS_IN, CNAME, IXFR, NOERROR, NS, NXDOMAIN, PTR, REFUSED, SERVFAIL, SOA, SRV, TXT, A
 from kdns.config import PodsMode
-from kdns.index import DNS_VERSION_TTL, Snapshot
 from kdns.records import Node
+from kdns.result import MAX_CHAIN, Answer, Chase, Record, find_zone, from_upstream, negative, refused
+from kdns.snapshot import DNS_VERSION_TTL, Snapshot
 
-MAX_CHAIN = 8  # CNAME links followed inside our zones
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    name: str  # absolute, lowercase
-    rtype: int
-    ttl: int
-    data: object  # str for A/AAAA/CNAME/PTR/NS/TXT (names absolute); (prio, weight, port, target) for SRV
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    rcode: int
-    answer: tuple[Record, ...] = ()
-    additional: tuple[Record, ...] = ()
-    # The zone whose SOA record ends the message: in the authority section of negative
-    # answers, in the answer section of an apex SOA query. None when there is no SOA.
-    soa_zone: str | None = None
-    soa_in_answer: bool = False
-    authoritative: bool = True
-    # False when the bytes must not be reused: answers given before the sync, REFUSED,
-    # anything that depends on the client (autopath) or on an upstream.
-    cacheable: bool = True
-    # Set when the rest of the answer must come from an upstream: the (absolute, lowercase)
-    # name to ask for, with the question's type and class. `answer` then holds what goes
-    # before the upstream's records: the CNAMEs that led there (none for a plain forward).
-    upstream: str | None = None
-
-
-def refused() -> Answer:
-    return Answer(REFUSED, authoritative=False, cacheable=False)
-
-
-def from_upstream(name: str, chain: tuple[Record, ...] = ()) -> Answer:
-    """Ask an upstream for `name`; `chain` (our CNAMEs) goes before its records."""
-    return Answer(NOERROR, chain, authoritative=bool(chain), cacheable=False, upstream=name)
-
-
-def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
-    """The longest zone that `labels` lies in, and the labels below it."""
-    best: tuple[str, tuple[str, ...]] | None = None
-    for zone in zones:
-        zl = zone.split(".")
-        n = len(zl)
-        if len(labels) >= n and list(labels[len(labels) - n:]) == zl and (best is None or len(zone) > len(best[0])):
-            best = (zone, labels[: len(labels) - n])
-    return best
+__all__ = ["MAX_CHAIN", "Answer", "Record", "answer", "find_zone", "from_upstream", "refused"]
 
 
 def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CLASS_IN, client_ns: str | None = None) -> Answer:
@@ -87,10 +45,12 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
         return refused()
     found = find_zone(labels, snap.config.all_zones)
     if found is None:
-        return from_upstream(".".join(labels)) if _can_forward(snap, labels) else refused()
+        return _chase(snap, answer_hosts.outside(snap, labels, qtype, ()), qtype)
     zone, rel = found
     if any("." in label for label in rel):
-        return _negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
+        return negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
+    if zone in snap.config.external_zones:
+        return _chase(snap, answer_hosts.external(snap, zone, rel, qtype, ()), qtype)
     if not rel:
         return _apex(snap, zone, qtype)
     if zone in names.REVERSE_ZONES:
@@ -103,11 +63,6 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
             return _autopath(snap, zone, rel, qtype, result)
         return replace(result, cacheable=False)
     return result
-
-
-def _can_forward(snap: Snapshot, labels: tuple[str, ...]) -> bool:
-    """Whether some upstream takes this (outside) name: the default ones, or a stub domain's."""
-    return snap.config.forwarding or find_zone(labels, snap.config.stub_domains) is not None
 
 
 def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, original: Answer) -> Answer:
@@ -125,24 +80,39 @@ def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, origi
             target = names.join(".".join(candidate), zone)
             return replace(result, answer=(link(target),) + result.answer, cacheable=False)
     bare = ".".join(name)
-    if find_zone(name, snap.config.all_zones) is not None:  # e.g. `kubernetes.default.svc.cluster.local`
-        result = answer(snap, name, qtype)
-        if result.rcode not in (NXDOMAIN, SERVFAIL, REFUSED):
-            return replace(result, answer=(link(bare),) + result.answer, cacheable=False)
-    elif _can_forward(snap, name):
-        return from_upstream(bare, (link(bare),))
+    result = answer(snap, name, qtype)  # e.g. `kubernetes.default.svc.cluster.local`, `example.com`
+    if result.upstream is not None:
+        return from_upstream(result.upstream, (link(bare),) + result.answer)
+    if result.rcode not in (NXDOMAIN, SERVFAIL, REFUSED):
+        return replace(result, answer=(link(bare),) + result.answer, cacheable=False)
     return replace(original, cacheable=False)
+
+
+def _chase(snap: Snapshot, result: Answer | Chase, qtype: int) -> Answer:
+    """Follow the CNAMEs a table answered with, through every table, to an answer."""
+    while isinstance(result, Chase):
+        result = _follow(snap, result.target, qtype, result.chain)
+    return result
+
+
+def _follow(snap: Snapshot, target: str, qtype: int, chain: tuple[Record, ...]) -> Answer | Chase:
+    """What comes after a CNAME to `target` (absolute), `chain` being the CNAMEs so far."""
+    if len(chain) >= MAX_CHAIN or any(r.name == target for r in chain):
+        return Answer(NOERROR, chain)  # too long, or a loop: the client's resolver decides
+    labels = tuple(target.split("."))
+    found = find_zone(labels, snap.config.zones + snap.config.external_zones)
+    if found is None:
+        return answer_hosts.outside(snap, labels, qtype, chain)
+    zone, rel = found
+    if not rel:
+        return Answer(NOERROR, chain)  # a zone apex: not worth a special case, the client asks
+    if zone in snap.config.external_zones:
+        return answer_hosts.external(snap, zone, rel, qtype, chain)
+    return _lookup(snap, zone, rel, qtype, chain)
 
 
 def _ttl(snap: Snapshot) -> int:
     return snap.config.ttl
-
-
-def _negative(snap: Snapshot, zone: str, rcode: int, answer: tuple[Record, ...] = ()) -> Answer:
-    if rcode == NXDOMAIN and not snap.synced:
-        # Never NXDOMAIN out of ignorance: the name may exist once the sources have synced.
-        return Answer(SERVFAIL, answer, cacheable=False)
-    return Answer(rcode, answer, soa_zone=zone)
 
 
 def _apex(snap: Snapshot, zone: str, qtype: int) -> Answer:
@@ -154,18 +124,21 @@ def _apex(snap: Snapshot, zone: str, qtype: int) -> Answer:
         target = names.join(snap.ns_target, ns_zone)
         glue = _addresses(snap, snap.node(snap.ns_target), target, (A, AAAA))
         return Answer(NOERROR, (Record(zone, NS, _ttl(snap), target),), additional=glue)
-    return _negative(snap, zone, NOERROR)
+    return negative(snap, zone, NOERROR)
 
 
 def _reverse(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int) -> Answer:
     ip = names.ip_from_reverse(rel, zone)
     targets = snap.ptr.get(ip) if ip is not None else None
     if not targets:
+        other = snap.xptr.get(ip) if ip is not None else None
+        if other is not None:  # an external address, or an address of a hosts file
+            return answer_hosts.ptr(snap, zone, names.join(".".join(rel), zone), other, qtype)
         if snap.config.forwarding and snap.synced:  # CoreDNS's `fallthrough in-addr.arpa ip6.arpa`
             return from_upstream(names.join(".".join(rel), zone))
-        return _negative(snap, zone, NXDOMAIN)
+        return negative(snap, zone, NXDOMAIN)
     if qtype not in (PTR, ANY):
-        return _negative(snap, zone, NOERROR)
+        return negative(snap, zone, NOERROR)
     owner = names.join(".".join(rel), zone)
     primary = snap.config.zones[0]
     return Answer(NOERROR, tuple(Record(owner, PTR, _ttl(snap), names.join(t, primary)) for t in targets))
@@ -207,25 +180,14 @@ def _lookup(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: 
 
 def _lookup_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtype: int, chain: tuple[Record, ...]) -> Answer:
     if node is None:
-        return _negative(snap, zone, NXDOMAIN, chain)
+        return negative(snap, zone, NXDOMAIN, chain)
     ttl = _ttl(snap)
 
     if node.cname:
         link = Record(owner, CNAME, ttl, node.cname)
         if qtype == CNAME:
             return Answer(NOERROR, chain + (link,))
-        chain += (link,)
-        target = find_zone(tuple(node.cname.split(".")), snap.config.zones)
-        if target is None and _can_forward(snap, tuple(node.cname.split("."))):
-            return from_upstream(node.cname, chain)  # outside our zones: its records come from upstream
-        if (
-            target is None  # outside our zones, no upstream: the client's resolver follows the CNAME
-            or not target[1]  # a zone apex: not worth a special case, the client asks
-            or len(chain) >= MAX_CHAIN
-            or any(r.name == node.cname for r in chain)  # a loop
-        ):
-            return Answer(NOERROR, chain)
-        return _lookup(snap, target[0], target[1], qtype, chain)
+        return _chase(snap, _follow(snap, node.cname, qtype, chain + (link,)), qtype)
 
     records: tuple[Record, ...] = ()
     additional: tuple[Record, ...] = ()
@@ -238,7 +200,7 @@ def _lookup_node(snap: Snapshot, zone: str, owner: str, node: Node | None, qtype
     elif qtype == TXT or (qtype == ANY and node.txt):
         records = tuple(Record(owner, TXT, DNS_VERSION_TTL, text) for text in node.txt)
     if not records:
-        return _negative(snap, zone, NOERROR, chain)
+        return negative(snap, zone, NOERROR, chain)
     return Answer(NOERROR, chain + records, additional=additional)
 
 

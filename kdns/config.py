@@ -9,9 +9,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from kdns import names
-from kdns.options import PodsMode, default
+from kdns.options import OutsideNames, PodsMode, default
 
-__all__ = ["ApiSource", "ConfigError", "DnsConfig", "HttpAddresses", "ListenAddress", "PodsMode", "ServeConfig"]
+__all__ = ["ApiSource", "ConfigError", "DnsConfig", "HostsFile", "HttpAddresses", "ListenAddress", "OutsideNames", "PodsMode",
+           "ServeConfig"]
 
 
 class ConfigError(ValueError):
@@ -71,11 +72,38 @@ class DnsConfig:
     forwarding: bool = False  # names outside the zones (and unknown PTRs) go upstream
     stub_domains: tuple[str, ...] = ()  # domains with upstreams of their own
     autopath: bool = default("autopath")  # answer a pod's whole search path server-side
+    # The external zones (CoreDNS's k8s_external): Services' external addresses by name.
+    external_zones: tuple[str, ...] = ()
+    external_apex: str = default("external-apex")
+    external_ttl: int = default("external-ttl")
+    external_headless: bool = default("external-headless")
+    # A name outside every zone that no upstream takes and no record of kdns's answers.
+    outside_names: OutsideNames = OutsideNames(default("outside-names"))  # noqa: RUF009 - an enum member: immutable
 
     @property
     def all_zones(self) -> tuple[str, ...]:
-        """Forward zones, then the reverse zones: the zones kdns is authoritative for."""
-        return self.zones + names.REVERSE_ZONES
+        """Forward zones, the external zones, then the reverse zones: the zones kdns is
+        authoritative for (each has an SOA)."""
+        return self.zones + self.external_zones + names.REVERSE_ZONES
+
+    def zone_of(self, name: str) -> str | None:
+        """The zone kdns is authoritative for that an absolute name lies in (the longest), or None."""
+        best = None
+        for zone in self.all_zones:
+            if (name == zone or name.endswith("." + zone)) and (best is None or len(zone) > len(best)):
+                best = zone
+        return best
+
+
+@dataclass(frozen=True, slots=True)
+class HostsFile:
+    """A hosts file `kdns serve --hosts` answers from (kdns.sources.hosts). `rank` orders the
+    files: when two name one host, the lower rank wins (the file given first)."""
+
+    path: str
+    ttl: int = default("hosts-ttl")
+    reverse: bool = default("hosts-reverse")  # PTR records for its addresses
+    rank: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +146,9 @@ class ServeConfig:
     tcp_idle_timeout: float
     reload_interval: float
     startup_timeout: float
+    hosts: tuple[str, ...]  # hosts files answered ahead of forwarding (`hosts_files` has them whole)
+    hosts_ttl: int
+    hosts_reverse: bool  # PTR records for their addresses
     upstreams: tuple[tuple[str, int], ...]  # (IP, port) for names outside the zones
     stub_domains: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]  # (domain, upstreams)
     upstream_timeout: float  # seconds per try
@@ -139,6 +170,11 @@ class ServeConfig:
     log_level: str
     log_format: str
     log_queries: bool
+
+    @property
+    def hosts_files(self) -> tuple[HostsFile, ...]:
+        """The hosts files in order, each with the options that apply to it."""
+        return tuple(HostsFile(path, self.hosts_ttl, self.hosts_reverse, rank) for rank, path in enumerate(self.hosts))
 
 
 def ns_addresses(listen: tuple[ListenAddress, ...]) -> tuple[str, ...]:

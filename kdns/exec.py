@@ -87,6 +87,10 @@ def main(args: argparse.Namespace) -> int:
         flags.log_level = "warning"  # COMMAND's output is what matters; kdns speaks up for problems only
     if not hasattr(flags, "lameduck"):
         flags.lameduck = 0.0
+    if not hasattr(flags, "outside_names"):
+        # Nothing outside the namespaces is reachable: a name no upstream can give is "not
+        # found" (EAI_NONAME), as in a pod of a cluster that cannot reach it.
+        flags.outside_names = "nxdomain"
     try:
         config = settings.build_config(flags, environ={})  # never KUBECONFIG: no API server is reachable
     except ConfigError as exc:

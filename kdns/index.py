@@ -13,62 +13,45 @@ Rules kept here (see README "What kdns answers" for the user-facing list):
   no name is owned by two Services. Reverse (PTR) names can be claimed by several Services,
   so they are merged per IP: ClusterIP owners win over endpoint owners, as in CoreDNS.
 * An update whose records equal the old ones changes nothing: same snapshot, same serial.
+* Names outside the cluster zones (the external zones, hosts files, the test double's
+  records) are absolute and live in kdns.tables, which the same batches update: a Service's
+  external names are recomputed with its cluster names. The external zones have a serial of
+  their own: the Unix time of their last change, never ahead of the clock, so that it never
+  goes back, not even across a restart (two changes in one second share it, as in CoreDNS).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import replace
 
 import immutables
 
 from kdns import names
 from kdns.config import DnsConfig, PodsMode
-from kdns.model import Delete, EndpointSlice, Event, Kind, KubeObject, Namespace, Pod, Service, ServiceType, Synced, Upsert
+from kdns.hostindex import KUBE_DNS, HostIndex, Published
+from kdns.model import (
+    Delete,
+    EndpointSlice,
+    Event,
+    Kind,
+    KubeObject,
+    Namespace,
+    ObjectKey,
+    Pod,
+    Service,
+    ServiceType,
+    StaticRecords,
+    Synced,
+    Upsert,
+)
 from kdns.records import EMPTY, Claim, Contribution, Node, PtrClaims, SvcKey, address_node, service_records
+from kdns.snapshot import DNS_VERSION_TTL, NS_NAME, Change, Snapshot
 
 DNS_SCHEMA_VERSION = "1.1.0"
-DNS_VERSION_TTL = 28800  # the spec's example value; CoreDNS uses it too
-NS_NAME = "ns.dns"  # SOA MNAME, and the NS target when there is no kube-dns Service
-KUBE_DNS = ("kube-system", "kube-dns")
 
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """Everything an answer needs, frozen. Cheap to make: the maps share structure."""
-
-    config: DnsConfig
-    names: immutables.Map  # relative forward name -> Value
-    ptr: immutables.Map  # canonical IP -> relative targets (in the primary zone)
-    namespaces: frozenset[str]
-    pod_ips: immutables.Map  # (namespace, IP) of existing Pods -> count; kept for `pods verified`
-    client_ns: immutables.Map  # Pod IP -> its namespace ("" if shared or hostNetwork); for autopath
-    ns_target: str  # relative name of the apex NS target
-    serial: int
-    synced: bool
-
-    def node(self, rel: str) -> Node | None:
-        """The records at a relative forward name, or None if the name does not exist."""
-        value = self.names.get(rel)
-        if type(value) is str:  # an endpoint name with a single address (see `Value`)
-            return Node(aaaa=(value,)) if ":" in value else Node(a=(value,))
-        return value
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What one `apply` changed: the memo of packed answers invalidates exactly this."""
-
-    snapshot: Snapshot
-    names: frozenset[str] = frozenset()  # relative forward names whose answers changed
-    ips: frozenset[str] = frozenset()  # IPs whose PTR answers changed
-    everything: bool = False  # e.g. the namespace set changed: pod names depend on it
-
-    @property
-    def empty(self) -> bool:
-        """Nothing any answer depends on changed (the snapshot may still be new)."""
-        return not (self.names or self.ips or self.everything)
+__all__ = ["DNS_VERSION_TTL", "NS_NAME", "Change", "Index", "Snapshot"]
 
 
 class Index:
@@ -88,6 +71,8 @@ class Index:
         self._owned: dict[SvcKey, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._claims = PtrClaims()
         self._cname_owners: dict[SvcKey, str] = {}  # ExternalNames pointing into our zones
+        self._outside_cnames: dict[SvcKey, tuple[str, str]] = {}  # the others: (owner, target), both names
+        self.hosts = HostIndex(config)  # the external zones and the names outside the zones
 
         static = {
             "": EMPTY,
@@ -107,14 +92,18 @@ class Index:
             ns_target=NS_NAME,
             serial=max(1, int(now)),
             synced=not self._pending_sources,
+            external_serial=max(1, int(now)),
         )
+        if config.external_zones:  # the name servers' names exist from the start
+            published = self._publish(set(), set(), self.snapshot)
+            self.snapshot = replace(self.snapshot, hosts=published.hosts, xptr=published.xptr)
 
     # -- queries about the objects held (for logs, metrics and reconfiguration) ----------
 
     def objects(self) -> list[KubeObject]:
         """Every object held, for building an index with another configuration."""
         namespaces = [Namespace(name) for name in sorted(self._explicit_namespaces)]
-        return [*namespaces, *self._services.values(), *self._slices.values(), *self._pods.values()]
+        return [*namespaces, *self._services.values(), *self._slices.values(), *self._pods.values(), *self.hosts.static.values()]
 
     @property
     def pending_sources(self) -> frozenset[str]:
@@ -136,14 +125,15 @@ class Index:
     def apply(self, events: Iterable[Event], now: float) -> Change:
         """Apply a batch of events; return the new snapshot and what changed."""
         dirty: set[SvcKey] = set()
+        dirty_static: set[ObjectKey] = set()
         pods_changed: dict[tuple[str, str], int] = {}  # (namespace, IP) -> change in pod count
         namespaces_before = self.snapshot.namespaces
         synced_before = self.snapshot.synced
         for event in events:
             if isinstance(event, Upsert):
-                self._upsert(event.obj, dirty, pods_changed)
+                self._upsert(event.obj, dirty, pods_changed, dirty_static)
             elif isinstance(event, Delete):
-                self._delete(event.key[0], event.key[1], event.key[2], dirty, pods_changed)
+                self._delete(event.key[0], event.key[1], event.key[2], dirty, pods_changed, dirty_static)
             elif isinstance(event, Synced):
                 self._pending_sources.discard(event.source)
             else:  # pragma: no cover - a source sent something that is not an event
@@ -163,22 +153,27 @@ class Index:
             if namespaces != namespaces_before:
                 self._refresh_namespaces(namespaces_before, namespaces, names)
             pod_ips = self._refresh_pods(pods_changed, touched)
-            if touched and self._cname_owners:
-                # Answers for ExternalNames that point into our zones embed the target's
-                # records: they change whenever anything does.
-                touched.update(self._cname_owners.values())
             new_names = names.finish()
             new_ptr = ptr.finish()
+        published = self._publish(dirty, dirty_static, old)
+        absolute = set(published.names)
+        if touched or absolute:
+            # Answers that follow a CNAME into our own data embed the target's records: they
+            # change whenever anything does.
+            touched.update(self._cname_owners.values())
+            absolute.update(self.hosts.chasers)
+        if absolute:
+            touched.update(owner for owner, target in self._outside_cnames.values() if target in absolute)
 
         # Pod names and `<ns>.svc` depend on which namespaces exist; the SERVFAIL answers
         # given before the first sync are never memoised, but flush anyway to be plain.
-        everything = namespaces != namespaces_before or synced != synced_before
-        data_changed = bool(touched or touched_ips) or namespaces != namespaces_before
+        everything = namespaces != namespaces_before or synced != synced_before or published.wildcard
+        data_changed = bool(touched or touched_ips or published.ips) or namespaces != namespaces_before
         client_ns = self._refresh_client_ns(pods_changed)
         # Pod bookkeeping can change without any answer changing (a second Pod on an address):
         # a new snapshot then, with nothing to invalidate and the same serial.
         bookkeeping = pod_ips is not old.pod_ips or client_ns is not old.client_ns
-        if not (data_changed or everything or bookkeeping):
+        if not (data_changed or everything or bookkeeping or absolute):
             return Change(old)
         self.snapshot = Snapshot(
             config=self.config,
@@ -190,11 +185,22 @@ class Index:
             ns_target=ns_target,
             serial=max(old.serial + 1, int(now)) if data_changed else old.serial,
             synced=synced,
+            hosts=published.hosts,
+            xptr=published.xptr,
+            external_serial=max(old.external_serial, int(now)) if published.external else old.external_serial,
         )
-        return Change(self.snapshot, frozenset(touched), frozenset(touched_ips), everything)
+        return Change(self.snapshot, frozenset(touched), frozenset(touched_ips | published.ips), everything, frozenset(absolute))
 
-    def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict) -> None:
-        if isinstance(obj, Service):
+    def _publish(self, dirty: set[SvcKey], dirty_static: set[ObjectKey], old: Snapshot) -> Published:
+        return self.hosts.publish(dirty, dirty_static, old.hosts, old.xptr, self._services.get, self._slices_for)
+
+    def _slices_for(self, key: SvcKey) -> list[EndpointSlice]:
+        return [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
+
+    def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict, dirty_static: set[ObjectKey]) -> None:
+        if isinstance(obj, StaticRecords):
+            self.hosts.upsert(obj, dirty_static)
+        elif isinstance(obj, Service):
             key = (obj.namespace, obj.name)
             old = self._services.get(key)
             if old == obj:
@@ -229,9 +235,12 @@ class Index:
         else:  # pragma: no cover
             raise TypeError(f"not a Kubernetes object value: {obj!r}")
 
-    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict) -> None:
+    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict,
+                dirty_static: set[ObjectKey]) -> None:
         key = (namespace, name)
-        if kind is Kind.SERVICE:
+        if kind in (Kind.HOSTS, Kind.RECORD):
+            self.hosts.delete((kind, namespace, name), dirty_static)
+        elif kind is Kind.SERVICE:
             if self._services.pop(key, None) is not None:
                 self._deref(namespace)
                 dirty.add(key)
@@ -312,10 +321,13 @@ class Index:
                     ptr.pop(ip, None)
 
         target = svc.external_name if svc is not None and svc.type is ServiceType.EXTERNAL_NAME else ""
-        if target and any(target == z or target.endswith("." + z) for z in self.config.zones):
+        zone = self.config.zone_of(target) if target else None  # a target in a reverse zone counts as outside
+        self._cname_owners.pop(key, None)
+        self._outside_cnames.pop(key, None)
+        if zone in self.config.zones or zone in self.config.external_zones:
             self._cname_owners[key] = f"{key[1]}.{key[0]}.svc"
-        else:
-            self._cname_owners.pop(key, None)
+        elif target:
+            self._outside_cnames[key] = (f"{key[1]}.{key[0]}.svc", target)
 
     def _claim_of(self, key: SvcKey, ip: str) -> Claim | None:
         """The PTR claim Service `key` makes on `ip`, worked out afresh (rarely needed)."""

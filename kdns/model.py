@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
+from typing import NamedTuple
 
 
 class Kind(str, enum.Enum):
@@ -21,6 +21,10 @@ class Kind(str, enum.Enum):
     SERVICE = "Service"
     ENDPOINT_SLICE = "EndpointSlice"
     POD = "Pod"
+    # Records for names outside the zones, from somewhere other than Kubernetes: a hosts file
+    # (`kdns serve --hosts`), or the records of one name given to the test double.
+    HOSTS = "Hosts"
+    RECORD = "Record"
 
     def __str__(self) -> str:  # "Service", not "Kind.SERVICE", in messages
         return self.value
@@ -51,6 +55,12 @@ class Service:
     cluster_ips: tuple[str, ...] = ()  # ClusterIP type only; IPv4 and/or IPv6
     ports: tuple[Port, ...] = ()
     external_name: str = ""  # ExternalName type only; lowercase, no trailing dot
+    # For the external zones (any type): spec.externalIPs then status.loadBalancer.ingress[].ip,
+    # de-duplicated; the load balancer's hostnames (AWS-style); and the names asked for in the
+    # external-dns / coredns.io hostname annotations, lowercase, as written (checked by the index).
+    external_ips: tuple[str, ...] = ()
+    lb_hostnames: tuple[str, ...] = ()
+    hostnames: tuple[str, ...] = ()
 
     kind = Kind.SERVICE
 
@@ -116,7 +126,48 @@ class Namespace:
         return (Kind.NAMESPACE, "", self.name)
 
 
-KubeObject = Union[Namespace, Service, EndpointSlice, Pod]
+class Rrset(NamedTuple):
+    """Records of one name and type, outside the Kubernetes schema (kdns.static checks them).
+
+    `name` is absolute, lowercase, without the trailing dot; its first label may be `*`.
+    `values` by type: A/AAAA canonical addresses; CNAME/PTR/NS absolute names; TXT tuples of
+    strings (the character-strings of one record); SRV (priority, weight, port, target); MX
+    (preference, exchange)."""
+
+    name: str
+    rtype: int
+    ttl: int
+    values: tuple
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRecords:
+    """Records for names outside the zones from one origin: a hosts file (`kind` HOSTS,
+    `origin` its path) or the test double's records of one name (RECORD, the name). `ptrs`
+    are (address, absolute name) claims on reverse names. When two origins give one name,
+    the lower `rank` wins (then the origin that sorts first), whole: records are not mixed."""
+
+    kind: Kind
+    origin: str
+    rrsets: tuple[Rrset, ...] = ()
+    ptrs: tuple[tuple[str, str], ...] = ()
+    ttl: int = 0  # the TTL of the PTR records
+    rank: int = 0
+
+    @property
+    def namespace(self) -> str:
+        return ""
+
+    @property
+    def name(self) -> str:
+        return self.origin
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.kind, "", self.origin)
+
+
+KubeObject = Namespace | Service | EndpointSlice | Pod | StaticRecords
 ObjectKey = tuple[Kind, str, str]  # (kind, namespace, name); namespace "" for a Namespace
 
 
@@ -141,7 +192,7 @@ class Synced:
     source: str
 
 
-Event = Union[Upsert, Delete, Synced]
+Event = Upsert | Delete | Synced
 
 
 def describe(key: ObjectKey) -> str:

@@ -14,17 +14,20 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-MAX_TTL = 3600  # --ttl
+MAX_TTL = 3600  # --ttl, --external-ttl
+MAX_HOSTS_TTL = 65535  # --hosts-ttl (CoreDNS's hosts plugin takes 1-65535)
 MAX_WORKERS = 256  # --workers
 # The longest zone: 196 characters of Kubernetes names (three 63-character labels, "svc",
 # four dots) before it leave 57 of the 253 a DNS name may have.
 MAX_ZONE = 253 - (3 * 63 + 3 + 4)
 
-SOURCE, ANSWERS, FORWARDING, OPERATION = "source", "answers", "forwarding", "operation"
+SOURCE, ANSWERS, EXTERNAL, OUTSIDE, FORWARDING, OPERATION = "source", "answers", "external", "outside", "forwarding", "operation"
 GROUPS = {
     SOURCE: "source (one of them; with none, KUBECONFIG, then in-cluster config, then the bundled demo cluster)",
     ANSWERS: "answers",
-    FORWARDING: "forwarding (names outside the zones; without an upstream they get REFUSED)",
+    EXTERNAL: "external zone (Services' external and load-balancer addresses by name, as CoreDNS's k8s_external)",
+    OUTSIDE: "names outside the zones: records kdns holds for them, and what the others get without an upstream",
+    FORWARDING: "forwarding (names outside the zones; without an upstream see --outside-names)",
     OPERATION: "operation",
 }
 
@@ -35,6 +38,14 @@ class PodsMode(str, enum.Enum):
     DISABLED = "disabled"
     INSECURE = "insecure"
     VERIFIED = "verified"  # only for addresses of Pods that exist in that namespace
+
+
+class OutsideNames(str, enum.Enum):
+    """--outside-names: what a name outside every zone gets when no upstream takes it and
+    kdns holds no record for it."""
+
+    REFUSED = "refused"  # "not my business": a resolver tries elsewhere (the default of `kdns serve`)
+    NXDOMAIN = "nxdomain"  # a closed world: the name does not exist (the default of kdns.testing)
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,28 @@ OPTIONS: tuple[Option, ...] = (
            ANSWERS, True, "NS[,NS...]", reload=False),
     Option("labels", str, None, "serve only Services (and their EndpointSlices) matching this label selector, "
            "e.g. 'dns!=off,tier in (web,api)'", ANSWERS, metavar="SELECTOR", reload=False),
+    Option("external-zone", str, [], "serve the external addresses of Services (spec.externalIPs, then "
+           "status.loadBalancer.ingress) as <svc>.<ns>.ZONE, authoritatively, to every client; repeatable, the first "
+           "is used in PTR answers", EXTERNAL, True, "ZONE", fields=("dns.external_zones",)),
+    Option("external-apex", str, "dns", "the label under each external zone that holds its name server: "
+           "<zone> NS ns1.APEX.<zone>", EXTERNAL, metavar="LABEL", fields=("dns.external_apex",)),
+    Option("external-ttl", int, 5, f"TTL of every record of the external zones, 0-{MAX_TTL}", EXTERNAL,
+           metavar="SECONDS", fields=("dns.external_ttl",)),
+    Option("external-headless", bool, False, "a headless Service without external addresses serves its ready "
+           "endpoints in the external zones (<svc>.<ns>.<zone>, <hostname>.<svc>.<ns>.<zone>)", EXTERNAL,
+           fields=("dns.external_headless",)),
+    Option("hosts", str, [], "answer the names of this hosts file (IP NAME... lines, as /etc/hosts) ahead of "
+           "forwarding, with PTR records for its addresses; repeatable (the first file naming a name wins); "
+           "re-read when it changes", OUTSIDE, True, "PATH", reload=False),
+    Option("hosts-ttl", int, 3600, f"TTL of the records of --hosts files, 1-{MAX_HOSTS_TTL} (CoreDNS's hosts plugin: "
+           "3600)", OUTSIDE, metavar="SECONDS", reload=False),
+    Option("hosts-reverse", bool, True, "PTR records for the addresses of --hosts files (--no-hosts-reverse: "
+           "CoreDNS's no_reverse)", OUTSIDE, reload=False),
+    Option("outside-names", str, OutsideNames.REFUSED.value, "what a name outside the zones gets when no upstream "
+           "takes it and kdns holds no record for it: REFUSED (refused: not kdns's business), or NXDOMAIN "
+           "(nxdomain: a closed world, as a test cluster with no way out; applications then see "
+           "'not found', EAI_NONAME)", OUTSIDE, choices=tuple(m.value for m in OutsideNames),
+           fields=("dns.outside_names",)),
     Option("startup-timeout", float, 5.0, "warn when the first sync with the API takes longer; cluster names that kdns "
            "does not know yet get SERVFAIL until it completes", ANSWERS, metavar="SECONDS"),
     Option("upstream", str, [], "resolver for names outside the zones and unknown reverse names; repeatable",

@@ -169,16 +169,16 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> Contribution:
             out.ptrs[ip] = (0, (base,))
 
     every_port = [entry for entries in per_port.values() for entry in entries]
-    out.names[base] = address_node(addresses)._replace(srv=_srv_records(every_port))
+    out.names[base] = address_node(addresses)._replace(srv=srv_records(every_port))
     for (port_name, protocol), entries in per_port.items():
         if port_name and entries:
-            out.names[f"_{port_name}._{protocol}.{base}"] = Node(srv=_srv_records(entries))
+            out.names[f"_{port_name}._{protocol}.{base}"] = Node(srv=srv_records(entries))
             # `_tcp.<svc>` exists (empty) when `_http._tcp.<svc>` does: NODATA, not NXDOMAIN,
             # so that resolvers applying RFC 8020 do not prune the SRV names below it.
             out.names.setdefault(f"_{protocol}.{base}", EMPTY)
     return out
 
 
-def _srv_records(entries: list[tuple[str, int]]) -> tuple[Srv, ...]:
+def srv_records(entries: list[tuple[str, int]]) -> tuple[Srv, ...]:
     weight = _weight(len(entries))
     return tuple(Srv(0, weight, port, target) for target, port in _dedup(entries))

@@ -96,7 +96,7 @@ class Responder:
         if not change.empty:
             self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
             self.replies_bytes = 0
-        if change.everything or len(change.names) + len(change.ips) > len(self.memo):
+        if change.everything or len(change.names) + len(change.ips) + len(change.absolute) > len(self.memo):
             # (Dropping everything is also the cheaper way when most names changed, as on
             # the first sync: no need to spell out a hundred thousand names to forget them.)
             self._clear_memo()
@@ -105,13 +105,14 @@ class Responder:
             if "" in change.names:  # the apex NS answer and its glue are the same in every zone
                 stale += self.zones
             stale += [names.reverse_name(ip) for ip in change.ips]
+            stale += change.absolute  # the external zones' and outside names (kdns.tables)
             for name in stale:
                 byname = self.memo.pop(names.to_wire(name), None)
                 if byname is not None:
                     self._entries -= len(byname)
                     self.memo_bytes -= sum(memo_cost(entry) for entry in byname.values())
-        if snap.serial != self.snapshot.serial or not self._soa:
-            self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self.zones)
+        if snap.serials != self.snapshot.serials or not self._soa:
+            self._soa = tuple(wire.soa_record(zone, *snap.soa(zone)) for zone in self.zones)
         self.snapshot = snap
 
     def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | None:

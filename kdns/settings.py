@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from kdns import config, files, names, upstream
-from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, PodsMode, ServeConfig
-from kdns.options import BY_NAME, GROUPS, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, RESTART_ONLY, Option, default
+from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, OutsideNames, PodsMode, ServeConfig
+from kdns.options import BY_NAME, GROUPS, MAX_HOSTS_TTL, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, RESTART_ONLY, Option, default
 
 __all__ = ["BY_NAME", "OPTIONS", "RESTART_ONLY", "Option", "Values", "add_arguments", "build", "build_config",
            "check_config_file", "check_file", "file_problems", "load_file", "merge", "parse_flags"]
@@ -198,21 +198,24 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     if not listen:
         raise v.error("listen", "at least one address is needed")
     zones = _zones(v)
+    external = _zones(v, "external-zone", taken=zones)
     api = _api_source(v, environ)
-    upstreams, stubs = _forwarding(v, zones, in_cluster=api is not None and api.in_cluster)
+    upstreams, stubs = _forwarding(v, zones + external, in_cluster=api is not None and api.in_cluster)
     for option in OPTIONS:
         if option.kind is float and not math.isfinite(v[option.name]):
             raise v.error(option.name, f"must be a finite number, got {v[option.name]}")
-    ttl = v["ttl"]
-    if not 0 <= ttl <= MAX_TTL:
-        raise v.error("ttl", f"must be between 0 and {MAX_TTL} seconds, got {ttl}")
+    for name, low, high, unit in (("ttl", 0, MAX_TTL, " seconds"), ("external-ttl", 0, MAX_TTL, " seconds"),
+                                  ("hosts-ttl", 1, MAX_HOSTS_TTL, " seconds"), ("workers", 1, MAX_WORKERS, "")):
+        if not low <= v[name] <= high:
+            raise v.error(name, f"must be between {low} and {high}{unit}, got {v[name]}")
+    apex = v["external-apex"].strip().lower()
+    if not names.is_label(apex):
+        raise v.error("external-apex", f"not a DNS label (lowercase letters, digits and '-'): {v['external-apex']!r}")
     for name in ("cache-ttl", "cache-size", "upstream-timeout", "tcp-idle-timeout", "reload-interval",
                  "tcp-max-connections", "tcp-message-timeout", "tcp-max-queries", "manifest-max-bytes",
                  "cache-max-bytes", "tcp-max-per-client", "tcp-send-timeout"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise v.error(name, f"must be more than 0, got {v[name]}")
-    if not 1 <= v["workers"] <= MAX_WORKERS:
-        raise v.error("workers", f"must be between 1 and {MAX_WORKERS}, got {v['workers']}")
     for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip"):
         if v[name] < 0:
             raise v.error(name, f"must not be negative, got {v[name]}")
@@ -230,12 +233,17 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
             raise v.error("allow-recursion", f"not an address range (CIDR): {text!r}", i) from None
     dns = DnsConfig(
         zones=zones,
-        ttl=ttl,
+        ttl=v["ttl"],
         pods=PodsMode(v["pods"]),
         ns_addresses=config.ns_addresses(tuple(listen)),
         forwarding=bool(upstreams),
         stub_domains=tuple(domain for domain, _ in stubs),
         autopath=v["autopath"],
+        external_zones=external,
+        external_apex=apex,
+        external_ttl=v["external-ttl"],
+        external_headless=v["external-headless"],
+        outside_names=OutsideNames(v["outside-names"]),
     )
     return ServeConfig(
         manifests=tuple(v["manifests"]),
@@ -249,6 +257,9 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         reload_interval=v["reload-interval"],
         startup_timeout=v["startup-timeout"],
         upstreams=upstreams,
+        hosts=tuple(dict.fromkeys(v["hosts"])),
+        hosts_ttl=v["hosts-ttl"],
+        hosts_reverse=v["hosts-reverse"],
         stub_domains=stubs,
         upstream_timeout=v["upstream-timeout"],
         cache_ttl=v["cache-ttl"],
@@ -303,27 +314,28 @@ def _http(v: Values, name: str) -> ListenAddress | None:
     return _listen(text, v, name)
 
 
-def _zones(v: Values) -> tuple[str, ...]:
-    """The forward zones: each a domain name short enough, then none given twice or inside another."""
+def _zones(v: Values, option: str = "zone", taken: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The zones of `option`: domain names short enough, none twice, none overlapping another or `taken`."""
     zones: list[str] = []
-    for i, text in enumerate(v["zone"]):
+    for i, text in enumerate(v[option]):
         zone = text.strip().rstrip(".").lower()
         if not names.is_subdomain(zone):
-            raise v.error("zone", f"not a domain name: {text!r}", i)
+            raise v.error(option, f"not a domain name: {text!r}", i)
         if len(zone) > MAX_ZONE:
-            raise v.error("zone", f"{len(zone)} characters, more than {MAX_ZONE}: the longest names Kubernetes "
+            raise v.error(option, f"{len(zone)} characters, more than {MAX_ZONE}: the longest names Kubernetes "
                           f"allows below a zone (hostname.service.namespace.svc.ZONE) would not fit in a DNS name", i)
         if zone in names.REVERSE_ZONES or zone.endswith(("." + names.IN_ADDR_ARPA, "." + names.IP6_ARPA)):
-            raise v.error("zone", f"{text!r}: the reverse zones are always served", i)
+            raise v.error(option, f"{text!r}: the reverse zones are always served", i)
         zones.append(zone)
     for i, zone in enumerate(zones):
         if zone in zones[:i]:
-            raise v.error("zone", f"{zone!r} given twice")
-        for other in zones[:i]:
+            raise v.error(option, f"{zone!r} given twice")
+        for other in zones[:i] + list(taken):
             inner, outer = (zone, other) if len(zone) > len(other) else (other, zone)
-            if inner.endswith("." + outer):
-                raise v.error("zone", f"{inner!r} lies inside {outer!r}: the zones must not overlap")
-    return tuple(zones) or default("zone")
+            if inner == outer or inner.endswith("." + outer):
+                where = "is served already" if inner == outer else f"lies inside {outer!r}"
+                raise v.error(option, f"{inner!r} {where}: the zones must not overlap")
+    return tuple(zones) or (default("zone") if option == "zone" else ())
 
 
 def _forwarding(v: Values, zones: tuple[str, ...], *, in_cluster: bool):

@@ -28,12 +28,12 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from dnslib import AAAA, CNAME, NS, PTR, RR, SRV, TXT, A, DNSLabel
+from dnslib import AAAA, CNAME, MX, NS, PTR, RR, SRV, TXT, A, DNSLabel
 from dnslib.label import DNSBuffer
 
 from kdns import codes, names
-from kdns.answer import Answer, Record
 from kdns.codes import AA, BADKEY, BADVERS, CD, CLASS_ANY, FORMERR, NOTAUTH, NOTIMP, OPCODE_MASK, OPT, QR, RA, RD, SERVFAIL, TC, TSIG
+from kdns.result import Answer, Record
 
 COPIED_FLAGS = RD | CD  # copied from the query into the reply
 
@@ -270,7 +270,9 @@ def _rdata(record: Record):
     if t == codes.NS:
         return NS(_label(d))
     if t == codes.TXT:
-        return TXT(d.encode())
+        return TXT([part.encode() for part in d]) if isinstance(d, tuple) else TXT(d.encode())
+    if t == codes.MX:
+        return MX(_label(d[1]), d[0])
     raise ValueError(f"cannot pack record type {t}")  # pragma: no cover - answer makes only these
 
 
@@ -304,14 +306,17 @@ def pack_answer(query: Query, result: Answer, zones: tuple[str, ...]) -> Entry:
     return Entry(flags, (an, ns, len(result.additional)), data[start:], soa, short)
 
 
-def soa_record(zone: str, serial: int, ttl: int) -> bytes:
+def soa_record(zone: str, serial: int, ttl: int, mname: str | None = None, rname: str | None = None) -> bytes:
     """The zone's SOA record, uncompressed so it can end any message.
 
-    CoreDNS's values: `ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400 <ttl>`,
-    with the record's own TTL capped at 300 seconds.
+    CoreDNS's values: `ns.dns.<zone>. hostmaster.<zone>. <serial> 7200 1800 86400 <ttl>`
+    (an external zone names its own MNAME and RNAME), with the record's own TTL capped at
+    300 seconds.
     """
     owner = names.to_wire(zone)
-    rdata = names.to_wire(names.join("ns.dns", zone)) + names.to_wire(names.join("hostmaster", zone))
+    mname = names.join("ns.dns", zone) if mname is None else mname
+    rname = names.join("hostmaster", zone) if rname is None else rname
+    rdata = names.to_wire(mname) + names.to_wire(rname)
     rdata += struct.pack("!5I", serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)
     return owner + struct.pack("!HHIH", codes.SOA, codes.CLASS_IN, min(ttl, 300), len(rdata)) + rdata
 

@@ -32,7 +32,6 @@ import pytest
 from conftest import ROOT, KdnsProcess, needs
 
 from kdns import settings
-from kdns.testing import KdnsServer
 
 pytest_plugins = ["pytester"]
 
@@ -336,8 +335,6 @@ def test_testing_doc_examples_pass_as_tests(pytester):
     (the fixture comes from the installed entry point), pass."""
     examples = [block for block in code_blocks(DOCS / "testing.md", "python") if "def test_" in block]
     assert len(examples) >= 2
-    if not hasattr(KdnsServer, "record"):  # the fake-API example waits for KdnsServer.record (issue 16, problem 2)
-        examples = [block for block in examples if ".record(" not in block]
     assert "kdns_server" in examples[0] and "pod_resolver" in examples[0]
     pytester.makeini(INNER_INI)
     pytester.makepyfile(**{f"test_example{i}": code for i, code in enumerate(examples)})

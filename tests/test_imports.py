@@ -28,7 +28,8 @@ from conftest import ROOT
 KDNS = ROOT / "kdns"
 
 PURE = {
-    "kdns.answer", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
+    "kdns.answer", "kdns.answer_hosts", "kdns.external", "kdns.hostindex", "kdns.hosts", "kdns.result", "kdns.snapshot",
+    "kdns.static", "kdns.tables", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
     "kdns.options", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.convert", "kdns.sources.select",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
@@ -40,7 +41,7 @@ SHELL = {
     "kdns.corefile", "kdns.corefile.disk",  # the package re-exports DiskReader, the front end's one door to the disk
     "kdns._udpbatch",  # the C part (kdns/_udpbatch.c)
     "kdns.serve", "kdns.serve.forward", "kdns.serve.listeners", "kdns.serve.serving", "kdns.serve.tcp", "kdns.serve.udp",
-    "kdns.sources", "kdns.sources.kubernetes", "kdns.sources.manifests", "kdns.sources.source",
+    "kdns.sources", "kdns.sources.hosts", "kdns.sources.kubernetes", "kdns.sources.manifests", "kdns.sources.source",
     "kdns.testing", "kdns.testing.plugin", "kdns.testing.resolver", "kdns.testing.server", "kdns.testing.tap",
     "kdns.testing.querylog", "kdns.testing.manifests", "kdns.exec", "kdns.linuxns",
 }

@@ -542,19 +542,3 @@ def test_stop_does_not_wait_for_late_answers():
 def _ask_expecting_no_answer(query: dns.message.Message, port: int) -> None:
     with contextlib.suppress(dns.exception.Timeout):
         dns.query.udp(query, "127.0.0.1", port=port, timeout=3)
-
-
-# -- the fake outside API of docs/testing.md -----------------------------------------------------------
-
-
-def test_the_fake_api_example_of_the_docs(pytester):
-    """The example of docs/testing.md for a fake outside API (`KdnsServer.record`) passes as
-    a user's test. tests/test_docs.py runs it with the others once `record` exists."""
-    if not hasattr(KdnsServer, "record"):
-        pytest.skip("KdnsServer.record() is issue 16's problem 2, on another branch: its docs example waits for it")
-    text = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
-    blocks = [b for b in text.split("```python\n")[1:] if ".record(" in b.split("```")[0]]
-    assert len(blocks) == 1
-    pytester.makeini(INNER_INI)
-    pytester.makepyfile(test_fake_api=blocks[0].split("```")[0])
-    pytester.runpytest_subprocess("-q", timeout=RUN_TIMEOUT).assert_outcomes(passed=1)

@@ -13,6 +13,7 @@ slices without the `kubernetes.io/service-name` label.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,9 @@ from kdns.model import (
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+# Names a Service asks for in the external zones (external-dns's, and k8s_gateway's / CoreDNS's).
+HOSTNAME_ANNOTATIONS = ("external-dns.alpha.kubernetes.io/hostname", "coredns.io/hostname")
+MAX_HOSTNAMES = 64  # names kept from those annotations per Service (the rest are dropped)
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 KINDS = {
     ("v1", "Namespace"): Kind.NAMESPACE,
@@ -167,7 +171,8 @@ def convert(obj: dict, allocate: Allocate | None = None) -> KubeObject | None:
         return Namespace(f.label(name, "metadata.name"))
     namespace = f.label(f.string(meta.get("namespace"), "metadata.namespace", "default"), "metadata.namespace")
     if kind is Kind.SERVICE:
-        return _service(f, namespace, f.label(name, "metadata.name"), f.mapping(obj.get("spec"), "spec"), allocate)
+        svc = _service(f, namespace, f.label(name, "metadata.name"), f.mapping(obj.get("spec"), "spec"), allocate)
+        return _external(f, svc, meta, f.mapping(obj.get("spec"), "spec"), f.mapping(obj.get("status"), "status"))
     if kind is Kind.ENDPOINT_SLICE:
         return _endpoint_slice(f, namespace, name, meta, obj)
     return _pod(f, namespace, name, obj)
@@ -228,6 +233,35 @@ def _service(f: _Fields, namespace: str, name: str, spec: dict, allocate: Alloca
             wanted += (6 if wanted[0] == 4 else 4,)
         ips = allocate(namespace, name, wanted)
     return Service(namespace, name, ServiceType.CLUSTER_IP, cluster_ips=ips, ports=tuple(ports))
+
+
+def _external(f: _Fields, svc: Service, meta: dict, spec: dict, status: dict) -> Service:
+    """`svc` with what the external zones answer from: spec.externalIPs, then the load
+    balancer's status (addresses, and hostnames for those that have no address), and the
+    names of the hostname annotations (comma-separated, as external-dns reads them)."""
+    ips = [f.ip(v, f"spec.externalIPs[{i}]") for i, v in enumerate(f.sequence(spec.get("externalIPs"), "spec.externalIPs"))]
+    hosts = []
+    lb = f.mapping(status.get("loadBalancer"), "status.loadBalancer")
+    for i, entry in enumerate(f.sequence(lb.get("ingress"), "status.loadBalancer.ingress")):
+        field = f"status.loadBalancer.ingress[{i}]"
+        entry = f.mapping(entry, field)
+        if entry.get("ip"):
+            ips.append(f.ip(entry.get("ip"), f"{field}.ip"))
+        if entry.get("hostname"):
+            host = f.string(entry.get("hostname"), f"{field}.hostname").rstrip(".").lower()
+            if not names.is_subdomain(host):
+                raise f.fail(f"{field}.hostname", f"not a DNS name: {entry.get('hostname')!r}")
+            hosts.append(host)
+    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    wanted = []
+    for key in HOSTNAME_ANNOTATIONS:
+        value = annotations.get(key)
+        if isinstance(value, str):
+            wanted += [part.strip().lower() for part in value.split(",") if part.strip()]
+    if not (ips or hosts or wanted):
+        return svc
+    return replace(svc, external_ips=tuple(dict.fromkeys(ips)), lb_hostnames=tuple(dict.fromkeys(hosts)),
+                   hostnames=tuple(dict.fromkeys(wanted))[:MAX_HOSTNAMES])
 
 
 def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict, obj: dict) -> EndpointSlice | None:

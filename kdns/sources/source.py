@@ -18,6 +18,7 @@ import trio
 from kdns.config import ServeConfig
 from kdns.model import Event, Kind, Synced
 from kdns.options import PodsMode
+from kdns.sources.hosts import HostsError, HostsFiles, watch_hosts
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests
 from kdns.sources.select import Scope, SelectorError, parse_selector
 
@@ -49,6 +50,8 @@ class Source:
         self.manifests: ManifestSet | None = None
         self.cluster = None
         self.names: list[str] = []  # what must deliver its initial state before the index is synced
+        # `--hosts` files, read beside whichever source (their records are ready at start).
+        self.hosts = HostsFiles(config.hosts_files, config.dns.all_zones) if config.hosts else None
         if config.api is not None:
             from kdns.sources.kubernetes import ApiSourceError, ClusterWatch, client_configuration
 
@@ -63,20 +66,28 @@ class Source:
             self.names = [MANIFESTS]
 
     def initial(self) -> list[Event]:
-        """What is known at once: the manifests, read now (SourceError if one is broken)."""
-        if self.manifests is None:
-            return []
+        """What is known at once: the hosts files and the manifests, read now (SourceError
+        if one is broken)."""
         try:
-            return [*self.manifests.load(), Synced(MANIFESTS)]
+            events = self.hosts.load() if self.hosts is not None else []
+        except HostsError as exc:
+            raise SourceError(str(exc)) from None
+        if self.manifests is None:
+            return events
+        try:
+            return [*events, *self.manifests.load(), Synced(MANIFESTS)]
         except ManifestError as exc:
             raise SourceError(str(exc)) from None
 
     async def run(self, send: trio.MemorySendChannel, reload_interval: float) -> None:
-        """Send batches of events until cancelled (manifests: re-read when they change)."""
-        if self.manifests is not None:
-            await watch_manifests(self.manifests, send, reload_interval)
-        elif self.cluster is not None:
-            await self.cluster.run(send)
+        """Send batches of events until cancelled (files: re-read when they change)."""
+        async with trio.open_nursery() as nursery:
+            if self.hosts is not None:
+                nursery.start_soon(watch_hosts, self.hosts, send, reload_interval)
+            if self.manifests is not None:
+                nursery.start_soon(watch_manifests, self.manifests, send, reload_interval)
+            elif self.cluster is not None:
+                nursery.start_soon(self.cluster.run, send)
 
     def join(self, timeout: float) -> None:
         """After `run` ended: wait for the API source's worker threads (blocking)."""

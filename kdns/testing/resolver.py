@@ -21,6 +21,10 @@ def pod_resolver(server: KdnsServer, namespace: str | None = None, *, timeout: f
     `socket.getaddrinfo`, `gethostbyname` and friends go to the kdns server with a pod's
     search list (`<ns>.svc.<zone> svc.<zone> <zone>`, ndots:5), using dnspython's
     `override_system_resolver`. No root, no port 53, nothing outside the process changes.
+
+    As a pod's resolver reads its /etc/hosts before DNS, the names of this machine's
+    /etc/hosts (read when the block starts) and its own host name resolve as the machine
+    resolves them; every other name goes to kdns.
     Nested, the inner one applies inside its block and the outer one again after it.
     """
     import dns.name
@@ -40,9 +44,10 @@ def pod_resolver(server: KdnsServer, namespace: str | None = None, *, timeout: f
     resolver.timeout = resolver.lifetime = timeout
     dns.resolver.override_system_resolver(resolver)
     overridden = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
-    socket.getaddrinfo = _pod_getaddrinfo(overridden["getaddrinfo"])
-    socket.gethostbyname = _local_first(overridden["gethostbyname"], _ORIGINAL["gethostbyname"])
-    socket.gethostbyname_ex = _local_first(overridden["gethostbyname_ex"], _ORIGINAL["gethostbyname_ex"])
+    local = _local_names()
+    socket.getaddrinfo = _pod_getaddrinfo(overridden["getaddrinfo"], local)
+    socket.gethostbyname = _local_first(overridden["gethostbyname"], _ORIGINAL["gethostbyname"], local)
+    socket.gethostbyname_ex = _local_first(overridden["gethostbyname_ex"], _ORIGINAL["gethostbyname_ex"], local)
     _ACTIVE.append(resolver)
     try:
         yield resolver
@@ -61,9 +66,27 @@ _SOCKET_FUNCTIONS = ("getaddrinfo", "getnameinfo", "getfqdn", "gethostbyname", "
 _ACTIVE: list[Any] = []
 
 
-# What a pod's /etc/hosts (written by the kubelet) answers before DNS is asked.
+# What a pod's /etc/hosts (written by the kubelet) answers before DNS is asked, whatever the
+# machine's holds: the loopback names. The kubelet also writes the pod's own name there.
 _LOCAL_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
 _ORIGINAL = {name: getattr(socket, name) for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex")}
+HOSTS_FILE = "/etc/hosts"
+HOSTS_MAX_BYTES = 1 << 20  # a larger /etc/hosts is not read (its names then go to kdns)
+
+
+def _local_names(path: str = HOSTS_FILE) -> frozenset[str]:
+    """The names the system resolver answers from `path` and the machine's own name: those a
+    pod's resolver would find in its /etc/hosts rather than ask DNS for."""
+    from kdns import files, hosts
+
+    found = set(_LOCAL_NAMES)
+    try:
+        text = files.decode(files.read_regular(path, HOSTS_MAX_BYTES, "the /etc/hosts limit")[0])
+        found.update(name for entry in hosts.parse_hosts(text, path).entries for name in entry.names)
+    except (OSError, ValueError, files.FileError):
+        pass  # no usable /etc/hosts: only the loopback names and the host name
+    found.add(socket.gethostname().rstrip(".").lower())
+    return frozenset(found)
 
 
 def _host_text(host) -> str | None:
@@ -72,10 +95,10 @@ def _host_text(host) -> str | None:
     return host
 
 
-def _pod_getaddrinfo(dns_getaddrinfo):
+def _pod_getaddrinfo(dns_getaddrinfo, local: frozenset[str]):
     def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
         host = _host_text(host)
-        if host is None or host.rstrip(".").lower() in _LOCAL_NAMES:
+        if host is None or host.rstrip(".").lower() in local:
             return _ORIGINAL["getaddrinfo"](host, port, family, type, proto, flags)
         # dnspython rejects the flags that only tune the system resolver's results
         # (aiohttp's default resolver passes AI_ADDRCONFIG).
@@ -85,10 +108,10 @@ def _pod_getaddrinfo(dns_getaddrinfo):
     return getaddrinfo
 
 
-def _local_first(dns_function, original):
+def _local_first(dns_function, original, local: frozenset[str]):
     def resolve(host):
         host = _host_text(host)
-        if host.rstrip(".").lower() in _LOCAL_NAMES:
+        if host.rstrip(".").lower() in local:
             return original(host)
         return dns_function(host)
 

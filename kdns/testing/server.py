@@ -55,15 +55,23 @@ class KdnsServer:
 
     `namespace`: the pod namespace that short names in faults and `queries.for_name` are
     expanded with (and `pod_resolver`'s default). `strict`: leaving the `with` block (or the
-    fixture's test) with a fault that changed no query is an AssertionError.
+    fixture's test) with a fault that changed no query is an AssertionError. `external_zone`:
+    serve Services' external and load-balancer addresses under it (kdns serve's
+    --external-zone), e.g. "k8s.example.org".
     """
 
     def __init__(self, *, zone: str = DEFAULT_ZONE, ttl: int = 5, pods: str = "insecure", host: str = "127.0.0.1",
-                 namespace: str = "default", strict: bool = False):
+                 namespace: str = "default", strict: bool = False,
+                 external_zone: str | list[str] | tuple[str, ...] = ()):
         self.zone = zone.strip().rstrip(".").lower()
         self.namespace = namespace
         self.strict = strict
-        self._options = {"zone": [self.zone], "ttl": ttl, "pods": pods, "listen": [f"{host}:0"]}
+        self.external_zones = [external_zone] if isinstance(external_zone, str) else list(external_zone)
+        # A closed world: a name outside the cluster that no `record()` gives is NXDOMAIN, as
+        # in a pod whose cluster cannot reach it (`upstream()` opens the way out).
+        self._options = {"zone": [self.zone], "ttl": ttl, "pods": pods, "listen": [f"{host}:0"], "outside-names": "nxdomain",
+                         "external-zone": self.external_zones}
+        self._records: dict[str, dict[int, Any]] = {}  # name -> type -> its Rrset (record())
         self.queries = QueryLog(self.zone, namespace)  # every question received, in order (filled by the tap)
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -215,10 +223,21 @@ class KdnsServer:
         ports: list | tuple = (("http", 80),),
         endpoints: list | tuple | int | None = None,
         external_name: str | None = None,
+        type: str | None = None,  # the Service's spec.type, as in a manifest
+        load_balancer_ip: str | list[str] | None = None,
+        load_balancer_hostname: str | None = None,
+        external_ips: list[str] | tuple[str, ...] = (),
+        annotations: dict[str, str] | None = None,
     ) -> ServiceInfo:
         """Declare a Service and its EndpointSlice in one call.
 
         `ports`: port numbers, (name, port) or (name, port, protocol) tuples.
+        `type`: "ClusterIP" (the default), "NodePort" or "LoadBalancer"; a load balancer's
+        address (`load_balancer_ip`, one or a list, or `load_balancer_hostname`) goes in its
+        status, as the cloud's controller would write it, and makes the type LoadBalancer.
+        With `external_ips` (spec.externalIPs) they are what the external zone answers
+        (`KdnsServer(external_zone=...)`). `annotations`: the Service's, e.g. external-dns's
+        hostname.
         `endpoints`: addresses, dicts with `ip` and optionally `hostname` and `ready`, or a
         number of endpoints to make up; a headless Service gets one made-up endpoint by
         default (without any, its name would not exist). ClusterIPs are allocated as an
@@ -231,7 +250,18 @@ class KdnsServer:
             spec["clusterIP"] = "None"
         elif cluster_ip is not None:
             spec["clusterIP"] = cluster_ip
-        objects = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}, "spec": spec}]
+        lb_ips = [load_balancer_ip] if isinstance(load_balancer_ip, str) else list(load_balancer_ip or ())
+        ingress = [{"ip": ip} for ip in lb_ips] + ([{"hostname": load_balancer_hostname}] if load_balancer_hostname else [])
+        if type is not None or ingress:
+            spec["type"] = type or "LoadBalancer"
+        if external_ips:
+            spec["externalIPs"] = list(external_ips)
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        if ingress:
+            service["status"] = {"loadBalancer": {"ingress": ingress}}
+        if annotations:
+            service["metadata"]["annotations"] = dict(annotations)
+        objects = [service]
         if endpoints is None:
             endpoints = 1 if headless else ()
         if isinstance(endpoints, int):
@@ -262,6 +292,39 @@ class KdnsServer:
     def cluster_ip(self, name: str, namespace: str = "default") -> str | None:
         svc = self._call(lambda: self._server.index.service(namespace, name))
         return svc.cluster_ips[0] if svc and svc.cluster_ips else None
+
+    # -- names outside the cluster ------------------------------------------------------
+
+    def record(self, name: str, rtype: str, value: Any, ttl: int | None = None) -> None:
+        """Answer `name` (outside the cluster) with these records of type `rtype`, ahead of any
+        upstream: `record("api.stripe.com", "A", "127.0.0.9")`. `value` is one value or a
+        list: addresses for A/AAAA, a name for CNAME/PTR/NS, text for TXT, "10 mail.example.com"
+        for MX, "0 5 443 api.example.com" for SRV (tuples work too). It replaces the records
+        of that name and type; `None` or `[]` removes them. `*.example.com` answers any one
+        label there. PTR records go on reverse names (`9.0.0.127.in-addr.arpa`). `ttl`
+        defaults to the server's. Raises ValueError for a value kdns cannot serve."""
+        from kdns import static
+        from kdns.model import Delete, Kind, Upsert
+
+        owner = static.owner_name(name)
+        number = static.rtype_of(rtype)
+        ours = next((z for z in (self.zone, *self.external_zones, "in-addr.arpa", "ip6.arpa") if _in_zone(owner, z)), None)
+        if ours is not None and not (number == static.TYPES["PTR"] and static.reverse_claim(owner)):
+            what = "PTR records of addresses" if ours.endswith(".arpa") else "the names of Services: use service()"
+            raise ValueError(f"{owner} lies in {ours}, where kdns answers {what}")
+        values = [] if value is None else value
+        current = dict(self._records.get(owner, {}))
+        if values == [] or values == ():
+            current.pop(number, None)
+        else:
+            current[number] = static.rrset(owner, number, values, self._options["ttl"] if ttl is None else ttl)
+        if not current:
+            self._records.pop(owner, None)
+            events = [Delete((Kind.RECORD, "", owner))]
+        else:
+            events = [Upsert(static.name_records(owner, current.values()))]
+            self._records[owner] = current
+        self._call(lambda: self._server.apply_now(events))
 
     # -- faults (kdns/testing/tap.py) ---------------------------------------------------------
     #
@@ -351,16 +414,23 @@ class KdnsServer:
         from kdns.model import Delete
         from kdns.sources.allocate import ClusterIPAllocator
 
+        self._records.clear()
+
         def clear_now() -> None:
             self._tap.faults.clear()
             if self._server.config != self._initial_config:
                 self._server.reconfigure(self._initial_config)
+            # Every object held, the records of record() among them.
             self._server.apply_now([Delete(obj.key) for obj in self._server.index.objects()])
 
         self._call(clear_now)
         self._allocator = ClusterIPAllocator()
         self._endpoint_ips = iter(ENDPOINT_RANGE.hosts())
         self.queries.clear()
+
+
+def _in_zone(name: str, zone: str) -> bool:
+    return name == zone or name.endswith("." + zone)
 
 
 def _port(spec) -> dict:
