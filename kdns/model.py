@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
 
 
 class Kind(str, enum.Enum):
@@ -116,7 +115,7 @@ class Namespace:
         return (Kind.NAMESPACE, "", self.name)
 
 
-KubeObject = Union[Namespace, Service, EndpointSlice, Pod]
+KubeObject = Namespace | Service | EndpointSlice | Pod
 ObjectKey = tuple[Kind, str, str]  # (kind, namespace, name); namespace "" for a Namespace
 
 
@@ -141,7 +140,7 @@ class Synced:
     source: str
 
 
-Event = Union[Upsert, Delete, Synced]
+Event = Upsert | Delete | Synced
 
 
 def describe(key: ObjectKey) -> str:

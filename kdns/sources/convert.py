@@ -284,7 +284,7 @@ def _timestamp(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(value).timestamp()  # 3.11+ reads a "Z" suffix as UTC
     except ValueError:
         return None
 
