@@ -26,12 +26,13 @@ import immutables
 from kdns import names
 from kdns.config import DnsConfig, PodsMode
 from kdns.model import Delete, EndpointSlice, Event, Kind, KubeObject, Namespace, Pod, Service, ServiceType, Synced, Upsert
-from kdns.records import EMPTY, Claim, Contribution, Node, PtrClaims, SvcKey, address_node, service_records
+from kdns.records import EMPTY, Claim, Contribution, Node, PtrClaims, SvcKey, Value, address_node, service_records
 
 DNS_SCHEMA_VERSION = "1.1.0"
 DNS_VERSION_TTL = 28800  # the spec's example value; CoreDNS uses it too
 NS_NAME = "ns.dns"  # SOA MNAME, and the NS target when there is no kube-dns Service
 KUBE_DNS = ("kube-system", "kube-dns")
+Names = immutables.MapMutation[str, Value]  # the names map while the writer changes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +40,11 @@ class Snapshot:
     """Everything an answer needs, frozen. Cheap to make: the maps share structure."""
 
     config: DnsConfig
-    names: immutables.Map  # relative forward name -> Value
-    ptr: immutables.Map  # canonical IP -> relative targets (in the primary zone)
+    names: immutables.Map[str, Value]  # relative forward name -> Value
+    ptr: immutables.Map[str, tuple[str, ...]]  # canonical IP -> relative targets (in the primary zone)
     namespaces: frozenset[str]
-    pod_ips: immutables.Map  # (namespace, IP) of existing Pods -> count; kept for `pods verified`
-    client_ns: immutables.Map  # Pod IP -> its namespace ("" if shared or hostNetwork); for autopath
+    pod_ips: immutables.Map[tuple[str, str], int]  # (namespace, IP) of existing Pods -> count; kept for `pods verified`
+    client_ns: immutables.Map[str, str]  # Pod IP -> its namespace ("" if shared or hostNetwork); for autopath
     ns_target: str  # relative name of the apex NS target
     serial: int
     synced: bool
@@ -53,7 +54,7 @@ class Snapshot:
         value = self.names.get(rel)
         if type(value) is str:  # an endpoint name with a single address (see `Value`)
             return Node(aaaa=(value,)) if ":" in value else Node(a=(value,))
-        return value
+        return value  # type: ignore[return-value]  # not a str: `type() is` (faster) does not narrow
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,7 @@ class Index:
         )
         return Change(self.snapshot, frozenset(touched), frozenset(touched_ips), everything)
 
-    def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict) -> None:
+    def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict[tuple[str, str], int]) -> None:
         if isinstance(obj, Service):
             key = (obj.namespace, obj.name)
             old = self._services.get(key)
@@ -229,7 +230,7 @@ class Index:
         else:  # pragma: no cover
             raise TypeError(f"not a Kubernetes object value: {obj!r}")
 
-    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict) -> None:
+    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict[tuple[str, str], int]) -> None:
         key = (namespace, name)
         if kind is Kind.SERVICE:
             if self._services.pop(key, None) is not None:
@@ -275,7 +276,8 @@ class Index:
         if self._namespace_refs[namespace] <= 0:
             del self._namespace_refs[namespace]
 
-    def _recompute(self, key: SvcKey, names, ptr, touched: set[str], touched_ips: set[str]) -> None:
+    def _recompute(self, key: SvcKey, names: Names, ptr: immutables.MapMutation[str, tuple[str, ...]], touched: set[str],
+                   touched_ips: set[str]) -> None:
         svc = self._services.get(key)
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
         new = service_records(svc, slices) if svc is not None else Contribution()
@@ -325,7 +327,7 @@ class Index:
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
         return service_records(svc, slices).ptrs.get(ip)
 
-    def _refresh_ns(self, names, touched: set[str]) -> str:
+    def _refresh_ns(self, names: Names, touched: set[str]) -> str:
         """kube-system/kube-dns changed: the apex NS target and ns.dns glue follow it."""
         svc = self._services.get(KUBE_DNS)
         if svc is not None and svc.type is ServiceType.CLUSTER_IP and svc.cluster_ips:
@@ -338,7 +340,7 @@ class Index:
         touched.add("")  # the apex NS answer names the target and carries its glue
         return target
 
-    def _refresh_pods(self, changed: dict[tuple[str, str], int], touched: set[str]) -> immutables.Map:
+    def _refresh_pods(self, changed: dict[tuple[str, str], int], touched: set[str]) -> immutables.Map[tuple[str, str], int]:
         """Count Pods per (namespace, IP); with `pods verified` their names come and go."""
         pod_ips = self.snapshot.pod_ips
         changed = {k: d for k, d in changed.items() if d}
@@ -354,9 +356,10 @@ class Index:
                 if (count > 0) != (count - delta > 0) and self.config.pods is PodsMode.VERIFIED:
                     namespace, ip = key
                     touched.update(f"{label}.{namespace}.pod" for label in names.pod_labels(ip))
-            return m.finish()
+            done = m.finish()
+        return done
 
-    def _refresh_client_ns(self, changed: dict[tuple[str, str], int]) -> immutables.Map:
+    def _refresh_client_ns(self, changed: dict[tuple[str, str], int]) -> immutables.Map[str, str]:
         """For autopath: which namespace each Pod IP speaks for. An IP shared by several
         Pods, or used by a hostNetwork Pod (the node's address), speaks for none."""
         client_ns = self.snapshot.client_ns
@@ -371,9 +374,10 @@ class Index:
                     m[ip] = pods[0].namespace
                 else:
                     m[ip] = ""
-            return m.finish()
+            done = m.finish()
+        return done
 
-    def _refresh_namespaces(self, before: frozenset[str], after: frozenset[str], names) -> None:
+    def _refresh_namespaces(self, before: frozenset[str], after: frozenset[str], names: Names) -> None:
         pods = self.config.pods is not PodsMode.DISABLED
         for ns in before - after:
             names.pop(f"{ns}.svc", None)
