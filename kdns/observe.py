@@ -132,7 +132,8 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
 
 def _histogram(counts: dict[int, int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
     """Cumulative buckets from counts per bucket index (index len(bounds) means +Inf)."""
-    out, total = [], 0
+    out: list[tuple[str, float]] = []
+    total = 0
     for i, bound in enumerate(bounds):
         total += counts.get(i, 0)
         out.append((repr(float(bound)) if isinstance(bound, float) else str(bound), total))
@@ -179,11 +180,15 @@ class Collector:
                                               "(64K for TCP) per zone and protocol.", labels=["server", "zone", "view", "proto"])
         response_sizes = HistogramMetricFamily("coredns_dns_response_size_bytes", "Size of the returned response in bytes.",
                                                labels=["server", "zone", "view", "proto"])
-        req_counts, resp_counts = defaultdict(int), defaultdict(int)
-        dur = defaultdict(lambda: defaultdict(int))
-        dur_sum = defaultdict(float)
-        reqsz, respsz = defaultdict(lambda: defaultdict(int)), defaultdict(lambda: defaultdict(int))
-        reqsz_sum, respsz_sum = defaultdict(int), defaultdict(int)
+        # Keyed by label values, as the families below take them.
+        req_counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
+        resp_counts: defaultdict[tuple[str, ...], int] = defaultdict(int)
+        dur: defaultdict[tuple[str, ...], defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        dur_sum: defaultdict[tuple[str, ...], float] = defaultdict(float)
+        reqsz: defaultdict[tuple[str, ...], defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        respsz: defaultdict[tuple[str, ...], defaultdict[int, int]] = defaultdict(lambda: defaultdict(int))
+        reqsz_sum: defaultdict[tuple[str, ...], int] = defaultdict(int)
+        respsz_sum: defaultdict[tuple[str, ...], int] = defaultdict(int)
         for listener in listeners:
             sv = listener.server
             for (zone, qtype, rcode, qsize, rsize, dbucket), n in list(listener.counts.items()):

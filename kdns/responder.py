@@ -111,8 +111,8 @@ class Responder:
             # reply to a UDP query is a function of everything after its ID.
             if len(self.replies) >= MAX_REPLIES:
                 self.replies.clear()
-            key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
-            self.replies[data[2:]] = (reply[2:], key)
+            key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None  # type: ignore[arg-type]
+            self.replies[data[2:]] = (reply[2:], key)  # type: ignore[index]  # reusable: bytes
         return reply
 
     def replayed(self, data: bytes) -> tuple[bytes, object] | None:
@@ -202,6 +202,7 @@ class Responder:
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
         if not result.answer and result.upstream == ".".join(query.labels):
             return UpstreamQuery(query, limit, query.question)  # as asked, case and all
+        assert result.upstream is not None  # _reply asks only then
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
         return UpstreamQuery(query, limit, question, prefix, len(result.answer))

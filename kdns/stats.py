@@ -39,7 +39,7 @@ class QueryStats:
     server: str  # "dns://127.0.0.1:5353", as CoreDNS names its servers
     proto: str  # "udp" or "tcp"
     family: str  # "1" for IPv4, "2" for IPv6 (CoreDNS's values)
-    counts: Counter = field(default_factory=Counter)
+    counts: Counter[Key] = field(default_factory=Counter)
     seconds: float = 0.0  # sum of the durations measured
     received: int = 0  # queries received, answered or not
 

@@ -180,7 +180,7 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int) -> Upstrea
         lifetime = min_answer_ttl or 0
     else:
         lifetime = negative_ttl or 0
-    return UpstreamAnswer(rcode, bytes(out), tuple(counts), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
+    return UpstreamAnswer(rcode, bytes(out), (counts[0], counts[1], counts[2]), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
 
 
 def _encode(labels: list[bytes]) -> bytes:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from dnslib import AAAA, CNAME, NS, PTR, RR, SRV, TXT, A, DNSLabel
 from dnslib.label import DNSBuffer
@@ -185,11 +186,11 @@ def parse_query(data: bytes) -> Query:
     )
 
 
-class _Buffer(DNSBuffer):
+class _Buffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type information
     """dnslib's buffer, minus one trap: it remembers names written past offset 0x3FFF, where
     a 14-bit compression pointer cannot reach (it would silently point elsewhere)."""
 
-    def encode_name(self, name) -> None:
+    def encode_name(self, name: DNSLabel) -> None:
         if self.offset + 256 <= 0x4000:  # every suffix of this name will be reachable
             super().encode_name(name)
             return
@@ -219,8 +220,9 @@ def _label(name: str) -> DNSLabel:
     return DNSLabel(name.encode("latin-1")) if name else DNSLabel(())
 
 
-def _rdata(record: Record):
-    t, d = record.rtype, record.data
+def _rdata(record: Record) -> Any:
+    t = record.rtype
+    d: Any = record.data  # its type follows rtype (see Record)
     if t == codes.A:
         return A(d)
     if t == codes.AAAA:

@@ -123,6 +123,7 @@ class Forwarder:
             return wire.upstream_failure(query, REFUSED)
         entry, fresh = self.cache.get(key)
         if fresh:
+            assert entry is not None  # fresh: found
             if self.cache.due_for_refresh(entry) and self._nursery is not None:
                 entry.refreshing = True
                 self._nursery.start_soon(self._refresh, key, uq.question, do, cd, upstreams)

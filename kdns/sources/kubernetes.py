@@ -29,12 +29,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 import urllib3
 
 from kdns.config import ApiSource
-from kdns.model import Delete, Event, Kind, ObjectKey, Synced, Upsert
+from kdns.model import Delete, Event, Kind, KubeObject, ObjectKey, Synced, Upsert
 from kdns.sources import convert
 from kdns.sources.select import Scope
 
@@ -117,8 +118,8 @@ class Reflector:
         self.stopping = stopping
         self._cfg = cfg
         self._api_client = None
-        self._api_exception: type[Exception] = _HttpError
-        self._known: dict[ObjectKey, object] = {}  # what was last sent for each object
+        self._api_exception: type[Any] = _HttpError  # an exception class with .status and .reason
+        self._known: dict[ObjectKey, KubeObject] = {}  # what was last sent for each object
         self._synced = False
         self._response = None
         self._failures = 0
@@ -225,7 +226,7 @@ class Reflector:
 
     def _list(self) -> str | None:
         """List every page; send the difference from what we sent before. Returns the RV."""
-        objects: dict[ObjectKey, object] = {}
+        objects: dict[ObjectKey, KubeObject] = {}
         token = None
         while True:
             response = self._call(limit=PAGE_SIZE, **({"continue": token} if token else {}))
@@ -332,7 +333,7 @@ def _cause(exc: BaseException) -> str:
     """A one-line cause for an expected network error (no traceback)."""
     reason = getattr(exc, "reason", None)
     while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
-        reason = reason.reason
+        reason = reason.reason  # type: ignore[attr-defined]  # getattr just found it
     text = str(reason or exc)
     return text.split(": ", 1)[-1] if "object at 0x" in text else text
 

@@ -14,11 +14,16 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from kdns.codes import RCODES
 from kdns.options import default
 from kdns.testing.tap import Fault, Query, TestTap
+
+if TYPE_CHECKING:  # imported where used: importing kdns.testing starts nothing
+    import trio
+
+    from kdns.app import Server
 
 DEFAULT_ZONE = default("zone")[0]
 START_TIMEOUT = 10.0
@@ -48,9 +53,9 @@ class KdnsServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self._token = None
-        self._stop = None
-        self._server = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._server: Server | None = None
         self._endpoint_ips = iter(ENDPOINT_RANGE.hosts())
         self._tap = TestTap(self.queries)
         from kdns.sources.allocate import ClusterIPAllocator
@@ -80,7 +85,7 @@ class KdnsServer:
         return self
 
     def stop(self) -> None:
-        if self._token is not None and self._thread is not None and self._thread.is_alive():
+        if self._token is not None and self._stop is not None and self._thread is not None and self._thread.is_alive():
             self._token.run_sync_soon(self._stop.set)
             self._thread.join(START_TIMEOUT)
         self._token = None
@@ -97,9 +102,9 @@ class KdnsServer:
         async def main() -> None:
             self._stop = trio.Event()
             async with trio.open_nursery() as nursery:
-                bound = await nursery.start(self._server.serve)
+                bound = await nursery.start(self._live.serve)
                 self.port = bound[0].address.port
-                self._server.state.tap = self._tap
+                self._live.state.tap = self._tap
                 self._token = trio.lowlevel.current_trio_token()
                 self._ready.set()
                 await self._stop.wait()
@@ -110,6 +115,12 @@ class KdnsServer:
         except BaseException as exc:  # noqa: BLE001 - reported to the thread that waits for the start
             self._error = exc
             self._ready.set()
+
+    @property
+    def _live(self) -> Server:
+        if self._server is None:
+            raise RuntimeError("the kdns test server is not running")
+        return self._server
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` in the server's trio thread and wait for it (safe from any thread, even
@@ -144,7 +155,7 @@ class KdnsServer:
 
     def apply(self, manifest: dict | list[dict]) -> None:
         """Add or replace Kubernetes objects (dicts as in a manifest; a list, or `kind: List`)."""
-        from kdns.model import Kind, Upsert
+        from kdns.model import Service, Upsert
         from kdns.sources import convert
 
         items = manifest if isinstance(manifest, list) else [manifest]
@@ -160,10 +171,10 @@ class KdnsServer:
                 continue  # kinds DNS does not use
             obj = convert.convert(item, self._allocator)
             if obj is not None:
-                if obj.kind is Kind.SERVICE:
+                if isinstance(obj, Service):
                     self._allocator.reserve(obj.cluster_ips)  # never hand out an address given by hand
                 events.append(Upsert(obj))
-        self._call(lambda: self._server.apply_now(events))
+        self._call(lambda: self._live.apply_now(events))
 
     def load(self, path_or_yaml: str | Path) -> None:
         """Apply every object of a manifest file or directory, or of YAML text."""
@@ -184,7 +195,7 @@ class KdnsServer:
         from kdns.model import Delete, Kind
 
         key = (Kind(kind), "" if kind == "Namespace" else namespace, name)
-        self._call(lambda: self._server.apply_now([Delete(key)]))
+        self._call(lambda: self._live.apply_now([Delete(key)]))
 
     def service(
         self,
@@ -212,7 +223,7 @@ class KdnsServer:
             spec["clusterIP"] = "None"
         elif cluster_ip is not None:
             spec["clusterIP"] = cluster_ip
-        objects = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}, "spec": spec}]
+        objects: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}, "spec": spec}]
         if endpoints is None:
             endpoints = 1 if headless else ()
         if isinstance(endpoints, int):
@@ -234,13 +245,13 @@ class KdnsServer:
                     "ports": [_port(p) for p in ports],
                 })
         self.apply(objects)
-        svc = self._call(lambda: self._server.index.service(namespace, name))
+        svc = self._call(lambda: self._live.index.service(namespace, name))
         return ServiceInfo(
             name, namespace, svc.cluster_ips[0] if svc and svc.cluster_ips else None, tuple(e["addresses"][0] for e in eps)
         )
 
     def cluster_ip(self, name: str, namespace: str = "default") -> str | None:
-        svc = self._call(lambda: self._server.index.service(namespace, name))
+        svc = self._call(lambda: self._live.index.service(namespace, name))
         return svc.cluster_ips[0] if svc and svc.cluster_ips else None
 
     # -- faults ---------------------------------------------------------------------------
@@ -285,8 +296,8 @@ class KdnsServer:
                 targets = [(ip, up.DEFAULT_PORT) for ip in up.parse_resolv_conf(f.read())]
 
         def switch() -> None:
-            config = self._server.config
-            self._server.reconfigure(replace(config, upstreams=tuple(targets), dns=replace(config.dns, forwarding=True)))
+            config = self._live.config
+            self._live.reconfigure(replace(config, upstreams=tuple(targets), dns=replace(config.dns, forwarding=True)))
 
         self._call(switch)
 
