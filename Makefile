@@ -1,12 +1,12 @@
 # The two commands of the README:
 #   make run   create .venv, install kdns, serve the demo cluster on 127.0.0.1:5353 (UDP and TCP)
-#   make test  create .venv, install kdns with its test tools, run the whole suite
+#   make test  create .venv, install kdns with its test tools, run the linters, then the whole suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test bench bench-core bench-scale bench-workers soak image image-check clean
+.PHONY: run test lint bench bench-core bench-scale bench-workers soak image image-check clean
 
 $(BIN)/.installed: pyproject.toml setup.py kdns/_udpbatch.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -21,8 +21,14 @@ run: $(BIN)/.installed
 	@echo
 	$(BIN)/kdns serve --manifests config/demo-cluster.yaml --listen $(LISTEN)
 
-test: $(BIN)/.installed
+test: lint
 	$(BIN)/python -m pytest
+
+# ruff (the rules chosen in pyproject.toml) and mypy (strict on the pure tier, normal elsewhere).
+# `make test` runs it first, so CI (.ci/run) fails when either does.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check kdns tests perf tools setup.py
+	$(BIN)/mypy
 
 # Throughput and latency against knot and dnslib under dnsperf (perf/README.md).
 # Needs Debian's dnsperf and knot: apt-get install dnsperf knot. BENCH_ARGS=--record prepends the results to perf/RESULTS.md.

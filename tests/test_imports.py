@@ -121,3 +121,13 @@ def test_only_the_entry_points_import_the_composition_tier(name):
         assert not {m for m in imports(name) if m.startswith("kdns.testing")}, f"{name} imports kdns.testing"
     if name != "kdns.testing.plugin":
         assert "pytest" not in imports(name), f"{name} imports pytest (only kdns.testing.plugin may)"
+
+
+def test_mypy_is_strict_on_exactly_the_pure_tier():
+    """pyproject.toml names the pure tier again for mypy (strict there); the two lists agree."""
+    import tomllib
+
+    overrides = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["overrides"]
+    strict = [o for o in overrides if o.get("disallow_untyped_defs")]
+    assert len(strict) == 1, "one mypy override holds the strict flags"
+    assert set(strict[0]["module"]) == PURE
