@@ -66,4 +66,4 @@ image-check: $(BIN)/.installed
 	$(BIN)/python tools/image.py check
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
