@@ -20,6 +20,7 @@ import dns.message
 import dns.rdatatype
 import pytest
 import trio
+import trio.testing
 
 from kdns.app import Server
 from kdns.cli import _parser
@@ -140,6 +141,14 @@ def kdns(nursery):
         return Running(server, bound[0].address.host, bound[0].address.port)
 
     return start
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    """trio's clock for a test that takes this fixture (pytest-trio runs it with the clock),
+    and so for the kdns it starts in its loop: it moves with real time, and `clock.jump(s)`
+    moves it on at once, so a test waits for no timer of kdns's (timeouts, deadlines)."""
+    return trio.testing.MockClock(rate=1)
 
 
 @pytest.fixture
