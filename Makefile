@@ -27,33 +27,33 @@ test: lint
 # ruff (the rules chosen in pyproject.toml) and mypy (strict on the pure tier, normal elsewhere).
 # `make test` runs it first, so CI (.ci/run) fails when either does.
 lint: $(BIN)/.installed
-	$(BIN)/ruff check kdns tests perf tools setup.py
+	$(BIN)/ruff check kdns tests testkit perf tools setup.py
 	$(BIN)/mypy
 
 # Throughput and latency against knot and dnslib under dnsperf (perf/README.md).
 # Needs Debian's dnsperf and knot: apt-get install dnsperf knot. BENCH_ARGS=--record prepends the results to perf/RESULTS.md.
 bench: $(BIN)/.installed
-	$(BIN)/python perf/bench $(BENCH_ARGS)
+	$(BIN)/python -m perf.bench $(BENCH_ARGS)
 
 # The serving core in this process, no sockets: µs per query of Responder.handle for replayed,
 # memo-hit, first-time and forwarded queries (perf/README.md). About 30 s; needs no dnsperf or
 # knot. CORE_ARGS=--record prepends the results to perf/RESULTS.md.
 bench-core: $(BIN)/.installed
-	$(BIN)/python perf/core.py $(CORE_ARGS)
+	$(BIN)/python -m perf.core $(CORE_ARGS)
 
 # 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
 bench-scale: $(BIN)/.installed
-	$(BIN)/python perf/scale.py
+	$(BIN)/python -m perf.scale
 
 # kdns --workers 1 and N against knot with N threads, nothing pinned (perf/README.md).
 bench-workers: $(BIN)/.installed
-	$(BIN)/python perf/workers.py
+	$(BIN)/python -m perf.workers
 
 # 10 minutes of steady dnsperf load with Service churn, API and upstream faults and bad input;
 # every sampled answer checked (perf/README.md). Needs dnsperf. SOAK_ARGS="--minutes 1" for a
 # quick look; SOAK_ARGS=--record prepends the results to perf/RESULTS.md.
 soak: $(BIN)/.installed
-	$(BIN)/python perf/soak $(SOAK_ARGS)
+	$(BIN)/python -m perf.soak $(SOAK_ARGS)
 
 # The container image of config/kubernetes/, with docker or podman (ENGINE=podman chooses);
 # fails if it is over the size limit of docs/image.md. image-check also runs it as a pod does

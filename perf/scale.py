@@ -11,7 +11,7 @@ Measures, for one `kdns serve --apiserver URL` process:
 * in-process, the index work of applying one changed Service, and one changed EndpointSlice,
   to an index holding the whole cluster (median and p99).
 
-Usage: python perf/scale.py [--services N] [--endpoints N] [--changes N]
+Usage: python -m perf.scale [--services N] [--endpoints N] [--changes N]
 Everything runs on loopback; every wait is bounded.
 """
 
@@ -32,18 +32,14 @@ import dns.message
 import dns.query
 import dns.rcode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from bench import percentile, status_kb  # perf/bench/__init__.py
-from kubeapi import KubeAPI
-
 from kdns.config import DnsConfig
 from kdns.model import Synced, Upsert
 from kdns.sources.convert import convert
 from kdns.state import DnsState
+from perf.bench import percentile, status_kb  # perf/bench/__init__.py
+from testkit.kubeapi import KubeAPI
 
+ROOT = Path(__file__).resolve().parent.parent
 NAMESPACES = 100
 SLICE_SIZE = 100  # the EndpointSlice controller's default maximum
 
@@ -208,8 +204,8 @@ def main() -> None:
     print(f"""### Scale: {args.services:,} Services, {args.endpoints:,} endpoints ({time.strftime('%Y-%m-%d')})
 
 Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, Linux {platform.release()}.
-Command: `python perf/scale.py --services {args.services} --endpoints {args.endpoints} --changes {args.changes}`
-(the test API server of tests/kubeapi.py, kdns as `kdns serve --apiserver URL`).
+Command: `python -m perf.scale --services {args.services} --endpoints {args.endpoints} --changes {args.changes}`
+(the test API server of testkit/kubeapi/, kdns as `kdns serve --apiserver URL`).
 
 | measure | value |
 | --- | --- |

@@ -15,8 +15,10 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import trio
-from conftest import DEMO, rrs, write
-from stubdns import StubDNS
+
+from testkit.dnswire import rrs
+from testkit.repo import DEMO, write
+from testkit.stubdns import StubDNS
 
 WEB = "web.shop.svc.cluster.local"
 WAIT = 5.0

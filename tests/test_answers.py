@@ -16,7 +16,9 @@ import dns.flags
 import dns.rcode
 import dns.rdatatype
 import pytest
-from conftest import DEMO, rrs
+
+from testkit.dnswire import rrs
+from testkit.repo import DEMO
 
 E2E = Path(__file__).parent / "manifests" / "e2e.yaml"
 CL = "cluster.local."

@@ -1,7 +1,7 @@
 """Forwarding, the cache of forwarded answers, and search-path lookups (issue 3).
 
 Every behaviour is shown through DNS queries (dnspython) to a real kdns on loopback, whose
-upstreams are `StubDNS` servers (tests/stubdns.py) in the same trio loop: they count the
+upstreams are `StubDNS` servers (testkit/stubdns.py) in the same trio loop: they count the
 queries they get, and can be slow, fail, truncate, send decoys or go away.
 
 Note: kdns checks its upstreams for loops while it starts (a HINFO query for
@@ -23,8 +23,10 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import trio
-from conftest import DEMO, ROOT, rrs, write
-from stubdns import BOGUS, StubDNS
+
+from testkit.dnswire import rrs
+from testkit.repo import DEMO, ROOT, write
+from testkit.stubdns import BOGUS, StubDNS
 
 CL = "cluster.local."
 WAIT = 5.0  # bound for every wait on something kdns does in the background

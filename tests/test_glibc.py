@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import DEMO, write
-from stubdns import StubDNS
+
+from testkit.repo import DEMO, write
+from testkit.stubdns import StubDNS
 
 KDNS_IP, POD_IP = "169.254.53.1", "169.254.53.2"
 

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from testkit.repo import ROOT
 
 KDNS = ROOT / "kdns"
 

@@ -1,6 +1,6 @@
 """Following a live cluster: kdns's API source against a test API server, through DNS.
 
-`tests/kubeapi.py` serves the list/watch protocol over HTTP on loopback; kdns talks to it with
+`testkit/kubeapi/` serves the list/watch protocol over HTTP on loopback; kdns talks to it with
 the official `kubernetes` client (through a generated kubeconfig or `--apiserver`), and every
 assertion is a DNS query to the real server.
 """
@@ -19,8 +19,10 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from conftest import ROOT, rrs
-from kubeapi import KubeAPI
+
+from testkit.dnswire import rrs
+from testkit.kubeapi import KubeAPI
+from testkit.repo import ROOT
 
 CL = "cluster.local"
 DEADLINE = 5.0  # how long a test waits for an answer to become what it expects

@@ -15,11 +15,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import ROOT
-from bench import cpu_seconds as process_cpu_seconds
-from bench import status_kb as process_status_kb
-
-from soak import SERVER_CORE, SoakError
+from perf.bench import ROOT
+from perf.bench import cpu_seconds as process_cpu_seconds
+from perf.bench import status_kb as process_status_kb
+from perf.soak import SERVER_CORE, SoakError
 
 START_TIMEOUT = 30.0
 # How the soak starts kdns (API server, upstream and ports are its own), as the report shows it.
