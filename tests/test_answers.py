@@ -1,6 +1,8 @@
 """What kdns answers: the Kubernetes DNS spec 1.1.0 and CoreDNS's choices, as a table.
 
-Every case is asked over UDP and over TCP with dnspython against a real server on loopback,
+Every case is asked of the serving core directly (`test_answer_from_the_core`: DnsState's
+responder, query bytes in and reply bytes out, no sockets; fast, and where to look first when
+an answer is wrong), and over UDP and over TCP with dnspython against a real server on loopback,
 serving the bundled demo cluster (config/demo-cluster.yaml) plus tests/manifests/e2e.yaml
 (the objects of the Kubernetes e2e DNS tests and the edge cases). A case lists the rcode, the
 whole answer section, and the whole additional section where it matters; negative answers
@@ -17,6 +19,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
+from kdns.settings import build_config, parse_flags
+from kdns.sources.manifests import ManifestSet
+from kdns.state import DnsState
 from testkit.dnswire import rrs
 from testkit.repo import DEMO
 
@@ -274,6 +279,31 @@ def check(case: Case, reply) -> None:
         assert reply.authority == [], reply
     if case.rcode != "REFUSED":
         assert reply.flags & dns.flags.AA, "answers from our zones are authoritative"
+
+
+@pytest.fixture(scope="module")
+def core() -> DnsState:
+    """The serving core of `kdns serve --manifests DEMO --manifests E2E`, without its shell: the
+    DnsConfig those flags give, and the objects as the manifest source reads them."""
+    paths = [str(DEMO), str(E2E)]
+    config = build_config(parse_flags(["--listen", "127.0.0.1:0", *(arg for p in paths for arg in ("--manifests", p))]), environ={})
+    state = DnsState(config.dns, now=1.0)
+    state.apply(ManifestSet(paths).load(), now=1.0)
+    return state
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_answer_from_the_core(core: DnsState, case: Case):
+    """The table against `Responder.handle`: the reply to the query bytes a UDP client sends
+    (no size limit but EDNS's) and to a TCP client's (65,535 bytes), each asked twice (the
+    second time from the memo of packed answers)."""
+    query = dns.message.make_query(case.name, case.qtype)
+    query.id = 0x2A2A
+    for limit in (None, None, 65535, 65535):
+        reply = core.responder.handle(query.to_wire(), limit)
+        assert isinstance(reply, bytes), reply
+        assert reply[:2] == b"\x2a\x2a"
+        check(case, dns.message.from_wire(reply))
 
 
 @pytest.mark.parametrize("tcp", [False, True], ids=["udp", "tcp"])
