@@ -12,6 +12,7 @@ families when /metrics is scraped, not before. Pure: no clock, no I/O.
 from __future__ import annotations
 
 import functools
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000
 
 def duration_bucket(seconds: float) -> int:
     """Index of the first bucket whose bound is >= `seconds` (16 for longer)."""
-    return min(16, int(seconds / DURATION_FIRST).bit_length()) if seconds > DURATION_FIRST else 0
+    return min(16, (math.ceil(seconds / DURATION_FIRST) - 1).bit_length()) if seconds > DURATION_FIRST else 0
 
 
 @dataclass
