@@ -30,6 +30,7 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 import trio
+import trio.testing
 
 from testkit.dnswire import (
     AA,
@@ -860,7 +861,7 @@ async def test_tcp_query_sent_byte_by_byte(demo):
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for byte in frame(packet):
             await stream.send_all(bytes([byte]))
-            await trio.sleep(0.003)
+            await trio.testing.wait_all_tasks_blocked()  # kdns has read it and waits for more
         with trio.fail_after(TIMEOUT):
             reply = await Framed(stream).recv()
     assert reply is not None and reply[:2] == packet[:2]
@@ -918,14 +919,15 @@ async def test_tcp_silent_connection_closed_after_idle_timeout(kdns):
         await assert_closed_after_idle(silent, started, 0.5)
 
 
-async def test_tcp_activity_keeps_the_connection_open(kdns):
-    """The idle timeout counts from the last data: a connection asking every 0.2 s outlives 0.5 s."""
+async def test_tcp_activity_keeps_the_connection_open(kdns, clock):
+    """The idle timeout counts from the last data: a connection asking every 0.2 s (of trio's
+    clock, moved on by the test) outlives 0.5 s."""
     server = await kdns(DEMO, args=["--tcp-idle-timeout", "0.5"])
     async with tcp(server) as conn:
         for i in range(5):
             reply = await tcp_ask(conn, query(WEB, qid=0x6000 + i))
             assert header(reply)[0] == 0x6000 + i
-            await trio.sleep(0.2)
+            clock.jump(0.2)
 
 
 # --- IPv6 ----------------------------------------------------------------------------------
