@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import platform
-import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from kdns.sources.convert import convert
 from kdns.state import DnsState
 from perf.bench import percentile, status_kb  # perf/bench/__init__.py
 from testkit.kubeapi import KubeAPI
+from testkit.process import KdnsProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACES = 100
@@ -90,29 +89,17 @@ def ask(port: int, name: str) -> dns.message.Message:
 
 
 def measure_process(api: KubeAPI, svcs: list[dict], changes: int) -> dict:
-    cmd = [sys.executable, "-m", "kdns", "serve", "--apiserver", api.url, "--listen", "127.0.0.1:0"]
+    cmd = [sys.executable, "-m", "kdns", "serve", "--apiserver", api.url, "--listen", "127.0.0.1:0", "--print-address"]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    lines: list[str] = []
-    synced = threading.Event()
-    port_box: list[int] = []
-
-    def read():
-        for line in proc.stderr:
-            lines.append(line)
-            m = re.search(r"listening on udp 127\.0\.0\.1:(\d+)", line)
-            if m:
-                port_box.append(int(m.group(1)))
-            if "synced with" in line:
-                synced.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    k = KdnsProcess(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+    proc = k.proc
     try:
-        if not synced.wait(120):
-            raise SystemExit("kdns did not sync within 120 s:\n" + "".join(lines[-20:]))
+        port = k.wait_address(120)[1]  # it answers (SERVFAIL) before it has synced
+        try:
+            k.wait_for("synced with", 120)
+        except AssertionError:
+            raise SystemExit("kdns did not sync within 120 s:\n" + "\n".join(k.lines[-20:])) from None
         sync_s = time.monotonic() - started
-        port = port_box[0]
         probe = "svc-1.ns-1.svc.cluster.local"
         deadline = time.monotonic() + 30
         while ask(port, probe).rcode() != dns.rcode.NOERROR and time.monotonic() < deadline:
@@ -147,7 +134,8 @@ def measure_process(api: KubeAPI, svcs: list[dict], changes: int) -> dict:
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        k.close()
 
 
 def measure_index(namespaces, svcs, slices, changes: int) -> dict:
