@@ -13,8 +13,7 @@ import dns.message
 import trio
 
 from kdns.app import Server
-from kdns.cli import _parser
-from kdns.settings import build_config
+from kdns.settings import build_config, parse_flags
 from testkit.dnswire import TIMEOUT
 
 
@@ -49,10 +48,10 @@ async def start(nursery: trio.Nursery, *manifests: Path | str, args: list[str] |
                 listen: str = "127.0.0.1:0", clock: Callable[[], float] | None = None) -> Running:
     """`kdns serve --listen LISTEN --manifests M... ARGS` in `nursery`, once it answers.
     `clock`: the forwarding cache's (a testkit.clock.ManualClock), instead of time.monotonic."""
-    argv = ["serve", "--listen", listen, "--reload-interval", "0.1", *args]
+    argv = ["--listen", listen, "--reload-interval", "0.1", *args]
     for m in manifests:
         argv += ["--manifests", str(m)]
-    config = build_config(_parser().parse_args(argv))
+    config = build_config(parse_flags(argv))
     # In a thread: start-up may probe upstreams for loops, and those may be stub servers
     # running in this very trio loop.
     make = functools.partial(Server, config) if clock is None else functools.partial(Server, config, clock=clock)
