@@ -1,12 +1,12 @@
 # The two commands of the README:
 #   make run   create .venv, install kdns, serve the demo cluster on 127.0.0.1:5353 (UDP and TCP)
-#   make test  create .venv, install kdns with its test tools, run the whole suite
+#   make test  create .venv, install kdns with its test tools, run the linters, then the whole suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test bench bench-core bench-scale bench-workers soak image image-check clean
+.PHONY: run test lint bench bench-core bench-scale bench-workers soak image image-check clean
 
 $(BIN)/.installed: pyproject.toml setup.py kdns/_udpbatch.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -21,33 +21,39 @@ run: $(BIN)/.installed
 	@echo
 	$(BIN)/kdns serve --manifests config/demo-cluster.yaml --listen $(LISTEN)
 
-test: $(BIN)/.installed
+test: lint
 	$(BIN)/python -m pytest
+
+# ruff (the rules chosen in pyproject.toml) and mypy (strict on the pure tier, normal elsewhere).
+# `make test` runs it first, so CI (.ci/run) fails when either does.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check kdns tests testkit perf tools setup.py
+	$(BIN)/mypy
 
 # Throughput and latency against knot and dnslib under dnsperf (perf/README.md).
 # Needs Debian's dnsperf and knot: apt-get install dnsperf knot. BENCH_ARGS=--record prepends the results to perf/RESULTS.md.
 bench: $(BIN)/.installed
-	$(BIN)/python perf/bench $(BENCH_ARGS)
+	$(BIN)/python -m perf.bench $(BENCH_ARGS)
 
 # The serving core in this process, no sockets: µs per query of Responder.handle for replayed,
 # memo-hit, first-time and forwarded queries (perf/README.md). About 30 s; needs no dnsperf or
 # knot. CORE_ARGS=--record prepends the results to perf/RESULTS.md.
 bench-core: $(BIN)/.installed
-	$(BIN)/python perf/core.py $(CORE_ARGS)
+	$(BIN)/python -m perf.core $(CORE_ARGS)
 
 # 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
 bench-scale: $(BIN)/.installed
-	$(BIN)/python perf/scale.py
+	$(BIN)/python -m perf.scale
 
 # kdns --workers 1 and N against knot with N threads, nothing pinned (perf/README.md).
 bench-workers: $(BIN)/.installed
-	$(BIN)/python perf/workers.py
+	$(BIN)/python -m perf.workers
 
 # 10 minutes of steady dnsperf load with Service churn, API and upstream faults and bad input;
 # every sampled answer checked (perf/README.md). Needs dnsperf. SOAK_ARGS="--minutes 1" for a
 # quick look; SOAK_ARGS=--record prepends the results to perf/RESULTS.md.
 soak: $(BIN)/.installed
-	$(BIN)/python perf/soak $(SOAK_ARGS)
+	$(BIN)/python -m perf.soak $(SOAK_ARGS)
 
 # The container image of config/kubernetes/, with docker or podman (ENGINE=podman chooses);
 # fails if it is over the size limit of docs/image.md. image-check also runs it as a pod does
@@ -60,4 +66,4 @@ image-check: $(BIN)/.installed
 	$(BIN)/python tools/image.py check
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -222,7 +222,7 @@ def _addresses(snap: Snapshot, node: Node | None, owner: str, types: tuple[int, 
     if node is None:
         return ()
     ttl = _ttl(snap)
-    out = []
+    out: list[Record] = []
     if A in types:
         out.extend(Record(owner, A, ttl, ip) for ip in node.a)
     if AAAA in types:

@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -61,10 +62,13 @@ class Server:
         flags: argparse.Namespace | None = None,
         memory: bool = False,
         reuse_port: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """`memory`: no source at all; objects come from `apply_now` (kdns.testing).
-        `reuse_port`: bind the DNS ports with SO_REUSEPORT (`--workers`, kdns.workers)."""
+        `reuse_port`: bind the DNS ports with SO_REUSEPORT (`--workers`, kdns.workers).
+        `clock`: the forwarding cache's (tests move a clock of their own on instead of sleeping)."""
         self.config = config
+        self.clock = clock
         self.config_path = config_path  # reloaded on SIGHUP and when it changes
         self.flags = flags  # command-line flags, which keep overriding the file on reloads
         self.stopping = False  # SIGTERM received: readiness is 503 from then on
@@ -183,7 +187,7 @@ class Server:
                     f"upstream {looped[0]} sends kdns's own queries back to it: forwarding to it would loop "
                     "(is it a resolver that forwards to kdns, such as a resolv.conf pointing at kdns?)"
                 )
-        cache = ForwardCache(clock=time.monotonic, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale,
+        cache = ForwardCache(clock=self.clock, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale,
                              max_bytes=config.cache_max_bytes)
         return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout)
 
@@ -271,7 +275,7 @@ class Server:
         for tcp in self._tcp:
             tcp.drain()
         with trio.move_on_after(DRAIN_DEADLINE):
-            while any(tcp.active for tcp in self._tcp):
+            while any(tcp.active for tcp in self._tcp):  # noqa: ASYNC110 - connections end without an event; bounded above
                 await trio.sleep(0.02)
         log.info("shut down")
 

@@ -49,13 +49,13 @@ class ForwardCache:
         self.stale_for = stale_for
         self.maxsize = maxsize
         self.max_bytes = max_bytes
-        self._entries: TLRUCache = TLRUCache(max_bytes, ttu=self._drop_after, timer=clock, getsizeof=_entry_size)
+        self._entries: TLRUCache[Key, Entry] = TLRUCache(max_bytes, ttu=self._drop_after, timer=clock, getsizeof=_entry_size)
         self.hits = 0
         self.hits_success = 0  # hits on positive answers (the rest: denials, CoreDNS's word)
         self.misses = 0
         self.stale_served = 0
 
-    def _drop_after(self, _key, entry: Entry, _now: float) -> float:
+    def _drop_after(self, _key: Key, entry: Entry, _now: float) -> float:
         return entry.expires + self.stale_for
 
     def __len__(self) -> int:

@@ -113,7 +113,7 @@ async def _run(server: Server, print_address: bool = False, args: argparse.Names
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_signals, server, nursery.cancel_scope, workers)
         bound = await nursery.start(server.serve)
-        if workers is not None:
+        if workers is not None and args is not None:
             await nursery.start(workers.run, worker_argv(args, bound))
         if print_address:
             print(bound[0].address, flush=True)

@@ -157,7 +157,7 @@ class ServeConfig:
     cache_max_bytes: int  # ... and the bytes they may take
     serve_stale: float  # seconds an expired answer may still be served when upstreams fail
     lameduck: float  # seconds of answering after SIGTERM, readiness already 503
-    allow_recursion: tuple  # ipaddress networks whose clients may have names forwarded; () = all
+    allow_recursion: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]  # ipaddress networks whose clients may have names forwarded; () = all
     rrl_rate: float  # UDP responses per second per client prefix; 0 = unlimited
     rrl_slip: int
     tcp_max_connections: int

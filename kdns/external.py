@@ -31,6 +31,9 @@ from kdns.config import DnsConfig
 from kdns.model import EndpointSlice, Rrset, Service, ServiceType
 from kdns.records import srv_records
 
+# An EndpointSlice with its ready endpoints' (name label, address) pairs.
+Named = tuple[EndpointSlice, list[tuple[str, str]]]
+
 RANK_APEX, RANK_SERVICE, RANK_ANNOTATION = -1, 0, 1  # when two claim one name, the lower rank wins
 
 
@@ -79,7 +82,7 @@ def external_records(svc: Service, slices: list[EndpointSlice], config: DnsConfi
     return out
 
 
-def _plain(svc: Service, base: str, endpoints: list, ttl: int) -> tuple[Rrset, ...]:
+def _plain(svc: Service, base: str, endpoints: list[Named], ttl: int) -> tuple[Rrset, ...]:
     """The address records (or the CNAME) of `base`, which annotation names get too."""
     if svc.external_ips:
         return address_rrsets(base, svc.external_ips, ttl)
@@ -102,7 +105,7 @@ def _addressed(out: ExternalContribution, svc: Service, base: str, ttl: int) -> 
     _port_names(out, base, per_port, ttl)
 
 
-def _headless(out: ExternalContribution, base: str, endpoints: list, ttl: int) -> None:
+def _headless(out: ExternalContribution, base: str, endpoints: list[Named], ttl: int) -> None:
     hosts: dict[str, list[str]] = {}
     for _, named in endpoints:
         for host, ip in named:
@@ -121,7 +124,7 @@ def _headless(out: ExternalContribution, base: str, endpoints: list, ttl: int) -
     _port_names(out, base, per_port, ttl)
 
 
-def _port_names(out: ExternalContribution, base: str, per_port: dict, ttl: int) -> None:
+def _port_names(out: ExternalContribution, base: str, per_port: dict[tuple[str, str], list[tuple[str, int]]], ttl: int) -> None:
     for (port_name, protocol), entries in per_port.items():
         if port_name and entries:
             name = f"_{port_name}._{protocol}.{base}"
@@ -143,10 +146,10 @@ def _annotated(svc: Service, zones: tuple[str, ...], apex: str, warnings: list[s
                 warnings.append(f"Service {svc.namespace}/{svc.name}: hostname annotation {text!r}: not a usable "
                                 f"label; ignored")
             continue
-        zone = next((z for z in zones if names.is_subdomain(name) and name.endswith("." + z)), None)
-        if zone is not None and not (name == f"{apex}.{zone}" or name.endswith(f".{apex}.{zone}")):
-            out.setdefault(zone, []).append(name)
+        found = next((z for z in zones if names.is_subdomain(name) and name.endswith("." + z)), None)
+        if found is not None and not (name == f"{apex}.{found}" or name.endswith(f".{apex}.{found}")):
+            out.setdefault(found, []).append(name)
         else:
-            where = "is the name server's" if zone else f"lies in no external zone ({', '.join(zones)})"
+            where = "is the name server's" if found else f"lies in no external zone ({', '.join(zones)})"
             warnings.append(f"Service {svc.namespace}/{svc.name}: hostname annotation {text!r} {where}; ignored")
     return out

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import Any
 
 from kdns.yamlload import (  # noqa: F401 - re-exported for the readers of files
     LOADERS,

@@ -22,7 +22,7 @@ MAX_PREFIXES = 100_000  # buckets kept; the least recently seen go first
 
 
 class RecursionAcl:
-    def __init__(self, networks: tuple) -> None:
+    def __init__(self, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> None:
         self.networks = tuple(networks)
         self._seen: dict[str, bool] = {}
 

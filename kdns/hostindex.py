@@ -15,9 +15,9 @@ import immutables
 
 from kdns.config import DnsConfig
 from kdns.external import RANK_APEX, address_rrsets, external_records
-from kdns.model import EndpointSlice, Kind, ObjectKey, Service, StaticRecords
+from kdns.model import EndpointSlice, Kind, ObjectKey, Rrset, Service, StaticRecords
 from kdns.records import SvcKey
-from kdns.tables import APEX_OWNER, NameTables
+from kdns.tables import APEX_OWNER, HostEntry, NameTables, PtrEntry
 
 log = logging.getLogger("kdns.index")
 
@@ -30,8 +30,8 @@ class Published(NamedTuple):
     ips: frozenset[str]  # addresses whose PTR answers (from these tables) changed
     wildcard: bool
     external: bool  # something in an external zone changed
-    hosts: immutables.Map
-    xptr: immutables.Map
+    hosts: immutables.Map[str, HostEntry]
+    xptr: immutables.Map[str, PtrEntry]
 
 
 class HostIndex:
@@ -60,8 +60,8 @@ class HostIndex:
         self,
         dirty: set[SvcKey],
         dirty_static: set[ObjectKey],
-        hosts: immutables.Map,
-        xptr: immutables.Map,
+        hosts: immutables.Map[str, HostEntry],
+        xptr: immutables.Map[str, PtrEntry],
         service: Callable[[SvcKey], Service | None],
         slices: Callable[[SvcKey], list[EndpointSlice]],
     ) -> Published:
@@ -74,12 +74,13 @@ class HostIndex:
             if not self._apex_done or were or dirty & (self._external | {KUBE_DNS}):
                 self._refresh_apex(service, slices)
                 self._apex_done = True
-        for key in dirty_static:
-            self._recompute_static(key)
+        for static_key in dirty_static:
+            self._recompute_static(static_key)
         with hosts.mutate() as new_hosts, xptr.mutate() as new_xptr:
             changed = self.tables.publish(new_hosts, new_xptr)
-            return Published(changed.names, changed.ips, changed.wildcard, changed.external, new_hosts.finish(),
-                             new_xptr.finish())
+            published = Published(changed.names, changed.ips, changed.wildcard, changed.external, new_hosts.finish(),
+                                  new_xptr.finish())
+        return published
 
     def _recompute_external(self, key: SvcKey, svc: Service | None, slices: Callable[[SvcKey], list[EndpointSlice]]) -> None:
         owner = (Kind.SERVICE, key[0], key[1])
@@ -132,7 +133,7 @@ class HostIndex:
             self.tables.set(key, {}, {})
             return
         rank = STATIC_RANK + obj.rank
-        claimed: dict[str, list] = {}
+        claimed: dict[str, list[Rrset]] = {}
         for rr in obj.rrsets:
             if self.config.zone_of(rr.name) is None:  # names in our zones come from Kubernetes alone
                 claimed.setdefault(rr.name, []).append(rr)

@@ -46,12 +46,14 @@ from kdns.model import (
     Synced,
     Upsert,
 )
-from kdns.records import EMPTY, Claim, Contribution, Node, PtrClaims, SvcKey, address_node, service_records
+from kdns.records import EMPTY, Claim, Contribution, Node, PtrClaims, SvcKey, Value, address_node, service_records
 from kdns.snapshot import DNS_VERSION_TTL, NS_NAME, Change, Snapshot
 
 DNS_SCHEMA_VERSION = "1.1.0"
 
 __all__ = ["DNS_VERSION_TTL", "NS_NAME", "Change", "Index", "Snapshot"]
+
+Names = immutables.MapMutation[str, Value]  # the names map while the writer changes it
 
 
 class Index:
@@ -197,7 +199,8 @@ class Index:
     def _slices_for(self, key: SvcKey) -> list[EndpointSlice]:
         return [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
 
-    def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict, dirty_static: set[ObjectKey]) -> None:
+    def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict[tuple[str, str], int],
+                dirty_static: set[ObjectKey]) -> None:
         if isinstance(obj, StaticRecords):
             self.hosts.upsert(obj, dirty_static)
         elif isinstance(obj, Service):
@@ -235,7 +238,7 @@ class Index:
         else:  # pragma: no cover
             raise TypeError(f"not a Kubernetes object value: {obj!r}")
 
-    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict,
+    def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict[tuple[str, str], int],
                 dirty_static: set[ObjectKey]) -> None:
         key = (namespace, name)
         if kind in (Kind.HOSTS, Kind.RECORD):
@@ -284,7 +287,8 @@ class Index:
         if self._namespace_refs[namespace] <= 0:
             del self._namespace_refs[namespace]
 
-    def _recompute(self, key: SvcKey, names, ptr, touched: set[str], touched_ips: set[str]) -> None:
+    def _recompute(self, key: SvcKey, names: Names, ptr: immutables.MapMutation[str, tuple[str, ...]], touched: set[str],
+                   touched_ips: set[str]) -> None:
         svc = self._services.get(key)
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
         new = service_records(svc, slices) if svc is not None else Contribution()
@@ -337,7 +341,7 @@ class Index:
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
         return service_records(svc, slices).ptrs.get(ip)
 
-    def _refresh_ns(self, names, touched: set[str]) -> str:
+    def _refresh_ns(self, names: Names, touched: set[str]) -> str:
         """kube-system/kube-dns changed: the apex NS target and ns.dns glue follow it."""
         svc = self._services.get(KUBE_DNS)
         if svc is not None and svc.type is ServiceType.CLUSTER_IP and svc.cluster_ips:
@@ -350,7 +354,7 @@ class Index:
         touched.add("")  # the apex NS answer names the target and carries its glue
         return target
 
-    def _refresh_pods(self, changed: dict[tuple[str, str], int], touched: set[str]) -> immutables.Map:
+    def _refresh_pods(self, changed: dict[tuple[str, str], int], touched: set[str]) -> immutables.Map[tuple[str, str], int]:
         """Count Pods per (namespace, IP); with `pods verified` their names come and go."""
         pod_ips = self.snapshot.pod_ips
         changed = {k: d for k, d in changed.items() if d}
@@ -366,9 +370,10 @@ class Index:
                 if (count > 0) != (count - delta > 0) and self.config.pods is PodsMode.VERIFIED:
                     namespace, ip = key
                     touched.update(f"{label}.{namespace}.pod" for label in names.pod_labels(ip))
-            return m.finish()
+            done = m.finish()
+        return done
 
-    def _refresh_client_ns(self, changed: dict[tuple[str, str], int]) -> immutables.Map:
+    def _refresh_client_ns(self, changed: dict[tuple[str, str], int]) -> immutables.Map[str, str]:
         """For autopath: which namespace each Pod IP speaks for. An IP shared by several
         Pods, or used by a hostNetwork Pod (the node's address), speaks for none."""
         client_ns = self.snapshot.client_ns
@@ -383,9 +388,10 @@ class Index:
                     m[ip] = pods[0].namespace
                 else:
                     m[ip] = ""
-            return m.finish()
+            done = m.finish()
+        return done
 
-    def _refresh_namespaces(self, before: frozenset[str], after: frozenset[str], names) -> None:
+    def _refresh_namespaces(self, before: frozenset[str], after: frozenset[str], names: Names) -> None:
         pods = self.config.pods is not PodsMode.DISABLED
         for ns in before - after:
             names.pop(f"{ns}.svc", None)

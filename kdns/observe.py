@@ -138,7 +138,8 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
 
 def _histogram(counts: dict[int, int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
     """Cumulative buckets from counts per bucket index (index len(bounds) means +Inf)."""
-    out, total = [], 0
+    out: list[tuple[str, float]] = []
+    total = 0
     for i, bound in enumerate(bounds):
         total += counts.get(i, 0)
         out.append((repr(float(bound)) if isinstance(bound, float) else str(bound), total))

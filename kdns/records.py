@@ -10,9 +10,9 @@ address as CoreDNS does: ClusterIP owners win over endpoint owners. The index
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from kdns import names
 from kdns.model import EndpointSlice, Service, ServiceType
@@ -57,7 +57,8 @@ class Contribution:
 
 
 def address_node(addresses: Iterable[str]) -> Node:
-    v4, v6 = [], []
+    v4: list[str] = []
+    v6: list[str] = []
     for ip in addresses:
         (v6 if ":" in ip else v4).append(ip)
     return Node(tuple(v4), tuple(v6))
@@ -77,9 +78,10 @@ class PtrClaims:
     """
 
     def __init__(self) -> None:
-        self._by_ip: dict[str, SvcKey | dict[SvcKey, Claim]] = {}
+        self._by_ip: dict[str, SvcKey | dict[SvcKey, Claim | None]] = {}
 
-    def set(self, ip: str, key: SvcKey, claim: Claim | None, current: tuple[str, ...], claim_of) -> tuple[str, ...]:
+    def set(self, ip: str, key: SvcKey, claim: Claim | None, current: tuple[str, ...],
+            claim_of: Callable[[SvcKey, str], Claim | None]) -> tuple[str, ...]:
         """Record (or with None, drop) `key`'s claim on `ip`; return the PTR targets now.
 
         `current` is the targets before the change; `claim_of(owner, ip)` recomputes the
@@ -107,18 +109,21 @@ class PtrClaims:
         return _targets(claims)
 
 
-def _targets(claims) -> tuple[str, ...]:
+def _targets(claims: Iterable[Claim | None]) -> tuple[str, ...]:
     """Merged PTR targets: ClusterIP owners win over endpoint owners (as in CoreDNS)."""
-    claims = [c for c in claims if c is not None]
-    if not claims:
+    held = [c for c in claims if c is not None]
+    if not held:
         return ()
-    if len(claims) == 1 and len(claims[0][1]) == 1:
-        return claims[0][1]  # the common case: one Service, one name
-    best = min(priority for priority, _ in claims)
-    return tuple(sorted({t for priority, targets in claims if priority == best for t in targets}))
+    if len(held) == 1 and len(held[0][1]) == 1:
+        return held[0][1]  # the common case: one Service, one name
+    best = min(priority for priority, _ in held)
+    return tuple(sorted({t for priority, targets in held if priority == best for t in targets}))
 
 
-def _dedup(items: Iterable) -> tuple:
+T = TypeVar("T")
+
+
+def _dedup(items: Iterable[T]) -> tuple[T, ...]:
     return tuple(dict.fromkeys(items))
 
 
@@ -145,8 +150,8 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> Contribution:
     for _, named in endpoints:
         for rel, ip in named:
             hosts.setdefault(rel, []).append(ip)
-    for rel, addrs in hosts.items():
-        addrs = _dedup(addrs)
+    for rel, listed in hosts.items():
+        addrs = _dedup(listed)
         out.names[rel] = addrs[0] if len(addrs) == 1 else address_node(addrs)
         for ip in addrs:
             targets = out.ptrs.get(ip, (1, ()))[1]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from kdns import answer as ans
 from kdns import names, wire
@@ -67,14 +68,14 @@ class UpstreamQuery:
 
 # (query, reply, the responder's zones) -> what `replies` keeps beside the reply: the shell
 # gives stats.replay_key, the statistics key a replayed reply is counted under.
-ReplayKey = Callable[[bytes, bytes, tuple[str, ...]], object]
+ReplayKey = Callable[[bytes, bytes, tuple[str, ...]], Any]  # the shell's statistics key, opaque here
 
 
 class Responder:
     def __init__(self, snapshot: Snapshot, *, replay_key: ReplayKey | None = None):
         self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
         # UDP query minus ID -> (reply minus ID, replay_key's value for it)
-        self.replies: dict[bytes, tuple[bytes, object]] = {}
+        self.replies: dict[bytes, tuple[bytes, Any]] = {}
         self.replay_key = replay_key
         self._entries = 0  # packed answers in the memo
         self.memo_bytes = 0  # what they take (memo_cost)
@@ -132,6 +133,7 @@ class Responder:
             if len(self.replies) >= MAX_REPLIES or self.replies_bytes >= REPLAY_BYTES:
                 self.replies.clear()
                 self.replies_bytes = 0
+            assert type(reply) is bytes  # only replies made here are reusable
             key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
             if data[2:] not in self.replies:
                 self.replies_bytes += replay_cost(data, reply)
@@ -143,7 +145,7 @@ class Responder:
         self._entries = 0
         self.memo_bytes = 0
 
-    def replayed(self, data: bytes) -> tuple[bytes, object] | None:
+    def replayed(self, data: bytes) -> tuple[bytes, Any] | None:
         """(the reply made before for a UDP query with these bytes after its ID, with this
         query's ID; the key kept beside it), or None. The shell's UDP loop asks this first,
         to count a replay under its key, as the C part does with `replies`."""
@@ -231,6 +233,7 @@ class Responder:
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
         if not result.answer and result.upstream == ".".join(query.labels):
             return UpstreamQuery(query, limit, query.question, zones=self.zones)  # as asked, case and all
+        assert result.upstream is not None  # _reply asks only then
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
         return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones)

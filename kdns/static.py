@@ -80,7 +80,7 @@ def _one_tuple(rtype: int, values: Any) -> bool:
     return rtype in (codes.MX, codes.SRV) and isinstance(values, tuple) and bool(values) and isinstance(values[0], int)
 
 
-def _value(rtype: int, value: Any):
+def _value(rtype: int, value: Any) -> Any:
     try:
         if rtype in (codes.A, codes.AAAA):
             ip = names.canonical_ip(value) if isinstance(value, str) else None
@@ -111,7 +111,8 @@ def _txt(value: Any) -> tuple[str, ...]:
     for part in parts:
         if not isinstance(part, str):
             raise TypeError("expected text")
-        piece, size = [], 0
+        piece: list[str] = []
+        size = 0
         for char in part:
             width = len(char.encode())
             if size + width > 255:

@@ -21,6 +21,7 @@ families when /metrics is scraped, not before. Pure: no clock, no I/O.
 from __future__ import annotations
 
 import functools
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,7 +29,7 @@ from kdns import names, wire
 from kdns.codes import RCODES, TYPES
 
 
-class ReplayKey(tuple):
+class ReplayKey(tuple[str, str, str, int, int]):
     """A replay's key: (zone, type, rcode, request-size bucket, response-size bucket), hashed
     and compared as that tuple (in C: the C loop looks it up), that also remembers the exact
     sizes of the query and reply it was made for (`sizes`). The counter keeps the first key
@@ -53,7 +54,7 @@ REPLAY_RCODES = 2
 
 def duration_bucket(seconds: float) -> int:
     """Index of the first bucket whose bound is >= `seconds` (16 for longer)."""
-    return min(16, int(seconds / DURATION_FIRST).bit_length()) if seconds > DURATION_FIRST else 0
+    return min(16, (math.ceil(seconds / DURATION_FIRST) - 1).bit_length()) if seconds > DURATION_FIRST else 0
 
 
 def size_bucket(size: int) -> int:
@@ -83,13 +84,13 @@ class QueryStats:
     server: str  # "dns://127.0.0.1:5353", as CoreDNS names its servers
     proto: str  # "udp" or "tcp"
     family: str  # "1" for IPv4, "2" for IPv6 (CoreDNS's values)
-    counts: Counter = field(default_factory=Counter)  # replays, by `Key` (the C loop adds to it)
-    requests: Counter = field(default_factory=Counter)  # timed: (zone, type, duration bucket)
-    responses: Counter = field(default_factory=Counter)  # timed: (zone, rcode)
-    request_sizes: Counter = field(default_factory=Counter)  # timed: (zone, size bucket)
-    response_sizes: Counter = field(default_factory=Counter)  # timed: (zone, size bucket)
-    request_bytes: Counter = field(default_factory=Counter)  # timed: zone -> bytes
-    response_bytes: Counter = field(default_factory=Counter)  # timed: zone -> bytes
+    counts: Counter[Key] = field(default_factory=Counter)  # replays, by `Key` (the C loop adds to it)
+    requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)  # timed: (zone, type, duration bucket)
+    responses: Counter[tuple[str, str]] = field(default_factory=Counter)  # timed: (zone, rcode)
+    request_sizes: Counter[tuple[str, int]] = field(default_factory=Counter)  # timed: (zone, size bucket)
+    response_sizes: Counter[tuple[str, int]] = field(default_factory=Counter)  # timed: (zone, size bucket)
+    request_bytes: Counter[str] = field(default_factory=Counter)  # timed: zone -> bytes
+    response_bytes: Counter[str] = field(default_factory=Counter)  # timed: zone -> bytes
     seconds: float = 0.0  # sum of the durations measured
     received: int = 0  # queries received, answered or not
 
@@ -116,8 +117,8 @@ class QueryStats:
 
     def keys(self) -> int:
         """Counters held in all tables (each bounded: see `max_keys`)."""
-        return sum(map(len, (self.counts, self.requests, self.responses, self.request_sizes, self.response_sizes,
-                             self.request_bytes, self.response_bytes)))
+        return (len(self.counts) + len(self.requests) + len(self.responses) + len(self.request_sizes)
+                + len(self.response_sizes) + len(self.request_bytes) + len(self.response_bytes))
 
 
 def labels(query: bytes, reply: bytes | None, zones: tuple[str, ...]) -> tuple[str, str, str] | None:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import immutables
 
 from kdns import codes
 from kdns.config import DnsConfig
@@ -32,7 +34,9 @@ log = logging.getLogger("kdns.index")
 
 Claim = tuple[int, tuple[Rrset, ...], tuple[ObjectKey, ...]]  # (rank, records, the objects they come from)
 PtrClaim = tuple[int, tuple[str, ...], int]  # (rank, absolute targets, TTL)
-APEX_OWNER = ("", "", "apex")  # the external zones' name-server names (`ns1.<apex>.<zone>`) are kdns's own
+# The external zones' name-server names (`ns1.<apex>.<zone>`) are kdns's own: no object made
+# them, so their owner has no Kind.
+APEX_OWNER: ObjectKey = ("", "", "apex")  # type: ignore[assignment]
 
 
 class HostEntry(NamedTuple):
@@ -146,7 +150,7 @@ class NameTables:
     def entry(self, name: str) -> HostEntry | None:
         held = self._claims.get(name)
         if held is not None:
-            owner, (_, rrsets, origins) = held if type(held) is tuple else min(held.items(), key=_rank_then_owner)
+            owner, (_, rrsets, origins) = held if isinstance(held, tuple) else min(held.items(), key=_rank_then_owner)
             return HostEntry(rrsets, self.zone_of(name), origins or (owner,))
         if self._below.get(name):
             return HostEntry((), self.zone_of(name))
@@ -156,7 +160,7 @@ class NameTables:
         held = self._ptr_claims.get(ip)
         if held is None:
             return None
-        if type(held) is tuple:
+        if isinstance(held, tuple):
             owner, (_, targets, ttl) = held
             return PtrEntry(targets, ttl, (owner,))
         best = min(rank for rank, _, _ in held.values())
@@ -183,7 +187,7 @@ class NameTables:
             for target in targets:
                 self._glue_users.setdefault(target, set()).add(name)
 
-    def publish(self, hosts, xptr) -> Published:
+    def publish(self, hosts: immutables.MapMutation[str, HostEntry], xptr: immutables.MapMutation[str, PtrEntry]) -> Published:
         """Write the entries of every name and address changed since the last call into the
         maps being mutated (`immutables.Map.mutate()`); return what changed."""
         touched, touched_ips, wildcard, external = set(), set(), False, False
@@ -215,17 +219,17 @@ class NameTables:
 
 # Claims on one key, kept small: almost every name and address has one owner, held as the pair
 # (owner, claim); only a key several owners claim gets a dict of them.
-Held = tuple | dict
+Held = tuple[ObjectKey, Any] | dict[ObjectKey, Any]
 
 
-def _put(store: dict, key: str, owner: ObjectKey, claim) -> list | None:
+def _put(store: dict[str, Held], key: str, owner: ObjectKey, claim: Any) -> list[tuple[ObjectKey, Any]] | None:
     """Record `owner`'s claim on `key`. None when it was already so; else the claims held
     before, as (owner, claim) pairs ([] for a new key)."""
     held = store.get(key)
     if held is None:
         store[key] = (owner, claim)
         return []
-    if type(held) is tuple:
+    if isinstance(held, tuple):
         if held[0] == owner:
             if held[1] == claim:
                 return None
@@ -240,12 +244,12 @@ def _put(store: dict, key: str, owner: ObjectKey, claim) -> list | None:
     return before
 
 
-def _drop(store: dict, key: str, owner: ObjectKey) -> bool:
+def _drop(store: dict[str, Held], key: str, owner: ObjectKey) -> bool:
     """Forget `owner`'s claim on `key`; whether it had one (the key goes when none is left)."""
     held = store.get(key)
     if held is None:
         return False
-    if type(held) is tuple:
+    if isinstance(held, tuple):
         if held[0] != owner:
             return False
         del store[key]
@@ -257,5 +261,5 @@ def _drop(store: dict, key: str, owner: ObjectKey) -> bool:
     return True
 
 
-def _rank_then_owner(item: tuple) -> tuple:
+def _rank_then_owner(item: tuple[ObjectKey, Any]) -> tuple[int, ObjectKey]:
     return (item[1][0], item[0])

@@ -218,7 +218,7 @@ def parse_reply(data: bytes, qid: int, question: bytes, max_ttl: int, zones: tup
         lifetime = min_answer_ttl or 0
     else:
         lifetime = negative_ttl or 0
-    return UpstreamAnswer(rcode, bytes(out), tuple(counts), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
+    return UpstreamAnswer(rcode, bytes(out), (counts[0], counts[1], counts[2]), answer_size, tuple(offsets), tuple(ttls), min(lifetime, max_ttl), truncated)
 
 
 def scrub(records: list[_Record], qname: tuple[bytes, ...], zones: tuple[str, ...]) -> list[_Record]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from dnslib import AAAA, CNAME, MX, NS, PTR, RR, SRV, TXT, A, DNSLabel
 from dnslib.label import DNSBuffer
@@ -220,11 +221,11 @@ def _wire_name(labels: list[bytes]) -> bytes:
     return b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
 
 
-class _Buffer(DNSBuffer):
+class _Buffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type information
     """dnslib's buffer, minus one trap: it remembers names written past offset 0x3FFF, where
     a 14-bit compression pointer cannot reach (it would silently point elsewhere)."""
 
-    def encode_name(self, name) -> None:
+    def encode_name(self, name: DNSLabel) -> None:
         if self.offset + 256 <= 0x4000:  # every suffix of this name will be reachable
             super().encode_name(name)
             return
@@ -254,8 +255,9 @@ def _label(name: str) -> DNSLabel:
     return DNSLabel(name.encode("latin-1")) if name else DNSLabel(())
 
 
-def _rdata(record: Record):
-    t, d = record.rtype, record.data
+def _rdata(record: Record) -> Any:
+    t = record.rtype
+    d: Any = record.data  # its type follows rtype (see Record)
     if t == codes.A:
         return A(d)
     if t == codes.AAAA:

@@ -155,7 +155,7 @@ async def _wait(process: subprocess.Popen) -> int:
     try:
         pidfd = os.pidfd_open(process.pid)
     except (AttributeError, OSError):  # not Linux 5.3+, or the process is gone already
-        while process.poll() is None:
+        while process.poll() is None:  # noqa: ASYNC110 - without a pidfd, polling is all there is
             await trio.sleep(0.1)
         return process.returncode
     try:

@@ -11,12 +11,14 @@ values out (kdns.files reads the files).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent
+from yaml.nodes import Node
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
@@ -25,7 +27,7 @@ from yaml.scanner import Scanner
 try:
     from yaml._yaml import CParser
 except ImportError:  # PyYAML built without libyaml: the pure-Python parser
-    CParser = None
+    CParser = None  # type: ignore[assignment,misc]  # tested below
 
 MIB = 1 << 20
 # YAML nodes allowed per byte of a file's size limit, counting each alias as a copy of what it
@@ -66,16 +68,19 @@ class _CountingComposer(Composer):
         self._depth = 0
         self._sizes: dict[str, int] = {}  # anchor -> nodes under it, aliases expanded
 
-    def compose_document(self):
+    peek_event: Callable[[], Any]  # the Parser's, mixed in beside this class (libyaml's or PyYAML's)
+
+    def compose_document(self) -> Node | None:
         self._sizes = {}  # anchors are per document
         return Composer.compose_document(self)
 
-    def compose_node(self, parent, index):
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event = self.peek_event()
         if isinstance(event, AliasEvent):
             if event.anchor in self.anchors and event.anchor not in self._sizes:
-                raise LimitError(None, None, f"recursive: alias *{event.anchor} inside the node it names", event.start_mark)
-            self._count(self._sizes.get(event.anchor, 0), event)
+                mark = event.start_mark  # PyYAML's Mark or libyaml's, which has the same fields
+                raise LimitError(None, None, f"recursive: alias *{event.anchor} inside the node it names", mark)  # type: ignore[arg-type]
+            self._count(self._sizes.get(event.anchor, 0), event)  # type: ignore[arg-type]  # an alias always names an anchor
             return Composer.compose_node(self, parent, index)
         self._depth += 1
         if self._depth > self.max_depth:
@@ -83,13 +88,14 @@ class _CountingComposer(Composer):
         before = self.nodes
         self._count(1, event)
         node = Composer.compose_node(self, parent, index)
+        assert node is not None  # None only at the end of the stream, which peek_event showed is not here
         node.end_mark = node.start_mark  # not used by the constructor: 80 bytes a node saved
         self._depth -= 1
         if event.anchor is not None:
             self._sizes[event.anchor] = self.nodes - before
         return node
 
-    def _count(self, n: int, event) -> None:
+    def _count(self, n: int, event: Any) -> None:
         self.nodes += n
         if self.nodes > self.max_nodes:
             raise LimitError(
@@ -154,7 +160,7 @@ def load_yaml(text: str, max_nodes: int, *, hint: str = "", max_depth: int = MAX
         loader.dispose()
 
 
-def _construct(loader, node) -> Any:
+def _construct(loader: Any, node: Node) -> Any:
     """construct_document, depth first: PyYAML's breadth-first way keeps a suspended generator
     for every collection until the end (2.5 times the memory). Recursive aliases, which need
     it, are refused while composing; the recursion is bounded by MAX_DEPTH."""
@@ -175,8 +181,9 @@ def yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     else:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         context = getattr(exc, "context", None)
-        if context and getattr(exc, "context_mark", None) is not None and exc.problem_mark is not None:
-            problem = f"{context} (line {exc.context_mark.line + 1}): {problem}"
+        context_mark = getattr(exc, "context_mark", None)
+        if context and context_mark is not None and getattr(exc, "problem_mark", None) is not None:
+            problem = f"{context} (line {context_mark.line + 1}): {problem}"
     if not isinstance(exc, LimitError):
         problem = f"invalid YAML: {problem}"
     return f"line {line}: {problem}" if line is not None else problem

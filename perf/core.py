@@ -26,7 +26,7 @@ The cases (perf/README.md has the table):
 * needs an upstream: `host-N.example.com`, and ExternalNames to outside names (CNAME, then the
   target upstream): the work up to the upstream's question.
 
-Usage: python perf/core.py [--services N] [--rounds N] [--seconds S] [--record]
+Usage: python -m perf.core [--services N] [--rounds N] [--seconds S] [--record]
 """
 
 from __future__ import annotations
@@ -45,17 +45,12 @@ from pathlib import Path
 import dns.rcode
 import dns.rdatatype
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))  # the kdns of this checkout, whatever is installed
-
-from bench import cluster, kdns_revision, log, machine, record
-
 # --- kdns: every use of kdns's API is in this block (adapt it here when those APIs change) ----
 from kdns.config import DnsConfig
 from kdns.index import Index
 from kdns.responder import Responder, UpstreamQuery
 from kdns.sources.manifests import ManifestSet
+from perf.bench import cluster, kdns_revision, log, machine, record
 
 
 def build_snapshot(manifests: Path, forwarding: bool) -> object:
@@ -344,7 +339,7 @@ def report(args: argparse.Namespace, cases: list[Case], figures: dict[str, list[
     return f"""## In-process: the serving core, `Responder.handle` ({time.strftime('%Y-%m-%d')})
 
 Machine: {machine()}; kdns at {revision}.
-Command: `python perf/core.py --services {args.services} --rounds {args.rounds} --seconds {args.seconds:g}`
+Command: `python -m perf.core --services {args.services} --rounds {args.rounds} --seconds {args.seconds:g}`
 
 * Cluster: `make bench`'s, {args.services:,} Services, read as manifests into an index in this process as `kdns serve
   --manifests DIR` reads them (with `--upstream` for the last case); a `Responder` on its snapshot. No sockets.

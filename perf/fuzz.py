@@ -16,11 +16,11 @@ dnslib and keeps the inputs that reach new code:
 
 Usage:
 
-    python perf/fuzz.py [--target packet|reply|manifest|config] [--workdir DIR] [-- LIBFUZZER ARGS]
+    python -m perf.fuzz [--target packet|reply|manifest|config] [--workdir DIR] [-- LIBFUZZER ARGS]
 
-    python perf/fuzz.py --target packet -- -max_total_time=300
-    python perf/fuzz.py --target reply -- -max_total_time=600 -print_final_stats=1
-    python perf/fuzz.py --target packet -- CRASH-FILE          # run one input (reproduce)
+    python -m perf.fuzz --target packet -- -max_total_time=300
+    python -m perf.fuzz --target reply -- -max_total_time=600 -print_final_stats=1
+    python -m perf.fuzz --target packet -- CRASH-FILE          # run one input (reproduce)
 
 The default target is `packet`. The arguments after `--` go to libFuzzer as they are
 (`-max_total_time=S`, `-runs=N`, `-max_len=N`, `-jobs=N`, `-print_final_stats=1`, or files to
@@ -48,11 +48,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import os
 import re
 import sys
 import tempfile
 import traceback
+import types
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -60,6 +62,16 @@ ROOT = HERE.parent
 TESTS = ROOT / "tests"
 TARGETS = ("packet", "reply", "manifest", "config")
 MAX_LEN = {"packet": 4096, "reply": 4096, "manifest": 8192, "config": 4096}
+
+
+def _load(path: Path) -> types.ModuleType:
+    """A test module by its path (tests/ is not a package; its modules are pytest's)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # hypothesis and dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
               "(wheels for CPython 3.8-3.11 on x86_64 Linux). The hypothesis targets run in `make test`.", file=sys.stderr)
         return 2
 
-    sys.path.insert(0, str(TESTS))
     with atheris.instrument_imports(include=["kdns", "dnslib"]):
-        import test_fuzz  # imports kdns (instrumented) and builds the responders
+        test_fuzz = _load(TESTS / "test_fuzz.py")  # imports kdns (instrumented) and builds the responders
 
     workdir = args.workdir or Path(tempfile.gettempdir()) / f"kdns-fuzz-{args.target}"
     corpus = workdir / "corpus"

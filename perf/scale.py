@@ -11,7 +11,7 @@ Measures, for one `kdns serve --apiserver URL` process:
 * in-process, the index work of applying one changed Service, and one changed EndpointSlice,
   to an index holding the whole cluster (median and p99).
 
-Usage: python perf/scale.py [--services N] [--endpoints N] [--changes N]
+Usage: python -m perf.scale [--services N] [--endpoints N] [--changes N]
 Everything runs on loopback; every wait is bounded.
 """
 
@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import platform
-import re
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,18 +30,15 @@ import dns.message
 import dns.query
 import dns.rcode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from bench import percentile, status_kb  # perf/bench/__init__.py
-from kubeapi import KubeAPI
-
 from kdns.config import DnsConfig
 from kdns.model import Synced, Upsert
 from kdns.sources.convert import convert
 from kdns.state import DnsState
+from perf.bench import percentile, status_kb  # perf/bench/__init__.py
+from testkit.kubeapi import KubeAPI
+from testkit.process import KdnsProcess
 
+ROOT = Path(__file__).resolve().parent.parent
 NAMESPACES = 100
 SLICE_SIZE = 100  # the EndpointSlice controller's default maximum
 
@@ -94,29 +89,17 @@ def ask(port: int, name: str) -> dns.message.Message:
 
 
 def measure_process(api: KubeAPI, svcs: list[dict], changes: int) -> dict:
-    cmd = [sys.executable, "-m", "kdns", "serve", "--apiserver", api.url, "--listen", "127.0.0.1:0"]
+    cmd = [sys.executable, "-m", "kdns", "serve", "--apiserver", api.url, "--listen", "127.0.0.1:0", "--print-address"]
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    lines: list[str] = []
-    synced = threading.Event()
-    port_box: list[int] = []
-
-    def read():
-        for line in proc.stderr:
-            lines.append(line)
-            m = re.search(r"listening on udp 127\.0\.0\.1:(\d+)", line)
-            if m:
-                port_box.append(int(m.group(1)))
-            if "synced with" in line:
-                synced.set()
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    k = KdnsProcess(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+    proc = k.proc
     try:
-        if not synced.wait(120):
-            raise SystemExit("kdns did not sync within 120 s:\n" + "".join(lines[-20:]))
+        port = k.wait_address(120)[1]  # it answers (SERVFAIL) before it has synced
+        try:
+            k.wait_for("synced with", 120)
+        except AssertionError:
+            raise SystemExit("kdns did not sync within 120 s:\n" + "\n".join(k.lines[-20:])) from None
         sync_s = time.monotonic() - started
-        port = port_box[0]
         probe = "svc-1.ns-1.svc.cluster.local"
         deadline = time.monotonic() + 30
         while ask(port, probe).rcode() != dns.rcode.NOERROR and time.monotonic() < deadline:
@@ -151,7 +134,8 @@ def measure_process(api: KubeAPI, svcs: list[dict], changes: int) -> dict:
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            pass
+        k.close()
 
 
 def measure_index(namespaces, svcs, slices, changes: int) -> dict:
@@ -208,8 +192,8 @@ def main() -> None:
     print(f"""### Scale: {args.services:,} Services, {args.endpoints:,} endpoints ({time.strftime('%Y-%m-%d')})
 
 Machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, Linux {platform.release()}.
-Command: `python perf/scale.py --services {args.services} --endpoints {args.endpoints} --changes {args.changes}`
-(the test API server of tests/kubeapi.py, kdns as `kdns serve --apiserver URL`).
+Command: `python -m perf.scale --services {args.services} --endpoints {args.endpoints} --changes {args.changes}`
+(the test API server of testkit/kubeapi/, kdns as `kdns serve --apiserver URL`).
 
 | measure | value |
 | --- | --- |

@@ -13,7 +13,7 @@ For each: the median queries/s, the CPU the server's processes used per query, a
 the whole machine was (from /proc/stat): when it is near 100% with kdns-N, the cores are
 shared between the servers and dnsperf, and dnsperf's share is the limit, not kdns.
 
-    python perf/workers.py [--services 1000] [--rounds 3] [--duration 10] [--workers N] [--record]
+    python -m perf.workers [--services 1000] [--rounds 3] [--duration 10] [--workers N] [--record]
 """
 
 from __future__ import annotations
@@ -30,13 +30,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from bench import ROOT, cpu_seconds, kdns_revision, log, machine, record
-from bench.cluster import REVERSE_ZONE, ZONE, write_inputs
-from bench.dnsperf import DNSPERF_OPTIONS, parse_dnsperf
-from bench.servers import KNOT_CONF, BenchError, Server, die_with_parent, find_knotd, free_port, wait_ready
+from perf.bench import ROOT, cpu_seconds, kdns_revision, log, machine, record
+from perf.bench.cluster import REVERSE_ZONE, ZONE, write_inputs
+from perf.bench.dnsperf import DNSPERF_OPTIONS, parse_dnsperf
+from perf.bench.servers import KNOT_CONF, BenchError, Server, die_with_parent, find_knotd, free_port, wait_ready
 
 
 @dataclass

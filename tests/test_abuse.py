@@ -15,8 +15,10 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import trio
-from conftest import DEMO, rrs, write
-from stubdns import StubDNS
+
+from testkit.dnswire import rrs
+from testkit.repo import DEMO, write
+from testkit.stubdns import StubDNS
 
 WEB = "web.shop.svc.cluster.local"
 WAIT = 5.0
@@ -67,7 +69,8 @@ async def test_many_idle_connections_do_not_lock_out_a_new_client(kdns):
     """At --tcp-max-connections the connection idle the longest makes room for a new one."""
     server = await kdns(DEMO, args=["--tcp-max-connections", "5", "--tcp-idle-timeout", "30"])
     idle = [await trio.open_tcp_stream(server.host, server.port) for _ in range(5)]
-    await trio.sleep(0.2)  # let all five settle into waiting
+    for i, stream in enumerate(idle):  # each accepted and answered (the first one idle longest), then silent
+        assert dns.message.from_wire(await tcp_ask(stream, query(qid=i))).id == i
     try:
         fresh = await trio.open_tcp_stream(server.host, server.port)
         async with fresh:
@@ -79,9 +82,9 @@ async def test_many_idle_connections_do_not_lock_out_a_new_client(kdns):
             await stream.aclose()
 
 
-async def test_byte_a_second_sender_is_cut_off_while_others_are_answered(kdns):
+async def test_byte_a_second_sender_is_cut_off_while_others_are_answered(kdns, clock):
     """A query that trickles in is dropped after --tcp-message-timeout; meanwhile another
-    client gets its answers."""
+    client gets its answers. (Time between bytes passes on trio's clock: `clock.jump`.)"""
     server = await kdns(DEMO, args=["--tcp-message-timeout", "0.6", "--tcp-idle-timeout", "30"])
     slow = await trio.open_tcp_stream(server.host, server.port)
     packet = struct.pack("!H", len(query())) + query()
@@ -96,7 +99,7 @@ async def test_byte_a_second_sender_is_cut_off_while_others_are_answered(kdns):
                     break
                 reply = dns.message.from_wire(await tcp_ask(normal, query(qid=i)))
                 assert reply.id == i and reply.rcode() == dns.rcode.NOERROR
-                await trio.sleep(0.2)
+                clock.jump(0.2)
         assert cut or await closed(slow, 1.0)
 
 

@@ -8,9 +8,7 @@ import struct
 import dns.edns
 import dns.message
 import pytest
-from conftest import DEMO
 from dnslib import CNAME, NS, QTYPE, RR, SOA, A, DNSRecord
-from hostiledns import HostileDNS, bomb_name
 
 from kdns import responder as responder_module
 from kdns import upstream as up
@@ -19,6 +17,8 @@ from kdns.config import DnsConfig
 from kdns.index import Index
 from kdns.responder import Responder
 from kdns.sources.manifests import ManifestSet
+from testkit.hostiledns import HostileDNS, bomb_name
+from testkit.repo import DEMO
 
 ZONES = ("cluster.local", "in-addr.arpa", "ip6.arpa")
 QID = 0x4242

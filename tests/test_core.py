@@ -13,7 +13,6 @@ import dns.edns
 import dns.message
 import dns.name
 import dns.rcode
-from conftest import rrs
 
 from kdns import responder as responder_module
 from kdns.config import DnsConfig
@@ -21,6 +20,7 @@ from kdns.index import Index
 from kdns.model import Delete, Endpoint, EndpointSlice, Kind, Namespace, Port, Service, ServiceType, Synced, Upsert
 from kdns.responder import Responder
 from kdns.state import DnsState
+from testkit.dnswire import rrs
 
 CONFIG = DnsConfig(ns_addresses=("127.0.0.1",))
 WEB = Service("shop", "web", ServiceType.CLUSTER_IP, ("10.96.0.20",), (Port("http", "tcp", 80),))

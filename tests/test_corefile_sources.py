@@ -5,7 +5,6 @@ kube-dns ConfigMap shape, ConfigMap manifests, and the disk reader's limits."""
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pytest

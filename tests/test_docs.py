@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import selectors
 import shlex
 import signal
 import subprocess
@@ -29,9 +28,10 @@ from pathlib import Path
 import dns.message
 import dns.query
 import pytest
-from conftest import ROOT, KdnsProcess, needs
 
 from kdns import settings
+from testkit.process import start
+from testkit.repo import ROOT, needs
 
 pytest_plugins = ["pytester"]
 
@@ -124,21 +124,14 @@ def serve_help() -> str:
 def kdns_printing_address(argv: list[str]):
     """Run `argv` (a `kdns serve ... --print-address` command); yield (KdnsProcess, host, port)
     once it has printed the address it answers on. SIGTERM at the end: it must exit 0."""
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    process = KdnsProcess(proc)
+    process = start(argv, timeout=START_TIMEOUT)
     try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            assert sel.select(timeout=START_TIMEOUT), f"no address printed within {START_TIMEOUT}s: {process.lines}"
-        line = proc.stdout.readline()
-        match = re.fullmatch(r"(127\.0\.0\.1):(\d+)\n", line)
-        assert match, f"first stdout line: {line!r}; stderr: {process.lines}"
-        yield process, match.group(1), int(match.group(2))
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=STOP_TIMEOUT) == 0, process.lines
+        assert process.host == "127.0.0.1", process.printed
+        yield process, process.host, process.port
+        process.proc.send_signal(signal.SIGTERM)
+        assert process.proc.wait(timeout=STOP_TIMEOUT) == 0, process.lines
     finally:
         process.close()
-        proc.stdout.close()
 
 
 # -- the README: a front door ----------------------------------------------------------------------

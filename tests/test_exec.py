@@ -23,7 +23,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, needs
+
+from testkit.repo import ROOT, needs
 
 KDNS = [sys.executable, "-m", "kdns"]
 TIMEOUT = 60  # seconds any one kdns exec run may take

@@ -18,9 +18,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import trio
-from conftest import needs, rrs, write
-from stubdns import StubDNS
-from test_answers import Case, a, check
+
+from testkit.answers import Case, a, check
+from testkit.dnswire import rrs
+from testkit.repo import needs, write
+from testkit.stubdns import StubDNS
 
 EXTERNAL = Path(__file__).parent / "manifests" / "external.yaml"
 Z = "k8s.example.org."
@@ -349,7 +351,7 @@ async def test_aa_on_every_external_answer(server):
 
 @pytest.fixture
 def api():
-    from kubeapi import KubeAPI
+    from testkit.kubeapi import KubeAPI
 
     server = KubeAPI().start()
     yield server

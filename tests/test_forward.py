@@ -1,7 +1,7 @@
 """Forwarding, the cache of forwarded answers, and search-path lookups (issue 3).
 
 Every behaviour is shown through DNS queries (dnspython) to a real kdns on loopback, whose
-upstreams are `StubDNS` servers (tests/stubdns.py) in the same trio loop: they count the
+upstreams are `StubDNS` servers (testkit/stubdns.py) in the same trio loop: they count the
 queries they get, and can be slow, fail, truncate, send decoys or go away.
 
 Note: kdns checks its upstreams for loops while it starts (a HINFO query for
@@ -23,8 +23,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import trio
-from conftest import DEMO, ROOT, rrs, write
-from stubdns import BOGUS, StubDNS
+
+from testkit.clock import ManualClock
+from testkit.dnswire import rrs
+from testkit.repo import DEMO, ROOT, write
+from testkit.stubdns import BOGUS, StubDNS
 
 CL = "cluster.local."
 WAIT = 5.0  # bound for every wait on something kdns does in the background
@@ -84,7 +87,8 @@ async def test_forwarded_then_cached_with_ttl_counting_down(kdns, stub):
     as the client spelled it); the second lookup, spelled differently, comes from the cache
     (the upstream sees nothing) with TTLs capped by --cache-ttl and counted down."""
     up = await stub("example.org. 300 IN A 127.0.0.11", "example.org. 300 IN A 127.0.0.12")
-    kd = await kdns(DEMO, args=upstreams(up, cache_ttl=10))
+    cache_clock = ManualClock()
+    kd = await kdns(DEMO, args=upstreams(up, cache_ttl=10), clock=cache_clock)
 
     first = await kd.query("ExAmPlE.oRg", "A")
     assert first.rcode() == dns.rcode.NOERROR
@@ -94,7 +98,7 @@ async def test_forwarded_then_cached_with_ttl_counting_down(kdns, stub):
     assert first.question[0].name.to_text() == "ExAmPlE.oRg."
     assert [q.name for q in up.queries if "example.org" in q.name.lower()] == ["ExAmPlE.oRg."]  # asked as spelled
 
-    await trio.sleep(1.1)
+    cache_clock.advance(1.1)
     second = await kd.query("example.ORG", "A")
     assert up.count("example.org") == 1  # from the cache
     assert second.rcode() == dns.rcode.NOERROR and addresses(second) == {"127.0.0.11", "127.0.0.12"}
@@ -128,7 +132,8 @@ async def test_negative_answers_cached_per_soa_minimum(kdns, stub, negative_ttl,
     --cache-ttl: repeated at once they come from the cache with that TTL on the SOA; after
     it they are asked again."""
     up = await stub("only-a.example.org. 300 IN A 127.0.0.31", negative_ttl=negative_ttl)
-    kd = await kdns(DEMO, args=upstreams(up, cache_ttl=cache_ttl))
+    cache_clock = ManualClock()
+    kd = await kdns(DEMO, args=upstreams(up, cache_ttl=cache_ttl), clock=cache_clock)
     cases = [("nx.example.org", "A", dns.rcode.NXDOMAIN), ("only-a.example.org", "AAAA", dns.rcode.NOERROR)]
     for _ in range(2):
         for name, qtype, rcode in cases:
@@ -137,7 +142,7 @@ async def test_negative_answers_cached_per_soa_minimum(kdns, stub, negative_ttl,
             assert [r.rdtype for r in reply.authority] == [dns.rdatatype.SOA]
             assert ttls(reply, "authority") == {1}
     assert up.count("nx.example.org", "A") == 1 and up.count("only-a.example.org", "AAAA") == 1
-    await trio.sleep(1.2)
+    cache_clock.advance(1.2)
     for name, qtype, rcode in cases:
         assert (await kd.query(name, qtype)).rcode() == rcode
     assert up.count("nx.example.org", "A") == 2 and up.count("only-a.example.org", "AAAA") == 2
@@ -270,24 +275,22 @@ async def test_identical_questions_in_flight_share_one_upstream_query(kdns, stub
 async def test_popular_entry_prefetched_before_expiry(kdns, stub):
     """An entry asked for at least twice is refreshed in the background once less than a
     tenth of its lifetime is left: with --cache-ttl 2, a hit 1.85 s after it was stored makes
-    the upstream see a second query before the entry expires, and a query after the original
-    expiry is still a cache hit."""
+    the upstream see a second query (the cache's clock stands still meanwhile: before the entry
+    expires), and a query after the original expiry is still a cache hit."""
     up = await stub("hot.example.org. 300 IN A 127.0.0.81")
-    kd = await kdns(DEMO, args=upstreams(up, cache_ttl=2))
-    before = trio.current_time()
+    cache_clock = ManualClock()
+    kd = await kdns(DEMO, args=upstreams(up, cache_ttl=2), clock=cache_clock)
     await kd.query("hot.example.org")
-    stored = trio.current_time()
-    assert stored - before < 0.1, "the first query took too long to reason about timing"
     for _ in range(2):
         await kd.query("hot.example.org")  # two hits: popular
     assert up.count("hot.example.org") == 1
 
-    await trio.sleep_until(stored + 1.85)  # less than 0.2 s (a tenth of 2 s) left
+    cache_clock.advance(1.85)  # less than 0.2 s (a tenth of 2 s) left
     reply = await kd.query("hot.example.org")
     assert addresses(reply) == {"127.0.0.81"}
-    await wait_until(lambda: up.count("hot.example.org") == 2, timeout=stored + 2.2 - trio.current_time())
+    await wait_until(lambda: up.count("hot.example.org") == 2)
 
-    await trio.sleep_until(stored + 2.3)  # the original entry has expired
+    cache_clock.advance(0.45)  # the original entry has expired
     reply = await kd.query("hot.example.org")
     assert reply.rcode() == dns.rcode.NOERROR and addresses(reply) == {"127.0.0.81"}
     assert up.count("hot.example.org") == 2  # served from the refreshed entry
@@ -366,7 +369,8 @@ async def test_unhealthy_upstream_skipped_until_probe_succeeds(kdns, stub):
     bad.mode = "ok"
     recovered = trio.current_time()
     await wait_until(lambda: any(q.name == "." and q.type == "NS" and q.time > recovered for q in bad.queries))
-    await trio.sleep(0.1)
+    state = next(u for u in kd.server.forwarder.upstreams if u.port == bad.port)
+    await wait_until(lambda: state.healthy)  # the probe's answer is in
     for _ in range(30):
         await kd.query(f"h{i}.example.org")
         i += 1
@@ -396,7 +400,7 @@ async def test_stopped_upstream_fails_over_fast_and_comes_back(kdns, stub):
 
     gone.restart()
     await wait_until(lambda: gone.count(".", "NS") >= 1)
-    await trio.sleep(0.1)
+    await wait_until(lambda: state.healthy)  # the probe's answer is in
     for _ in range(30):
         await kd.query(f"s{i}.example.org")
         i += 1
@@ -444,10 +448,11 @@ async def test_serve_stale_when_upstreams_fail(kdns, stub, serve_stale):
     with --serve-stale 0 the client gets SERVFAIL instead."""
     up = await stub("old.example.org. 300 IN A 127.0.0.91")
     args = upstreams(up, cache_ttl=1) + ([] if serve_stale is None else ["--serve-stale", str(serve_stale)])
-    kd = await kdns(DEMO, args=args)
+    cache_clock = ManualClock()
+    kd = await kdns(DEMO, args=args, clock=cache_clock)
     fresh = await kd.query("old.example.org")
     assert addresses(fresh) == {"127.0.0.91"} and ttls(fresh) == {1}
-    await trio.sleep(1.2)
+    cache_clock.advance(1.2)
     up.stop()
     reply = await kd.query("old.example.org")
     if serve_stale is None:

@@ -12,67 +12,18 @@ Needs root (network namespaces, port 53) and iproute2; CI runs as root.
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-from pathlib import Path
-
 import pytest
-import trio
-from conftest import DEMO, write
-from stubdns import StubDNS
 
-KDNS_IP, POD_IP = "169.254.53.1", "169.254.53.2"
+from testkit.netns import KDNS_IP, NEEDS_ROOT, POD_IP, getent
+from testkit.repo import DEMO, write
+from testkit.stubdns import StubDNS
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and port 53 (CI runs as root)"),
-    pytest.mark.skipif(shutil.which("ip") is None or shutil.which("getent") is None, reason="needs iproute2 and getent"),
-]
-
-
-async def sh(*argv: str, check: bool = True) -> str:
-    result = await trio.run_process(list(argv), capture_stdout=True, capture_stderr=True, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)}: {result.stderr.decode().strip()}")
-    return result.stdout.decode()
-
-
-@pytest.fixture
-async def pod_netns():
-    """A network namespace with a pod's resolv.conf and a veth link to the host side."""
-    name = f"kdns-{secrets.token_hex(3)}"
-    host_if, pod_if = f"kd{name[-6:]}h", f"kd{name[-6:]}p"
-    etc = Path("/etc/netns") / name
-    etc.mkdir(parents=True)
-    (etc / "resolv.conf").write_text(
-        f"nameserver {KDNS_IP}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\n"
-        "options ndots:5 timeout:2 attempts:1\n"
-    )
-    try:
-        await sh("ip", "netns", "add", name)
-        await sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", pod_if)
-        await sh("ip", "link", "set", pod_if, "netns", name)
-        await sh("ip", "addr", "add", f"{KDNS_IP}/30", "dev", host_if)
-        await sh("ip", "link", "set", host_if, "up")
-        await sh("ip", "netns", "exec", name, "ip", "addr", "add", f"{POD_IP}/30", "dev", pod_if)
-        await sh("ip", "netns", "exec", name, "ip", "link", "set", pod_if, "up")
-        await sh("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        yield name
-    finally:
-        await sh("ip", "link", "del", host_if, check=False)
-        await sh("ip", "netns", "del", name, check=False)
-        shutil.rmtree(etc, ignore_errors=True)
+pytestmark = NEEDS_ROOT
 
 
 def forwarded(upstream: StubDNS) -> list:
     """What the upstream was asked, apart from kdns's loop check at start."""
     return [q for q in upstream.queries if "kdns-loop-check" not in q.name]
-
-
-async def getent(netns: str, name: str) -> set[str]:
-    """The IPv4 addresses glibc's getaddrinfo finds for `name` inside the namespace."""
-    out = await sh("ip", "netns", "exec", netns, "getent", "ahostsv4", name, check=False)
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 @pytest.fixture

@@ -18,10 +18,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import trio
-from conftest import DEMO, rrs
-from hostiledns import EVIL, INJECTED_CLUSTER_NAMES, HostileDNS, bomb_name
 
 from kdns import stats
+from testkit.dnswire import rrs
+from testkit.hostiledns import EVIL, INJECTED_CLUSTER_NAMES, HostileDNS, bomb_name
+from testkit.repo import DEMO
 
 WEB = "web.shop.svc.cluster.local"
 CACHE_MAX_BYTES = 32 << 20  # --cache-max-bytes' default

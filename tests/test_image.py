@@ -4,7 +4,7 @@
   pyproject.toml: every dependency and build requirement is pinned at a version its range
   allows, with hashes, or is one the lock's own command leaves out on purpose.
 * What kdns imports at run time comes from exactly the locked distributions: `kdns serve`,
-  following a list/watch API server (tests/kubeapi.py) through the kubernetes client, answering
+  following a list/watch API server (testkit/kubeapi/) through the kubernetes client, answering
   and forwarding queries and serving its HTTP endpoints, loads a module of every locked
   distribution and of no other, and nothing that requirements/image-prune.txt leaves out.
 * tools/image.py (`make image`, `make image-check`): the podman build keeps the HEALTHCHECK,
@@ -38,10 +38,11 @@ import dns.query
 import dns.rcode
 import pytest
 import yaml
-from kubeapi import KubeAPI
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from testkit.kubeapi import KubeAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements" / "image.lock"

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from testkit.repo import ROOT
 
 KDNS = ROOT / "kdns"
 
@@ -31,7 +32,7 @@ PURE = {
     "kdns.answer", "kdns.answer_hosts", "kdns.external", "kdns.hostindex", "kdns.hosts", "kdns.result", "kdns.snapshot",
     "kdns.static", "kdns.tables", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
     "kdns.options", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
-    "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.convert", "kdns.sources.select",
+    "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.backoff", "kdns.sources.convert", "kdns.sources.select",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
     "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.translate", "kdns.testing.match",
     "kdns.corefile.translate.blocks", "kdns.corefile.translate.cache", "kdns.corefile.translate.context", "kdns.corefile.translate.forward", "kdns.corefile.translate.hosts", "kdns.corefile.translate.kubernetes", "kdns.corefile.translate.rewrite", "kdns.corefile.translate.server", "kdns.corefile.translate.values",
@@ -123,3 +124,13 @@ def test_only_the_entry_points_import_the_composition_tier(name):
         assert not {m for m in imports(name) if m.startswith("kdns.testing")}, f"{name} imports kdns.testing"
     if name != "kdns.testing.plugin":
         assert "pytest" not in imports(name), f"{name} imports pytest (only kdns.testing.plugin may)"
+
+
+def test_mypy_is_strict_on_exactly_the_pure_tier():
+    """pyproject.toml names the pure tier again for mypy (strict there); the two lists agree."""
+    import tomllib
+
+    overrides = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]["overrides"]
+    strict = [o for o in overrides if o.get("disallow_untyped_defs")]
+    assert len(strict) == 1, "one mypy override holds the strict flags"
+    assert set(strict[0]["module"]) == PURE

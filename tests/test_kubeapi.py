@@ -1,4 +1,4 @@
-"""The test API server (tests/kubeapi.py) speaks what the official kubernetes client expects.
+"""The test API server (testkit/kubeapi/) speaks what the official kubernetes client expects.
 
 These drive `KubeAPI` with the real `kubernetes` client (lists, paging, selectors, watches,
 bookmarks, 410s) and with raw http.client for the wire details (chunking, keep-alive), and check
@@ -19,8 +19,9 @@ import kubernetes.watch
 import pytest
 import trio
 import urllib3.exceptions
-from kubeapi import KubeAPI
 from kubernetes.client.exceptions import ApiException
+
+from testkit.kubeapi import KubeAPI
 
 WAIT = 5.0  # bound on every wait
 

@@ -1,8 +1,8 @@
 """`kdns serve` run as operators run it: a real process, its HTTP endpoints, metrics,
 signals, config reloads, logs, and the file system it leaves alone.
 
-Every process listens on loopback port 0 (DNS and HTTP); the ports are read from its
-`listening on ...` log lines. Every wait is bounded, and every process is killed in a
+Every process listens on loopback port 0 (DNS and HTTP); it prints its DNS address
+(`--print-address`, testkit.process.kdns_serve) and logs its HTTP ports. Every wait is bounded, and every process is killed in a
 `finally`. HTTP goes through http.client, DNS through dnspython or a raw socket.
 """
 
@@ -17,7 +17,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,51 +26,23 @@ import dns.exception
 import dns.message
 import dns.query
 import dns.rcode
-import pytest
 import dns.rdatatype
+import pytest
 import trio
 import yaml
-from conftest import DEMO, ROOT, KdnsProcess, write
-from kubeapi import KubeAPI
 from prometheus_client.parser import text_string_to_metric_families
-from stubdns import StubDNS
 
-KDNS = [sys.executable, "-m", "kdns"]
-START_TIMEOUT = 15.0  # until the listening lines are logged
+from testkit.kubeapi import KubeAPI
+from testkit.process import KDNS, kdns_serve, lookup
+from testkit.repo import DEMO, ROOT, write
+from testkit.stubdns import StubDNS
+
 STOP_TIMEOUT = 5.0
 WAIT = 5.0  # for a reload, a sync, a log line
-HTTP_ALL = ("--health", "127.0.0.1:0", "--ready", "127.0.0.1:0", "--metrics", "127.0.0.1:0")
-UDP_LINE = re.compile(r"listening on udp 127\.0\.0\.1:(\d+)")
-HTTP_LINE = re.compile(r"listening on http 127\.0\.0\.\d+:(\d+) for ((?:/[a-z]+ ?)+)")
 WEB = "web.shop.svc.cluster.local"  # in the demo cluster: 10.96.100.10
 
 
 # -- a kdns process ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def kdns_serve(*args: str, listen: bool = True, http: tuple[str, ...] = HTTP_ALL, http_paths: int | None = None,
-               cwd: Path = ROOT, env: dict | None = None):
-    """`kdns serve [--listen 127.0.0.1:0] [HTTP flags] ARGS`; yields the KdnsProcess once it has
-    logged its DNS port and the ports of `http_paths` HTTP endpoints (default: those of `http`)."""
-    argv = [*KDNS, "serve", *(["--listen", "127.0.0.1:0"] if listen else []), *http, *map(str, args)]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            cwd=cwd, env=env)
-    k = KdnsProcess(proc)
-    expected = len(http) // 2 if http_paths is None else http_paths
-    try:
-        k.port = int(k.wait_for(UDP_LINE, START_TIMEOUT).group(1))
-        deadline = time.monotonic() + START_TIMEOUT
-        while len(k.http) < expected:
-            assert time.monotonic() < deadline, f"not {expected} HTTP endpoints: {k.lines}"
-            k.http = {}
-            for line in k.matching(HTTP_LINE.pattern):
-                m = HTTP_LINE.search(line)
-                k.http.update((path, int(m.group(1))) for path in m.group(2).split())
-            time.sleep(0.01 if len(k.http) < expected else 0)
-        yield k
-    finally:
-        k.close()
 
 
 # -- clients -------------------------------------------------------------------------------------
@@ -98,13 +69,6 @@ def wait_status(port: int, path: str, status: int, timeout: float = WAIT, step: 
             return time.monotonic() - start
         time.sleep(step)
     raise AssertionError(f"GET {path}: {got} after {timeout}s, expected {status}")
-
-
-def query(port: int, name: str, rdtype: str = "A", *, tcp: bool = False) -> dns.message.Message:
-    q = dns.message.make_query(name, rdtype)
-    if tcp:
-        return dns.query.tcp(q, "127.0.0.1", port=port, timeout=2.0)
-    return dns.query.udp(q, "127.0.0.1", port=port, timeout=2.0)
 
 
 def answer(reply: dns.message.Message) -> tuple[str, set[str], set[int]]:
@@ -210,7 +174,7 @@ def check_labels(metrics: Metrics, names: list[str]) -> None:
 
 @contextlib.contextmanager
 def stub_upstream(*zone_lines: str):
-    """tests/stubdns.StubDNS on 127.0.0.1, run by trio in a thread; yields the StubDNS."""
+    """testkit.stubdns.StubDNS on 127.0.0.1, run by trio in a thread; yields the StubDNS."""
     stub = StubDNS(*zone_lines)
     started = threading.Event()
     box: dict = {}
@@ -329,14 +293,14 @@ def test_ready_is_503_until_a_slow_api_source_has_synced():
             status, body = get(k.http["/ready"], "/ready")
             assert status == 503, body
             assert get(k.http["/health"], "/health") == (200, "OK")
-            assert answer(query(k.port, "web.shop.svc.cluster.local"))[0] == "SERVFAIL"
+            assert answer(lookup(k.port, "web.shop.svc.cluster.local"))[0] == "SERVFAIL"
             assert Metrics(k.http["/metrics"]).value("kdns_synced") == 0
-            time.sleep(0.3)
-            assert get(k.http["/ready"], "/ready")[0] == 503  # still: not a one-off
+            api.wait_for_held(1, timeout=10.0)  # the list still hangs ...
+            assert get(k.http["/ready"], "/ready")[0] == 503  # ... and /ready still says so: not a one-off
 
             api.release()
             wait_status(k.http["/ready"], "/ready", 200, timeout=10.0)
-            assert answer(query(k.port, "web.shop.svc.cluster.local"))[:2] == ("NOERROR", {"10.96.0.50"})
+            assert answer(lookup(k.port, "web.shop.svc.cluster.local"))[:2] == ("NOERROR", {"10.96.0.50"})
             metrics = Metrics(k.http["/metrics"])
             assert metrics.value("kdns_synced") == 1
             assert metrics.value("kdns_objects", kind="services") == 1
@@ -351,7 +315,7 @@ def test_metrics_have_coredns_names_and_labels():
     label names (so dashboards and coredns-mixin alerts work), plus the kdns_* source
     metrics; object counts agree with the start-up log line."""
     with kdns_serve("--manifests", DEMO) as k:
-        query(k.port, WEB)
+        lookup(k.port, WEB)
         metrics = Metrics(k.http["/metrics"])
         for name in COREDNS_FAMILIES:
             assert name in metrics.families, f"no {name} in /metrics"
@@ -402,9 +366,9 @@ def test_query_counters_move_by_exactly_the_queries_sent(pure_python):
         assert delta(before, after, "coredns_dns_response_size_bytes_bucket", **zone, proto="udp", le="0") == 0
 
         before = after
-        assert answer(query(k.port, "nope.shop.svc.cluster.local"))[0] == "NXDOMAIN"
-        assert answer(query(k.port, "example.org"))[0] == "REFUSED"
-        assert answer(query(k.port, "10.100.96.10.in-addr.arpa", "PTR"))[0] == "NOERROR"
+        assert answer(lookup(k.port, "nope.shop.svc.cluster.local"))[0] == "NXDOMAIN"
+        assert answer(lookup(k.port, "example.org"))[0] == "REFUSED"
+        assert answer(lookup(k.port, "10.100.96.10.in-addr.arpa", "PTR"))[0] == "NOERROR"
         with socket.create_connection(("127.0.0.1", k.port), timeout=2.0) as tcp:
             tcp_exchange(tcp, dns.message.make_query(WEB, "AAAA").to_wire())
         after = Metrics(k.http["/metrics"])
@@ -426,9 +390,9 @@ def test_cache_and_proxy_metrics_move_when_forwarding():
     with stub_upstream("example.org. 300 IN A 192.0.2.10") as stub, kdns_serve("--manifests", DEMO, "--upstream", stub.address) as k:
         before = Metrics(k.http["/metrics"])
         for _ in range(2):
-            assert answer(query(k.port, "example.org"))[:2] == ("NOERROR", {"192.0.2.10"})
+            assert answer(lookup(k.port, "example.org"))[:2] == ("NOERROR", {"192.0.2.10"})
         for _ in range(2):
-            assert answer(query(k.port, "nope.example.org"))[0] == "NXDOMAIN"
+            assert answer(lookup(k.port, "nope.example.org"))[0] == "NXDOMAIN"
         after = Metrics(k.http["/metrics"])
         assert stub.count("example.org.", "A") == 1
         assert stub.count("nope.example.org.", "A") == 1
@@ -461,7 +425,7 @@ def test_dns_programming_latency_counts_an_annotated_endpoint_change(tmp_path):
 
         trigger = (datetime.now(UTC) - timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
         replace_file(slice_file, endpoint_slice("10.244.0.5", "10.244.0.6", trigger=trigger))
-        eventually(lambda: answer(query(k.port, "10-244-0-6.web.shop.svc.cluster.local"))[1] == {"10.244.0.6"})
+        eventually(lambda: answer(lookup(k.port, "10-244-0-6.web.shop.svc.cluster.local"))[1] == {"10.244.0.6"})
         metrics = eventually(lambda: (m := Metrics(k.http["/metrics"])).value(f"{family}_count") and m)
         kind = {"service_kind": "cluster_ip"}
         assert metrics.value(f"{family}_count", **kind) == 1
@@ -470,9 +434,11 @@ def test_dns_programming_latency_counts_an_annotated_endpoint_change(tmp_path):
         assert metrics.value(f"{family}_bucket", **kind, le="32.768") == 1
 
         replace_file(slice_file, endpoint_slice("10.244.0.5", "10.244.0.6", "10.244.0.7"))
-        eventually(lambda: answer(query(k.port, "10-244-0-7.web.shop.svc.cluster.local"))[1] == {"10.244.0.7"})
-        time.sleep(0.2)
-        assert Metrics(k.http["/metrics"]).value(f"{family}_count") == 1
+        eventually(lambda: answer(lookup(k.port, "10-244-0-7.web.shop.svc.cluster.local"))[1] == {"10.244.0.7"})
+        replace_file(slice_file, endpoint_slice("10.244.0.5", "10.244.0.6", "10.244.0.7", "10.244.0.8", trigger=trigger))
+        eventually(lambda: answer(lookup(k.port, "10-244-0-8.web.shop.svc.cluster.local"))[1] == {"10.244.0.8"})
+        eventually(lambda: Metrics(k.http["/metrics"]).value(f"{family}_count") >= 2)
+        assert Metrics(k.http["/metrics"]).value(f"{family}_count") == 2  # the change without the annotation: not observed
 
 
 # -- SIGTERM: lameduck and drain -------------------------------------------------------------
@@ -495,10 +461,9 @@ def test_sigterm_lameduck_answers_then_drains_and_exits_0():
             assert wait_status(k.http["/ready"], "/ready", 503, timeout=1.0, step=0.01) < 0.5
             assert get(k.http["/ready"], "/ready") == (503, "shutting down")
             assert get(k.http["/health"], "/health") == (200, "OK")
-            time.sleep(max(0.0, sent + 0.5 - time.monotonic()))
-            assert answer(query(k.port, WEB))[:2] == ("NOERROR", {"10.96.100.10"})
+            assert answer(lookup(k.port, WEB))[:2] == ("NOERROR", {"10.96.100.10"})
             assert dns.message.from_wire(tcp_exchange(tcp, wire)).rcode() == dns.rcode.NOERROR
-            assert query(k.port, WEB, tcp=True).rcode() == dns.rcode.NOERROR  # new connections too
+            assert lookup(k.port, WEB, tcp=True).rcode() == dns.rcode.NOERROR  # new connections too
             assert time.monotonic() - sent < 1.4, "the lameduck checks took too long to mean anything"
 
             assert tcp.recv(1) == b""  # closed by kdns (timeout: 5 s)
@@ -529,7 +494,7 @@ def write_config(path: Path, values: dict) -> Path:
 
 
 def ttl_of(port: int, name: str = WEB) -> int:
-    rcode, data, ttls = answer(query(port, name))
+    rcode, data, ttls = answer(lookup(port, name))
     assert rcode == "NOERROR" and data == {"10.96.100.10"}, (rcode, data)
     (ttl,) = ttls
     return ttl
@@ -553,7 +518,7 @@ def test_sighup_applies_a_good_config_without_dropping_a_query(tmp_path):
                 if stop.is_set():
                     return
                 try:
-                    answered.append(answer(query(k.port, WEB))[0])
+                    answered.append(answer(lookup(k.port, WEB))[0])
                 except (dns.exception.DNSException, OSError) as exc:  # a timeout is a dropped query
                     failed.append(repr(exc))
 
@@ -561,11 +526,12 @@ def test_sighup_applies_a_good_config_without_dropping_a_query(tmp_path):
         asker.start()
         try:
             mark = k.mark()
-            time.sleep(0.1)
+            eventually(lambda: len(answered) + len(failed) >= 20)  # asking before the reload ...
             k.proc.send_signal(signal.SIGHUP)
             k.wait_for(rf"configuration reloaded from {re.escape(str(path))}", since=mark)
             assert get(ready, "/ready") == (200, "OK")  # no lameduck on reload
-            time.sleep(0.1)
+            asked = len(answered) + len(failed)
+            eventually(lambda: len(answered) + len(failed) >= asked + 20)  # ... and after it
         finally:
             stop.set()
             asker.join(5.0)
@@ -588,8 +554,7 @@ def test_sighup_rejects_a_bad_config_and_keeps_the_running_one(tmp_path):
             k.proc.send_signal(signal.SIGHUP)
             line = k.wait_for(r"^.*reload rejected.*$", since=mark).group(0)
             assert " ERROR " in line and f"{key}: " in line, line
-            time.sleep(0.2)
-            assert len(k.matching("reload rejected", since=mark)) == 1
+            assert len(k.matching("reload rejected", since=mark)) == 1  # (the next SIGHUP's lines would show another)
             assert k.matching("configuration reloaded", since=mark) == []
             assert ttl_of(k.port) == 60
             assert get(k.http["/ready"], "/ready") == (200, "OK")
@@ -599,6 +564,7 @@ def test_sighup_rejects_a_bad_config_and_keeps_the_running_one(tmp_path):
         mark = k.mark()
         k.proc.send_signal(signal.SIGHUP)
         k.wait_for("configuration reloaded", since=mark)
+        assert len(k.matching("reload rejected")) == 2, "each bad file rejected once"
         assert ttl_of(k.port) == 60
         k.wait_for(r"kdns\.query: 127\.0\.0\.1 udp web\.shop\.svc\.cluster\.local\. A NOERROR", since=mark)
 
@@ -657,9 +623,9 @@ def test_json_logs_and_query_logging():
     message. --log-queries: one line per query with its name, type and rcode; NXDOMAIN is
     logged at info level, and nothing at warning or error."""
     with kdns_serve("--manifests", DEMO, "--log-format", "json", "--log-queries", "--lameduck", "0") as k:
-        assert answer(query(k.port, WEB))[0] == "NOERROR"
-        assert answer(query(k.port, "nope.shop.svc.cluster.local"))[0] == "NXDOMAIN"
-        assert query(k.port, WEB, "AAAA", tcp=True).rcode() == dns.rcode.NOERROR
+        assert answer(lookup(k.port, WEB))[0] == "NOERROR"
+        assert answer(lookup(k.port, "nope.shop.svc.cluster.local"))[0] == "NXDOMAIN"
+        assert lookup(k.port, WEB, "AAAA", tcp=True).rcode() == dns.rcode.NOERROR
         k.wait_for(r"AAAA NOERROR")
         k.proc.send_signal(signal.SIGTERM)
         assert k.wait_exit() == 0
@@ -686,10 +652,11 @@ def test_queries_are_not_logged_by_default():
     with kdns_serve("--manifests", DEMO) as k:
         mark = k.mark()
         for name in (WEB, "nope.shop.svc.cluster.local", "example.org"):
-            query(k.port, name)
-        query(k.port, WEB, tcp=True)
-        time.sleep(0.3)
-        assert k.lines[mark:] == []
+            lookup(k.port, name)
+        lookup(k.port, WEB, tcp=True)
+        k.proc.send_signal(signal.SIGHUP)  # lines kdns does log, after any it would log for the queries
+        k.wait_for("no --config file to reload", since=mark)
+        assert [line for line in k.lines[mark:] if "SIGHUP received" not in line and "no --config file" not in line] == []
 
 
 # -- kdns writes no files --------------------------------------------------------------------------
@@ -706,8 +673,8 @@ def test_kdns_writes_no_files(tmp_path):
     env.pop("KUBECONFIG", None)
     with kdns_serve("--manifests", DEMO, "--lameduck", "0", "--log-queries", cwd=dirs["cwd"], env=env) as k:
         for name in (WEB, "nope.shop.svc.cluster.local"):
-            query(k.port, name)
-        query(k.port, WEB, tcp=True)
+            lookup(k.port, name)
+        lookup(k.port, WEB, tcp=True)
         assert get(k.http["/metrics"], "/metrics")[0] == 200
         assert get(k.http["/ready"], "/ready")[0] == 200
         k.proc.send_signal(signal.SIGTERM)
@@ -808,5 +775,5 @@ def test_sighup_reloads_every_worker(tmp_path):
 
 
 def test_workers_out_of_range_is_a_flag_error():
-    result = subprocess.run([*KDNS, "serve", "--workers", "0"], capture_output=True, text=True, timeout=20, cwd=ROOT)
+    result = subprocess.run([*KDNS, "serve", "--workers", "0"], check=False, capture_output=True, text=True, timeout=20, cwd=ROOT)
     assert result.returncode == 2 and "--workers: must be between 1 and 256, got 0" in result.stderr, result.stderr

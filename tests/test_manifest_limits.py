@@ -31,8 +31,9 @@ from pathlib import Path
 
 import dns.rcode
 import pytest
-from conftest import KdnsProcess, write
-from test_lifecycle import kdns_serve, query
+
+from testkit.process import KdnsProcess, kdns_serve, lookup
+from testkit.repo import write
 
 MB = 1 << 20
 MEMORY_BOUND = 100 * MB
@@ -63,7 +64,7 @@ def replace(path: Path, text: str) -> None:
 
 
 def address(k: KdnsProcess, name: str) -> set[str]:
-    reply = query(k.port, f"{name}.shop.svc.cluster.local")
+    reply = lookup(k.port, f"{name}.shop.svc.cluster.local")
     assert reply.rcode() == dns.rcode.NOERROR, f"{name}: {dns.rcode.to_text(reply.rcode())}"
     return {rd.to_text() for rrset in reply.answer for rd in rrset}
 

@@ -20,9 +20,11 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 import trio
-from conftest import Running, rrs, write
 
 from kdns.sources.manifests import ManifestSet
+from testkit.dnswire import rrs
+from testkit.inprocess import Running
+from testkit.repo import write
 
 STEP = 0.05  # seconds between polls
 TIMEOUT = 5.0  # how long a reload may take to show

@@ -35,9 +35,9 @@ import dns.rdatatype
 import pytest
 import requests
 import trio
-from stubdns import StubDNS
 
 from kdns.testing import KdnsServer, pod_resolver
+from testkit.stubdns import StubDNS
 
 pytest_plugins = ["pytester"]
 

@@ -30,63 +30,40 @@ import dns.rdatatype
 import dns.reversename
 import pytest
 import trio
-from conftest import DEMO, rrs, write
+import trio.testing
 
-TIMEOUT = 3.0
-QR, AA, TC, RD, RA, CD = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080, 0x0010
-NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
-
-SENTINEL_NAME = "kube-dns.kube-system.svc.cluster.local"
-SENTINEL_ID = 0xBEEF
-KUBERNETES = "kubernetes.default.svc.cluster.local"
-
+from testkit.dnswire import (
+    AA,
+    CD,
+    DEMO_QUESTIONS,
+    FORMERR,
+    KUBERNETES,
+    NOERROR,
+    NOTIMP,
+    NXDOMAIN,
+    QR,
+    RA,
+    RD,
+    REFUSED,
+    SENTINEL_ID,
+    SENTINEL_NAME,
+    TC,
+    TIMEOUT,
+    WEB,
+    frame,
+    header,
+    is_sentinel_reply,
+    parse,
+    qsection,
+    query,
+    rcode,
+    rrs,
+    with_counts,
+    with_flags,
+)
+from testkit.repo import DEMO, have_ipv6_loopback, write
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def query(name: str = KUBERNETES, rdtype: str | int = "A", qid: int = 0x1234, **make) -> bytes:
-    """A query in wire form (dnspython sets RD; `make` goes to make_query: use_edns, ...)."""
-    q = dns.message.make_query(name, rdtype, **make)
-    q.id = qid
-    return q.to_wire()
-
-
-def with_flags(packet: bytes, set_bits: int = 0, clear_bits: int = 0) -> bytes:
-    flags = (int.from_bytes(packet[2:4], "big") | set_bits) & ~clear_bits & 0xFFFF
-    return packet[:2] + flags.to_bytes(2, "big") + packet[4:]
-
-
-def with_counts(packet: bytes, qd: int, an: int, ns: int, ar: int) -> bytes:
-    return packet[:4] + struct.pack("!4H", qd, an, ns, ar) + packet[12:]
-
-
-def header(reply: bytes) -> tuple[int, int, int, int, int, int]:
-    """(id, flags, qdcount, ancount, nscount, arcount)."""
-    return struct.unpack_from("!6H", reply)
-
-
-def rcode(reply: bytes) -> int:
-    return reply[3] & 0x0F
-
-
-def question_len(packet: bytes) -> int:
-    """Length of the (uncompressed) question section starting at offset 12."""
-    pos = 12
-    while packet[pos]:
-        pos += 1 + packet[pos]
-    return pos + 1 + 4 - 12
-
-
-def qsection(packet: bytes) -> bytes:
-    return packet[12 : 12 + question_len(packet)]
-
-
-def parse(reply: bytes) -> dns.message.Message:
-    return dns.message.from_wire(reply)
-
-
-def frame(message: bytes) -> bytes:
-    return len(message).to_bytes(2, "big") + message
 
 
 def memoized(running, name: str, rdtype: str) -> bool:
@@ -94,10 +71,6 @@ def memoized(running, name: str, rdtype: str) -> bool:
     key = dns.name.from_text(name).canonicalize().to_wire()
     tail = struct.pack("!HH", dns.rdatatype.from_text(rdtype), 1)
     return tail in running.server.responder.memo.get(key, {})
-
-
-def is_sentinel_reply(reply: bytes) -> bool:
-    return reply[:2] == SENTINEL_ID.to_bytes(2, "big") and reply[12:].startswith(qsection(query(SENTINEL_NAME))) and reply[2] & 0x80
 
 
 @asynccontextmanager
@@ -252,60 +225,6 @@ async def big(kdns, tmp_path: Path):
     text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: big}\n"
     text += headless("big", "many", MANY_IPS) + headless("big", "mid", MID_IPS) + headless("big", "few", FEW_IPS)
     return await kdns(write(tmp_path / "big.yaml", text))
-
-
-def have_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-# Questions covering the demo cluster, with the rcode each gets.
-WEB = "web.shop.svc.cluster.local"
-DEMO_QUESTIONS = [
-    (WEB, "A", NOERROR),
-    (WEB, "AAAA", NOERROR),
-    (WEB, "SRV", NOERROR),
-    (WEB, "MX", NOERROR),  # NODATA
-    (WEB, "ANY", NOERROR),
-    (KUBERNETES, "A", NOERROR),
-    ("_http._tcp.api.shop.svc.cluster.local", "SRV", NOERROR),
-    ("_grpc._tcp.api.shop.svc.cluster.local", "SRV", NOERROR),
-    ("_http._tcp.api.shop.svc.cluster.local", "A", NOERROR),  # NODATA
-    ("_postgres._tcp.db.shop.svc.cluster.local", "SRV", NOERROR),
-    ("db.shop.svc.cluster.local", "A", NOERROR),
-    ("db-0.db.shop.svc.cluster.local", "A", NOERROR),
-    ("db-2.db.shop.svc.cluster.local", "A", NXDOMAIN),  # not ready
-    ("cache.shop.svc.cluster.local", "AAAA", NOERROR),
-    ("10-244-1-40.cache.shop.svc.cluster.local", "A", NOERROR),
-    ("storefront.shop.svc.cluster.local", "A", NOERROR),  # CNAME followed inside the zone
-    ("storefront.shop.svc.cluster.local", "SRV", NOERROR),
-    ("payments.shop.svc.cluster.local", "A", NOERROR),  # CNAME left to the client
-    ("payments.shop.svc.cluster.local", "CNAME", NOERROR),
-    ("below.payments.shop.svc.cluster.local", "A", NXDOMAIN),
-    (dns.reversename.from_address("10.96.100.10").to_text(), "PTR", NOERROR),
-    (dns.reversename.from_address("fd00:10:96::100:a").to_text(), "PTR", NOERROR),
-    (dns.reversename.from_address("10.244.1.30").to_text(), "PTR", NOERROR),
-    (dns.reversename.from_address("10.96.100.10").to_text(), "A", NOERROR),  # NODATA
-    (dns.reversename.from_address("10.9.9.9").to_text(), "PTR", NXDOMAIN),
-    ("10-244-1-10.shop.pod.cluster.local", "A", NOERROR),
-    ("10-244-1-10.nowhere.pod.cluster.local", "A", NXDOMAIN),
-    ("dns-version.cluster.local", "TXT", NOERROR),
-    ("dns-version.cluster.local", "A", NOERROR),  # NODATA
-    ("cluster.local", "SOA", NOERROR),
-    ("cluster.local", "NS", NOERROR),
-    ("cluster.local", "MX", NOERROR),  # NODATA
-    ("shop.svc.cluster.local", "A", NOERROR),  # NODATA: the namespace exists
-    ("nope.shop.svc.cluster.local", "A", NXDOMAIN),
-    ("nope.shop.svc.cluster.local", "AAAA", NXDOMAIN),
-    ("example.com", "A", REFUSED),
-    (WEB, "AXFR", REFUSED),
-]
 
 
 # --- EDNS0 ---------------------------------------------------------------------------------
@@ -942,7 +861,7 @@ async def test_tcp_query_sent_byte_by_byte(demo):
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for byte in frame(packet):
             await stream.send_all(bytes([byte]))
-            await trio.sleep(0.003)
+            await trio.testing.wait_all_tasks_blocked()  # kdns has read it and waits for more
         with trio.fail_after(TIMEOUT):
             reply = await Framed(stream).recv()
     assert reply is not None and reply[:2] == packet[:2]
@@ -1000,14 +919,15 @@ async def test_tcp_silent_connection_closed_after_idle_timeout(kdns):
         await assert_closed_after_idle(silent, started, 0.5)
 
 
-async def test_tcp_activity_keeps_the_connection_open(kdns):
-    """The idle timeout counts from the last data: a connection asking every 0.2 s outlives 0.5 s."""
+async def test_tcp_activity_keeps_the_connection_open(kdns, clock):
+    """The idle timeout counts from the last data: a connection asking every 0.2 s (of trio's
+    clock, moved on by the test) outlives 0.5 s."""
     server = await kdns(DEMO, args=["--tcp-idle-timeout", "0.5"])
     async with tcp(server) as conn:
         for i in range(5):
             reply = await tcp_ask(conn, query(WEB, qid=0x6000 + i))
             assert header(reply)[0] == 0x6000 + i
-            await trio.sleep(0.2)
+            clock.jump(0.2)
 
 
 # --- IPv6 ----------------------------------------------------------------------------------

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from conftest import DEMO
-from test_settings import non_default
 
 from kdns import reload, settings
 from kdns.options import OPTIONS
 from kdns.reload import FORWARDER_FIELDS
+from testkit.options import non_default
+from testkit.repo import DEMO
 
 ENVIRON: dict[str, str] = {}  # no KUBECONFIG, not in a pod
 

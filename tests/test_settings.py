@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DEMO, ROOT
 
 from kdns import settings
 from kdns.cli import _parser
 from kdns.config import ConfigError
 from kdns.settings import build_config
+from testkit.options import non_default, string_values
+from testkit.repo import DEMO, ROOT
 
 KDNS = [sys.executable, "-m", "kdns"]
 RUN_TIMEOUT = 20.0
@@ -30,47 +31,6 @@ ENVIRON: dict[str, str] = {}  # no KUBECONFIG, not in a pod: the environment mus
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def string_values(tmp_path: Path) -> dict[str, object]:
-    """A valid non-default value for every string option that is not a choice."""
-    resolv = tmp_path / "resolv.conf"
-    resolv.write_text("search example.org\nnameserver 127.0.0.53\nnameserver ::1\n")
-    return {
-        "manifests": [str(DEMO), str(tmp_path / "more")],
-        "kubeconfig": str(tmp_path / "kubeconfig"),
-        "apiserver": "http://127.0.0.1:6443",
-        "listen": ["127.0.0.1:5300", "[::1]:5301"],
-        "zone": ["example.local", "cluster.test"],
-        "namespaces": ["shop,web", "kube-system"],
-        "labels": "tier in (web,api),dns!=off",
-        "upstream": ["127.0.0.1:5399", "::1", "[::1]:5400"],
-        "resolv-conf": str(resolv),
-        "stub-domain": ["corp.example=127.0.0.4:5300", "lab.example=::1"],
-        "health": "127.0.0.1:8080",
-        "ready": ":8181",
-        "metrics": "[::1]:9153",
-        "allow-recursion": ["10.0.0.0/8", "fd00::/8"],
-        "external-zone": ["k8s.example.org", "lb.example.net"],
-        "external-apex": "ns",
-        "hosts": [str(tmp_path / "hosts"), str(tmp_path / "more-hosts")],
-    }
-
-
-def non_default(option: settings.Option, tmp_path: Path):
-    """A valid value different from the option's default, by the option's kind."""
-    strings = string_values(tmp_path)
-    if option.name in strings:
-        return strings[option.name]
-    if option.choices:
-        return next(c for c in option.choices if c != option.default)
-    if option.kind is bool:
-        return not option.default
-    if option.kind is int:
-        return option.default * 2 + 1
-    if option.kind is float:
-        return option.default * 2 + 0.5
-    raise AssertionError(f"no test value for the string option {option.name!r}: add one to string_values()")
 
 
 def as_flags(values: dict[str, object]) -> list[str]:

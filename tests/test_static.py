@@ -27,18 +27,19 @@ import dns.query
 import dns.rcode
 import pytest
 import trio
-from conftest import DEMO, rrs, write
-from stubdns import StubDNS
-
-# The network namespace of tests/test_glibc.py: a veth link, kdns on 169.254.53.1:53 and the
-# resolv.conf of a pod in namespace default (pod_netns is a fixture).
-from test_glibc import KDNS_IP, getent, pod_netns, sh  # noqa: F401
 
 from kdns import codes, hosts, static
 from kdns.config import DnsConfig, OutsideNames
 from kdns.index import Index
 from kdns.model import Kind, Rrset, Upsert
 from kdns.testing import pod_resolver
+from testkit.dnswire import rrs
+
+# The network namespace of tests/test_glibc.py: a veth link, kdns on 169.254.53.1:53 and the
+# resolv.conf of a pod in namespace default (pod_netns is a fixture).
+from testkit.netns import KDNS_IP, getent, sh
+from testkit.repo import DEMO, write
+from testkit.stubdns import StubDNS
 
 # -- the hosts-file format (pure) -----------------------------------------------------------
 
@@ -405,7 +406,7 @@ async def glibc_error(netns: str, name: str) -> int:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and port 53 (CI runs as root)")
 @pytest.mark.skipif(shutil.which("ip") is None or shutil.which("getent") is None, reason="needs iproute2 and getent")
 @pytest.mark.parametrize("mode, code", [("nxdomain", socket.EAI_NONAME), ("refused", socket.EAI_AGAIN)])
-async def test_glibc_not_found_in_a_closed_world(pod_netns, kdns, tmp_path, mode, code):  # noqa: F811 - the fixture
+async def test_glibc_not_found_in_a_closed_world(pod_netns, kdns, tmp_path, mode, code):
     """glibc walks the pod's search list, then asks for the bare name. With no upstream and
     --outside-names nxdomain, getaddrinfo says EAI_NONAME, as in a pod; REFUSED (kdns serve's
     default) gives EAI_AGAIN, a temporary failure. A name of a --hosts file resolves."""

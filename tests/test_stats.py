@@ -7,6 +7,7 @@ import random
 import dns.edns
 import dns.message
 import dns.rcode
+import pytest
 
 from kdns import stats
 
@@ -71,3 +72,42 @@ def test_replay_keys_stay_within_their_share_of_max_keys():
                         keys.add(stats.replay_key(q, reply_to(q, rsize, rcode), ZONES))
     zones = len(ZONES) + 1
     assert len(keys) <= stats.max_keys(zones, "udp") - stats.max_keys(zones, "tcp")
+
+
+# -- labels and duration buckets (from the per-module unit tests of issue 14) ------------------
+
+
+@pytest.mark.parametrize(("seconds", "bucket"), [
+    (0.0, 0), (0.00025, 0), (0.0003, 1), (0.0005, 1), (0.00051, 2), (0.001, 2), (8.192, 15), (8.2, 16), (3600.0, 16),
+])
+def test_duration_buckets_double_from_a_quarter_millisecond(seconds, bucket):
+    assert stats.duration_bucket(seconds) == bucket
+    if bucket < 16:
+        assert seconds <= stats.DURATION_BUCKETS[bucket]
+
+
+@pytest.mark.parametrize(("name", "zone"), [
+    ("cluster.local", "cluster.local."),
+    ("CLUSTER.Local", "cluster.local."),
+    ("1.0.96.10.in-addr.arpa", "in-addr.arpa."),
+    ("example.org", "."),
+    ("notcluster.local", "."),  # a zone's name must end at a label boundary
+    ("xcluster.local.evil", "."),
+])
+def test_the_zone_is_the_longest_served_suffix_at_a_label_boundary(name, zone):
+    q = query(name)
+    labels = stats.labels(q, reply_to(q, len(q), rcode=3), ZONES)
+    assert labels is not None and labels[0] == zone
+
+
+def test_types_and_rcodes_without_a_metric_name_are_counted_as_such():
+    q = query("example.org", 65280)  # a private-use type
+    labels = stats.labels(q, reply_to(q, len(q), rcode=11), ZONES)  # rcode 11 has no name of ours
+    assert labels is not None and labels[1:] == ("other", "11")
+
+
+def test_nothing_to_count_without_a_reply_or_a_readable_question():
+    q = query("web.shop.svc.cluster.local")
+    assert stats.labels(q, None, ZONES) is None
+    assert stats.labels(q[:11], reply_to(q, len(q)), ZONES) is None
+    assert stats.labels(q[:12] + b"\xc0\x0c", reply_to(q, len(q)), ZONES) is None  # a compressed question

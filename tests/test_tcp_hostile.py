@@ -13,7 +13,9 @@ import struct
 import dns.message
 import dns.rcode
 import trio
-from conftest import DEMO, rrs
+
+from testkit.dnswire import rrs
+from testkit.repo import DEMO
 
 WEB = "web.shop.svc.cluster.local"
 WAIT = 5.0

@@ -24,9 +24,10 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from conftest import ROOT, KdnsProcess
 
 from kdns.testing import KdnsServer
+from testkit.process import KdnsProcess
+from testkit.repo import ROOT
 
 pytest_plugins = ["pytester"]
 
@@ -475,9 +476,9 @@ def serve(*args: str) -> tuple[subprocess.Popen, KdnsProcess, int]:
                              "--print-address", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
     process = KdnsProcess(proc)
-    line = proc.stdout.readline()
-    assert line.startswith("127.0.0.1:"), (line, process.lines)
-    return proc, process, int(line.strip().rpartition(":")[2])
+    host, port = process.wait_address()
+    assert host == "127.0.0.1", (host, process.lines)
+    return proc, process, port
 
 
 def answers(port: int) -> bool:

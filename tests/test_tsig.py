@@ -12,7 +12,9 @@ import dns.rcode
 import dns.tsig
 import dns.tsigkeyring
 import pytest
-from conftest import DEMO, rrs
+
+from testkit.dnswire import rrs
+from testkit.repo import DEMO
 
 WEB = "web.shop.svc.cluster.local"
 KEYRING = dns.tsigkeyring.from_text({"transfer.key.": "c2VjcmV0LXNlY3JldC1zZWNyZXQ="})

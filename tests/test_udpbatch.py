@@ -22,23 +22,14 @@ import dns.message
 import dns.rcode
 import pytest
 import trio
-from conftest import DEMO, KdnsProcess
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from test_protocol import (
-    DEMO_QUESTIONS,
-    QR,
-    SENTINEL_ID,
-    SENTINEL_NAME,
-    TIMEOUT,
-    WEB,
-    have_ipv6_loopback,
-    is_sentinel_reply,
-    query,
-    with_flags,
-)
 
 from kdns.serve import udp
+from testkit import process
+from testkit.dnswire import DEMO_QUESTIONS, QR, SENTINEL_ID, SENTINEL_NAME, TIMEOUT, WEB, is_sentinel_reply, query, with_flags
+from testkit.process import KdnsProcess
+from testkit.repo import DEMO, have_ipv6_loopback
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the C loop uses recvmmsg/sendmmsg (Linux)")
 
@@ -326,12 +317,10 @@ def both(tmp_path_factory):
     try:
         for loop in LOOPS:
             env = {**os.environ, "KDNS_PURE_PYTHON": "1" if loop == "python" else "0"}
-            proc = subprocess.Popen([sys.executable, "-m", "kdns", "serve", "--manifests", str(DEMO), "--listen", "127.0.0.1:0"],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                                    cwd=tmp_path_factory.mktemp(loop))
-            k = KdnsProcess(proc)
+            k = process.start([sys.executable, "-m", "kdns", "serve", "--manifests", str(DEMO), "--listen", "127.0.0.1:0", "--print-address"],
+                      env=env, cwd=tmp_path_factory.mktemp(loop))
             servers.append(k)
-            port = int(k.wait_for(r"listening on udp 127\.0\.0\.1:(\d+)$", timeout=15).group(1))
+            port = k.port
             assert k.wait_for(r"udp loop: (.*)$", timeout=15).group(1).startswith("C" if loop == "c" else "Python")
             soa = dns.message.from_wire(burst_replies_blocking(port, [query("cluster.local", "SOA")])[0])
             out[loop] = (port, soa.answer[0][0].serial)

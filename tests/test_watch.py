@@ -1,6 +1,6 @@
 """Following a live cluster: kdns's API source against a test API server, through DNS.
 
-`tests/kubeapi.py` serves the list/watch protocol over HTTP on loopback; kdns talks to it with
+`testkit/kubeapi/` serves the list/watch protocol over HTTP on loopback; kdns talks to it with
 the official `kubernetes` client (through a generated kubeconfig or `--apiserver`), and every
 assertion is a DNS query to the real server.
 """
@@ -18,8 +18,11 @@ import dns.rcode
 import pytest
 import trio
 import trio.lowlevel
-from conftest import ROOT, rrs
-from kubeapi import KubeAPI
+import trio.testing
+
+from testkit.dnswire import rrs
+from testkit.kubeapi import KubeAPI
+from testkit.repo import ROOT
 
 CL = "cluster.local"
 DEADLINE = 5.0  # how long a test waits for an answer to become what it expects
@@ -143,7 +146,7 @@ async def test_lists_are_paged(api, follow):
     assert len(pages) >= 3 and all(q.get("limit") for q in pages)
 
 
-async def test_outage_keeps_answers_and_reconciles(api, follow):
+async def test_outage_keeps_answers_and_reconciles(api, follow, caplog):
     api.apply(service("keep", "shop", "10.96.2.1"))
     api.apply(service("change", "shop", "10.96.2.2"))
     api.apply(service("gone", "shop", "10.96.2.3"))
@@ -154,11 +157,13 @@ async def test_outage_keeps_answers_and_reconciles(api, follow):
     api.delete("Service", "shop", "gone")
     api.apply(service("new", "shop", "10.96.2.4"))
     api.compact()
-    for _ in range(5):  # during the outage: the last known state, nothing wrong, nothing lost
-        assert rrs((await server.query(f"keep.shop.svc.{CL}")).answer) == {a(f"keep.shop.svc.{CL}", "10.96.2.1")}
-        assert rrs((await server.query(f"change.shop.svc.{CL}")).answer) == {a(f"change.shop.svc.{CL}", "10.96.2.2")}
-        assert rrs((await server.query(f"gone.shop.svc.{CL}")).answer) == {a(f"gone.shop.svc.{CL}", "10.96.2.3")}
-        await trio.sleep(0.1)
+    with caplog.at_level(logging.WARNING, logger="kdns"), trio.fail_after(DEADLINE):
+        while not any("retrying in" in r.getMessage() for r in caplog.records):  # kdns has seen the outage
+            await trio.sleep(0.02)
+    # During the outage: the last known state, nothing wrong, nothing lost.
+    assert rrs((await server.query(f"keep.shop.svc.{CL}")).answer) == {a(f"keep.shop.svc.{CL}", "10.96.2.1")}
+    assert rrs((await server.query(f"change.shop.svc.{CL}")).answer) == {a(f"change.shop.svc.{CL}", "10.96.2.2")}
+    assert rrs((await server.query(f"gone.shop.svc.{CL}")).answer) == {a(f"gone.shop.svc.{CL}", "10.96.2.3")}
     api.up()
     await eventually(server, f"gone.shop.svc.{CL}", "A", rcode(dns.rcode.NXDOMAIN), timeout=10)
     assert rrs((await server.query(f"change.shop.svc.{CL}")).answer) == {a(f"change.shop.svc.{CL}", "10.96.2.20")}
@@ -204,20 +209,23 @@ async def test_unchanged_objects_change_nothing(api, follow):
     assert after == serial + 1, "only the new Service bumped the serial"
 
 
-async def test_servfail_until_the_first_sync(api, kdns, caplog):
+async def test_servfail_until_the_first_sync(api, kdns, caplog, clock):
     """Before the first sync: SERVFAIL (never NXDOMAIN), not synced, and after the startup
-    timeout a warning; then the right answers."""
+    timeout (trio's clock, moved on by the test) a warning; then the right answers."""
     api.apply(service("web", "shop", "10.96.1.1"))
     api.hold()
     try:
-        server = await kdns(args=["--apiserver", api.url, "--startup-timeout", "0.2"])
-        for _ in range(3):
+        server = await kdns(args=["--apiserver", api.url, "--startup-timeout", "30"])
+        await trio.to_thread.run_sync(api.wait_for_held)
+        for timed_out in (False, True):
             reply = await server.query(f"web.shop.svc.{CL}")
             assert reply.rcode() == dns.rcode.SERVFAIL
             assert (await server.query(f"nope.shop.svc.{CL}")).rcode() == dns.rcode.SERVFAIL
             assert not server.server.synced
-            await trio.sleep(0.15)
-        assert any("not synced with" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+            warned = [r for r in caplog.records if "not synced with" in r.getMessage() and r.levelname == "WARNING"]
+            assert bool(warned) == timed_out
+            clock.jump(30)  # the startup timeout passes
+            await trio.testing.wait_all_tasks_blocked()
     finally:
         api.release()
     await eventually(server, f"web.shop.svc.{CL}", "A", answers(a(f"web.shop.svc.{CL}", "10.96.1.1")))
@@ -226,6 +234,10 @@ async def test_servfail_until_the_first_sync(api, kdns, caplog):
 
 
 async def test_errors_back_off_with_one_line_each(api, follow, caplog):
+    """Each failure of the API is one warning line, without a traceback, saying what failed and
+    how long kdns waits: delays double from 0.25 s, each jittered down to as little as half.
+    Once a list succeeds the next failure waits 0.25 s at most again (the rest of the rule, the
+    5 s cap and a watch that stayed open, is tests/test_backoff.py's, with a given clock)."""
     api.apply(service("web", "shop", "10.96.1.1"))
     api.fail_next(3, 503, kinds=("Service",))
     with caplog.at_level(logging.WARNING, logger="kdns"):
@@ -237,46 +249,27 @@ async def test_errors_back_off_with_one_line_each(api, follow, caplog):
         message = record.getMessage()
         assert message.startswith("services: HTTP 503") and "retrying in" in message, message
         assert record.exc_info is None, "expected errors are logged without a traceback"
+    for delay, longest in zip(retry_delays(failures), (0.25, 0.5, 1.0), strict=True):
+        assert longest / 2 - 0.05 <= delay <= longest + 0.05, [r.getMessage() for r in failures]
 
-
-async def test_backoff_starts_afresh_once_the_api_is_healthy_again(api, follow):
-    """A long outage grows the retry delay (to seconds); once the watches have been open a
-    while, a later blip (watches dropped) is followed within a second again, not after the
-    delay the old outage had reached."""
-    api.apply(service("web", "shop", "10.96.1.1"))
-    server = await follow()
-    api.down()
-    await trio.sleep(4.0)  # retries at about 0.25, 0.5, 1, 2 s: the next delay would be seconds
-    api.up()
-    with trio.fail_after(DEADLINE):
-        while api.watchers("Service") < 1:
-            await trio.sleep(0.05)
-    await trio.sleep(2.5)  # open long enough to count as healthy
-    api.drop_watches()
-    api.apply(service("web", "shop", "10.96.1.2"))
-    name = f"web.shop.svc.{CL}"
-    await eventually(server, name, "A", answers(a(name, "10.96.1.2")), timeout=1.0)
-
-
-async def test_retry_delay_stops_growing_at_5_seconds(api, follow, caplog):
-    """However long the API keeps failing, kdns tries again at least every 5 s: the delays
-    it logs double from 0.25 s (each jittered down to as little as half) and stop at 5 s.
-    Uncapped, the 7th delay after a 503 would be 8 s or more; it is logged as soon as the 6th
-    retry fails, about 10 s in. (The dropped watch may count as the first failure.)"""
-    api.apply(service("web", "shop", "10.96.1.1"))
-    await follow()
+    # The list that ended the outage starts the delays afresh: the next failure (the dropped
+    # watch, or the 503 after it) waits 0.25 s at most, not the 2 s the outage had reached.
+    seen = len(caplog.records)
     with caplog.at_level(logging.WARNING, logger="kdns"):
-        api.fail_next(7, 503, kinds=("Service",))
+        api.fail_next(1, 503, kinds=("Service",))
         api.drop_watches()
-        delays: list[float] = []
-        with trio.fail_after(20):
-            while len(delays) < 7:
-                await trio.sleep(0.1)
-                delays = [float(m.group(1)) for r in caplog.records if r.name == "kdns.kubernetes"
-                          if (m := re.search(r"^services: HTTP 503.*retrying in ([\d.]+)s$", r.getMessage()))]
-    assert delays[0] <= 0.5 + 0.05, delays  # it starts small
-    assert max(delays) <= 5.0 + 0.05, delays  # and never waits longer than 5 s
-    assert delays[6] >= 2.5 - 0.05, delays  # the cap was reached: at least half of it
+        with trio.fail_after(DEADLINE):
+            while not (later := [r for r in caplog.records[seen:] if "retrying in" in r.getMessage()]):
+                await trio.sleep(0.02)
+    assert retry_delays(later)[0] <= 0.25 + 0.05, [r.getMessage() for r in later]
+    name = f"web.shop.svc.{CL}"
+    api.apply(service("web", "shop", "10.96.1.2"))
+    await eventually(server, name, "A", answers(a(name, "10.96.1.2")))
+
+
+def retry_delays(records: list[logging.LogRecord]) -> list[float]:
+    """The delays of kdns's 'retrying in N.Ns' warnings."""
+    return [float(m.group(1)) for r in records if (m := re.search(r"retrying in ([\d.]+)s$", r.getMessage()))]
 
 
 async def test_namespaces_and_labels_filter(api, follow):

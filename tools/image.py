@@ -12,7 +12,7 @@ found nor pulled, it fails with one line saying so.
 
 check: builds, then runs the image as config/kubernetes/deployment.yaml does (read-only root,
 UID 65532, every capability dropped, a 170 MiB memory limit) next to a fake API server
-(tests/kubeapi.py, holding the demo cluster, in a second container sharing its network
+(testkit/kubeapi/, holding the demo cluster, in a second container sharing its network
 namespace, as a pod's containers do), so kdns lists and watches through the kubernetes client
 inside the image. Its resolv.conf names only 127.0.0.1: a forwarded name cannot leave the
 machine. It checks, failing with a message on the first difference:
@@ -159,7 +159,7 @@ def build(engine: str, tag: str) -> int:
 API_SERVER = f"""
 import sys, time, yaml
 sys.path.insert(0, "/check")
-from kubeapi import KubeAPI
+from testkit.kubeapi import KubeAPI
 api = KubeAPI(port={API_PORT}).start()
 with open("/check/demo-cluster.yaml", encoding="utf-8") as f:
     for doc in yaml.safe_load_all(f):
@@ -265,7 +265,7 @@ def check(engine: str, tag: str) -> None:
             # The pod's network namespace belongs to the API server's container; only loopback
             # ports are published.
             run([engine, "run", "-d", "--name", pod, *confined, "-v", f"{resolv}:/etc/resolv.conf:ro",
-                 "-v", f"{ROOT / 'tests' / 'kubeapi.py'}:/check/kubeapi.py:ro",
+                 "-v", f"{ROOT / 'testkit'}:/check/testkit:ro",
                  "-v", f"{ROOT / 'config' / 'demo-cluster.yaml'}:/check/demo-cluster.yaml:ro",
                  *[arg for port in ("5353/udp", "5353/tcp", "8080/tcp", "8181/tcp") for arg in ("-p", f"127.0.0.1::{port}")],
                  "--no-healthcheck", "--entrypoint", "python", tag, "-c", API_SERVER])

@@ -23,11 +23,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kdns.corefile.configmap import read_manifest
+from kdns.corefile.disk import DiskReader
 from kdns.corefile.keys import DNS_PORT, parse_key, reverse_zones
 from kdns.corefile.kubedns import from_kube_dns
 from kdns.corefile.model import Corefile, CorefileError, Directive, Origin, ServerBlock, ServerKey
 from kdns.corefile.parser import Limits, Parser
-from kdns.corefile.disk import DiskReader
 from kdns.corefile.reader import MemoryReader, Reader, ReadError
 
 __all__ = [

@@ -25,6 +25,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import yaml
 
@@ -130,9 +131,11 @@ def _configmaps(docs: list[object], path: str, errors: list[CorefileError]) -> l
     return out
 
 
-def _configmap(item: dict, where: str, path: str, errors: list[CorefileError]) -> _ConfigMap | None:
+def _configmap(item: dict[str, Any], where: str, path: str, errors: list[CorefileError]) -> _ConfigMap | None:
     meta = item.get("metadata")
-    name = meta.get("name") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        meta = {}
+    name = meta.get("name")
     if not isinstance(name, str) or not name:
         errors.append(CorefileError(Origin(path, 0), f"{where}: a ConfigMap without metadata.name"))
         return None

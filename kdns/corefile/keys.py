@@ -96,7 +96,7 @@ def reverse_zones(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[st
     """The reverse zones that together cover `net`, split on label boundaries like CoreDNS."""
     step = 8 if net.version == 4 else 4
     prefix = -(-net.prefixlen // step) * step
-    subnets = [net] if prefix == net.prefixlen else list(net.subnets(new_prefix=prefix))
+    subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = [net] if prefix == net.prefixlen else list(net.subnets(new_prefix=prefix))
     return [_reverse(sub, step) for sub in subnets]
 
 
@@ -119,8 +119,8 @@ def _canonical_host(host: str) -> str:
 def check_overlaps(blocks: list[ServerBlock], errors: list[CorefileError]) -> None:
     """CoreDNS's rule: each zone:port (per transport) is served by one block per listen address,
     and an unbound block (no `bind`) takes every address. Blocks with a `view` may share."""
-    registered: dict[tuple, ServerKey] = {}
-    unbound: dict[tuple, ServerKey] = {}
+    registered: dict[tuple[str, str, str, int], ServerKey] = {}  # (transport, zone, host, port)
+    unbound: dict[tuple[str, str, int], ServerKey] = {}  # (transport, zone, port)
     for block in blocks:
         hosts = [_canonical_host(h) for h in block.listen_hosts]
         for key in block.keys:

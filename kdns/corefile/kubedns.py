@@ -39,6 +39,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from kdns.corefile.keys import DNS_PORT, check_overlaps, normalise_zone
 from kdns.corefile.model import Corefile, CorefileError, Directive, Origin, ServerBlock, ServerKey
@@ -103,7 +104,7 @@ def from_kube_dns(data: Mapping[str, object], *, label: Callable[[str], str] = _
     return Corefile(tuple(blocks), tuple(errors), tuple(warnings))
 
 
-class _Pairs(list):
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object as its (key, value) pairs, in order, duplicates kept."""
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from kdns.corefile.model import CorefileError, Origin
 
@@ -146,7 +147,7 @@ class TokenStream:
     """The token stream; `push` splices an import's tokens in at the current position."""
 
     def __init__(self) -> None:
-        self._frames: list[list] = []
+        self._frames: list[list[Any]] = []  # [tokens, index of the next one]
         self.prev: Token | None = None
 
     def push(self, tokens: list[Token]) -> None:
@@ -158,7 +159,8 @@ class TokenStream:
         while frames:
             tokens, i = frames[-1]
             if i < len(tokens):
-                return tokens[i]
+                tok: Token = tokens[i]
+                return tok
             frames.pop()
         return None
 

@@ -114,7 +114,9 @@ class Parser:
     def _rest_of_line(self) -> list[Token]:
         out = []
         while self.s.continues_line():
-            out.append(self.s.take())
+            tok = self.s.take()
+            assert tok is not None  # continues_line() saw it
+            out.append(tok)
         return out
 
     def _skip_block(self) -> None:
@@ -257,12 +259,13 @@ class Parser:
             text = text.removesuffix(",")
             if text:
                 keys.append((text, tok))
-            if self.s.peek() is None:
+            nxt = self.s.peek()
+            if nxt is None:
                 if expecting:
                     self._error(tok, "the file ends after a ',' that promises another server key")
                 break
             if not expecting and not self.s.continues_line():
-                if self.s.peek().text == "{":
+                if nxt.text == "{":
                     opened = self.s.take()
                 break
         if not keys:
@@ -343,6 +346,7 @@ class Parser:
         block: tuple[Directive, ...] | None = None
         while self.s.continues_line():
             tok = self.s.peek()
+            assert tok is not None  # continues_line() saw it
             if tok.text == "}":
                 self._closer_on_line(tok, inside)
                 break
@@ -355,8 +359,9 @@ class Parser:
             origins.append(tok.origin)
             if tok.text == "\\" and not tok.quoted and not self.s.continues_line():
                 self._warn(tok, f"a '\\' at the end of a line does not continue it: CoreDNS passes '\\' to {name!r} as an argument")
-        if self.s.peek() is not None and self.s.peek().text == "{" and not self.s.continues_line() and inside != "block":
-            self._error(self.s.peek(), f"'{{' must be on the same line as the directive it opens ({name!r})")
+        nxt = self.s.peek()
+        if nxt is not None and nxt.text == "{" and not self.s.continues_line() and inside != "block":
+            self._error(nxt, f"'{{' must be on the same line as the directive it opens ({name!r})")
             self.s.take()
             self._skip_block()
         return Directive(name, tuple(args), name_tok.origin, block, tuple(origins))
@@ -371,6 +376,7 @@ class Parser:
     def _after_close(self, inside: str) -> None:
         while self.s.continues_line():
             tok = self.s.peek()
+            assert tok is not None  # continues_line() saw it
             if tok.text == "}":
                 self._closer_on_line(tok, inside)
                 return

@@ -123,10 +123,11 @@ class Forwarder:
             return wire.upstream_failure(query, REFUSED)
         entry, fresh = self.cache.get(key)
         if fresh:
+            assert entry is not None  # fresh: found
             if self.cache.due_for_refresh(entry) and self._nursery is not None:
                 entry.refreshing = True
                 self._nursery.start_soon(self._refresh, key, uq.question, do, cd, upstreams, uq.zones)
-            return self._render(entry.answer, uq, time.monotonic() - entry.stored)
+            return self._render(entry.answer, uq, self.cache.clock() - entry.stored)  # the clock that stored it
         answer = await self._resolve(key, uq.question, do, cd, upstreams, uq.zones)
         if answer is None:
             if entry is not None:  # every upstream failed: serve stale (RFC 8767)

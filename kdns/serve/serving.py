@@ -99,7 +99,7 @@ class Serving:
         if udp:
             hit = responder.replayed(data)
             if hit is not None:  # counted under its key, untimed, as the C part does
-                stats.counts[hit[1]] += 1
+                stats.counts[hit[1]] += 1  # the key responder.replay_key made
                 return self._deliver(data, peer, stats, hit[0])
         if started is None:
             started = time.perf_counter()
@@ -117,7 +117,7 @@ class Serving:
                 return Pending(data, peer, stats, started, upstream=reply)
             else:
                 reply = wire.upstream_failure(reply.query)
-        return self._counted(data, peer, stats, reply, started)
+        return self._counted(data, peer, stats, reply, started)  # type: ignore[arg-type]  # an UpstreamQuery went above
 
     async def finish(self, pending: Pending) -> bytes | None:
         """The reply to a `Pending` query, once its wait is over."""
@@ -125,8 +125,9 @@ class Serving:
             await trio.sleep(pending.delay)
             result = self._answer(pending.data, pending.peer, pending.stats, pending.started)
             if type(result) is not Pending:
-                return result
+                return result  # type: ignore[return-value]  # not Pending
             pending = result
+        assert pending.upstream is not None  # a Pending without a delay waits for an upstream
         reply = await self.ask_upstream(pending.upstream)
         return self._counted(pending.data, pending.peer, pending.stats, reply, pending.started)
 

@@ -169,4 +169,4 @@ class TcpServer:
         reply = self.state.answer(message, client, self.stats)
         if type(reply) is Pending:
             reply = await self.state.finish(reply)
-        return reply
+        return reply  # type: ignore[return-value]  # not Pending

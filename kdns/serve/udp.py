@@ -29,7 +29,7 @@ log = logging.getLogger("kdns.udp")
 # The C part (kdns/_udpbatch.c): recvmmsg, replay and sendmmsg in one call per batch. Optional:
 # without it (not built, or KDNS_PURE_PYTHON=1 in the environment) the loop is all Python.
 try:
-    from kdns import _udpbatch
+    from kdns import _udpbatch  # type: ignore[attr-defined]  # C, without type information
 except ImportError:
     _udpbatch = None
 

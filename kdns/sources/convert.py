@@ -63,14 +63,14 @@ class _Fields:
     def fail(self, field: str, problem: str) -> ObjectError:
         return ObjectError(self.subject, field, problem)
 
-    def mapping(self, value: Any, field: str) -> dict:
+    def mapping(self, value: Any, field: str) -> dict[str, Any]:
         if value is None:
             return {}
         if not isinstance(value, dict):
             raise self.fail(field, f"expected a mapping, got {_show(value)}")
         return value
 
-    def sequence(self, value: Any, field: str) -> list:
+    def sequence(self, value: Any, field: str) -> list[Any]:
         if value is None:
             return []
         if not isinstance(value, list):
@@ -136,12 +136,15 @@ def kind_of(obj: Any) -> Kind | None:
     return KINDS.get((api_version, kind))
 
 
-def identify(obj: dict) -> tuple[str, str, str]:
+def identify(obj: dict[str, Any]) -> tuple[str, str, str]:
     """(kind, namespace, name) as well as they can be read, for messages."""
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    kind = obj.get("kind") if isinstance(obj.get("kind"), str) else "object"
-    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else ""
-    name = meta.get("name") if isinstance(meta.get("name"), str) else ""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        meta = {}
+    kind, namespace, name = obj.get("kind"), meta.get("namespace"), meta.get("name")
+    kind = kind if isinstance(kind, str) else "object"
+    namespace = namespace if isinstance(namespace, str) else ""
+    name = name if isinstance(name, str) else ""
     if kind != "Namespace" and not namespace:
         namespace = "default"
     return kind, ("" if kind == "Namespace" else namespace), name
@@ -150,7 +153,7 @@ def identify(obj: dict) -> tuple[str, str, str]:
 Allocate = Callable[[str, str, tuple[int, ...]], tuple[str, ...]]
 
 
-def convert(obj: dict, allocate: Allocate | None = None) -> KubeObject | None:
+def convert(obj: dict[str, Any], allocate: Allocate | None = None) -> KubeObject | None:
     """The model value for one Kubernetes object, None for objects DNS does not use.
 
     `allocate(namespace, name, families)` gives addresses to a ClusterIP Service that has
@@ -178,7 +181,7 @@ def convert(obj: dict, allocate: Allocate | None = None) -> KubeObject | None:
     return _pod(f, namespace, name, obj)
 
 
-def _service(f: _Fields, namespace: str, name: str, spec: dict, allocate: Allocate | None) -> Service:
+def _service(f: _Fields, namespace: str, name: str, spec: dict[str, Any], allocate: Allocate | None) -> Service:
     type_text = f.string(spec.get("type"), "spec.type", "ClusterIP")
     if type_text not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
         raise f.fail("spec.type", f"unknown Service type {type_text!r}")
@@ -235,7 +238,7 @@ def _service(f: _Fields, namespace: str, name: str, spec: dict, allocate: Alloca
     return Service(namespace, name, ServiceType.CLUSTER_IP, cluster_ips=ips, ports=tuple(ports))
 
 
-def _external(f: _Fields, svc: Service, meta: dict, spec: dict, status: dict) -> Service:
+def _external(f: _Fields, svc: Service, meta: dict[str, Any], spec: dict[str, Any], status: dict[str, Any]) -> Service:
     """`svc` with what the external zones answer from: spec.externalIPs, then the load
     balancer's status (addresses, and hostnames for those that have no address), and the
     names of the hostname annotations (comma-separated, as external-dns reads them)."""
@@ -252,8 +255,10 @@ def _external(f: _Fields, svc: Service, meta: dict, spec: dict, status: dict) ->
             if not names.is_subdomain(host):
                 raise f.fail(f"{field}.hostname", f"not a DNS name: {entry.get('hostname')!r}")
             hosts.append(host)
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
-    wanted = []
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
+    wanted: list[str] = []
     for key in HOSTNAME_ANNOTATIONS:
         value = annotations.get(key)
         if isinstance(value, str):
@@ -264,7 +269,7 @@ def _external(f: _Fields, svc: Service, meta: dict, spec: dict, status: dict) ->
                    hostnames=tuple(dict.fromkeys(wanted))[:MAX_HOSTNAMES])
 
 
-def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict, obj: dict) -> EndpointSlice | None:
+def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict[str, Any], obj: dict[str, Any]) -> EndpointSlice | None:
     labels = f.mapping(meta.get("labels"), "metadata.labels")
     service = f.string(labels.get(SERVICE_NAME_LABEL), f"metadata.labels[{SERVICE_NAME_LABEL}]")
     address_type = f.string(obj.get("addressType"), "addressType")
@@ -309,7 +314,9 @@ def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict, obj: dict
                 port=f.port_number(port.get("port"), f"{field}.port"),
             )
         )
-    annotations = meta.get("annotations") if isinstance(meta.get("annotations"), dict) else {}
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = {}
     return EndpointSlice(namespace, name, service, family, tuple(endpoints), tuple(ports), _timestamp(annotations.get(TRIGGER_TIME)))
 
 
@@ -318,12 +325,12 @@ def _timestamp(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(value).timestamp()  # 3.11+ reads a "Z" suffix as UTC
     except ValueError:
         return None
 
 
-def _pod(f: _Fields, namespace: str, name: str, obj: dict) -> Pod:
+def _pod(f: _Fields, namespace: str, name: str, obj: dict[str, Any]) -> Pod:
     spec = f.mapping(obj.get("spec"), "spec")
     status = f.mapping(obj.get("status"), "status")
     ips = []

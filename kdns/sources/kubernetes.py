@@ -29,13 +29,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 import urllib3
 
 from kdns.config import ApiSource
-from kdns.model import Delete, Event, Kind, ObjectKey, Synced, Upsert
+from kdns.model import Delete, Event, Kind, KubeObject, ObjectKey, Synced, Upsert
 from kdns.sources import convert
+from kdns.sources.backoff import Backoff
 from kdns.sources.select import Scope
 
 log = logging.getLogger("kdns.kubernetes")
@@ -43,13 +45,6 @@ log = logging.getLogger("kdns.kubernetes")
 WATCH_TIMEOUT = 60  # seconds the API server keeps one watch open (timeoutSeconds)
 PAGE_SIZE = 500
 CONNECT_TIMEOUT = 5.0
-# Capped at 5 s (client-go: 30 s): kdns is a handful of watches, and an answer kept stale
-# for want of a retry is worse for DNS than a few more requests to a recovering server.
-BACKOFF_FIRST, BACKOFF_CAP = 0.25, 5.0
-# A watch open this long, or a whole list, shows the API server healthy again: the next
-# failure starts the backoff from BACKOFF_FIRST (an outage long ago must not slow the
-# reconnect after today's blip).
-STABLE_AFTER = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,18 +112,17 @@ class Reflector:
         self.stopping = stopping
         self._cfg = cfg
         self._api_client = None
-        self._api_exception: type[Exception] = _HttpError
-        self._known: dict[ObjectKey, object] = {}  # what was last sent for each object
+        self._api_exception: type[Any] = _HttpError  # an exception class with .status and .reason
+        self._known: dict[ObjectKey, KubeObject] = {}  # what was last sent for each object
         self._synced = False
         self._response = None
-        self._failures = 0
+        self.backoff = Backoff(random.uniform)  # when to retry after a failure (kdns/sources/backoff.py)
         self.label_selector = scope.labels.text if scope.labels and resource.kind in (Kind.SERVICE, Kind.ENDPOINT_SLICE) else None
         self.thread: threading.Thread | None = None
         self.running = False
         self.lists = 0  # complete lists (for metrics)
         self.watches = 0  # watches started
         self.last_event: float | None = None  # time.monotonic() of the last event sent
-        self._watch_opened: float | None = None  # time.monotonic() the open watch was accepted
 
     def run(self) -> None:
         """The reflector's life, in its worker thread.
@@ -168,7 +162,7 @@ class Reflector:
                     if version is None:
                         return
                 version = self._watch(version)
-                self._failures = 0
+                self.backoff.succeeded()
             except _Gone:
                 log.info("%s: resourceVersion too old (410 Gone); listing again", self.resource.label)
                 version = None
@@ -188,12 +182,7 @@ class Reflector:
     def _back_off(self, cause: str) -> None:
         if self.stopping.is_set():
             return  # the error is our own shutdown closing the connection
-        opened, self._watch_opened = self._watch_opened, None
-        if opened is not None and time.monotonic() - opened >= STABLE_AFTER:
-            self._failures = 0
-        self._failures += 1
-        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (self._failures - 1))
-        delay = random.uniform(delay / 2, delay)
+        delay = self.backoff.failed(time.monotonic())
         log.warning("%s: %s; retrying in %.1fs", self.resource.label, cause, delay)
         self.stopping.wait(delay)
 
@@ -225,7 +214,7 @@ class Reflector:
 
     def _list(self) -> str | None:
         """List every page; send the difference from what we sent before. Returns the RV."""
-        objects: dict[ObjectKey, object] = {}
+        objects: dict[ObjectKey, KubeObject] = {}
         token = None
         while True:
             response = self._call(limit=PAGE_SIZE, **({"continue": token} if token else {}))
@@ -244,7 +233,7 @@ class Reflector:
             if not token:
                 break
         self.lists += 1
-        self._failures = 0
+        self.backoff.succeeded()
         self.last_event = time.monotonic()
         # Only what differs from what was sent before: a relist of an unchanged cluster then
         # costs the serving thread nothing (the comparisons happen here, in this thread).
@@ -264,7 +253,7 @@ class Reflector:
         """Follow events until the server ends the watch; return the last resourceVersion."""
         self.watches += 1
         response = self._call(watch="true", resourceVersion=version, timeoutSeconds=WATCH_TIMEOUT, allowWatchBookmarks="true")
-        self._watch_opened = time.monotonic()
+        self.backoff.watch_opened(time.monotonic())
         try:
             for line in _lines(response):
                 event = json.loads(line)
@@ -332,7 +321,7 @@ def _cause(exc: BaseException) -> str:
     """A one-line cause for an expected network error (no traceback)."""
     reason = getattr(exc, "reason", None)
     while isinstance(reason, BaseException) and getattr(reason, "reason", None) is not None:
-        reason = reason.reason
+        reason = reason.reason  # type: ignore[attr-defined]  # getattr just found it
     text = str(reason or exc)
     return text.split(": ", 1)[-1] if "object at 0x" in text else text
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _REQUIREMENT = re.compile(
     r"""\s*(?:
@@ -40,7 +41,7 @@ class Requirement:
     op: str  # "in", "notin", "exists", "!exists"
     values: frozenset[str] = frozenset()
 
-    def matches(self, labels: dict) -> bool:
+    def matches(self, labels: dict[str, Any]) -> bool:
         if self.op == "exists":
             return self.key in labels
         if self.op == "!exists":
@@ -55,7 +56,7 @@ class Selector:
     text: str
     requirements: tuple[Requirement, ...]
 
-    def matches(self, labels: dict | None) -> bool:
+    def matches(self, labels: dict[str, Any] | None) -> bool:
         labels = labels if isinstance(labels, dict) else {}
         return all(r.matches(labels) for r in self.requirements)
 
@@ -88,9 +89,11 @@ class Scope:
     namespaces: frozenset[str] | None = None  # None: every namespace
     labels: Selector | None = None
 
-    def admits(self, obj: dict, kind: str) -> bool:
+    def admits(self, obj: dict[str, Any], kind: str) -> bool:
         """Whether this raw object is served (`kind` as in the manifest: "Service"...)."""
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        meta = obj.get("metadata")
+        if not isinstance(meta, dict):
+            meta = {}
         if self.namespaces is not None:
             namespace = meta.get("name") if kind == "Namespace" else (meta.get("namespace") or "default")
             if namespace not in self.namespaces:

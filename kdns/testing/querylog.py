@@ -92,7 +92,7 @@ class QueryLog(list[Query]):
                 self._changed.wait(left)
 
     async def wait_for_async(
-        self, name: str = "*", qtype: str | None = None, *, count: int = 1, timeout: float = WAIT_TIMEOUT,
+        self, name: str = "*", qtype: str | None = None, *, count: int = 1, timeout: float = WAIT_TIMEOUT,  # noqa: ASYNC109 - wait_for's arguments, for trio and asyncio tests alike  # noqa: ASYNC109 - wait_for's arguments, for trio and asyncio tests alike
         namespace: str | None = None,
     ) -> Query:
         """`wait_for` for async tests (trio or asyncio): awaits, so that the code under test

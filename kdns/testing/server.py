@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from kdns.app import Server
     from kdns.config import ServeConfig
 
+if TYPE_CHECKING:  # imported where used: importing kdns.testing starts nothing
+    import trio
+
+    from kdns.app import Server
+
 DEFAULT_ZONE = default("zone")[0]
 START_TIMEOUT = 10.0
 CALL_TIMEOUT = 10.0
@@ -69,6 +74,7 @@ class KdnsServer:
         self.external_zones = [external_zone] if isinstance(external_zone, str) else list(external_zone)
         # A closed world: a name outside the cluster that no `record()` gives is NXDOMAIN, as
         # in a pod whose cluster cannot reach it (`upstream()` opens the way out).
+        self._ttl = ttl
         self._options = {"zone": [self.zone], "ttl": ttl, "pods": pods, "listen": [f"{host}:0"], "outside-names": "nxdomain",
                          "external-zone": self.external_zones}
         self._records: dict[str, dict[int, Any]] = {}  # name -> type -> its Rrset (record())
@@ -110,7 +116,7 @@ class KdnsServer:
         return self
 
     def stop(self) -> None:
-        if self._token is not None and self._thread is not None and self._thread.is_alive():
+        if self._token is not None and self._stop is not None and self._thread is not None and self._thread.is_alive():
             self._token.run_sync_soon(self._stop.set)
             self._thread.join(START_TIMEOUT)
         self._token = None
@@ -129,9 +135,9 @@ class KdnsServer:
         async def main() -> None:
             self._stop = trio.Event()
             async with trio.open_nursery() as nursery:
-                bound = await nursery.start(self._server.serve)
+                bound = await nursery.start(self._live.serve)
                 self.port = bound[0].address.port
-                self._server.state.tap = self._tap
+                self._live.state.tap = self._tap
                 self._token = trio.lowlevel.current_trio_token()
                 self._ready.set()
                 await self._stop.wait()
@@ -142,6 +148,12 @@ class KdnsServer:
         except BaseException as exc:  # noqa: BLE001 - reported to the thread that waits for the start
             self._error = exc
             self._ready.set()
+
+    @property
+    def _live(self) -> Server:
+        if self._server is None:
+            raise RuntimeError("the kdns test server is not running")
+        return self._server
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         """Run `fn` in the server's trio thread and wait for it (safe from any thread, even
@@ -195,7 +207,7 @@ class KdnsServer:
                 if isinstance(obj, Service):
                     self._allocator.reserve(obj.cluster_ips)  # never hand out an address given by hand
                 events.append(Upsert(obj))
-        self._call(lambda: self._server.apply_now(events))
+        self._call(lambda: self._live.apply_now(events))
 
     def load(self, path_or_yaml: str | Path) -> None:
         """Apply every object of a manifest file, a directory of them (.yaml, .yml, .json, one
@@ -211,7 +223,7 @@ class KdnsServer:
         from kdns.model import Delete, Kind
 
         key = (Kind(kind), "" if kind == "Namespace" else namespace, name)
-        self._call(lambda: self._server.apply_now([Delete(key)]))
+        self._call(lambda: self._live.apply_now([Delete(key)]))
 
     def service(
         self,
@@ -256,12 +268,13 @@ class KdnsServer:
             spec["type"] = type or "LoadBalancer"
         if external_ips:
             spec["externalIPs"] = list(external_ips)
-        service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        service: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+                                   "spec": spec}
         if ingress:
             service["status"] = {"loadBalancer": {"ingress": ingress}}
         if annotations:
             service["metadata"]["annotations"] = dict(annotations)
-        objects = [service]
+        objects: list[dict[str, Any]] = [service]
         if endpoints is None:
             endpoints = 1 if headless else ()
         if isinstance(endpoints, int):
@@ -283,14 +296,14 @@ class KdnsServer:
                     "ports": [_port(p) for p in ports],
                 })
         self.apply(objects)
-        svc = self._call(lambda: self._server.index.service(namespace, name))
+        svc = self._call(lambda: self._live.index.service(namespace, name))
         return ServiceInfo(
             name, namespace, svc.cluster_ips[0] if svc and svc.cluster_ips else None, tuple(e["addresses"][0] for e in eps),
             self.zone,
         )
 
     def cluster_ip(self, name: str, namespace: str = "default") -> str | None:
-        svc = self._call(lambda: self._server.index.service(namespace, name))
+        svc = self._call(lambda: self._live.index.service(namespace, name))
         return svc.cluster_ips[0] if svc and svc.cluster_ips else None
 
     # -- names outside the cluster ------------------------------------------------------
@@ -304,7 +317,7 @@ class KdnsServer:
         label there. PTR records go on reverse names (`9.0.0.127.in-addr.arpa`). `ttl`
         defaults to the server's. Raises ValueError for a value kdns cannot serve."""
         from kdns import static
-        from kdns.model import Delete, Kind, Upsert
+        from kdns.model import Delete, Event, Kind, Upsert
 
         owner = static.owner_name(name)
         number = static.rtype_of(rtype)
@@ -317,10 +330,10 @@ class KdnsServer:
         if values == [] or values == ():
             current.pop(number, None)
         else:
-            current[number] = static.rrset(owner, number, values, self._options["ttl"] if ttl is None else ttl)
+            current[number] = static.rrset(owner, number, values, self._ttl if ttl is None else ttl)
         if not current:
             self._records.pop(owner, None)
-            events = [Delete((Kind.RECORD, "", owner))]
+            events: list[Event] = [Delete((Kind.RECORD, "", owner))]
         else:
             events = [Upsert(static.name_records(owner, current.values()))]
             self._records[owner] = current
@@ -399,8 +412,8 @@ class KdnsServer:
                 targets = [(ip, up.DEFAULT_PORT) for ip in up.parse_resolv_conf(f.read())]
 
         def switch() -> None:
-            config = self._server.config
-            self._server.reconfigure(replace(config, upstreams=tuple(targets), dns=replace(config.dns, forwarding=True)))
+            config = self._live.config
+            self._live.reconfigure(replace(config, upstreams=tuple(targets), dns=replace(config.dns, forwarding=True)))
 
         self._call(switch)
 

@@ -1,4 +1,4 @@
-"""`make bench` (run as `python perf/bench`, see __main__.py), and the helpers every benchmark
+"""`make bench` (run as `python -m perf.bench`, see __main__.py), and the helpers every benchmark
 in perf/ shares: `record`, `kdns_revision`, `missing_prerequisite`, `machine`,
 `dnsperf_version`, `log`, `percentile`, and readers of /proc for a process's CPU and memory.
 

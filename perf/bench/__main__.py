@@ -25,7 +25,7 @@ Exits non-zero with a message when a server does not start, dies, or answers dif
 from the others. Every process started is killed and the temporary directory removed.
 perf/README.md says how the query mix and dnsperf's options were chosen.
 
-Usage: python perf/bench [--services N] [--rounds N] [--duration S] [--latency-duration S]
+Usage: python -m perf.bench [--services N] [--rounds N] [--duration S] [--latency-duration S]
                          [--rate QPS] [--record]
 """
 
@@ -43,17 +43,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-# Run as `python perf/bench`, Python puts perf/bench/ first on sys.path; perf/ goes there
-# instead, so that the package's modules are imported once, as `bench.*`.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(HERE.parent))
-
-from bench import dnsperf_version, kdns_revision, log, machine, missing_prerequisite, percentile, record
-from bench.check import check_answers
-from bench.cluster import Inputs, mix, write_inputs
-from bench.dnsperf import DNSPERF_OPTIONS, Run, dnsperf
-from bench.servers import CLIENT_CORE, SERVER_CORE, BenchError, Server, find_knotd, make_servers, wait_ready
+from perf.bench import dnsperf_version, kdns_revision, log, machine, missing_prerequisite, percentile, record
+from perf.bench.check import check_answers
+from perf.bench.cluster import Inputs, mix, write_inputs
+from perf.bench.dnsperf import DNSPERF_OPTIONS, Run, dnsperf
+from perf.bench.servers import CLIENT_CORE, SERVER_CORE, BenchError, Server, find_knotd, make_servers, wait_ready
 
 DNSLIB_LATENCY_RATE = 1_500  # about half of what dnslib's threaded server answers flat out here
 CHECK_SAMPLE = 1_000
@@ -195,7 +189,7 @@ def report(args: argparse.Namespace, res: Results) -> str:
     return f"""## Throughput and latency: kdns, knot, dnslib ({time.strftime('%Y-%m-%d')})
 
 Machine: {machine()}; {versions()}; kdns at {res.revision}.
-Command: `python perf/bench --services {args.services} --rounds {args.rounds} --duration {args.duration:g} --latency-duration {args.latency_duration:g} --rate {args.rate}`
+Command: `python -m perf.bench --services {args.services} --rounds {args.rounds} --duration {args.duration:g} --latency-duration {args.latency_duration:g} --rate {args.rate}`
 
 * Cluster: {args.services:,} Services (10% headless with 5 endpoints, 1% ExternalName, the rest ClusterIP with 2 endpoints;
   ports http/80 and grpc/9090), as manifests for kdns and as zone files with the same records for knot and dnslib.

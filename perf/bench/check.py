@@ -10,8 +10,8 @@ import dns.exception
 import dns.message
 import dns.rcode
 
-from bench import cluster
-from bench.servers import BenchError, Server, ask
+from perf.bench import cluster
+from perf.bench.servers import BenchError, Server, ask
 
 
 def answer_class(reply: dns.message.Message) -> str:

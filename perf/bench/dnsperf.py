@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.servers import CLIENT_CORE, BenchError, Server, die_with_parent
+from perf.bench.servers import CLIENT_CORE, BenchError, Server, die_with_parent
 
 # Options for every throughput run, the same for each server (perf/README.md says how
 # they were chosen): 2 client threads, 2 sockets, 100 queries in flight, 1 s timeout.

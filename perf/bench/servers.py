@@ -23,7 +23,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from bench import ROOT, cluster, cpu_seconds, status_kb
+from perf.bench import ROOT, cluster, cpu_seconds, status_kb
 
 HERE = Path(__file__).resolve().parent
 SERVER_CORE, CLIENT_CORE = "1", "0"

@@ -1,4 +1,4 @@
-"""`make soak` (run as `python perf/soak`, see __main__.py), one module per job:
+"""`make soak` (run as `python -m perf.soak`, see __main__.py), one module per job:
 
 * `cluster`: the Services in the test API server and the changes made to them (`Churn`);
 * `expected`: what kdns must answer for each name at any moment;

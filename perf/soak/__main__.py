@@ -3,12 +3,12 @@ the upstream fail on a schedule and bad packets arrive; answers checked all alon
 
 The run, all on 127.0.0.1:
 
-1. A cluster in the test API server of tests/kubeapi.py, in this process (`--services`,
+1. A cluster in the test API server of testkit/kubeapi/, in this process (`--services`,
    default 300: ClusterIP with endpoints, 10% headless, 5% of those with StatefulSet
    hostnames, a few ExternalName inside and outside the cluster; perf/soak/cluster.py), and
-   the stub upstream of tests/stubdns.py in a thread of its own, holding the outside names.
+   the stub upstream of testkit/stubdns.py in a thread of its own, holding the outside names.
 2. `kdns serve --apiserver URL --listen 127.0.0.1:0 --upstream 127.0.0.1:U --stub-domain
-   hostile.test=127.0.0.2:H --metrics 127.0.0.1:0 --lameduck 0` (H: tests/hostiledns.py's
+   hostile.test=127.0.0.2:H --metrics 127.0.0.1:0 --lameduck 0` (H: testkit/hostiledns.py's
    hostile upstream, in a thread), pinned to core 1; dnsperf pinned to core 0 (as this process)
    at `--rate` queries/s (`-Q`, default 20,000) for the whole run, in `--chunk`-second runs
    back to back (default 30), each with `-v` so that every query's latency is known. The
@@ -40,7 +40,7 @@ check query went unanswered outside an upstream fault, or kdns died; 2 if the so
 run. Every process and thread started is stopped on the way out (also on Ctrl-C and SIGTERM;
 kdns and dnsperf also get a signal if this process is killed outright).
 
-Usage: python perf/soak [--minutes N] [--rate QPS] [--services N] [--churn-rate N]
+Usage: python -m perf.soak [--minutes N] [--rate QPS] [--services N] [--churn-rate N]
                         [--chunk S] [--record] [--log PATH] [--baseline]
 """
 
@@ -49,19 +49,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-# Run as `python perf/soak`, Python puts perf/soak/ first on sys.path; perf/ goes there
-# instead, so that the package's modules are imported once, as `soak.*` (and bench's as `bench.*`).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-sys.path.insert(0, str(HERE.parent))
-
-from bench import log, record
-
-from soak import SoakError
-from soak.report import readme_row, report
-from soak.run import run
+from perf.bench import log, record
+from perf.soak import SoakError
+from perf.soak.report import readme_row, report
+from perf.soak.run import run
 
 
 def main() -> None:

@@ -16,12 +16,12 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import dns.reversename
-from bench import log
 
-from soak import cluster as soak_cluster
-from soak.expected import GRACE, Expected
-from soak.faults import Faults
-from soak.server import Kdns
+from perf.bench import log
+from perf.soak import cluster as soak_cluster
+from perf.soak.expected import GRACE, Expected
+from perf.soak.faults import Faults
+from perf.soak.server import Kdns
 
 CHECK_TIMEOUT = 3.0  # per try; three tries
 

@@ -26,9 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from bench import cluster as bench_cluster
-
-from soak.expected import Answer, Expected
+from perf.bench import cluster as bench_cluster
+from perf.soak.expected import Answer, Expected
 
 ZONE = "cluster.local"
 NAMESPACES = 6

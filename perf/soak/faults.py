@@ -14,15 +14,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bench import log
-
-from soak import abuse, hostile
-from soak.expected import Health
-from soak.server import Kdns
-from soak.upstream import Upstream
+from perf.bench import log
+from perf.soak import abuse, hostile
+from perf.soak.expected import Health
+from perf.soak.server import Kdns
+from perf.soak.upstream import Upstream
 
 if TYPE_CHECKING:
-    from kubeapi import KubeAPI
+    from testkit.kubeapi import KubeAPI
 
 UPSTREAM_GRACE = 10.0  # after an upstream fault, outside names may still fail this long
 WATCHED = ("Namespace", "Service", "EndpointSlice")

@@ -18,12 +18,10 @@ from __future__ import annotations
 import re
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dns.edns
 import dns.flags
@@ -32,12 +30,8 @@ import dns.query
 import dns.rcode
 import trio
 
-from soak.upstream import fixed_port
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from hostiledns import EVIL, INJECTED_CLUSTER_NAMES, HostileDNS, bomb_name
+from perf.soak.upstream import fixed_port
+from testkit.hostiledns import EVIL, INJECTED_CLUSTER_NAMES, HostileDNS, bomb_name
 
 HOST = "127.0.0.2"
 ZONE = "hostile.test"

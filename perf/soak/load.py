@@ -15,9 +15,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from soak import CLIENT_CORE, SoakError
+from perf.bench import ROOT
+from perf.soak import CLIENT_CORE, SoakError
 
-HERE = Path(__file__).resolve().parent
 DNSPERF_OPTIONS = ["-T", "2", "-c", "2", "-q", "500", "-t", "2", "-v"]
 
 
@@ -102,8 +102,8 @@ class Load(threading.Thread):
 
 def parse_chunk(path: Path, start: float, seconds: float, rate: int) -> Chunk:
     """dnsperf's summary and per-query latencies (perf/soak/parse.py, run at nice 19 on core 0)."""
-    argv = ["nice", "-n", "19", "taskset", "-c", str(CLIENT_CORE), sys.executable, str(HERE / "parse.py"), str(path), str(rate)]
-    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=300)
+    argv = ["nice", "-n", "19", "taskset", "-c", str(CLIENT_CORE), sys.executable, "-m", "perf.soak.parse", str(path), str(rate)]
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
     if done.returncode != 0:
         raise SoakError(f"cannot parse dnsperf's output: {done.stderr[-2000:]}")
     out = json.loads(done.stdout)

@@ -1,7 +1,7 @@
 """Summarise one dnsperf `-v` output file; run by the soak (load.py) as a child at nice 19, so
 that reading 600,000 lines does not take core 0 from the dnsperf run going on meanwhile.
 
-    python perf/soak/parse.py FILE RATE  ->  one JSON object on stdout
+    python -m perf.soak.parse FILE RATE  ->  one JSON object on stdout
 
 Lines "> RCODE name type seconds" are the answered queries, in the order they came back;
 queries leave at RATE a second, so each RATE lines are about one second of the run.
@@ -14,11 +14,8 @@ import json
 import re
 import sys
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # perf/, for perf/bench
-
-from bench import percentile
+from perf.bench import percentile
 
 
 def summarise(path: str, rate: int) -> dict:

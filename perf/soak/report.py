@@ -8,15 +8,14 @@ import statistics
 import time
 from collections import Counter
 
-from bench import dnsperf_version, machine
-from bench.cluster import mix
-
-from soak import CLIENT_CORE, SERVER_CORE
-from soak import cluster as soak_cluster
-from soak.faults import API_FAULTS, CYCLE, SCHEDULE, UPSTREAM_FAULTS, window_end
-from soak.load import DNSPERF_OPTIONS
-from soak.run import SAMPLE_EVERY, Results
-from soak.server import KDNS_COMMAND
+from perf.bench import dnsperf_version, machine
+from perf.bench.cluster import mix
+from perf.soak import CLIENT_CORE, SERVER_CORE
+from perf.soak import cluster as soak_cluster
+from perf.soak.faults import API_FAULTS, CYCLE, SCHEDULE, UPSTREAM_FAULTS, window_end
+from perf.soak.load import DNSPERF_OPTIONS
+from perf.soak.run import SAMPLE_EVERY, Results
+from perf.soak.server import KDNS_COMMAND
 
 
 def us(x: float) -> str:
@@ -148,11 +147,11 @@ def report(res: Results) -> str:
     ]
     lines = [f"## Soak: {header} ({time.strftime('%Y-%m-%d')})", "",
              f"Machine: {machine()}; dnsperf {dnsperf_version()}; kdns at {res.revision}.",
-             (f"Command: `python perf/soak --minutes {args.minutes:g} --rate {args.rate} --services {args.services} "
+             (f"Command: `python -m perf.soak --minutes {args.minutes:g} --rate {args.rate} --services {args.services} "
              f"--churn-rate {args.churn_rate:g} --chunk {args.chunk:g}{' --baseline' if args.baseline else ''}`"),
              "",
-             (f"* Cluster in the test API server (tests/kubeapi.py): {res.cluster}; plus {soak_cluster.CHURN_NAMES} `churn-K` names "
-             f"that come and go. kdns: `{KDNS_COMMAND}`, pinned to core {SERVER_CORE}; upstream: tests/stubdns.py in a thread, "
+             (f"* Cluster in the test API server (testkit/kubeapi/): {res.cluster}; plus {soak_cluster.CHURN_NAMES} `churn-K` names "
+             f"that come and go. kdns: `{KDNS_COMMAND}`, pinned to core {SERVER_CORE}; upstream: testkit/stubdns.py in a thread, "
              f"holding the outside names."),
              (f"* Load: `taskset -c {CLIENT_CORE} dnsperf -Q {args.rate} {' '.join(DNSPERF_OPTIONS)} -l {args.chunk:g}` back to back "
              f"({len(chunks)} runs, {loaded:.0f} s of {res.seconds:.0f} s); {len(res.queries):,} query lines, "

@@ -9,7 +9,6 @@ import contextlib
 import math
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -17,21 +16,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import CLK_TCK, kdns_revision, log, missing_prerequisite
-
-from soak import CLIENT_CORE, SoakError, abuse, hostile
-from soak import cluster as soak_cluster
-from soak.checks import Check, Checker
-from soak.expected import GRACE, Expected, Health
-from soak.faults import API_FAULTS, CYCLE, Fault, Faults, schedule
-from soak.load import Chunk, Load
-from soak.server import Kdns, LogLine
-from soak.upstream import Upstream
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from kubeapi import KubeAPI
+from perf.bench import CLK_TCK, kdns_revision, log, missing_prerequisite
+from perf.soak import CLIENT_CORE, SoakError, abuse, hostile
+from perf.soak import cluster as soak_cluster
+from perf.soak.checks import Check, Checker
+from perf.soak.expected import GRACE, Expected, Health
+from perf.soak.faults import API_FAULTS, CYCLE, Fault, Faults, schedule
+from perf.soak.load import Chunk, Load
+from perf.soak.server import Kdns, LogLine
+from perf.soak.upstream import Upstream
+from testkit.kubeapi import KubeAPI
 
 SAMPLE_EVERY = 5.0
 QUERY_LINES = 100_000

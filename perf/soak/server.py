@@ -15,11 +15,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import ROOT
-from bench import cpu_seconds as process_cpu_seconds
-from bench import status_kb as process_status_kb
-
-from soak import SERVER_CORE, SoakError
+from perf.bench import ROOT
+from perf.bench import cpu_seconds as process_cpu_seconds
+from perf.bench import status_kb as process_status_kb
+from perf.soak import SERVER_CORE, SoakError
 
 START_TIMEOUT = 30.0
 # How the soak starts kdns (API server, upstream and ports are its own), as the report shows it.
@@ -46,7 +45,7 @@ class Kdns:
     def __init__(self, api_url: str, upstream_port: int, log_path: Path | None, hostile_port: int) -> None:
         self.argv = [sys.executable, "-m", "kdns", "serve", "--apiserver", api_url, "--listen", "127.0.0.1:0",
                      "--upstream", f"127.0.0.1:{upstream_port}", "--stub-domain", f"hostile.test=127.0.0.2:{hostile_port}",
-                     "--metrics", "127.0.0.1:0", "--lameduck", "0"]
+                     "--metrics", "127.0.0.1:0", "--lameduck", "0", "--print-address"]
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.lines: list[LogLine] = []
@@ -60,9 +59,10 @@ class Kdns:
     def start(self) -> None:
         wrap = ["setpriv", "--pdeathsig", "TERM"] if shutil.which("setpriv") else []
         self.proc = subprocess.Popen([*wrap, "taskset", "-c", str(SERVER_CORE), *self.argv], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace", cwd=ROOT)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", cwd=ROOT)
         self._reader = threading.Thread(target=self._read, name="kdns-log", daemon=True)
         self._reader.start()
+        threading.Thread(target=self._read_address, name="kdns-address", daemon=True).start()
         deadline = time.monotonic() + START_TIMEOUT
         while not (self.synced.is_set() and self.port and self.metrics_port):
             if self.proc.poll() is not None:
@@ -86,12 +86,16 @@ class Kdns:
                     self.lines[-1].extra.append(raw)
                 else:
                     self.lines.append(LogLine(now, "UNSTRUCTURED", "-", raw))
-            if m and not self.port and (p := re.search(r"listening on udp 127\.0\.0\.1:(\d+)", raw)):
-                self.port = int(p.group(1))
             if m and not self.metrics_port and (p := re.search(r"listening on http 127\.0\.0\.1:(\d+)", raw)):
                 self.metrics_port = int(p.group(1))
             if m and "synced with" in raw:
                 self.synced.set()
+
+    def _read_address(self) -> None:
+        """The DNS port, from the address --print-address prints once kdns answers."""
+        line = self.proc.stdout.readline()
+        if m := re.fullmatch(r"127\.0\.0\.1:(\d+)\n", line):
+            self.port = int(m.group(1))
 
     def tail(self, n: int = 20) -> str:
         with self.lock:

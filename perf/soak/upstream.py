@@ -1,4 +1,4 @@
-"""The stub upstream of tests/stubdns.py, in a trio loop of its own thread.
+"""The stub upstream of testkit/stubdns.py, in a trio loop of its own thread.
 
 The soak's other parts are threads, so every change to the stub (mode, stop, restart) is
 made in the stub's own loop through `trio.from_thread`.
@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import random
 import socket
-import sys
 import threading
-from pathlib import Path
 
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from stubdns import StubDNS
+from testkit.stubdns import StubDNS
 
 
 def fixed_port(host: str = "127.0.0.1") -> int:

@@ -39,6 +39,8 @@ refusal stands. `dns_port` is CoreDNS's -dns.port: the port of keys that name no
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdns.corefile.keys import DNS_PORT
 from kdns.corefile.model import Corefile
 from kdns.corefile.translate.blocks import walk
@@ -53,7 +55,7 @@ def translate(corefile: Corefile, *, dns_port: int = DNS_PORT, ignore_unknown: b
     found = walk(ctx, corefile, dns_port) if corefile.blocks else {}
     config = tuple((name, tuple(value) if isinstance(value, list) else value) for name, value in ctx.options.items())
 
-    def first(field: str):
+    def first(field: str) -> Any:
         values = found.get(field) or [None]
         return values[0]
 

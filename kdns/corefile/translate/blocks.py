@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Any
 
 from kdns.corefile.keys import check_overlaps, parse_key
 from kdns.corefile.model import Corefile, CorefileError, Directive, ServerBlock, ServerKey
@@ -40,7 +41,7 @@ ONCE = {"kubernetes", "k8s_external", "autopath", "cache", "hosts", "errors", "l
 ANSWERING = {"forward", "proxy", "hosts", "template"}
 
 
-def walk(ctx: Context, corefile: Corefile, dns_port: int) -> dict:
+def walk(ctx: Context, corefile: Corefile, dns_port: int) -> dict[str, Any]:
     """Translate every block into ctx; returns {"kubernetes": ..., "forwards": [...], ...} for the Translation."""
     blocks = [b for b in (_rekey(ctx, b, dns_port) for b in corefile.blocks) if b is not None]
     overlaps: list[CorefileError] = []
@@ -65,7 +66,7 @@ def walk(ctx: Context, corefile: Corefile, dns_port: int) -> dict:
     for block in blocks:
         if block is not main and (note := _other_block(ctx, block, main, ports, hosts_, k8s_zones)):
             notes[id(block)] = note
-    found: dict = {"forwards": [], "caches": []}
+    found: dict[str, Any] = {"forwards": [], "caches": []}
     all_zones = [k.zone for b in blocks if id(b) in notes for k in b.keys]
     found["blocks"] = [ServerZones(tuple(dict.fromkeys(k.zone for k in b.keys)), b is main, b.origin)
                        for b in blocks if id(b) in notes]
@@ -109,7 +110,8 @@ def _bind(ctx: Context, block: ServerBlock) -> list[str]:
     """The addresses the block's `bind` lines give ("" for every address), explained."""
     out: list[str] = []
     for d in block.directive("bind"):
-        addrs, excepts = list(d.args), []
+        addrs = list(d.args)
+        excepts: list[str] = []
         for line in d.block or ():
             if line.name != "except" or not line.args:
                 ctx.refuse(line, "bind takes except ADDRESS... in its block")
@@ -168,7 +170,7 @@ def _other_block(ctx: Context, block: ServerBlock, main: ServerBlock, ports: lis
             "hosts, templates and forwards, not the main block's")
 
 
-def _walk_block(ctx: Context, block: ServerBlock, main: bool, found: dict) -> None:
+def _walk_block(ctx: Context, block: ServerBlock, main: bool, found: dict[str, Any]) -> None:
     info = Block(tuple(dict.fromkeys(k.zone for k in block.keys)), main, block.origin)
     for d in block.directives:
         if d.name in ONCE and d.name in info.seen:
@@ -181,9 +183,9 @@ def _walk_block(ctx: Context, block: ServerBlock, main: bool, found: dict) -> No
             if rule is not None:
                 found["forwards"].append((rule, d, slot))
         elif d.name == "cache":
-            rule = cache_mod.cache(ctx, d, info)
-            if rule is not None:
-                found["caches"].append((rule, d, slot))
+            cache_rule = cache_mod.cache(ctx, d, info)
+            if cache_rule is not None:
+                found["caches"].append((cache_rule, d, slot))
         elif d.name == "bind":
             ctx.explain(d, OPTION if main else NO_EFFECT, "listen: see the server block's line" if main
                         else "the same addresses as the main block")
@@ -199,7 +201,7 @@ def _walk_block(ctx: Context, block: ServerBlock, main: bool, found: dict) -> No
     ctx.current = None
 
 
-def _absent(ctx: Context, main: ServerBlock, found: dict) -> None:
+def _absent(ctx: Context, main: ServerBlock, found: dict[str, Any]) -> None:
     """What CoreDNS does when a directive is missing, set explicitly where kdns's default differs."""
     names = {d.name for d in main.directives}
     if "health" not in names and ctx.option("lameduck", 0.0, None, main.origin):

@@ -14,10 +14,11 @@ index), holding both kinds: the main block's `cache` sets `cache-ttl` (the succe
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from kdns.corefile.model import Directive, Origin
 from kdns.corefile.translate.context import DATA, NO_EFFECT, OPTION, WARNING, Block, Context
-from kdns.corefile.translate.values import CacheRule, Kubernetes, Prefetch
+from kdns.corefile.translate.values import CacheRule, Explanation, Kubernetes, Prefetch
 
 UNSUPPORTED = {
     "keepttl": "kdns counts the TTLs of cached answers down",
@@ -40,9 +41,10 @@ def cache(ctx: Context, d: Directive, block: Block) -> CacheRule | None:
             return None
         rule = replace(rule, zones=zones)
     for line in d.block or ():
-        rule = _line(ctx, line, rule)
-        if rule is None:
+        changed = _line(ctx, line, rule)
+        if changed is None:
             return None
+        rule = changed
     return rule
 
 
@@ -57,7 +59,7 @@ def _line(ctx: Context, line: Directive, rule: CacheRule) -> CacheRule | None:
         if cap is None or (len(args) > 1 and ttl is None) or (len(args) > 2 and low is None):
             return None
         prefix = "success" if name == "success" else "denial"
-        changes = {f"{prefix}_capacity": cap}
+        changes: dict[str, Any] = {f"{prefix}_capacity": cap}
         if ttl is not None:
             changes[f"{prefix}_ttl"] = ttl
         if low is not None:
@@ -82,7 +84,7 @@ def _line(ctx: Context, line: Directive, rule: CacheRule) -> CacheRule | None:
             return None
         amount = ctx.integer(line, args[0], 0, None, "prefetch amount")
         duration = ctx.duration(line, args[1], "prefetch duration") if len(args) > 1 else 60.0
-        pct = 10
+        pct: int | None = 10
         if len(args) > 2:
             if not args[2].endswith("%"):
                 ctx.refuse(line, f"prefetch percentage must end in %: {args[2]!r}")
@@ -116,7 +118,7 @@ def _line(ctx: Context, line: Directive, rule: CacheRule) -> CacheRule | None:
     return None
 
 
-def settle(ctx: Context, rules: list[tuple[CacheRule, Directive, list]], main: tuple[str, ...], k8s: Kubernetes | None,
+def settle(ctx: Context, rules: list[tuple[CacheRule, Directive, list[Explanation]]], main: tuple[str, ...], k8s: Kubernetes | None,
            main_origin: Origin) -> None:
     """Set kdns's cache options from the rule of the block that forwards names by default (the
     `.` block: the main block, or the one beside a main block for a narrower zone), and explain

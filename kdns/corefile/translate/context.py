@@ -61,7 +61,7 @@ class Context:
         self.current = (d, self.later())
         return self.current[1]
 
-    def _target(self, d: Directive) -> list:
+    def _target(self, d: Directive) -> list[Explanation] | list[Explanation | list[Explanation]]:
         return self.current[1] if self.current is not None and self.current[0] is d else self.entries
 
     def explain(self, d: Directive, kind: str, effect: str) -> None:

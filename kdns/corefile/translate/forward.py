@@ -24,7 +24,7 @@ from dataclasses import replace
 from kdns.corefile.keys import parse_key
 from kdns.corefile.model import Directive
 from kdns.corefile.translate.context import DATA, NO_EFFECT, OPTION, WARNING, Block, Context, parse_duration, split_host_port
-from kdns.corefile.translate.values import ForwardRule, ForwardTarget, Kubernetes
+from kdns.corefile.translate.values import Explanation, ForwardRule, ForwardTarget, Kubernetes
 
 MAX_TO = 15
 POLICIES = ("random", "round_robin", "sequential")
@@ -77,9 +77,10 @@ def forward(ctx: Context, d: Directive, block: Block) -> ForwardRule | None:
         return None  # every TO was ignored (ignore_unknown)
     rule = ForwardRule(keys[0].zone, tuple(targets), block_zones=block.zones, legacy_proxy=legacy, origin=d.origin)
     for line in d.block or ():
-        rule = _line(ctx, line, rule, legacy)
-        if rule is None:
+        changed = _line(ctx, line, rule, legacy)
+        if changed is None:
             return None
+        rule = changed
     if legacy:
         ctx.explain(d, WARNING, "the proxy plugin was removed in CoreDNS 1.6: read as forward")
     return rule
@@ -183,12 +184,12 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
     if name == "read_timeout":
         if not ctx.arity(line, 1, 1):
             return None
-        value = ctx.duration(line, args[0], "read_timeout", positive=True)
-        if value is None:
+        seconds = ctx.duration(line, args[0], "read_timeout", positive=True)
+        if seconds is None:
             return None
-        if ctx.option("upstream-timeout", value, line):
-            ctx.explain(line, OPTION, f"upstream-timeout {value:g}")
-        return replace(rule, read_timeout=value)
+        if ctx.option("upstream-timeout", seconds, line):
+            ctx.explain(line, OPTION, f"upstream-timeout {seconds:g}")
+        return replace(rule, read_timeout=seconds)
     if name in NOT_NEEDED:
         if not ctx.arity(line, 1, 1):
             return None
@@ -212,7 +213,7 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
 # -- routing ------------------------------------------------------------------------------
 
 
-def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list]], k8s: Kubernetes | None, block_zones: list[str]) -> None:
+def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanation]]], k8s: Kubernetes | None, block_zones: list[str]) -> None:
     """Turn the rules into upstream / resolv-conf / stub-domain options, in file order.
 
     `rules` holds each rule with its directive and its explanation slot; `block_zones` are
@@ -279,7 +280,7 @@ def _default(ctx: Context, d: Directive, rule: ForwardRule, effects: list[str]) 
     return ok
 
 
-def _stub(ctx: Context, d: Directive, rule: ForwardRule, zone: str, slot: list, effects: list[str]) -> bool:
+def _stub(ctx: Context, d: Directive, rule: ForwardRule, zone: str, slot: list[Explanation], effects: list[str]) -> bool:
     files = [t for t in rule.targets if t.resolv_conf is not None]
     if files:
         ctx.refuse(d, f"{files[0].text}: kdns's stub domains take addresses, not a resolv.conf file", slot=slot)

@@ -25,6 +25,7 @@ def hosts(ctx: Context, d: Directive, block: Block) -> HostsSource | None:
     zones = zones_of(ctx, d, d.args[1:], block)
     if zones is None:
         return None
+    fallthrough: tuple[str, ...] | None
     ttl, reload, reverse, fallthrough = 3600, 5.0, True, ()
     inline: list[HostsEntry] = []
     saw_fallthrough = False
@@ -83,7 +84,8 @@ def _entry(ctx: Context, line: Directive, zones: tuple[str, ...]) -> HostsEntry 
     if not line.args:
         ctx.explain(line, WARNING, "skipped, as CoreDNS skips it: no name after the address")
         return None
-    names, skipped = [], []
+    names: list[str] = []
+    skipped: list[str] = []
     for raw in line.args:
         name, problem = normalise_zone(raw)
         inside = not problem and any(z == "." or name == z or name.endswith("." + z) for z in zones)

@@ -8,6 +8,8 @@ directive names none.
 
 from __future__ import annotations
 
+from typing import Any
+
 from kdns.corefile.model import Directive
 from kdns.corefile.translate.context import DATA, NO_EFFECT, OPTION, WARNING, Block, Context, zones_of
 from kdns.corefile.translate.values import ExternalZone, Kubernetes
@@ -45,7 +47,7 @@ def kubernetes(ctx: Context, d: Directive, block: Block) -> Kubernetes | None:
         ctx.refuse(d, f"{', '.join(outside)} lies outside this server block's zones ({', '.join(block.zones)}): "
                       "CoreDNS would never hand it a query")
         return None
-    values = {"pods": "disabled", "ttl": 5, "namespaces": (), "labels": None, "fallthrough": (), "noendpoints": False,
+    values: dict[str, Any] = {"pods": "disabled", "ttl": 5, "namespaces": (), "labels": None, "fallthrough": (), "noendpoints": False,
               "ignore_empty_service": False, "endpoint_pod_names": False, "startup_timeout": 5.0}
     ok = True
     for line in d.block or ():
@@ -88,7 +90,7 @@ def _fallthrough(ctx: Context, d: Directive, k8s: Kubernetes) -> None:
                                 "does not know; kdns forwards them upstream")
 
 
-def _line(ctx: Context, d: Directive, line: Directive, v: dict) -> bool:
+def _line(ctx: Context, d: Directive, line: Directive, v: dict[str, Any]) -> bool:
     name, args = line.name, line.args
     if name == "pods":
         if len(args) != 1 or args[0] not in PODS:
@@ -187,6 +189,7 @@ def k8s_external(ctx: Context, d: Directive, block: Block) -> ExternalZone | Non
     zones = zones_of(ctx, d, d.args, block)
     if zones is None:
         return None
+    fallthrough: tuple[str, ...] | None
     apex, ttl, headless, fallthrough = "dns", 5, False, ()
     for line in d.block or ():
         if line.name == "ttl" and ctx.arity(line, 1, 1):

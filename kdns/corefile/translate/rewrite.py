@@ -169,6 +169,7 @@ def template(ctx: Context, d: Directive, block: Block) -> Template | None:
         return None
     patterns: list[str] = []
     records: dict[str, list[RecordTemplate]] = {"answer": [], "additional": [], "authority": []}
+    fallthrough: tuple[str, ...] | None
     rcode, fallthrough = "NOERROR", ()
     for line in d.block or ():
         if line.name in ("match", "rcode", "fallthrough", *records):
