@@ -1,6 +1,6 @@
-"""The index's absolute names: what the Services give the external zones, and the records
-of names outside every zone (hosts files, the test double's `record()`), kept in
-kdns.tables. `kdns.index.Index` owns one `HostIndex` and calls it in the same `apply` as
+"""The index's absolute names: what the Services give the external zones, the records of
+names outside every zone (hosts files, the test double's `record()`) and the hosts of
+Ingresses and Gateway routes (kdns.webhosts), kept in kdns.tables. `kdns.index.Index` owns one `HostIndex` and calls it in the same `apply` as
 the cluster names, with the same dirty Services: a Service's external names are recomputed
 with its cluster names, once per change. Pure.
 """
@@ -15,9 +15,10 @@ import immutables
 
 from kdns.config import DnsConfig
 from kdns.external import RANK_APEX, address_rrsets, external_records
-from kdns.model import EndpointSlice, Kind, ObjectKey, Service, StaticRecords
+from kdns.model import WEB_KINDS, EndpointSlice, Kind, KubeObject, Namespace, ObjectKey, Service, StaticRecords
 from kdns.records import SvcKey
 from kdns.tables import APEX_OWNER, NameTables
+from kdns.webhosts import WebHosts
 
 log = logging.getLogger("kdns.index")
 
@@ -39,6 +40,7 @@ class HostIndex:
         self.config = config
         self.tables = NameTables(config)
         self.static: dict[ObjectKey, StaticRecords] = {}
+        self.web = WebHosts(config, self.tables)  # Ingresses, Gateways and routes (and Namespaces' labels)
         self._external: set[SvcKey] = set()  # Services with names in the external zones
         self._apex_done = False
 
@@ -47,14 +49,25 @@ class HostIndex:
         """Absolute names whose answers follow a CNAME into kdns's own data."""
         return self.tables.chasers
 
-    def upsert(self, obj: StaticRecords, dirty: set[ObjectKey]) -> None:
-        if self.static.get(obj.key) != obj:
-            self.static[obj.key] = obj
-            dirty.add(obj.key)
+    def upsert(self, obj: KubeObject, dirty: set[ObjectKey]) -> None:
+        """Keep a static origin's records (`dirty` notes it), an Ingress, IngressClass,
+        Gateway or route, or a Namespace's labels (kdns.webhosts notes those)."""
+        if isinstance(obj, StaticRecords):
+            if self.static.get(obj.key) != obj:
+                self.static[obj.key] = obj
+                dirty.add(obj.key)
+        else:
+            self.web.upsert(obj)
 
     def delete(self, key: ObjectKey, dirty: set[ObjectKey]) -> None:
-        if self.static.pop(key, None) is not None:
+        if key[0] in WEB_KINDS or key[0] is Kind.NAMESPACE:
+            self.web.delete(key)
+        elif self.static.pop(key, None) is not None:
             dirty.add(key)
+
+    def namespace(self, name: str) -> Namespace:
+        """The Namespace as last seen (with its labels)."""
+        return self.web.namespaces.get(name) or Namespace(name)
 
     def publish(
         self,
@@ -76,6 +89,7 @@ class HostIndex:
                 self._apex_done = True
         for key in dirty_static:
             self._recompute_static(key)
+        self.web.publish(dirty, service)
         with hosts.mutate() as new_hosts, xptr.mutate() as new_xptr:
             changed = self.tables.publish(new_hosts, new_xptr)
             return Published(changed.names, changed.ips, changed.wildcard, changed.external, new_hosts.finish(),

@@ -32,14 +32,19 @@ from kdns import names
 from kdns.config import DnsConfig, PodsMode
 from kdns.hostindex import KUBE_DNS, HostIndex, Published
 from kdns.model import (
+    WEB_KINDS,
     Delete,
     EndpointSlice,
     Event,
+    Gateway,
+    Ingress,
+    IngressClass,
     Kind,
     KubeObject,
     Namespace,
     ObjectKey,
     Pod,
+    Route,
     Service,
     ServiceType,
     StaticRecords,
@@ -102,8 +107,9 @@ class Index:
 
     def objects(self) -> list[KubeObject]:
         """Every object held, for building an index with another configuration."""
-        namespaces = [Namespace(name) for name in sorted(self._explicit_namespaces)]
-        return [*namespaces, *self._services.values(), *self._slices.values(), *self._pods.values(), *self.hosts.static.values()]
+        namespaces = [self.hosts.namespace(name) for name in sorted(self._explicit_namespaces)]
+        return [*namespaces, *self._services.values(), *self._slices.values(), *self._pods.values(), *self.hosts.static.values(),
+                *self.hosts.web.objects()]
 
     @property
     def pending_sources(self) -> frozenset[str]:
@@ -167,7 +173,10 @@ class Index:
 
         # Pod names and `<ns>.svc` depend on which namespaces exist; the SERVFAIL answers
         # given before the first sync are never memoised, but flush anyway to be plain.
-        everything = namespaces != namespaces_before or synced != synced_before or published.wildcard
+        # So does a wildcard's answer that follows a CNAME into our data (the names it
+        # answered cannot be listed).
+        wild_chase = bool(touched or absolute) and bool(self.hosts.tables.wild_chasers)
+        everything = namespaces != namespaces_before or synced != synced_before or published.wildcard or wild_chase
         data_changed = bool(touched or touched_ips or published.ips) or namespaces != namespaces_before
         client_ns = self._refresh_client_ns(pods_changed)
         # Pod bookkeeping can change without any answer changing (a second Pod on an address):
@@ -198,7 +207,7 @@ class Index:
         return [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
 
     def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict, dirty_static: set[ObjectKey]) -> None:
-        if isinstance(obj, StaticRecords):
+        if isinstance(obj, (StaticRecords, Ingress, IngressClass, Gateway, Route)):
             self.hosts.upsert(obj, dirty_static)
         elif isinstance(obj, Service):
             key = (obj.namespace, obj.name)
@@ -232,13 +241,14 @@ class Index:
             self._place_pod(key, old_pod, obj)
         elif isinstance(obj, Namespace):
             self._explicit_namespaces.add(obj.name)
+            self.hosts.upsert(obj, dirty_static)  # its labels, for Gateway listeners' selectors
         else:  # pragma: no cover
             raise TypeError(f"not a Kubernetes object value: {obj!r}")
 
     def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict,
                 dirty_static: set[ObjectKey]) -> None:
         key = (namespace, name)
-        if kind in (Kind.HOSTS, Kind.RECORD):
+        if kind in (Kind.HOSTS, Kind.RECORD) or kind in WEB_KINDS:
             self.hosts.delete((kind, namespace, name), dirty_static)
         elif kind is Kind.SERVICE:
             if self._services.pop(key, None) is not None:
@@ -257,6 +267,7 @@ class Index:
                 self._place_pod(key, old_pod, None)
         elif kind is Kind.NAMESPACE:
             self._explicit_namespaces.discard(name)
+            self.hosts.delete((kind, namespace, name), dirty_static)
 
     def _unlink_slice(self, old: EndpointSlice, dirty: set[SvcKey]) -> None:
         owner = (old.namespace, old.service)

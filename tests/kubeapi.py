@@ -4,8 +4,13 @@
 same from sync tests and from trio tests. It speaks the part of the API that a list+watch client
 uses, the way kube-apiserver does:
 
-- collections of Namespace, Service, Pod (core v1) and EndpointSlice (discovery.k8s.io/v1),
-  cluster-wide and per namespace, plus single-object GETs;
+- collections of Namespace, Service, Pod (core v1), EndpointSlice (discovery.k8s.io/v1),
+  Ingress and IngressClass (networking.k8s.io/v1), cluster-wide and per namespace, plus
+  single-object GETs; and the Gateway API's Gateway, HTTPRoute, GRPCRoute and TLSRoute
+  (gateway.networking.k8s.io/v1), custom resources served only once `install_crds()` was
+  called (404 before, as a cluster without the CRDs);
+- discovery: `/api`, `/apis`, `/api/v1` and `/apis/<group>/<version>` list what is served
+  (a group/version with nothing served is 404);
 - lists with `limit`/`continue` paging over a consistent snapshot (the token carries the snapshot
   resourceVersion; one older than the last `compact()` answers 410 Expired), `labelSelector`
   (equality, existence, set-based) and the metadata.name/metadata.namespace field selectors;
@@ -19,7 +24,8 @@ uses, the way kube-apiserver does:
 - keep-alive connections: every non-watch response has a Content-Length, and a watch that ends
   cleanly leaves its connection reusable.
 
-Faults for tests: `compact()`, `fail_next()`, `drop_watches()`, `down()`/`up()`, `hold()`/`release()`.
+Faults for tests: `compact()`, `fail_next()`, `drop_watches()`, `down()`/`up()`, `hold()`/`release()`;
+`install_crds()`/`uninstall_crds()` for the Gateway API's resources.
 Every request is recorded in `requests`; `wait_for_watchers()`/`watchers()` and `wait_for_held()`
 let a test sequence faults after the client got that far. Stdlib only.
 """
@@ -62,6 +68,7 @@ class Kind:
     api_version: str
     plural: str
     namespaced: bool
+    crd: bool = False  # a custom resource: served only while its CRD is installed
 
     @property
     def list_kind(self) -> str:
@@ -79,8 +86,15 @@ KINDS: dict[str, Kind] = {
         Kind("Service", "v1", "services", True),
         Kind("Pod", "v1", "pods", True),
         Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
+        Kind("Ingress", "networking.k8s.io/v1", "ingresses", True),
+        Kind("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
+        Kind("Gateway", "gateway.networking.k8s.io/v1", "gateways", True, crd=True),
+        Kind("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes", True, crd=True),
+        Kind("GRPCRoute", "gateway.networking.k8s.io/v1", "grpcroutes", True, crd=True),
+        Kind("TLSRoute", "gateway.networking.k8s.io/v1", "tlsroutes", True, crd=True),
     )
 }
+CRDS = tuple(k.kind for k in KINDS.values() if k.crd)
 _BY_NAME = {**{k.lower(): v for k, v in KINDS.items()}, **{v.plural: v for v in KINDS.values()}}
 _PREFIXES = {k.prefix for k in KINDS.values()}
 
@@ -406,6 +420,9 @@ class _Handler(BaseHTTPRequestHandler):
         with api._lock:
             api.requests.append(("GET", url.path, dict(params)))
             injected = api._take_failure(route[0].kind if route else None)
+            if route is not None and route[0].crd and route[0].kind not in api._crds:
+                route = None  # its CRD is not installed: the API server does not know the path
+            discovery = api._discovery(url.path) if route is None else None
         if injected is not None:
             code, retry_after = injected
             self._send_json(code, status(code, "injected"), {"Retry-After": str(retry_after)} if retry_after is not None else None)
@@ -413,6 +430,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             if url.path == "/version":
                 self._send_json(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-kdns-test"})
+            elif discovery is not None:
+                self._send_json(200, discovery)
             else:
                 self._send_status(404, "the server could not find the requested resource")
             return
@@ -610,8 +629,8 @@ def _route(path: str) -> tuple[Kind, str | None, str | None] | None:
     kinds = {k.plural: k for k in KINDS.values() if k.prefix == prefix}
     if len(parts) == 1 and parts[0] in kinds:  # /api/v1/services, /api/v1/namespaces
         return kinds[parts[0]], None, None
-    if len(parts) == 2 and parts[0] == "namespaces" and "namespaces" in kinds and parts[1]:  # one Namespace
-        return kinds["namespaces"], None, parts[1]
+    if len(parts) == 2 and parts[0] in kinds and not kinds[parts[0]].namespaced and parts[1]:  # one Namespace, IngressClass
+        return kinds[parts[0]], None, parts[1]
     if len(parts) in (3, 4) and parts[0] == "namespaces" and parts[1]:
         k = kinds.get(parts[2])
         if k is not None and k.namespaced:
@@ -638,6 +657,7 @@ class KubeAPI:
         self._fail: list = [0, 500, None, None]  # count, status, kinds, retry_after
         self._held: frozenset[str] | None = None
         self._held_waiting = 0
+        self._crds: set[str] = set()  # the custom resource kinds served (install_crds)
         self._srv: _HTTPServer | None = None
         self._serve_thread: threading.Thread | None = None
         self._threads: set[threading.Thread] = set()
@@ -738,6 +758,8 @@ class KubeAPI:
         if obj.setdefault("apiVersion", kind.api_version) != kind.api_version:
             raise ValueError(f"{kind.kind} is served as {kind.api_version}, not {obj['apiVersion']}")
         obj["kind"] = kind.kind
+        if kind.crd and kind.kind not in self._crds:
+            raise ValueError(f"the CRD of {kind.kind} is not installed: call install_crds() first")
         md = obj.setdefault("metadata", {})
         if not md.get("name"):
             raise ValueError("metadata.name is required")
@@ -804,6 +826,46 @@ class KubeAPI:
         if initial_end:
             md["annotations"] = {"k8s.io/initial-events-end": "true"}
         return {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": md}
+
+    # -- custom resources and discovery --
+
+    def install_crds(self, *kinds: str) -> None:
+        """Serve these custom resources (default: all of the Gateway API's), as after
+        `kubectl apply` of their CRDs."""
+        with self._lock:
+            self._crds.update(_kind(k).kind for k in kinds or CRDS)
+
+    def uninstall_crds(self, *kinds: str) -> None:
+        """Stop serving them (default: all): their objects are deleted (DELETED events), then
+        their watches end and their paths answer 404, as when a CRD is deleted."""
+        gone = {_kind(k).kind for k in kinds or CRDS}
+        for kind in gone:
+            for obj in self.objects(kind):
+                self.delete(kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        with self._lock:
+            self._crds -= gone
+            for w in self._watchers:
+                if w.kind in gone:
+                    w.dropped = True
+            self._cond.notify_all()
+
+    def _discovery(self, path: str) -> dict | None:
+        """The discovery document at `path`, None if there is none (caller holds the lock)."""
+        served = [k for k in KINDS.values() if not k.crd or k.kind in self._crds]
+        if path == "/api":
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        if path == "/apis":
+            versions = sorted({k.api_version for k in served if "/" in k.api_version})
+            groups = [{"name": v.split("/")[0], "versions": [{"groupVersion": v, "version": v.split("/")[1]}],
+                       "preferredVersion": {"groupVersion": v, "version": v.split("/")[1]}} for v in versions]
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        version = "v1" if path == "/api/v1" else path.removeprefix("/apis/") if path.startswith("/apis/") else ""
+        listed = [k for k in served if k.api_version == version]
+        if not listed:
+            return None
+        resources = [{"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced, "kind": k.kind,
+                      "verbs": ["get", "list", "watch"]} for k in listed]
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version, "resources": resources}
 
     # -- faults --
 
