@@ -256,8 +256,8 @@ class WebHosts:
         if gateway is None:
             return None
         if gateway.targets:
-            ips = tuple(t for t in gateway.targets if canonical_ip(t) is not None)
-            return Target(ips, tuple(t for t in gateway.targets if canonical_ip(t) is None), (gateway.key,))
+            given = tuple(t for t in gateway.targets if canonical_ip(t) is not None)
+            return Target(given, tuple(t for t in gateway.targets if canonical_ip(t) is None), (gateway.key,))
         if gateway.addresses or gateway.address_names:
             return Target(gateway.addresses, gateway.address_names, (gateway.key,))
         ips: list[str] = []
