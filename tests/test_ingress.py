@@ -246,8 +246,11 @@ async def test_the_discovered_controller_is_logged(kdns, tmp_path, caplog):
             "serving port 80 labelled app.kubernetes.io/instance=ingress-nginx like IngressClass nginx)") in caplog.text
 
 
-async def test_without_the_option_ingresses_change_nothing(kdns, tmp_path):
-    server = await kdns(manifest(tmp_path, [ingress(annotations={TARGET: "192.0.2.10"})]), args=["--outside-names", "nxdomain"])
+async def test_without_the_option_ingresses_are_not_read(kdns, tmp_path):
+    """Without --ingress-hosts kdns is the drop-in it was: Ingresses in manifests are skipped
+    (a broken one is no error), their hosts are not answered."""
+    objects = [ingress(annotations={TARGET: "192.0.2.10"}), ingress("broken", hosts=("shop_example.com",))]
+    server = await kdns(manifest(tmp_path, objects), args=["--outside-names", "nxdomain"])
     assert (await server.query(SHOP)).rcode() == NX
 
 
