@@ -77,9 +77,13 @@ class HostIndex:
         xptr: immutables.Map,
         service: Callable[[SvcKey], Service | None],
         slices: Callable[[SvcKey], list[EndpointSlice]],
+        *,
+        synced: bool = True,
     ) -> Published:
-        """Recompute the external names of the Services in `dirty` and the records of the
-        static origins in `dirty_static`; the maps as they are now and what changed."""
+        """Recompute the external names of the Services in `dirty`, the records of the
+        static origins in `dirty_static` and the Ingress and route hosts that depend on what
+        changed; the maps as they are now and what changed. (`synced`: whether every source
+        has delivered its first state: warnings about Ingresses and routes wait for it.)"""
         if self.config.external_zones:
             were = dirty & self._external
             for key in dirty:
@@ -89,7 +93,7 @@ class HostIndex:
                 self._apex_done = True
         for key in dirty_static:
             self._recompute_static(key)
-        self.web.publish(dirty, service)
+        self.web.publish(dirty, service, synced=synced)
         with hosts.mutate() as new_hosts, xptr.mutate() as new_xptr:
             changed = self.tables.publish(new_hosts, new_xptr)
             return Published(changed.names, changed.ips, changed.wildcard, changed.external, new_hosts.finish(),

@@ -161,7 +161,7 @@ class Index:
             pod_ips = self._refresh_pods(pods_changed, touched)
             new_names = names.finish()
             new_ptr = ptr.finish()
-        published = self._publish(dirty, dirty_static, old)
+        published = self._publish(dirty, dirty_static, old, synced)
         absolute = set(published.names)
         if touched or absolute:
             # Answers that follow a CNAME into our own data embed the target's records: they
@@ -200,8 +200,8 @@ class Index:
         )
         return Change(self.snapshot, frozenset(touched), frozenset(touched_ips | published.ips), everything, frozenset(absolute))
 
-    def _publish(self, dirty: set[SvcKey], dirty_static: set[ObjectKey], old: Snapshot) -> Published:
-        return self.hosts.publish(dirty, dirty_static, old.hosts, old.xptr, self._services.get, self._slices_for)
+    def _publish(self, dirty: set[SvcKey], dirty_static: set[ObjectKey], old: Snapshot, synced: bool = True) -> Published:
+        return self.hosts.publish(dirty, dirty_static, old.hosts, old.xptr, self._services.get, self._slices_for, synced=synced)
 
     def _slices_for(self, key: SvcKey) -> list[EndpointSlice]:
         return [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]

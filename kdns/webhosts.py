@@ -16,7 +16,9 @@ when two objects claim one host the first in (kind, namespace, name) order wins,
 kdns.tables logs a warning naming both: GRPCRoute, then HTTPRoute, then Ingress, then TLSRoute.
 A more specific host beats a wildcard at query time (kdns.answer_hosts).
 
-Warnings about one object (hosts skipped, no target) are logged once, again only when they change.
+Warnings about one object (hosts skipped, no target) are logged once, again only when they
+change; before the first sync they wait for it (an Ingress listed before the Services has no
+controller yet), and only those still true then are logged.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class WebHosts:
         self._services_of: dict[gw.GatewayKey, set[SvcKey]] = {}
         self._gateway_of: dict[SvcKey, gw.GatewayKey] = {}
         self._warned: dict[ObjectKey | str, tuple[str, ...]] = {}
+        self._held: dict[ObjectKey | str, tuple[str, ...]] = {}  # warnings waiting for the first sync
+        self._quiet = False
 
     @property
     def enabled(self) -> bool:
@@ -144,11 +148,12 @@ class WebHosts:
 
     # -- into the tables ------------------------------------------------------------------------
 
-    def publish(self, services: set[SvcKey], service: ServiceOf) -> None:
+    def publish(self, services: set[SvcKey], service: ServiceOf, *, synced: bool = True) -> None:
         """Work out again what changed since the last call (`services`: the Services that
         changed) and set the claims in the tables."""
         if not self.enabled:
             return
+        self._quiet = not synced
         self._services(services, service)
         if self.config.ingress_hosts:
             self._ingresses(services, service)
@@ -160,6 +165,10 @@ class WebHosts:
             else:
                 self._route(key)
         self._dirty.clear()
+        if synced and self._held:
+            held, self._held = self._held, {}
+            for key, warnings in held.items():
+                self._warn(key, list(warnings))
 
     def _services(self, services: set[SvcKey], service: ServiceOf) -> None:
         """Note which changed Services may be an ingress controller's or a Gateway's."""
@@ -311,9 +320,17 @@ class WebHosts:
     def _forget(self, key: ObjectKey) -> None:
         self.tables.set(key, {}, {})
         self._warned.pop(key, None)
+        self._held.pop(key, None)
 
     def _warn(self, key: ObjectKey | str, warnings: list[str]) -> None:
         """Log the warnings about one object that were not logged the last time."""
+        if self._quiet:  # (the latest word about each object waits for the first sync)
+            if warnings:
+                self._held[key] = tuple(warnings)
+            else:
+                self._held.pop(key, None)
+            return
+        self._held.pop(key, None)  # (worked out again since: this is the latest word)
         before = self._warned.get(key, ())
         for warning in warnings:
             if warning not in before:

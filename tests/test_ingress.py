@@ -36,7 +36,7 @@ from test_glibc import KDNS_IP, getent, pod_netns  # noqa: F401
 from kdns import ingress as ingress_rules
 from kdns.config import DnsConfig
 from kdns.index import Index
-from kdns.model import Kind, Service, ServiceType, Upsert
+from kdns.model import Kind, Service, ServiceType, Synced, Upsert
 from kdns.sources.convert import convert
 
 TARGET = "external-dns.alpha.kubernetes.io/target"
@@ -300,6 +300,21 @@ def test_the_warning_about_an_ingress_is_logged_once(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
     assert "no class" in lines[0] and "class nginx" in lines[1]
+
+
+def test_warnings_wait_for_the_first_sync(caplog):
+    """Listed before the Services, an Ingress has no controller yet: that is no news. What is
+    still true once every source has synced is said then."""
+    caplog.set_level(logging.WARNING, logger="kdns")
+    index = Index(DnsConfig(ingress_hosts=True), sources=["Ingress", "Service"])
+    index.apply([Upsert(convert(ingress(cls="nginx"))), Upsert(convert(ingress("lost", hosts=("lost.example.com",))))], 1)
+    index.apply([Synced("Ingress")], 2)
+    assert not caplog.records
+    change = index.apply([*(Upsert(convert(obj)) for obj in NGINX), Synced("Service")], 3)
+    assert change.snapshot.synced and change.snapshot.hosts[SHOP].rrsets[0].values == ("10.96.50.1",)
+    assert [r.getMessage() for r in caplog.records] == [
+        "Ingress shop/lost: no target for lost.example.com (no external-dns target annotation, no load-balancer address but "
+        "loopback or localhost, no controller Service for no class): not answered"]
 
 
 def test_a_new_index_from_the_objects_held_keeps_the_hosts():
