@@ -28,7 +28,7 @@ GROUPS = {
     ANSWERS: "answers",
     EXTERNAL: "external zone (Services' external and load-balancer addresses by name, as CoreDNS's k8s_external)",
     OUTSIDE: "names outside the zones: records kdns holds for them, and what the others get without an upstream",
-    WEB: "Ingress and Gateway hosts: the names an ingress controller or a Gateway routes resolve inside the cluster",
+    WEB: "Ingress and Gateway hosts (the names an ingress controller or a Gateway routes, resolved inside the cluster)",
     FORWARDING: "forwarding (names outside the zones; without an upstream see --outside-names)",
     OPERATION: "operation",
 }
