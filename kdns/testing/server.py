@@ -57,7 +57,8 @@ class KdnsServer:
     expanded with (and `pod_resolver`'s default). `strict`: leaving the `with` block (or the
     fixture's test) with a fault that changed no query is an AssertionError. `external_zone`:
     serve Services' external and load-balancer addresses under it (kdns serve's
-    --external-zone), e.g. "k8s.example.org".
+    --external-zone), e.g. "k8s.example.org". The hosts of Ingresses and Gateway routes
+    resolve, as with `kdns serve --ingress-hosts --gateway-hosts` (`ingress()`).
     """
 
     def __init__(self, *, zone: str = DEFAULT_ZONE, ttl: int = 5, pods: str = "insecure", host: str = "127.0.0.1",
