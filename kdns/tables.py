@@ -2,9 +2,10 @@
 outside every zone (hosts files, the test double's records, Ingress and Gateway hosts).
 
 Objects claim names: a Service its names in the external zones (kdns.external), a hosts file
-or a `record()` call its names (kdns.static), an Ingress or a route its hosts (kdns.webhosts). `NameTables.set(owner, names, ptrs)` replaces
-everything one object claims; `publish` then writes the winner of each name it touched into
-the snapshot's persistent maps, so that a query is one lookup:
+or a `record()` call its names (kdns.static), an Ingress or a route its hosts
+(kdns.webhosts). `NameTables.set(owner, names, ptrs)` replaces everything one object claims;
+`publish` then writes the winner of each name it touched into the snapshot's persistent maps,
+so that a query is one lookup:
 
 * `hosts`: absolute name -> `HostEntry` (its record sets, the external zone it lies in, and
   the objects that made it: provenance, for `kdns explain`). The lowest rank wins a name,
