@@ -122,7 +122,7 @@ def claims(ing: Ingress, class_name: str, ctl: Controller, config: DnsConfig) ->
         return out
     ips, cname, origins = target(ing, ctl)
     if not ips and not cname:
-        where = f"class {class_name}" if class_name else "no class"
+        where = f"class {class_name}" if class_name else "an Ingress without a class"
         out.warnings.append(f"{subject}: no target for {', '.join(hosts)} (no external-dns target annotation, no "
                             f"load-balancer address but loopback or localhost, no controller Service for {where}): "
                             f"not answered")

@@ -299,7 +299,7 @@ def test_the_warning_about_an_ingress_is_logged_once(caplog):
     index.apply([Upsert(convert(ingress(cls="nginx")))], 3)
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2, lines
-    assert "no class" in lines[0] and "class nginx" in lines[1]
+    assert "an Ingress without a class" in lines[0] and "class nginx" in lines[1]
 
 
 def test_warnings_wait_for_the_first_sync(caplog):
@@ -313,8 +313,8 @@ def test_warnings_wait_for_the_first_sync(caplog):
     change = index.apply([*(Upsert(convert(obj)) for obj in NGINX), Synced("Service")], 3)
     assert change.snapshot.synced and change.snapshot.hosts[SHOP].rrsets[0].values == ("10.96.50.1",)
     assert [r.getMessage() for r in caplog.records] == [
-        "Ingress shop/lost: no target for lost.example.com (no external-dns target annotation, no load-balancer address but "
-        "loopback or localhost, no controller Service for no class): not answered"]
+        ("Ingress shop/lost: no target for lost.example.com (no external-dns target annotation, no load-balancer address but "
+         "loopback or localhost, no controller Service for an Ingress without a class): not answered")]
 
 
 def test_a_new_index_from_the_objects_held_keeps_the_hosts():
