@@ -5,10 +5,16 @@ CNAMEs they return (`Chase`) through every table. Pure.
 * An external zone is a zone like the cluster's: authoritative, its SOA (`ns1.<apex>.<zone>.
   hostmaster.<apex>.<zone>.`, its own serial, the external TTL) in negative answers, `<zone>
   NS ns1.<apex>.<zone>` with the name server's addresses as glue.
-* A name outside the zones that kdns holds (a hosts file, the test double's records) is
-  answered authoritatively, ahead of any upstream; another type of it is NODATA (without an
-  SOA: there is no zone, as CoreDNS's hosts plugin answers). `*.example.com` stands for any
-  one label there that has no name of its own.
+* A name outside the zones that kdns holds (a hosts file, the test double's records, the
+  hosts of Ingresses and Gateway routes) is answered authoritatively, ahead of any upstream;
+  another type of it is NODATA (without an SOA: there is no zone, as CoreDNS's hosts plugin
+  answers). `*.example.com` stands for any one label there that has no records of its own
+  (an empty non-terminal does not hide it, as a web server's host matching would not); a
+  wildcard from a Gateway listener (`HostEntry.deep`) for any name below example.com that
+  nothing closer claims.
+* Before the first sync, with `--ingress-hosts` or `--gateway-hosts`, an outside name kdns
+  does not hold yet is SERVFAIL, not forwarded: it may be a host an Ingress claims, and an
+  upstream's answer (a public address, NXDOMAIN) would be the wrong one.
 * Any other outside name goes upstream when one takes it. With none: REFUSED, or with
   `--outside-names nxdomain` NXDOMAIN (not authoritative, no SOA: stub resolvers, glibc's
   and musl's included, stop at the rcode; SERVFAIL before the first sync). The names above a
@@ -30,10 +36,12 @@ def outside(snap: Snapshot, labels: tuple[str, ...], qtype: int, chain: tuple[Re
     entry = None
     if not any("." in label for label in labels):  # (a label holding a dot names nothing kdns holds)
         entry = snap.hosts.get(name)
-        if entry is None and len(labels) > 1:
-            entry = snap.hosts.get("*." + name.split(".", 1)[1])
+        if (entry is None or not entry.rrsets) and len(labels) > 1:
+            entry = _wildcard(snap, labels) or entry
     if entry is not None and entry.rrsets:
         return _entry(snap, name, entry, qtype, chain)
+    if not snap.synced and snap.config.claims_outside:
+        return Answer(SERVFAIL, chain, authoritative=False, cacheable=False)
     if can_forward(snap, labels):
         return from_upstream(name, chain)
     if chain:
@@ -45,6 +53,19 @@ def outside(snap: Snapshot, labels: tuple[str, ...], qtype: int, chain: tuple[Re
             return Answer(SERVFAIL, authoritative=False, cacheable=False)
         return Answer(NXDOMAIN, authoritative=False)
     return refused()
+
+
+def _wildcard(snap: Snapshot, labels: tuple[str, ...]) -> HostEntry | None:
+    """The wildcard that answers for a name: `*.<its parent>`, else the closest `*.<ancestor>`
+    that stands for any depth (a Gateway listener's)."""
+    found = snap.hosts.get("*." + ".".join(labels[1:]))
+    if found is not None and found.rrsets:
+        return found
+    for i in range(2, len(labels)):
+        found = snap.hosts.get("*." + ".".join(labels[i:]))
+        if found is not None and found.deep and found.rrsets:
+            return found
+    return None
 
 
 def external(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer | Chase:

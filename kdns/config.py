@@ -79,12 +79,24 @@ class DnsConfig:
     external_headless: bool = default("external-headless")
     # A name outside every zone that no upstream takes and no record of kdns's answers.
     outside_names: OutsideNames = OutsideNames(default("outside-names"))  # noqa: RUF009 - an enum member: immutable
+    # The hosts of Ingresses and Gateway routes (kdns.webhosts), answered ahead of forwarding.
+    ingress_hosts: bool = default("ingress-hosts")
+    gateway_hosts: bool = default("gateway-hosts")
+    # --ingress-controller: (class, namespace, Service); class "*" for every class.
+    ingress_controllers: tuple[tuple[str, str, str], ...] = ()
+    ingress_classes: tuple[str, ...] = ()  # --ingress-class: only these classes count; () every class
 
     @property
     def all_zones(self) -> tuple[str, ...]:
         """Forward zones, the external zones, then the reverse zones: the zones kdns is
         authoritative for (each has an SOA)."""
         return self.zones + self.external_zones + names.REVERSE_ZONES
+
+    @property
+    def claims_outside(self) -> bool:
+        """Whether Kubernetes objects can claim names outside the zones (Ingress or Gateway
+        hosts): until the first sync, such a name cannot be told apart from any other."""
+        return self.ingress_hosts or self.gateway_hosts
 
     def zone_of(self, name: str) -> str | None:
         """The zone kdns is authoritative for that an absolute name lies in (the longest), or None."""

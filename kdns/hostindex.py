@@ -1,6 +1,6 @@
-"""The index's absolute names: what the Services give the external zones, and the records
-of names outside every zone (hosts files, the test double's `record()`), kept in
-kdns.tables. `kdns.index.Index` owns one `HostIndex` and calls it in the same `apply` as
+"""The index's absolute names: what the Services give the external zones, the records of
+names outside every zone (hosts files, the test double's `record()`) and the hosts of
+Ingresses and Gateway routes (kdns.webhosts), kept in kdns.tables. `kdns.index.Index` owns one `HostIndex` and calls it in the same `apply` as
 the cluster names, with the same dirty Services: a Service's external names are recomputed
 with its cluster names, once per change. Pure.
 """
@@ -15,9 +15,10 @@ import immutables
 
 from kdns.config import DnsConfig
 from kdns.external import RANK_APEX, address_rrsets, external_records
-from kdns.model import EndpointSlice, Kind, ObjectKey, Rrset, Service, StaticRecords
+from kdns.model import WEB_KINDS, EndpointSlice, Kind, KubeObject, Namespace, ObjectKey, Rrset, Service, StaticRecords
 from kdns.records import SvcKey
 from kdns.tables import APEX_OWNER, HostEntry, NameTables, PtrEntry
+from kdns.webhosts import WebHosts
 
 log = logging.getLogger("kdns.index")
 
@@ -39,6 +40,7 @@ class HostIndex:
         self.config = config
         self.tables = NameTables(config)
         self.static: dict[ObjectKey, StaticRecords] = {}
+        self.web = WebHosts(config, self.tables)  # Ingresses, Gateways and routes (and Namespaces' labels)
         self._external: set[SvcKey] = set()  # Services with names in the external zones
         self._apex_done = False
 
@@ -47,14 +49,25 @@ class HostIndex:
         """Absolute names whose answers follow a CNAME into kdns's own data."""
         return self.tables.chasers
 
-    def upsert(self, obj: StaticRecords, dirty: set[ObjectKey]) -> None:
-        if self.static.get(obj.key) != obj:
-            self.static[obj.key] = obj
-            dirty.add(obj.key)
+    def upsert(self, obj: KubeObject, dirty: set[ObjectKey]) -> None:
+        """Keep a static origin's records (`dirty` notes it), an Ingress, IngressClass,
+        Gateway or route, or a Namespace's labels (kdns.webhosts notes those)."""
+        if isinstance(obj, StaticRecords):
+            if self.static.get(obj.key) != obj:
+                self.static[obj.key] = obj
+                dirty.add(obj.key)
+        else:
+            self.web.upsert(obj)
 
     def delete(self, key: ObjectKey, dirty: set[ObjectKey]) -> None:
-        if self.static.pop(key, None) is not None:
+        if key[0] in WEB_KINDS or key[0] is Kind.NAMESPACE:
+            self.web.delete(key)
+        elif self.static.pop(key, None) is not None:
             dirty.add(key)
+
+    def namespace(self, name: str) -> Namespace:
+        """The Namespace as last seen (with its labels)."""
+        return self.web.namespaces.get(name) or Namespace(name)
 
     def publish(
         self,
@@ -64,9 +77,13 @@ class HostIndex:
         xptr: immutables.Map[str, PtrEntry],
         service: Callable[[SvcKey], Service | None],
         slices: Callable[[SvcKey], list[EndpointSlice]],
+        *,
+        synced: bool = True,
     ) -> Published:
-        """Recompute the external names of the Services in `dirty` and the records of the
-        static origins in `dirty_static`; the maps as they are now and what changed."""
+        """Recompute the external names of the Services in `dirty`, the records of the
+        static origins in `dirty_static` and the Ingress and route hosts that depend on what
+        changed; the maps as they are now and what changed. (`synced`: whether every source
+        has delivered its first state: warnings about Ingresses and routes wait for it.)"""
         if self.config.external_zones:
             were = dirty & self._external
             for key in dirty:
@@ -76,6 +93,7 @@ class HostIndex:
                 self._apex_done = True
         for static_key in dirty_static:
             self._recompute_static(static_key)
+        self.web.publish(dirty, service, synced=synced)
         with hosts.mutate() as new_hosts, xptr.mutate() as new_xptr:
             changed = self.tables.publish(new_hosts, new_xptr)
             published = Published(changed.names, changed.ips, changed.wildcard, changed.external, new_hosts.finish(),

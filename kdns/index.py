@@ -32,14 +32,19 @@ from kdns import names
 from kdns.config import DnsConfig, PodsMode
 from kdns.hostindex import KUBE_DNS, HostIndex, Published
 from kdns.model import (
+    WEB_KINDS,
     Delete,
     EndpointSlice,
     Event,
+    Gateway,
+    Ingress,
+    IngressClass,
     Kind,
     KubeObject,
     Namespace,
     ObjectKey,
     Pod,
+    Route,
     Service,
     ServiceType,
     StaticRecords,
@@ -104,8 +109,9 @@ class Index:
 
     def objects(self) -> list[KubeObject]:
         """Every object held, for building an index with another configuration."""
-        namespaces = [Namespace(name) for name in sorted(self._explicit_namespaces)]
-        return [*namespaces, *self._services.values(), *self._slices.values(), *self._pods.values(), *self.hosts.static.values()]
+        namespaces = [self.hosts.namespace(name) for name in sorted(self._explicit_namespaces)]
+        return [*namespaces, *self._services.values(), *self._slices.values(), *self._pods.values(), *self.hosts.static.values(),
+                *self.hosts.web.objects()]
 
     @property
     def pending_sources(self) -> frozenset[str]:
@@ -157,7 +163,7 @@ class Index:
             pod_ips = self._refresh_pods(pods_changed, touched)
             new_names = names.finish()
             new_ptr = ptr.finish()
-        published = self._publish(dirty, dirty_static, old)
+        published = self._publish(dirty, dirty_static, old, synced)
         absolute = set(published.names)
         if touched or absolute:
             # Answers that follow a CNAME into our own data embed the target's records: they
@@ -169,7 +175,10 @@ class Index:
 
         # Pod names and `<ns>.svc` depend on which namespaces exist; the SERVFAIL answers
         # given before the first sync are never memoised, but flush anyway to be plain.
-        everything = namespaces != namespaces_before or synced != synced_before or published.wildcard
+        # So does a wildcard's answer that follows a CNAME into our data (the names it
+        # answered cannot be listed).
+        wild_chase = bool(touched or absolute) and bool(self.hosts.tables.wild_chasers)
+        everything = namespaces != namespaces_before or synced != synced_before or published.wildcard or wild_chase
         data_changed = bool(touched or touched_ips or published.ips) or namespaces != namespaces_before
         client_ns = self._refresh_client_ns(pods_changed)
         # Pod bookkeeping can change without any answer changing (a second Pod on an address):
@@ -193,15 +202,15 @@ class Index:
         )
         return Change(self.snapshot, frozenset(touched), frozenset(touched_ips | published.ips), everything, frozenset(absolute))
 
-    def _publish(self, dirty: set[SvcKey], dirty_static: set[ObjectKey], old: Snapshot) -> Published:
-        return self.hosts.publish(dirty, dirty_static, old.hosts, old.xptr, self._services.get, self._slices_for)
+    def _publish(self, dirty: set[SvcKey], dirty_static: set[ObjectKey], old: Snapshot, synced: bool = True) -> Published:
+        return self.hosts.publish(dirty, dirty_static, old.hosts, old.xptr, self._services.get, self._slices_for, synced=synced)
 
     def _slices_for(self, key: SvcKey) -> list[EndpointSlice]:
         return [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
 
     def _upsert(self, obj: KubeObject, dirty: set[SvcKey], pods_changed: dict[tuple[str, str], int],
                 dirty_static: set[ObjectKey]) -> None:
-        if isinstance(obj, StaticRecords):
+        if isinstance(obj, (StaticRecords, Ingress, IngressClass, Gateway, Route)):
             self.hosts.upsert(obj, dirty_static)
         elif isinstance(obj, Service):
             key = (obj.namespace, obj.name)
@@ -235,13 +244,14 @@ class Index:
             self._place_pod(key, old_pod, obj)
         elif isinstance(obj, Namespace):
             self._explicit_namespaces.add(obj.name)
+            self.hosts.upsert(obj, dirty_static)  # its labels, for Gateway listeners' selectors
         else:  # pragma: no cover
             raise TypeError(f"not a Kubernetes object value: {obj!r}")
 
     def _delete(self, kind: Kind, namespace: str, name: str, dirty: set[SvcKey], pods_changed: dict[tuple[str, str], int],
                 dirty_static: set[ObjectKey]) -> None:
         key = (namespace, name)
-        if kind in (Kind.HOSTS, Kind.RECORD):
+        if kind in (Kind.HOSTS, Kind.RECORD) or kind in WEB_KINDS:
             self.hosts.delete((kind, namespace, name), dirty_static)
         elif kind is Kind.SERVICE:
             if self._services.pop(key, None) is not None:
@@ -260,6 +270,7 @@ class Index:
                 self._place_pod(key, old_pod, None)
         elif kind is Kind.NAMESPACE:
             self._explicit_namespaces.discard(name)
+            self.hosts.delete((kind, namespace, name), dirty_static)
 
     def _unlink_slice(self, old: EndpointSlice, dirty: set[SvcKey]) -> None:
         owner = (old.namespace, old.service)

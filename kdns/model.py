@@ -25,6 +25,13 @@ class Kind(str, enum.Enum):
     # (`kdns serve --hosts`), or the records of one name given to the test double.
     HOSTS = "Hosts"
     RECORD = "Record"
+    # The names routed by an ingress controller or a Gateway (`--ingress-hosts`, `--gateway-hosts`).
+    INGRESS = "Ingress"
+    INGRESS_CLASS = "IngressClass"
+    GATEWAY = "Gateway"
+    HTTP_ROUTE = "HTTPRoute"
+    GRPC_ROUTE = "GRPCRoute"
+    TLS_ROUTE = "TLSRoute"
 
     def __str__(self) -> str:  # "Service", not "Kind.SERVICE", in messages
         return self.value
@@ -61,6 +68,12 @@ class Service:
     external_ips: tuple[str, ...] = ()
     lb_hostnames: tuple[str, ...] = ()
     hostnames: tuple[str, ...] = ()
+    # For the hosts of Ingresses and Gateways (kdns.webhosts): the app.kubernetes.io/instance
+    # and app.kubernetes.io/name labels ("" when absent) of a Service with a ClusterIP that
+    # serves port 80, which may be an ingress controller's; and the Gateway (namespace, name)
+    # its controller made it for, from the labels Gateway implementations put on it.
+    app: tuple[str, str] = ("", "")
+    gateway: tuple[str, str] | None = None
 
     kind = Kind.SERVICE
 
@@ -114,6 +127,9 @@ class Pod:
 @dataclass(frozen=True, slots=True)
 class Namespace:
     name: str
+    # Its labels, sorted (with the kubernetes.io/metadata.name label the API server adds):
+    # a Gateway listener's allowedRoutes may select namespaces by them.
+    labels: tuple[tuple[str, str], ...] = ()
 
     kind = Kind.NAMESPACE
 
@@ -167,7 +183,125 @@ class StaticRecords:
         return (self.kind, "", self.origin)
 
 
-KubeObject = Namespace | Service | EndpointSlice | Pod | StaticRecords
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    """An Ingress as its hosts need it (kdns.ingress has the rules that use these fields).
+
+    `hosts`: spec.rules[].host, spec.tls[].hosts and the external-dns hostname annotation's
+    names, lowercase, without a trailing dot, in that order (the rules' hosts are checked on
+    arrival, the others when the index uses them); `*.example.com` is a wildcard.
+    `class_name`: spec.ingressClassName, else the legacy kubernetes.io/ingress.class
+    annotation; "" when neither is given. `targets`: the external-dns target annotation
+    (canonical addresses or lowercase names). `lb_ips` / `lb_hostnames`: its
+    status.loadBalancer.ingress[] addresses and names, loopback addresses and `localhost`
+    left out (kind's ingress-nginx publishes `localhost`, which a pod cannot use)."""
+
+    namespace: str
+    name: str
+    class_name: str = ""
+    hosts: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    lb_ips: tuple[str, ...] = ()
+    lb_hostnames: tuple[str, ...] = ()
+
+    kind = Kind.INGRESS
+
+    @property
+    def key(self) -> ObjectKey:
+        return (Kind.INGRESS, self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class IngressClass:
+    """An IngressClass (cluster-scoped): whether it is the default class, and the label that
+    finds its controller's Service (kdns.ingress): ("app.kubernetes.io/instance", value), else
+    ("app.kubernetes.io/name", value), else ()."""
+
+    name: str
+    default: bool = False
+    app: tuple[str, str] | tuple[()] = ()
+
+    kind = Kind.INGRESS_CLASS
+
+    @property
+    def namespace(self) -> str:
+        return ""
+
+    @property
+    def key(self) -> ObjectKey:
+        return (Kind.INGRESS_CLASS, "", self.name)
+
+
+# A label selector's requirement: (key, operator, values); operator In, NotIn, Exists or
+# DoesNotExist (matchLabels become In with one value).
+Requirement = tuple[str, str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """A Gateway listener as route attachment needs it (kdns.gateway)."""
+
+    name: str
+    protocol: str  # HTTP, HTTPS, TLS, TCP, UDP or an implementation's own
+    port: int
+    hostname: str = ""  # "" matches every host; `*.example.com` any name below example.com
+    namespaces: str = "Same"  # allowedRoutes.namespaces.from: Same, All or Selector
+    selector: tuple[Requirement, ...] = ()  # for Selector
+    kinds: tuple[tuple[str, str], ...] = ()  # allowedRoutes.kinds as (group, kind); () = by protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """A Gateway: its listeners and where it can be reached. `targets`: the external-dns
+    target annotation; `addresses` / `address_names`: status.addresses of type IPAddress
+    (canonical) and Hostname (lowercase), loopback and `localhost` left out."""
+
+    namespace: str
+    name: str
+    listeners: tuple[Listener, ...] = ()
+    targets: tuple[str, ...] = ()
+    addresses: tuple[str, ...] = ()
+    address_names: tuple[str, ...] = ()
+
+    kind = Kind.GATEWAY
+
+    @property
+    def key(self) -> ObjectKey:
+        return (Kind.GATEWAY, self.namespace, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ParentRef:
+    """A route's parentRef to a Gateway (absolute namespace; "" section and 0 port: any)."""
+
+    namespace: str
+    name: str
+    section: str = ""
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An HTTPRoute, GRPCRoute or TLSRoute (gateway.networking.k8s.io/v1) as its hosts need
+    it: spec.hostnames (lowercase; `*.` wildcards kept), and the parentRefs to Gateways that
+    its status says are Accepted for its current generation (the others are dropped on
+    arrival: a route its Gateway has not accepted routes nothing)."""
+
+    kind: Kind
+    namespace: str
+    name: str
+    hostnames: tuple[str, ...] = ()
+    parents: tuple[ParentRef, ...] = ()
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.kind, self.namespace, self.name)
+
+
+ROUTE_KINDS = (Kind.HTTP_ROUTE, Kind.GRPC_ROUTE, Kind.TLS_ROUTE)
+WEB_KINDS = (Kind.INGRESS, Kind.INGRESS_CLASS, Kind.GATEWAY, *ROUTE_KINDS)  # kdns.webhosts keeps these
+
+KubeObject = Namespace | Service | EndpointSlice | Pod | StaticRecords | Ingress | IngressClass | Gateway | Route
 ObjectKey = tuple[Kind, str, str]  # (kind, namespace, name); namespace "" for a Namespace
 
 

@@ -21,12 +21,14 @@ MAX_WORKERS = 256  # --workers
 # four dots) before it leave 57 of the 253 a DNS name may have.
 MAX_ZONE = 253 - (3 * 63 + 3 + 4)
 
-SOURCE, ANSWERS, EXTERNAL, OUTSIDE, FORWARDING, OPERATION = "source", "answers", "external", "outside", "forwarding", "operation"
+SOURCE, ANSWERS, EXTERNAL, OUTSIDE, WEB, FORWARDING, OPERATION = (
+    "source", "answers", "external", "outside", "web", "forwarding", "operation")
 GROUPS = {
     SOURCE: "source (one of them; with none, KUBECONFIG, then in-cluster config, then the bundled demo cluster)",
     ANSWERS: "answers",
     EXTERNAL: "external zone (Services' external and load-balancer addresses by name, as CoreDNS's k8s_external)",
     OUTSIDE: "names outside the zones: records kdns holds for them, and what the others get without an upstream",
+    WEB: "Ingress and Gateway hosts (the names an ingress controller or a Gateway routes, resolved inside the cluster)",
     FORWARDING: "forwarding (names outside the zones; without an upstream see --outside-names)",
     OPERATION: "operation",
 }
@@ -114,6 +116,22 @@ OPTIONS: tuple[Option, ...] = (
            "(nxdomain: a closed world, as a test cluster with no way out; applications then see "
            "'not found', EAI_NONAME)", OUTSIDE, choices=tuple(m.value for m in OutsideNames),
            fields=("dns.outside_names",)),
+    Option("ingress-hosts", bool, False, "answer every host of every Ingress (rules, TLS hosts, external-dns's hostname "
+           "annotation) ahead of forwarding, with its target: external-dns's target annotation, else its load balancer's "
+           "status (not a loopback address or localhost), else the ClusterIP of its class's controller Service; watches "
+           "Ingresses and IngressClasses", WEB, reload=False, fields=("dns.ingress_hosts",)),
+    Option("ingress-controller", str, [], "the Service of the ingress controller of CLASS ('*': every class), whose "
+           "ClusterIP an Ingress of that class resolves to when it has no other target; repeatable. Without it, a "
+           "class's controller is found when exactly one Service serving port 80 shares the IngressClass's "
+           "app.kubernetes.io/instance (else app.kubernetes.io/name) label", WEB, True, "CLASS=NAMESPACE/SERVICE",
+           fields=("dns.ingress_controllers",)),
+    Option("ingress-class", str, [], "only Ingresses of this class count (spec.ingressClassName, the "
+           "kubernetes.io/ingress.class annotation, or the default IngressClass); repeatable; none: every Ingress",
+           WEB, True, "NAME", fields=("dns.ingress_classes",)),
+    Option("gateway-hosts", bool, False, "answer the hostnames of HTTPRoutes, GRPCRoutes and TLSRoutes (Gateway API "
+           "v1) that a Gateway accepted, as intersected with its listeners' hostnames, ahead of forwarding, with the "
+           "Gateway's addresses, else the ClusterIP of the Service made for it; watches them when their CRDs are "
+           "installed (looking again for them every 10 s)", WEB, reload=False, fields=("dns.gateway_hosts",)),
     Option("startup-timeout", float, 5.0, "warn when the first sync with the API takes longer; cluster names that kdns "
            "does not know yet get SERVFAIL until it completes", ANSWERS, metavar="SECONDS"),
     Option("upstream", str, [], "resolver for names outside the zones and unknown reverse names; repeatable",

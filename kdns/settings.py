@@ -244,6 +244,10 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         external_ttl=v["external-ttl"],
         external_headless=v["external-headless"],
         outside_names=OutsideNames(v["outside-names"]),
+        ingress_hosts=v["ingress-hosts"],
+        gateway_hosts=v["gateway-hosts"],
+        ingress_controllers=_ingress_controllers(v),
+        ingress_classes=_ingress_classes(v),
     )
     return ServeConfig(
         manifests=tuple(v["manifests"]),
@@ -336,6 +340,32 @@ def _zones(v: Values, option: str = "zone", taken: tuple[str, ...] = ()) -> tupl
                 where = "is served already" if inner == outer else f"lies inside {outer!r}"
                 raise v.error(option, f"{inner!r} {where}: the zones must not overlap")
     return tuple(zones) or (default("zone") if option == "zone" else ())
+
+
+def _ingress_controllers(v: Values) -> tuple[tuple[str, str, str], ...]:
+    """--ingress-controller CLASS=NAMESPACE/SERVICE, each class once ("*": every class)."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for i, text in enumerate(v["ingress-controller"]):
+        cls, sep, target = text.strip().partition("=")
+        namespace, slash, service = target.partition("/")
+        cls = cls.strip()
+        if not sep or not slash or not (cls == "*" or names.is_subdomain(cls)):
+            raise v.error("ingress-controller", f"expected CLASS=NAMESPACE/SERVICE (CLASS '*' for every class), got {text!r}", i)
+        if not names.is_label(namespace.strip()) or not names.is_label(service.strip()):
+            raise v.error("ingress-controller", f"not a namespace and a Service name: {target!r} in {text!r}", i)
+        if cls in out:
+            raise v.error("ingress-controller", f"class {cls!r} given twice", i)
+        out[cls] = (cls, namespace.strip(), service.strip())
+    return tuple(out.values())
+
+
+def _ingress_classes(v: Values) -> tuple[str, ...]:
+    classes = []
+    for i, text in enumerate(v["ingress-class"]):
+        if not names.is_subdomain(text.strip()):
+            raise v.error("ingress-class", f"not an IngressClass name: {text!r}", i)
+        classes.append(text.strip())
+    return tuple(dict.fromkeys(classes))
 
 
 def _forwarding(v: Values, zones: tuple[str, ...], *, in_cluster: bool):

@@ -1,10 +1,11 @@
 """The tables of absolute names beside the cluster zone's: the external zones and the names
-outside every zone (hosts files, the test double's records; later Ingress and Gateway hosts).
+outside every zone (hosts files, the test double's records, Ingress and Gateway hosts).
 
 Objects claim names: a Service its names in the external zones (kdns.external), a hosts file
-or a `record()` call its names (kdns.static). `NameTables.set(owner, names, ptrs)` replaces
-everything one object claims; `publish` then writes the winner of each name it touched into
-the snapshot's persistent maps, so that a query is one lookup:
+or a `record()` call its names (kdns.static), an Ingress or a route its hosts
+(kdns.webhosts). `NameTables.set(owner, names, ptrs)` replaces everything one object claims;
+`publish` then writes the winner of each name it touched into the snapshot's persistent maps,
+so that a query is one lookup:
 
 * `hosts`: absolute name -> `HostEntry` (its record sets, the external zone it lies in, and
   the objects that made it: provenance, for `kdns explain`). The lowest rank wins a name,
@@ -15,7 +16,9 @@ the snapshot's persistent maps, so that a query is one lookup:
   owner of the best rank, merged (two Services sharing a load-balancer address).
 
 Wildcard names (`*.example.com`) are kept as they are; `publish` says when one changed,
-since that changes answers for names nobody can list. Pure.
+since that changes answers for names nobody can list. A claim may say that its wildcard
+stands for any depth below (a Gateway listener's `*.example.com`; `HostEntry.deep`), not just
+one label. Pure.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from kdns.model import ObjectKey, Rrset, describe
 
 log = logging.getLogger("kdns.index")
 
-Claim = tuple[int, tuple[Rrset, ...], tuple[ObjectKey, ...]]  # (rank, records, the objects they come from)
+# (rank, records, the objects they come from), and optionally whether a wildcard name stands
+# for any depth below it (default: one label).
+Claim = tuple[int, tuple[Rrset, ...], tuple[ObjectKey, ...]] | tuple[int, tuple[Rrset, ...], tuple[ObjectKey, ...], bool]
 PtrClaim = tuple[int, tuple[str, ...], int]  # (rank, absolute targets, TTL)
 # The external zones' name-server names (`ns1.<apex>.<zone>`) are kdns's own: no object made
 # them, so their owner has no Kind.
@@ -43,6 +48,7 @@ class HostEntry(NamedTuple):
     rrsets: tuple[Rrset, ...]  # () for an empty non-terminal
     zone: str  # the external zone the name lies in; "" outside every zone
     origins: tuple[ObjectKey, ...] = ()
+    deep: bool = False  # a wildcard name that stands for names any depth below it, not one label
 
     def find(self, rtype: int) -> Rrset | None:
         for rr in self.rrsets:
@@ -74,7 +80,9 @@ class NameTables:
         self._dirty: set[str] = set()
         self._dirty_ips: set[str] = set()
         # Names whose answer follows a CNAME into kdns's own data: it changes with that data.
+        # Those that are wildcards answer names nobody can list (`wild_chasers`).
         self.chasers: set[str] = set()
+        self.wild_chasers: set[str] = set()
         # Answers that carry another name's addresses (SRV targets' in the additional section,
         # the zone's NS glue): name -> the names whose answers hold its records.
         self._glue_users: dict[str, set[str]] = {}
@@ -136,7 +144,7 @@ class NameTables:
                 if self._below[above] == 1:
                     self._dirty.add(above)
             return
-        rivals = [other for other, (rank, _, _) in before if other != owner and rank == claim[0]]
+        rivals = [other for other, held in before if other != owner and held[0] == claim[0]]
         if rivals and owner not in dict(before):
             first = min([owner, *rivals])
             log.warning("%s: claimed by %s and %s; %s wins (the first in order)", name, describe(owner),
@@ -150,8 +158,9 @@ class NameTables:
     def entry(self, name: str) -> HostEntry | None:
         held = self._claims.get(name)
         if held is not None:
-            owner, (_, rrsets, origins) = held if isinstance(held, tuple) else min(held.items(), key=_rank_then_owner)
-            return HostEntry(rrsets, self.zone_of(name), origins or (owner,))
+            owner, claim = held if isinstance(held, tuple) else min(held.items(), key=_rank_then_owner)
+            deep = len(claim) > 3 and bool(claim[3])
+            return HostEntry(claim[1], self.zone_of(name), claim[2] or (owner,), deep)
         if self._below.get(name):
             return HostEntry((), self.zone_of(name))
         return None
@@ -172,8 +181,11 @@ class NameTables:
         """Keep `chasers` and the SRV glue dependencies up to date with `name`'s new entry."""
         if entry is not None and entry.find(codes.CNAME) is not None:
             self.chasers.add(name)
+            if name.startswith("*."):
+                self.wild_chasers.add(name)
         else:
             self.chasers.discard(name)
+            self.wild_chasers.discard(name)
         srv = entry.find(codes.SRV) if entry is not None else None
         targets = tuple(dict.fromkeys(value[3] for value in srv.values)) if srv is not None else ()
         for target in self._glue_of.pop(name, ()):

@@ -31,6 +31,8 @@ def string_values(tmp_path: Path) -> dict[str, object]:
         "external-zone": ["k8s.example.org", "lb.example.net"],
         "external-apex": "ns",
         "hosts": [str(tmp_path / "hosts"), str(tmp_path / "more-hosts")],
+        "ingress-controller": ["nginx=ingress-nginx/ingress-nginx-controller", "*=traefik/traefik"],
+        "ingress-class": ["nginx", "internal"],
     }
 
 

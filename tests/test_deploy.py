@@ -218,11 +218,14 @@ def test_cluster_role_grants_what_kdns_reads(objects):
         for verb in rule["verbs"]
     }
     needed = set()
-    for resource in RESOURCES.values():  # every collection kdns lists and watches (pods: verified/autopath)
+    for resource in RESOURCES.values():  # every collection kdns may list and watch (pods: verified/autopath; ...)
         group = resource.api_version.rpartition("/")[0]
         needed |= {(group, resource.label, "list"), (group, resource.label, "watch")}
     assert {(g, r) for g, r, _ in needed} == {
         ("", "namespaces"), ("", "services"), ("", "pods"), ("discovery.k8s.io", "endpointslices"),
+        ("networking.k8s.io", "ingresses"), ("networking.k8s.io", "ingressclasses"),
+        ("gateway.networking.k8s.io", "gateways"), ("gateway.networking.k8s.io", "httproutes"),
+        ("gateway.networking.k8s.io", "grpcroutes"), ("gateway.networking.k8s.io", "tlsroutes"),
     }
     assert needed <= granted, sorted(needed - granted)
     assert {verb for _, _, verb in granted} == {"list", "watch"}, "read-only: list and watch, nothing more"

@@ -33,6 +33,7 @@ PURE = {
     "kdns.static", "kdns.tables", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
     "kdns.options", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.backoff", "kdns.sources.convert", "kdns.sources.select",
+    "kdns.ingress", "kdns.gateway", "kdns.webhosts", "kdns.sources.convert_web", "kdns.sources.resources",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
     "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.translate", "kdns.testing.match",
     "kdns.corefile.translate.blocks", "kdns.corefile.translate.cache", "kdns.corefile.translate.context", "kdns.corefile.translate.forward", "kdns.corefile.translate.hosts", "kdns.corefile.translate.kubernetes", "kdns.corefile.translate.rewrite", "kdns.corefile.translate.server", "kdns.corefile.translate.values",

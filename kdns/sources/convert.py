@@ -5,9 +5,11 @@ the test fixture: the object is checked the way the API server would check the f
 uses, and a problem raises `ObjectError` naming the object and the field
 (`Service default/web: spec.clusterIP: not an IP address: '10.0.0.x'`).
 
-Kinds other than v1 Namespace, v1 Service, discovery.k8s.io/v1 EndpointSlice and v1 Pod give
-None (the caller logs and skips them), as do EndpointSlices DNS never uses: FQDN slices and
-slices without the `kubernetes.io/service-name` label.
+Kinds other than v1 Namespace, v1 Service, discovery.k8s.io/v1 EndpointSlice, v1 Pod,
+networking.k8s.io/v1 Ingress and IngressClass and gateway.networking.k8s.io/v1 Gateway,
+HTTPRoute, GRPCRoute and TLSRoute (kdns.sources.convert_web) give None (the caller logs and
+skips them), as do EndpointSlices DNS never uses: FQDN slices and slices without the
+`kubernetes.io/service-name` label.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from kdns import names
 from kdns.model import (
+    ROUTE_KINDS,
     Endpoint,
     EndpointSlice,
     Kind,
@@ -29,6 +32,7 @@ from kdns.model import (
     Service,
     ServiceType,
 )
+from kdns.sources import convert_web
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
@@ -41,7 +45,14 @@ KINDS = {
     ("v1", "Service"): Kind.SERVICE,
     ("discovery.k8s.io/v1", "EndpointSlice"): Kind.ENDPOINT_SLICE,
     ("v1", "Pod"): Kind.POD,
+    ("networking.k8s.io/v1", "Ingress"): Kind.INGRESS,
+    ("networking.k8s.io/v1", "IngressClass"): Kind.INGRESS_CLASS,
+    ("gateway.networking.k8s.io/v1", "Gateway"): Kind.GATEWAY,
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): Kind.HTTP_ROUTE,
+    ("gateway.networking.k8s.io/v1", "GRPCRoute"): Kind.GRPC_ROUTE,
+    ("gateway.networking.k8s.io/v1", "TLSRoute"): Kind.TLS_ROUTE,
 }
+CLUSTER_SCOPED = ("Namespace", "IngressClass")  # kinds whose objects have no namespace
 
 
 class ObjectError(ValueError):
@@ -145,9 +156,9 @@ def identify(obj: dict[str, Any]) -> tuple[str, str, str]:
     kind = kind if isinstance(kind, str) else "object"
     namespace = namespace if isinstance(namespace, str) else ""
     name = name if isinstance(name, str) else ""
-    if kind != "Namespace" and not namespace:
+    if kind not in CLUSTER_SCOPED and not namespace:
         namespace = "default"
-    return kind, ("" if kind == "Namespace" else namespace), name
+    return kind, ("" if kind in CLUSTER_SCOPED else namespace), name
 
 
 Allocate = Callable[[str, str, tuple[int, ...]], tuple[str, ...]]
@@ -171,13 +182,22 @@ def convert(obj: dict[str, Any], allocate: Allocate | None = None) -> KubeObject
     if not name:
         raise f.fail("metadata.name", "required")
     if kind is Kind.NAMESPACE:
-        return Namespace(f.label(name, "metadata.name"))
+        return Namespace(f.label(name, "metadata.name"), convert_web.namespace_labels(f, name, meta))
+    if kind is Kind.INGRESS_CLASS:
+        return convert_web.ingress_class(f, name, meta)
     namespace = f.label(f.string(meta.get("namespace"), "metadata.namespace", "default"), "metadata.namespace")
     if kind is Kind.SERVICE:
         svc = _service(f, namespace, f.label(name, "metadata.name"), f.mapping(obj.get("spec"), "spec"), allocate)
-        return _external(f, svc, meta, f.mapping(obj.get("spec"), "spec"), f.mapping(obj.get("status"), "status"))
+        svc = _external(f, svc, meta, f.mapping(obj.get("spec"), "spec"), f.mapping(obj.get("status"), "status"))
+        return convert_web.service_labels(svc, meta)
     if kind is Kind.ENDPOINT_SLICE:
         return _endpoint_slice(f, namespace, name, meta, obj)
+    if kind is Kind.INGRESS:
+        return convert_web.ingress(f, namespace, name, meta, obj)
+    if kind is Kind.GATEWAY:
+        return convert_web.gateway(f, namespace, name, meta, obj)
+    if kind in ROUTE_KINDS:
+        return convert_web.route(f, kind_text, namespace, name, meta, obj)
     return _pod(f, namespace, name, obj)
 
 

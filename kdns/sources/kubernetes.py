@@ -1,7 +1,8 @@
 """Follow a live cluster through the Kubernetes API with the official client.
 
 One reflector per resource (Namespaces, Services, EndpointSlices, and Pods when pod records
-are verified) runs in a worker thread, because the client blocks:
+are verified; Ingresses and IngressClasses, Gateways and routes for their hosts) runs in a
+worker thread, because the client blocks:
 
 1. list the collection in pages (`limit`/`continue`) as raw JSON (`_preload_content=False`),
    converting and trimming each object on arrival: the client's model objects would cost
@@ -17,6 +18,13 @@ a burst of events blocks the reader instead of growing memory. Errors are retrie
 exponential back-off and jitter (capped at 5 s), each logged as one line with its cause
 and the delay. On shutdown the threads are abandoned (their blocking read cannot be
 interrupted portably); a stop flag and read timeouts end them soon after.
+
+The Gateway API's resources are CustomResourceDefinitions a cluster may not have: before
+listing one, its reflector asks the API's discovery (`/apis/gateway.networking.k8s.io/v1`,
+readable by every client) whether it is served. While it is not, the reflector counts as
+synced with no objects (those it had are deleted), says so once at info level, and asks
+again every `PROBE_INTERVAL` seconds: CRDs installed later are picked up, and a cluster
+without them logs no error.
 """
 
 from __future__ import annotations
@@ -28,7 +36,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -38,32 +45,17 @@ from kdns.config import ApiSource
 from kdns.model import Delete, Event, Kind, KubeObject, ObjectKey, Synced, Upsert
 from kdns.sources import convert
 from kdns.sources.backoff import Backoff
+from kdns.sources.resources import RESOURCES, Resource
 from kdns.sources.select import Scope
+
+__all__ = ["RESOURCES", "ApiSourceError", "ClusterWatch", "Reflector", "Resource", "client_configuration"]
 
 log = logging.getLogger("kdns.kubernetes")
 
 WATCH_TIMEOUT = 60  # seconds the API server keeps one watch open (timeoutSeconds)
 PAGE_SIZE = 500
 CONNECT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Resource:
-    kind: Kind
-    api_version: str
-    path: str  # the cluster-wide collection
-
-    @property
-    def label(self) -> str:
-        return self.path.rsplit("/", 1)[-1]
-
-
-RESOURCES = {
-    Kind.NAMESPACE: Resource(Kind.NAMESPACE, "v1", "/api/v1/namespaces"),
-    Kind.SERVICE: Resource(Kind.SERVICE, "v1", "/api/v1/services"),
-    Kind.ENDPOINT_SLICE: Resource(Kind.ENDPOINT_SLICE, "discovery.k8s.io/v1", "/apis/discovery.k8s.io/v1/endpointslices"),
-    Kind.POD: Resource(Kind.POD, "v1", "/api/v1/pods"),
-}
+PROBE_INTERVAL = 10.0  # seconds between two looks for a resource the API server does not serve (yet)
 
 
 class ApiSourceError(Exception):
@@ -111,7 +103,7 @@ class Reflector:
         self.emit = emit  # returns False once nobody listens any more
         self.stopping = stopping
         self._cfg = cfg
-        self._api_client = None
+        self._api_client: Any = None  # kubernetes.client.ApiClient once connected (the client is untyped)
         self._api_exception: type[Any] = _HttpError  # an exception class with .status and .reason
         self._known: dict[ObjectKey, KubeObject] = {}  # what was last sent for each object
         self._synced = False
@@ -123,6 +115,7 @@ class Reflector:
         self.lists = 0  # complete lists (for metrics)
         self.watches = 0  # watches started
         self.last_event: float | None = None  # time.monotonic() of the last event sent
+        self._absent = False  # an optional resource the API server did not serve when last asked
 
     def run(self) -> None:
         """The reflector's life, in its worker thread.
@@ -158,6 +151,10 @@ class Reflector:
         while not self.stopping.is_set():
             try:
                 if version is None:
+                    if self.resource.optional and not self._served():
+                        if not self._missing():
+                            return
+                        continue
                     version = self._list()
                     if version is None:
                         return
@@ -167,7 +164,9 @@ class Reflector:
                 log.info("%s: resourceVersion too old (410 Gone); listing again", self.resource.label)
                 version = None
             except _HttpError as exc:
-                if exc.status == 410:
+                if exc.status == 404 and self.resource.optional:
+                    version = None  # its CRD went away: discovery says so next
+                elif exc.status == 410:
                     log.info("%s: resourceVersion too old (410 Gone); listing again", self.resource.label)
                     version = None
                 else:
@@ -186,13 +185,44 @@ class Reflector:
         log.warning("%s: %s; retrying in %.1fs", self.resource.label, cause, delay)
         self.stopping.wait(delay)
 
-    def _call(self, **params):
-        """GET the collection with these query parameters; the streaming urllib3 response."""
-        if self.label_selector:
+    def _served(self) -> bool:
+        """Whether discovery lists this (optional) resource under its group and version."""
+        response = self._call(path=self.resource.path.rsplit("/", 1)[0], expect_missing=True)
+        if response is None:
+            return False
+        try:
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
+        resources = body.get("resources") if isinstance(body, dict) else None
+        return any(isinstance(r, dict) and r.get("name") == self.resource.label for r in resources or ())
+
+    def _missing(self) -> bool:
+        """The resource is not served: no objects, synced; look again later. False when
+        nobody listens any more."""
+        if not self._absent:
+            self._absent = True
+            log.info("%s: not served by the API server (%s is not installed); looking again every %gs",
+                     self.resource.label, self.resource.api_version, PROBE_INTERVAL)
+        events: list[Event] = [Delete(key) for key in self._known]
+        self._known = {}
+        if not self._synced:
+            events.append(Synced(self.resource.kind.value))
+            self._synced = True
+        if events and not self.emit(events):
+            return False
+        self.backoff.succeeded()
+        self.stopping.wait(PROBE_INTERVAL)
+        return True
+
+    def _call(self, *, path: str | None = None, expect_missing: bool = False, **params):
+        """GET the collection (or `path`) with these query parameters; the streaming urllib3
+        response (None for a 404 when `expect_missing`)."""
+        if self.label_selector and path is None:
             params["labelSelector"] = self.label_selector
         method, url, headers, _, _ = self._api_client.param_serialize(
             method="GET",
-            resource_path=self.resource.path,
+            resource_path=path or self.resource.path,
             query_params=list(params.items()),
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
@@ -200,6 +230,9 @@ class Reflector:
         response = self._api_client.call_api(
             method, url, header_params=headers, _request_timeout=(CONNECT_TIMEOUT, WATCH_TIMEOUT + 15)
         ).response
+        if response.status == 404 and expect_missing:
+            response.release_conn()
+            return None
         if response.status >= 300:
             try:
                 body = json.loads(response.data)
@@ -234,6 +267,9 @@ class Reflector:
                 break
         self.lists += 1
         self.backoff.succeeded()
+        if self._absent:
+            self._absent = False
+            log.info("%s: served by the API server now; following it", self.resource.label)
         self.last_event = time.monotonic()
         # Only what differs from what was sent before: a relist of an unchanged cluster then
         # costs the serving thread nothing (the comparisons happen here, in this thread).

@@ -30,7 +30,7 @@ import trio
 import yaml
 
 from kdns import files
-from kdns.model import Delete, Event, KubeObject, ObjectKey, Service, Upsert, describe
+from kdns.model import ROUTE_KINDS, Delete, Event, Kind, KubeObject, ObjectKey, Service, Upsert, describe
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
 from kdns.sources.select import Scope
@@ -41,6 +41,8 @@ SUFFIXES = (".yaml", ".yml", ".json")
 SETTLE = 0.05  # seconds: a file modified more recently than this is read on the next look
 MAX_BYTES = 16 * files.MIB  # --manifest-max-bytes: the largest file read
 OPTION = "manifest-max-bytes"
+SKIPPED_BECAUSE = {Kind.INGRESS: "no --ingress-hosts", Kind.INGRESS_CLASS: "no --ingress-hosts", Kind.GATEWAY: "no --gateway-hosts",
+                   **{kind: "no --gateway-hosts" for kind in ROUTE_KINDS}}
 
 
 _Stat = os.stat_result | OSError | None  # a file's stat, why there is none, or None: do not look
@@ -63,9 +65,12 @@ class _File:
 
 
 class ManifestSet:
-    def __init__(self, paths: list[str] | tuple[str, ...], scope: Scope | None = None, max_bytes: int = MAX_BYTES):
+    def __init__(self, paths: list[str] | tuple[str, ...], scope: Scope | None = None, max_bytes: int = MAX_BYTES,
+                 skip: frozenset[Kind] = frozenset()):
+        """`skip`: kinds not read (Ingresses without --ingress-hosts, ...), as kinds DNS does not use."""
         self.paths = [Path(p) for p in paths]
         self.scope = scope or Scope()
+        self.skip = skip
         self.max_bytes = max_bytes  # may change between rescans (a config reload)
         self._is_dir: dict[Path, bool] = {}  # what each named path was when first seen
         self._list_errors: dict[Path, str] = {}  # a directory that cannot be listed, reported once
@@ -244,6 +249,9 @@ class ManifestSet:
             where = f"{path}: {position}"
             for item in _items(where, document):
                 kind = convert.kind_of(item)
+                if kind in self.skip:
+                    log.debug("%s: skipping %s: not asked for (%s)", path, describe(_key_of(item)), SKIPPED_BECAUSE.get(kind, ""))
+                    continue
                 if kind is None:
                     known = {k: v for (v, k) in convert.KINDS}
                     if item["kind"] in known:

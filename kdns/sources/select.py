@@ -5,7 +5,8 @@ apply it the same way: the API source also passes the label selector to the API 
 that unselected objects never travel, and filters what arrives anyway.
 
 * `namespaces`: only objects in these namespaces (and these Namespace objects) exist for
-  DNS; names in other namespaces are NXDOMAIN and their addresses get no PTR.
+  DNS; names in other namespaces are NXDOMAIN and their addresses get no PTR. IngressClasses
+  belong to no namespace and are always kept.
 * `labels`: a label selector applied to Services and EndpointSlices (the EndpointSlice
   controller copies a Service's labels onto its slices). Pods and Namespaces are not
   filtered by it.
@@ -94,7 +95,7 @@ class Scope:
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             meta = {}
-        if self.namespaces is not None:
+        if self.namespaces is not None and kind != "IngressClass":  # (cluster-scoped: in no namespace)
             namespace = meta.get("name") if kind == "Namespace" else (meta.get("namespace") or "default")
             if namespace not in self.namespaces:
                 return False

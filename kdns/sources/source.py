@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from kdns.config import ServeConfig
-from kdns.model import Event, Kind, Synced
+from kdns.model import ROUTE_KINDS, WEB_KINDS, Event, Kind, Synced
 from kdns.options import PodsMode
 from kdns.sources.hosts import HostsError, HostsFiles, watch_hosts
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests
@@ -45,6 +45,10 @@ class Source:
         self.kinds = [Kind.NAMESPACE, Kind.SERVICE, Kind.ENDPOINT_SLICE]
         if config.dns.pods is PodsMode.VERIFIED or config.dns.autopath:
             self.kinds.append(Kind.POD)
+        if config.dns.ingress_hosts:
+            self.kinds += [Kind.INGRESS_CLASS, Kind.INGRESS]
+        if config.dns.gateway_hosts:
+            self.kinds += [Kind.GATEWAY, *ROUTE_KINDS]
         self.api = config.api
         self.memory = memory
         self.manifests: ManifestSet | None = None
@@ -62,7 +66,8 @@ class Source:
             self.cluster = ClusterWatch(config.api, self.kinds, self.scope)
             self.names = [kind.value for kind in self.kinds]
         elif not memory:
-            self.manifests = ManifestSet(config.manifests or (str(demo_cluster()),), self.scope, config.manifest_max_bytes)
+            unread = frozenset(kind for kind in WEB_KINDS if kind not in self.kinds)  # (their options are off)
+            self.manifests = ManifestSet(config.manifests or (str(demo_cluster()),), self.scope, config.manifest_max_bytes, unread)
             self.names = [MANIFESTS]
 
     def initial(self) -> list[Event]:

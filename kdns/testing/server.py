@@ -62,7 +62,8 @@ class KdnsServer:
     expanded with (and `pod_resolver`'s default). `strict`: leaving the `with` block (or the
     fixture's test) with a fault that changed no query is an AssertionError. `external_zone`:
     serve Services' external and load-balancer addresses under it (kdns serve's
-    --external-zone), e.g. "k8s.example.org".
+    --external-zone), e.g. "k8s.example.org". The hosts of Ingresses and Gateway routes
+    resolve, as with `kdns serve --ingress-hosts --gateway-hosts` (`ingress()`).
     """
 
     def __init__(self, *, zone: str = DEFAULT_ZONE, ttl: int = 5, pods: str = "insecure", host: str = "127.0.0.1",
@@ -75,8 +76,9 @@ class KdnsServer:
         # A closed world: a name outside the cluster that no `record()` gives is NXDOMAIN, as
         # in a pod whose cluster cannot reach it (`upstream()` opens the way out).
         self._ttl = ttl
+        # Ingress and Gateway hosts resolve (`ingress()`, or Ingresses and routes `load()`ed).
         self._options = {"zone": [self.zone], "ttl": ttl, "pods": pods, "listen": [f"{host}:0"], "outside-names": "nxdomain",
-                         "external-zone": self.external_zones}
+                         "external-zone": self.external_zones, "ingress-hosts": True, "gateway-hosts": True}
         self._records: dict[str, dict[int, Any]] = {}  # name -> type -> its Rrset (record())
         self.queries = QueryLog(self.zone, namespace)  # every question received, in order (filled by the tap)
         self._thread: threading.Thread | None = None
@@ -102,6 +104,9 @@ class KdnsServer:
 
         argv = []
         for name, value in self._options.items():
+            if isinstance(value, bool):
+                argv.append(f"--{name}" if value else f"--no-{name}")
+                continue
             for item in value if isinstance(value, list) else [value]:
                 argv += [f"--{name}", str(item)]
         config = settings.build_config(settings.parse_flags(argv), environ={})
@@ -219,10 +224,11 @@ class KdnsServer:
         self.apply(read_objects(path_or_yaml))
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        """Remove an object: `delete("Service", "default", "web")` (namespace "" for a Namespace)."""
+        """Remove an object: `delete("Service", "default", "web")` (the namespace does not matter for a
+        Namespace or an IngressClass)."""
         from kdns.model import Delete, Kind
 
-        key = (Kind(kind), "" if kind == "Namespace" else namespace, name)
+        key = (Kind(kind), "" if kind in ("Namespace", "IngressClass") else namespace, name)
         self._call(lambda: self._live.apply_now([Delete(key)]))
 
     def service(
@@ -305,6 +311,33 @@ class KdnsServer:
     def cluster_ip(self, name: str, namespace: str = "default") -> str | None:
         svc = self._call(lambda: self._live.index.service(namespace, name))
         return svc.cluster_ips[0] if svc and svc.cluster_ips else None
+
+    def ingress(self, host: str | list[str] | tuple[str, ...], service: str | None = None, namespace: str = "default", *,
+                port: int = 80, address: str | list[str] | tuple[str, ...] | None = None, ingress_class: str | None = None,
+                name: str | None = None) -> str:
+        """Declare an Ingress routing `host` (one or a list; `*.example.com` for any one label
+        there) to `service` in `namespace`, and make the host resolve as in a cluster where
+        kdns serves Ingress hosts, the ingress controller being the Service itself: a CNAME
+        to `<service>.<namespace>.svc.<zone>`, whose ClusterIP follows. With `address` (an
+        address, a list of them, or a name) the host resolves there instead, as to an
+        ingress controller's load balancer. Declaring the same `name` (by default made from
+        the first host, `shop-example-com`) again replaces the Ingress; `delete("Ingress",
+        namespace, name)` removes it, and its host is an ordinary outside name again.
+        Returns the Ingress's name."""
+        from kdns.testing.manifests import ingress_manifest, ingress_name
+
+        hosts = [host] if isinstance(host, str) else list(host)
+        if not hosts:
+            raise ValueError("an Ingress needs at least one host")
+        if address is not None:
+            targets = [address] if isinstance(address, str) else list(address)
+        elif service is not None:
+            targets = [f"{service}.{namespace}.svc.{self.zone}"]
+        else:
+            raise ValueError("say where the host goes: service=... (a Service's name) or address=...")
+        name = name or ingress_name(hosts[0])
+        self.apply(ingress_manifest(hosts, name, namespace, service, port, targets, ingress_class))
+        return name
 
     # -- names outside the cluster ------------------------------------------------------
 

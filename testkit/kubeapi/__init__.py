@@ -4,8 +4,13 @@
 same from sync tests and from trio tests. It speaks the part of the API that a list+watch client
 uses, the way kube-apiserver does:
 
-- collections of Namespace, Service, Pod (core v1) and EndpointSlice (discovery.k8s.io/v1),
-  cluster-wide and per namespace, plus single-object GETs;
+- collections of Namespace, Service, Pod (core v1), EndpointSlice (discovery.k8s.io/v1),
+  Ingress and IngressClass (networking.k8s.io/v1), cluster-wide and per namespace, plus
+  single-object GETs; and the Gateway API's Gateway, HTTPRoute, GRPCRoute and TLSRoute
+  (gateway.networking.k8s.io/v1), custom resources served only once `install_crds()` was
+  called (404 before, as a cluster without the CRDs);
+- discovery: `/api`, `/apis`, `/api/v1` and `/apis/<group>/<version>` list what is served
+  (a group/version with nothing served is 404);
 - lists with `limit`/`continue` paging over a consistent snapshot (the token carries the snapshot
   resourceVersion; one older than the last `compact()` answers 410 Expired), `labelSelector`
   (equality, existence, set-based) and the metadata.name/metadata.namespace field selectors;
@@ -19,7 +24,8 @@ uses, the way kube-apiserver does:
 - keep-alive connections: every non-watch response has a Content-Length, and a watch that ends
   cleanly leaves its connection reusable.
 
-Faults for tests: `compact()`, `fail_next()`, `drop_watches()`, `down()`/`up()`, `hold()`/`release()`.
+Faults for tests: `compact()`, `fail_next()`, `drop_watches()`, `down()`/`up()`, `hold()`/`release()`;
+`install_crds()`/`uninstall_crds()` for the Gateway API's resources.
 Every request is recorded in `requests`; `wait_for_watchers()`/`watchers()` and `wait_for_held()`
 let a test sequence faults after the client got that far. Stdlib only.
 
@@ -36,7 +42,7 @@ from pathlib import Path
 from typing import Self
 
 from testkit.kubeapi.http import _abort, _HTTPServer
-from testkit.kubeapi.store import HOST, KINDS, POLL, Store, _kind
+from testkit.kubeapi.store import CRDS, HOST, KINDS, POLL, Store, _kind
 
 __all__ = ["KINDS", "KubeAPI", "Store"]
 
@@ -139,6 +145,28 @@ class KubeAPI:
         }
         path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML
         return path
+
+    # -- custom resources --
+
+    def install_crds(self, *kinds: str) -> None:
+        """Serve these custom resources (default: all of the Gateway API's), as after
+        `kubectl apply` of their CRDs."""
+        with self._lock:
+            self.store.crds.update(_kind(k).kind for k in kinds or CRDS)
+
+    def uninstall_crds(self, *kinds: str) -> None:
+        """Stop serving them (default: all): their objects are deleted (DELETED events), then
+        their watches end and their paths answer 404, as when a CRD is deleted."""
+        gone = {_kind(k).kind for k in kinds or CRDS}
+        for kind in gone:
+            for obj in self.objects(kind):
+                self.delete(kind, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        with self._lock:
+            self.store.crds -= gone
+            for w in self.store.watching:
+                if w.kind in gone:
+                    w.dropped = True
+            self._cond.notify_all()
 
     # -- objects (the store's) --
 

@@ -30,6 +30,7 @@ from testkit.kubeapi.store import (
     _encode_continue,
     _key,
     _Watcher,
+    discovery,
     parse_field_selector,
     parse_label_selector,
     status,
@@ -159,6 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
         with api.store.lock:
             api.requests.append(("GET", url.path, dict(params)))
             injected = api._take_failure(route[0].kind if route else None)
+            if route is not None and route[0].crd and route[0].kind not in api.store.crds:
+                route = None  # its CRD is not installed: the API server does not know the path
+            found = discovery(api.store, url.path) if route is None else None
         if injected is not None:
             code, retry_after = injected
             self._send_json(code, status(code, "injected"), {"Retry-After": str(retry_after)} if retry_after is not None else None)
@@ -166,6 +170,8 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             if url.path == "/version":
                 self._send_json(200, {"major": "1", "minor": "33", "gitVersion": "v1.33.0-kdns-test"})
+            elif found is not None:
+                self._send_json(200, found)
             else:
                 self._send_status(404, "the server could not find the requested resource")
             return
@@ -363,8 +369,8 @@ def _route(path: str) -> tuple[Kind, str | None, str | None] | None:
     kinds = {k.plural: k for k in KINDS.values() if k.prefix == prefix}
     if len(parts) == 1 and parts[0] in kinds:  # /api/v1/services, /api/v1/namespaces
         return kinds[parts[0]], None, None
-    if len(parts) == 2 and parts[0] == "namespaces" and "namespaces" in kinds and parts[1]:  # one Namespace
-        return kinds["namespaces"], None, parts[1]
+    if len(parts) == 2 and parts[0] in kinds and not kinds[parts[0]].namespaced and parts[1]:  # one Namespace, IngressClass
+        return kinds[parts[0]], None, parts[1]
     if len(parts) in (3, 4) and parts[0] == "namespaces" and parts[1]:
         k = kinds.get(parts[2])
         if k is not None and k.namespaced:

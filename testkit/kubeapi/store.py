@@ -30,6 +30,7 @@ class Kind:
     api_version: str
     plural: str
     namespaced: bool
+    crd: bool = False  # a custom resource: served only while its CRD is installed
 
     @property
     def list_kind(self) -> str:
@@ -47,8 +48,15 @@ KINDS: dict[str, Kind] = {
         Kind("Service", "v1", "services", True),
         Kind("Pod", "v1", "pods", True),
         Kind("EndpointSlice", "discovery.k8s.io/v1", "endpointslices", True),
+        Kind("Ingress", "networking.k8s.io/v1", "ingresses", True),
+        Kind("IngressClass", "networking.k8s.io/v1", "ingressclasses", False),
+        Kind("Gateway", "gateway.networking.k8s.io/v1", "gateways", True, crd=True),
+        Kind("HTTPRoute", "gateway.networking.k8s.io/v1", "httproutes", True, crd=True),
+        Kind("GRPCRoute", "gateway.networking.k8s.io/v1", "grpcroutes", True, crd=True),
+        Kind("TLSRoute", "gateway.networking.k8s.io/v1", "tlsroutes", True, crd=True),
     )
 }
+CRDS = tuple(k.kind for k in KINDS.values() if k.crd)
 _BY_NAME = {**{k.lower(): v for k, v in KINDS.items()}, **{v.plural: v for v in KINDS.values()}}
 _PREFIXES = {k.prefix for k in KINDS.values()}
 
@@ -267,6 +275,7 @@ class Store:
         self.log: list[_Event] = []
         self.log_rvs: list[int] = []
         self.watching: set[_Watcher] = set()
+        self.crds: set[str] = set()  # the custom resource kinds served (KubeAPI.install_crds)
 
 
     @property
@@ -282,6 +291,8 @@ class Store:
         if obj.setdefault("apiVersion", kind.api_version) != kind.api_version:
             raise ValueError(f"{kind.kind} is served as {kind.api_version}, not {obj['apiVersion']}")
         obj["kind"] = kind.kind
+        if kind.crd and kind.kind not in self.crds:
+            raise ValueError(f"the CRD of {kind.kind} is not installed: call install_crds() first")
         md = obj.setdefault("metadata", {})
         if not md.get("name"):
             raise ValueError("metadata.name is required")
@@ -391,3 +402,23 @@ class Store:
         with self.lock:
             if not self.cond.wait_for(lambda: sum(1 for w in self.watching if w.ready and w.kind == k) >= count, timeout):
                 raise TimeoutError(f"fewer than {count} {k} watches open after {timeout}s")
+
+
+def discovery(store: Store, path: str) -> dict | None:
+    """The discovery document at `path` (`/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`),
+    None if there is none: a group/version with nothing served (caller holds the lock)."""
+    served = [k for k in KINDS.values() if not k.crd or k.kind in store.crds]
+    if path == "/api":
+        return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+    if path == "/apis":
+        versions = sorted({k.api_version for k in served if "/" in k.api_version})
+        groups = [{"name": v.split("/")[0], "versions": [{"groupVersion": v, "version": v.split("/")[1]}],
+                   "preferredVersion": {"groupVersion": v, "version": v.split("/")[1]}} for v in versions]
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+    version = "v1" if path == "/api/v1" else path.removeprefix("/apis/") if path.startswith("/apis/") else ""
+    listed = [k for k in served if k.api_version == version]
+    if not listed:
+        return None
+    resources = [{"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced, "kind": k.kind,
+                  "verbs": ["get", "list", "watch"]} for k in listed]
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": version, "resources": resources}
