@@ -24,7 +24,8 @@ from kdns.config import ServeConfig
 from kdns.options import OPTIONS
 
 # What the forwarder (kdns.serve.forward.Forwarder) and its cache are built from.
-FORWARDER_FIELDS = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "cache_max_bytes", "serve_stale")
+FORWARDER_FIELDS = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "cache_max_bytes", "serve_stale",
+                    "upstream_max_concurrent")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from kdns.settings import build_config
 
 KDNS = [sys.executable, "-m", "kdns"]
 RUN_TIMEOUT = 20.0
-SOURCES = ("manifests", "kubeconfig", "apiserver")
+SOURCES = ("manifests", "kubeconfig", "apiserver", "in-cluster")
 ENVIRON: dict[str, str] = {}  # no KUBECONFIG, not in a pod: the environment must not pick the source
 
 
