@@ -24,7 +24,7 @@ import sys
 
 import trio
 
-from kdns import __version__, observe, settings
+from kdns import __version__, caps, observe, settings
 from kdns import exec as kdns_exec
 from kdns.app import Server, StartupError
 from kdns.config import ConfigError
@@ -33,6 +33,8 @@ from kdns.corefile.model import CorefileError
 from kdns.workers import Workers, worker_argv
 
 log = logging.getLogger("kdns")
+PRIVILEGED_HINT = (" (a port below 1024 needs root or the NET_BIND_SERVICE capability: CoreDNS's manifests add it with "
+                   "securityContext.capabilities.add)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     observe.setup_logging(cfg.log_level, cfg.log_format)
     for warning in warnings:
         log.warning("%s", warning)
+    caps.raise_bind_service()  # port 53 as a non-root user, where the container allows it (kdns/caps.py)
     try:
         server = Server(cfg, config_path=getattr(args, "config", None), flags=args, reuse_port=cfg.workers > 1 or args.worker,
                         reloader=reloader)
     except StartupError as exc:
-        print(f"kdns: error: {exc}", file=sys.stderr)
+        hint = PRIVILEGED_HINT if "Permission denied" in str(exc) else ""
+        print(f"kdns: error: {exc}{hint}", file=sys.stderr)
         return 1
     with _pidfile(args.pidfile):
         trio.run(_run, server, args.print_address and not args.worker, args)
