@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return corefile_cli.main(args)
     if args.print_address and not hasattr(args, "lameduck") and not _file_sets(args, "lameduck"):
         args.lameduck = 0.0  # a server started for tests stops at once on SIGTERM
-    reloader, warnings = None, []
+    reloader: corefile_cli.CorefileReloader | None = None
+    warnings: list[str] = []
     try:
         if args.corefile and args.config:
             parser.error("--corefile and --config cannot be combined: give one")
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"kdns: error: {exc}", file=sys.stderr)
         return 2 if exc.flag is not None else 1  # a flag is a command-line mistake; the file is input
-    except CorefileError as exc:
-        for problem in exc.problems:
-            print(f"kdns: error: {problem}", file=sys.stderr)
+    except CorefileError as refused:
+        for each in refused.problems:
+            print(f"kdns: error: {each}", file=sys.stderr)
         return 1
     observe.setup_logging(cfg.log_level, cfg.log_format)
     for warning in warnings:

@@ -9,7 +9,8 @@ line becomes the `kdns serve` one, or is answered at once: -version, -plugins, -
 CoreDNS's flags (Go's flag package: `-name value`, `-name=value`, one or two dashes):
 `-conf PATH` (default `Corefile` in the working directory), `-dns.port`/`-p PORT`, `-pidfile
 PATH`, `-quiet` (CoreDNS's start-up banner; kdns prints none, so it changes nothing), `-version`,
-`-plugins` (the directives kdns reads, in CoreDNS's layout). kdns's own
+`-plugins` (the directives kdns reads, in CoreDNS's layout), `-help`. `kdns --version` and
+`kdns -h` stay kdns's own. kdns's own
 `-corefile-ignore-unknown` may be added there too, as can the environment variable
 KDNS_COREFILE_IGNORE_UNKNOWN=1 (for `kubectl set env`, which leaves the Deployment's args alone).
 """
@@ -33,7 +34,7 @@ IGNORE_ENV = "KDNS_COREFILE_IGNORE_UNKNOWN"
 DEFAULT_CONF = "Corefile"  # CoreDNS's -conf default: the working directory's Corefile
 # CoreDNS's flags: name -> whether it takes a value
 COREDNS_FLAGS = {"conf": True, "dns.port": True, "p": True, "pidfile": True, "quiet": False, "version": False,
-                 "plugins": False, "help": False, "h": False, "corefile-ignore-unknown": False}
+                 "plugins": False, "help": False, "corefile-ignore-unknown": False}
 
 
 def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
@@ -108,9 +109,13 @@ def _env_ignore(environ: Mapping[str, str]) -> bool:
 # -- CoreDNS's command line --------------------------------------------------------------------
 
 
+KDNS_OWN = ("--version", "--help", "-h")  # kdns's own flags, even where CoreDNS has the same
+
+
 def is_coredns(argv: list[str]) -> bool:
-    """Whether argv is CoreDNS's command line (the first word is one of its flags)."""
-    return bool(argv) and argv[0].startswith("-") and _flag_name(argv[0]) in COREDNS_FLAGS
+    """Whether argv is CoreDNS's command line (the first word is one of its flags, and not
+    one of kdns's own: `kdns --version` and `kdns -h` stay kdns's)."""
+    return bool(argv) and argv[0].startswith("-") and argv[0] not in KDNS_OWN and _flag_name(argv[0]) in COREDNS_FLAGS
 
 
 def from_coredns(argv: list[str]) -> list[str] | int | None:
@@ -133,7 +138,7 @@ def from_coredns(argv: list[str]) -> list[str] | int | None:
                 return 2
             value = words.pop(0)
         given[name] = value if COREDNS_FLAGS[name] else None
-    if "help" in given or "h" in given:
+    if "help" in given:
         print(coredns_usage())
         return 0
     if "version" in given:
@@ -179,4 +184,4 @@ def coredns_usage() -> str:
     ])
 
 
-__all__ = ["COREDNS_FLAGS", "CorefileError", "add_commands", "add_serve_arguments", "from_coredns", "main", "serve_config"]
+__all__ = ["COREDNS_FLAGS", "CorefileError", "CorefileReloader", "add_commands", "add_serve_arguments", "from_coredns", "main", "serve_config"]

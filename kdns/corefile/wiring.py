@@ -96,7 +96,7 @@ def _config(r: Review, flags: argparse.Namespace | None, environ: Mapping[str, s
             origin = r.origin_of(exc.option) if exc.option else None
             key = exc.key or exc.option
             problems.append(CorefileError(origin, f"kdns's {key} from here: {exc.reason}"))
-            if not every_problem or values.pop(exc.option, None) is None:
+            if not every_problem or exc.option is None or values.pop(exc.option, None) is None:
                 return None
     return None
 
