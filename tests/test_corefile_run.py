@@ -122,7 +122,29 @@ async def test_hosts_file_relative_to_the_corefile_reload_and_names_of_a_deeper_
             await trio.sleep(0.1)
 
 
+async def test_hosts_ttl_and_no_reverse(api, upstream, nursery, tmp_path):
+    path = corefile(tmp_path, api, f"hosts {{\n    10.1.2.3 app.example.test\n    ttl 120\n    no_reverse\n    fallthrough\n}}\n"
+                                   f"forward . {upstream.address}\n")
+    server = await synced(await serve_corefile(nursery, path))
+    assert rrs((await server.query("app.example.test", "A")).answer) == {"app.example.test. 120 IN A 10.1.2.3"}
+    ptr = await server.query("3.2.1.10.in-addr.arpa", "PTR")
+    assert rcode(ptr) == "NXDOMAIN" and upstream.count("3.2.1.10.in-addr.arpa.") == 1  # no PTR held: asked upstream
+
+
 # -- forwarding and caching ------------------------------------------------------------------------
+
+
+async def test_several_forward_lines_in_file_order(api, nursery, tmp_path):
+    """`forward example.org A` before `forward . B`: example.org's names go to A, the rest to B;
+    a `forward` after `forward .` for the same names is never used (CoreDNS's order)."""
+    a, b = StubDNS("www.example.org. 300 IN A 192.0.2.1"), StubDNS("www.example.net. 300 IN A 192.0.2.2")
+    await nursery.start(a.serve)
+    await nursery.start(b.serve)
+    path = corefile(tmp_path, api, f"forward example.org {a.address}\nforward . {b.address}\nforward example.net {a.address}\n")
+    server = await synced(await serve_corefile(nursery, path))
+    assert ips(await server.query("www.example.org", "A")) == {"192.0.2.1"}
+    assert ips(await server.query("www.example.net", "A")) == {"192.0.2.2"}
+    assert (a.count("www.example.net."), b.count("www.example.org.")) == (0, 0)
 
 
 async def test_eks_stub_block_takes_its_domain(api, nursery, tmp_path):
