@@ -23,7 +23,6 @@ import logging
 import os
 import socket
 import time
-from typing import Protocol
 
 import trio
 
@@ -33,6 +32,7 @@ from kdns.config import ConfigError, ListenAddress, ServeConfig
 from kdns.corefile.model import CorefileError
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.index import Index
+from kdns.reload import Reloader
 from kdns.reload import plan as reload_plan
 from kdns.responder import Responder
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
@@ -52,19 +52,6 @@ DRAIN_DEADLINE = 5.0  # seconds open TCP connections get to finish after the lam
 
 class StartupError(Exception):
     """kdns cannot start; the message is one line saying why."""
-
-
-class Reloader(Protocol):
-    """Where a configuration is reloaded from (kdns.corefile.wiring.CorefileReloader): `load`
-    raises CorefileError or ConfigError when the new one is broken."""
-
-    interval: float | None  # how often to look for changes; None: only on SIGHUP
-
-    def describe(self) -> str: ...
-
-    def signature(self) -> object: ...
-
-    def load(self) -> ServeConfig: ...
 
 
 class Server:

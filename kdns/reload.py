@@ -18,7 +18,7 @@ simply taken from the planned configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from kdns.config import ServeConfig
 from kdns.options import OPTIONS
@@ -69,3 +69,17 @@ def get(config: Any, path: str) -> Any:
 def _set(config: Any, path: str, value: Any) -> Any:
     head, _, rest = path.partition(".")
     return replace(config, **{head: _set(getattr(config, head), rest, value) if rest else value})
+
+
+class Reloader(Protocol):
+    """Where `app.Server` reloads its configuration from instead of a config file (a Corefile:
+    kdns.corefile.wiring.CorefileReloader). `load` raises CorefileError or ConfigError when the
+    new configuration is broken."""
+
+    interval: float | None  # how often to look for changes; None: only on SIGHUP
+
+    def describe(self) -> str: ...
+
+    def signature(self) -> object: ...
+
+    def load(self) -> ServeConfig: ...
