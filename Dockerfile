@@ -5,6 +5,11 @@
 # (config/kubernetes/); alone (`docker run --rm -p 5353:5353/udp kdns:latest`) it serves the
 # bundled demo cluster and forwards other names to the container's resolver.
 #
+# It also replaces CoreDNS's image in CoreDNS's own Deployment (docs/deploying.md): given
+# CoreDNS's arguments (`-conf /etc/coredns/Corefile`), the entrypoint serves that Corefile on
+# port 53, as the same non-root user CoreDNS's image runs as, with the NET_BIND_SERVICE
+# capability those Deployments add (kdns/caps.py).
+#
 # Two stages: the first installs the locked dependencies and builds kdns's C part into a
 # virtual environment at /opt/kdns; the second is the bare base image plus that directory, so
 # the compiler, the headers, pip's caches and the build tools never reach the image.
@@ -61,6 +66,11 @@ COPY config/kdns.yaml /etc/kdns/kdns.yaml
 ENV PATH=/opt/kdns/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+
+# Port 53 without root: the interpreter may hold CAP_NET_BIND_SERVICE (permitted, not effective:
+# `cap_net_bind_service=+p`), and kdns makes it effective when the container allows it (CoreDNS's
+# manifests add it; kdns's own drop every capability and listen on 5353, which still works).
+RUN ["/opt/kdns/bin/python", "-m", "kdns.caps", "grant", "/opt/kdns/bin/python"]
 USER 65532:65532
 
 # DNS on 5353 (the kube-dns Service maps 53 to it, so no privilege is needed); /health on
@@ -74,5 +84,6 @@ EXPOSE 5353/udp 5353/tcp 8080 8181 9153
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
 
+# `kdns serve ...`, or CoreDNS's command line (`-conf PATH`, `-dns.port N`, ...): both work.
 ENTRYPOINT ["kdns"]
 CMD ["serve", "--config", "/etc/kdns/kdns.yaml"]

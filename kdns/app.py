@@ -30,8 +30,10 @@ import trio
 from kdns import __version__, observe, settings
 from kdns.cache import ForwardCache
 from kdns.config import ConfigError, ListenAddress, ServeConfig
+from kdns.corefile.model import CorefileError
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.index import Index
+from kdns.reload import Reloader
 from kdns.reload import plan as reload_plan
 from kdns.responder import Responder
 from kdns.serve.forward import Forwarder, Upstream, detect_loop
@@ -63,13 +65,17 @@ class Server:
         memory: bool = False,
         reuse_port: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        reloader: Reloader | None = None,
     ):
         """`memory`: no source at all; objects come from `apply_now` (kdns.testing).
         `reuse_port`: bind the DNS ports with SO_REUSEPORT (`--workers`, kdns.workers).
-        `clock`: the forwarding cache's (tests move a clock of their own on instead of sleeping)."""
+        `clock`: the forwarding cache's (tests move a clock of their own on instead of sleeping).
+        `reloader`: where the configuration is reloaded from instead of `config_path` (a
+        Corefile, kdns.corefile.wiring.CorefileReloader)."""
         self.config = config
         self.clock = clock
         self.config_path = config_path  # reloaded on SIGHUP and when it changes
+        self.reloader = reloader
         self.flags = flags  # command-line flags, which keep overriding the file on reloads
         self.stopping = False  # SIGTERM received: readiness is 503 from then on
         self.c_loop = False  # UDP sockets answer replays in C (kdns/_udpbatch.c); set by serve()
@@ -78,7 +84,7 @@ class Server:
         self._http: list[HttpListener] = []
         self._stats: list[QueryStats] = []
         self._tcp: list[TcpServer] = []
-        self._config_signature = _signature(config_path)
+        self._config_signature = reloader.signature() if reloader is not None else _signature(config_path)
         try:
             self.source = Source(config, memory=memory)
             self.dns = DnsState(config.dns, sources=self.source.names, now=time.time(), replay_key=replay_key)
@@ -189,7 +195,7 @@ class Server:
                 )
         cache = ForwardCache(clock=self.clock, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale,
                              max_bytes=config.cache_max_bytes)
-        return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout)
+        return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout, max_concurrent=config.upstream_max_concurrent)
 
     # -- HTTP endpoints ---------------------------------------------------------------------
 
@@ -222,7 +228,7 @@ class Server:
                     nursery.start_soon(self._warn_if_not_synced)
                 if self.forwarder is not None:
                     await nursery.start(self.forwarder.run)
-                if self.config_path is not None:
+                if self.config_path is not None or self.reloader is not None:
                     nursery.start_soon(self._watch_config)
                 stats = iter(self._stats)
                 self.c_loop = batched()  # (KDNS_PURE_PYTHON is read once, as the sockets start)
@@ -324,15 +330,21 @@ class Server:
 
     async def _watch_config(self) -> None:
         while True:
-            await trio.sleep(self.config.reload_interval)
-            signature = _signature(self.config_path)
+            # A Corefile is watched only when it says `reload` (its interval), as CoreDNS does.
+            interval = self.reloader.interval if self.reloader is not None else self.config.reload_interval
+            await trio.sleep(interval or self.config.reload_interval)
+            if interval is None:
+                continue
+            signature = self.reloader.signature() if self.reloader is not None else _signature(self.config_path)
             if signature != self._config_signature:
                 self._config_signature = signature
-                log.info("%s changed, reloading", self.config_path)
+                log.info("%s changed, reloading", self.reloader.describe() if self.reloader is not None else self.config_path)
                 self.reload()
 
     def reload(self) -> bool:
-        """Re-read the config file (and the flags over it); apply what can change live."""
+        """Re-read the config file (and the flags over it), or the Corefile; apply what can change live."""
+        if self.reloader is not None:
+            return self._reload_from(self.reloader)
         if self.config_path is None:
             log.info("no --config file to reload")
             return False
@@ -346,6 +358,17 @@ class Server:
         log.info("configuration reloaded from %s", self.config_path)
         return True
 
+    def _reload_from(self, reloader: Reloader) -> bool:
+        try:
+            self.reconfigure(reloader.load())
+        except (CorefileError, ConfigError, StartupError) as exc:
+            for problem in getattr(exc, "problems", (exc,)):
+                log.error("reload rejected, keeping the running configuration: %s", problem)
+            return False
+        self._config_signature = reloader.signature()
+        log.info("configuration reloaded from %s", reloader.describe())
+        return True
+
     def reconfigure(self, new: ServeConfig) -> None:
         """Apply a configuration between two queries: what can change live (kdns/reload.py);
         the options that only take effect at start are logged and kept."""
@@ -356,6 +379,11 @@ class Server:
         forwarder = self._forwarder(config, probe=False) if plan.new_forwarder else None  # may raise: nothing changed yet
         if plan.new_index:
             self.dns.reconfigure(config.dns, time.time())
+        if config.hosts_files != self.config.hosts_files:  # a reloaded Corefile's hosts
+            self.source.hosts.zones = config.dns.all_zones
+            events = self.source.hosts.reconfigure(config.hosts_files)
+            if events:
+                self._apply(events)
         if plan.new_forwarder:
             if forwarder is not None:
                 self._nursery.start_soon(forwarder.run)

@@ -1,7 +1,8 @@
 """The `kdns` command: argv (and a config file) → ServeConfig → a running server.
 
-Commands: `kdns serve [options]`, `kdns check-config PATH` and `kdns exec [options] -- COMMAND`
-(kdns/exec.py).
+Commands: `kdns serve [options]`, `kdns check-config PATH`, `kdns exec [options] -- COMMAND`
+(kdns/exec.py) and `kdns corefile check|explain PATH` (kdns/corefile/cli.py). CoreDNS's own
+command line (`kdns -conf /etc/coredns/Corefile`) is read as `kdns serve --corefile ...`.
 
 Exit status of `serve`: 0 after a clean shutdown (SIGTERM after its lameduck period, or
 SIGINT), 1 when kdns cannot start because of its input (a manifest, a config file, a port in
@@ -15,6 +16,7 @@ once) unless --lameduck or the config file says otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -22,13 +24,17 @@ import sys
 
 import trio
 
-from kdns import __version__, observe, settings
+from kdns import __version__, caps, observe, settings
 from kdns import exec as kdns_exec
 from kdns.app import Server, StartupError
 from kdns.config import ConfigError
+from kdns.corefile import cli as corefile_cli
+from kdns.corefile.model import CorefileError
 from kdns.workers import Workers, worker_argv
 
 log = logging.getLogger("kdns")
+PRIVILEGED_HINT = (" (a port below 1024 needs root or the NET_BIND_SERVICE capability: CoreDNS's manifests add it with "
+                   "securityContext.capabilities.add)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     settings.add_arguments(serve)
+    corefile_cli.add_serve_arguments(serve)
     serve.add_argument(
         "--print-address",
         action="store_true",
@@ -73,12 +80,16 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="check a config file; print each problem with its key", description="Check a kdns config file."
     )
     check.add_argument("path", metavar="PATH")
+    corefile_cli.add_commands(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    coredns = corefile_cli.from_coredns(sys.argv[1:] if argv is None else argv)
+    if isinstance(coredns, int):
+        return coredns  # -version, -plugins, -help, or a mistake
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(coredns if coredns is not None else argv)
     if args.command == "check-config":
         problems = settings.check_config_file(args.path, os.environ)
         for problem in problems:
@@ -88,22 +99,55 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     if args.command == "exec":
         return kdns_exec.main(args)
+    if args.command == "corefile":
+        return corefile_cli.main(args)
     if args.print_address and not hasattr(args, "lameduck") and not _file_sets(args, "lameduck"):
         args.lameduck = 0.0  # a server started for tests stops at once on SIGTERM
+    reloader: corefile_cli.CorefileReloader | None = None
+    warnings: list[str] = []
     try:
-        cfg = settings.build_config(args)
+        if args.corefile and args.config:
+            parser.error("--corefile and --config cannot be combined: give one")
+        if args.corefile:
+            cfg, reloader, warnings = corefile_cli.serve_config(args)
+        else:
+            cfg = settings.build_config(args)
     except ConfigError as exc:
         print(f"kdns: error: {exc}", file=sys.stderr)
         return 2 if exc.flag is not None else 1  # a flag is a command-line mistake; the file is input
-    observe.setup_logging(cfg.log_level, cfg.log_format)
-    try:
-        server = Server(cfg, config_path=getattr(args, "config", None), flags=args, reuse_port=cfg.workers > 1 or args.worker)
-    except StartupError as exc:
-        print(f"kdns: error: {exc}", file=sys.stderr)
+    except CorefileError as refused:
+        for each in refused.problems:
+            print(f"kdns: error: {each}", file=sys.stderr)
         return 1
-    trio.run(_run, server, args.print_address and not args.worker, args)
+    observe.setup_logging(cfg.log_level, cfg.log_format)
+    for warning in warnings:
+        log.warning("%s", warning)
+    caps.raise_bind_service()  # port 53 as a non-root user, where the container allows it (kdns/caps.py)
+    try:
+        server = Server(cfg, config_path=getattr(args, "config", None), flags=args, reuse_port=cfg.workers > 1 or args.worker,
+                        reloader=reloader)
+    except StartupError as exc:
+        hint = PRIVILEGED_HINT if "Permission denied" in str(exc) else ""
+        print(f"kdns: error: {exc}{hint}", file=sys.stderr)
+        return 1
+    with _pidfile(args.pidfile):
+        trio.run(_run, server, args.print_address and not args.worker, args)
     server.join()
     return 0
+
+
+@contextlib.contextmanager
+def _pidfile(path: str | None):
+    """CoreDNS's -pidfile: this process's ID in `path` while it runs."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 async def _run(server: Server, print_address: bool = False, args: argparse.Namespace | None = None) -> None:
@@ -120,15 +164,15 @@ async def _run(server: Server, print_address: bool = False, args: argparse.Names
 
 
 async def _signals(server: Server, scope: trio.CancelScope, workers: Workers | None = None) -> None:
-    """SIGTERM: lameduck, drain, exit. SIGINT (or a second signal): exit now. SIGHUP: reload.
-    Each is passed on to the worker processes of --workers."""
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    """SIGTERM: lameduck, drain, exit. SIGINT (or a second signal): exit now. SIGHUP (and
+    SIGUSR1, CoreDNS's): reload. Each is passed on to the worker processes of --workers."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as nursery:
             async for signum in signals:
                 if workers is not None:
                     workers.signal(signum)
-                if signum == signal.SIGHUP:
-                    log.info("SIGHUP received, reloading the configuration")
+                if signum in (signal.SIGHUP, signal.SIGUSR1):
+                    log.info("%s received, reloading the configuration", signal.Signals(signum).name)
                     server.reload()
                 elif signum == signal.SIGTERM and not server.stopping:
                     log.info("SIGTERM received, shutting down after a %gs lameduck period", server.config.lameduck)

@@ -6,7 +6,7 @@ Defaults are not restated here: the option table (kdns.options) has them.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kdns import names
 from kdns.options import OutsideNames, PodsMode, default
@@ -85,6 +85,8 @@ class DnsConfig:
     # --ingress-controller: (class, namespace, Service); class "*" for every class.
     ingress_controllers: tuple[tuple[str, str, str], ...] = ()
     ingress_classes: tuple[str, ...] = ()  # --ingress-class: only these classes count; () every class
+    # CoreDNS's `ignore empty_service`: a ClusterIP Service without ready endpoints has no names.
+    ignore_empty_services: bool = default("ignore-empty-services")
 
     @property
     def all_zones(self) -> tuple[str, ...]:
@@ -109,13 +111,40 @@ class DnsConfig:
 
 @dataclass(frozen=True, slots=True)
 class HostsFile:
-    """A hosts file `kdns serve --hosts` answers from (kdns.sources.hosts). `rank` orders the
-    files: when two name one host, the lower rank wins (the file given first)."""
+    """Hosts data kdns answers from (kdns.sources.hosts): a file of `kdns serve --hosts`, or a
+    Corefile's `hosts` directive (its file, its inline lines, or both). `rank` orders them:
+    when two name one host, the lower rank wins (the one given first).
 
-    path: str
+    The rest is what a Corefile's `hosts` says (a `--hosts` file keeps the defaults): `inline`
+    (address, names) pairs served beside the file's (CoreDNS's inline lines, or a ConfigMap
+    key read with the Corefile); `label` names them in messages and keys their records when
+    there is no file; only names under `zones` (() for any) and outside `excluded` are kept;
+    `reload` is how often the file is looked at (None: every --reload-interval; 0: read
+    once); when `required` is False a missing file is a warning, read once it appears.
+    A Corefile's always has a `label` (its directive's file:line), so that two directives
+    naming one file stay apart."""
+
+    path: str  # "" when there is no file, only `inline`
     ttl: int = default("hosts-ttl")
     reverse: bool = default("hosts-reverse")  # PTR records for its addresses
     rank: int = 0
+    inline: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    label: str = ""
+    zones: tuple[str, ...] = ()
+    excluded: tuple[str, ...] = ()
+    reload: float | None = None
+    required: bool = True
+
+    @property
+    def key(self) -> str:
+        """The origin of its records (kdns.model.StaticRecords): the label, else the file."""
+        return self.label or self.path
+
+    def wants(self, name: str) -> bool:
+        """Whether a name of this data is kept (under `zones`, outside `excluded`)."""
+        def under(zones: tuple[str, ...]) -> bool:
+            return any(z == "." or name == z or name.endswith("." + z) for z in zones)
+        return (not self.zones or under(self.zones)) and not under(self.excluded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +211,15 @@ class ServeConfig:
     log_level: str
     log_format: str
     log_queries: bool
+    upstream_max_concurrent: int = 0  # questions asked upstream at once; 0: no limit
+    corefile_hosts: tuple[HostsFile, ...] = ()  # a Corefile's `hosts` directives (kdns.corefile.wiring)
 
     @property
     def hosts_files(self) -> tuple[HostsFile, ...]:
-        """The hosts files in order, each with the options that apply to it."""
-        return tuple(HostsFile(path, self.hosts_ttl, self.hosts_reverse, rank) for rank, path in enumerate(self.hosts))
+        """The hosts data in order, each with the options that apply to it: the --hosts files,
+        then a Corefile's."""
+        files = tuple(HostsFile(path, self.hosts_ttl, self.hosts_reverse, rank) for rank, path in enumerate(self.hosts))
+        return files + tuple(replace(f, rank=len(files) + i) for i, f in enumerate(self.corefile_hosts))
 
 
 def ns_addresses(listen: tuple[ListenAddress, ...]) -> tuple[str, ...]:

@@ -302,7 +302,7 @@ class Index:
                    touched_ips: set[str]) -> None:
         svc = self._services.get(key)
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
-        new = service_records(svc, slices) if svc is not None else Contribution()
+        new = service_records(svc, slices, ignore_empty=self.config.ignore_empty_services) if svc is not None else Contribution()
         old_names, old_ips = self._owned.get(key, ((), ()))
         if new.names or new.ptrs:
             self._owned[key] = (tuple(new.names), tuple(new.ptrs))
@@ -350,7 +350,7 @@ class Index:
         if svc is None:
             return None
         slices = [self._slices[k] for k in sorted(self._slices_of.get(key, ()))]
-        return service_records(svc, slices).ptrs.get(ip)
+        return service_records(svc, slices, ignore_empty=self.config.ignore_empty_services).ptrs.get(ip)
 
     def _refresh_ns(self, names: Names, touched: set[str]) -> str:
         """kube-system/kube-dns changed: the apex NS target and ns.dns glue follow it."""

@@ -81,6 +81,9 @@ OPTIONS: tuple[Option, ...] = (
            fields=("api",)),
     Option("apiserver", str, None, "follow the API server at URL, unauthenticated (test servers)", SOURCE, metavar="URL",
            reload=False, fields=("api",)),
+    Option("in-cluster", bool, False, "follow the cluster kdns runs in, with its pod's service account, whatever "
+           "KUBECONFIG says (a Corefile's kubernetes directive without endpoint or kubeconfig means this)", SOURCE,
+           reload=False, fields=("api",)),
     Option("listen", str, ["127.0.0.1:5353"], "address to serve UDP and TCP on; repeatable; [::1]:5353 for IPv6, :5353 for every address of both families; "
            "port 0 picks a free port", ANSWERS, True, "HOST:PORT", reload=False, per_worker=True,
            fields=("listen", "dns.ns_addresses")),  # ns.dns.<zone> resolves to the addresses listened on,
@@ -132,15 +135,21 @@ OPTIONS: tuple[Option, ...] = (
            "v1) that a Gateway accepted, as intersected with its listeners' hostnames, ahead of forwarding, with the "
            "Gateway's addresses, else the ClusterIP of the Service made for it; watches them when their CRDs are "
            "installed (looking again for them every 10 s)", WEB, reload=False, fields=("dns.gateway_hosts",)),
+    Option("ignore-empty-services", bool, False, "a ClusterIP Service without ready endpoints has no names: NXDOMAIN, "
+           "as CoreDNS's `ignore empty_service` (its ClusterIP keeps its PTR record)", ANSWERS,
+           fields=("dns.ignore_empty_services",)),
     Option("startup-timeout", float, 5.0, "warn when the first sync with the API takes longer; cluster names that kdns "
            "does not know yet get SERVFAIL until it completes", ANSWERS, metavar="SECONDS"),
     Option("upstream", str, [], "resolver for names outside the zones and unknown reverse names; repeatable",
            FORWARDING, True, "HOST[:PORT]", fields=("upstreams", "dns.forwarding")),
     Option("resolv-conf", str, None, "use the nameservers of this resolv.conf as upstreams (in a pod: /etc/resolv.conf, "
-           "the default when kdns runs in-cluster)", FORWARDING, metavar="PATH", fields=("upstreams", "dns.forwarding")),
+           "the default when kdns runs in-cluster and no --upstream is given; `none`: no resolv.conf, even there)",
+           FORWARDING, metavar="PATH", fields=("upstreams", "dns.forwarding")),
     Option("stub-domain", str, [], "send names under DOMAIN to this resolver only (kube-dns stubDomains); repeatable",
            FORWARDING, True, "DOMAIN=HOST[:PORT]", fields=("stub_domains", "dns.stub_domains")),
     Option("upstream-timeout", float, 1.5, "timeout of one try", FORWARDING, metavar="SECONDS"),
+    Option("upstream-max-concurrent", int, 0, "questions asked upstream at once at most (identical ones count once); "
+           "beyond, REFUSED, as CoreDNS's forward max_concurrent; 0: no limit", FORWARDING, metavar="N"),
     Option("cache-ttl", int, 30, "cache forwarded answers at most this long", FORWARDING, metavar="SECONDS"),
     Option("cache-size", int, 10_000, "forwarded answers kept in the cache", FORWARDING, metavar="N"),
     Option("cache-max-bytes", int, 32 << 20, "the most the cache of forwarded answers may take, in bytes; beyond it "

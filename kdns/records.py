@@ -132,8 +132,10 @@ def _weight(entries: int) -> int:
     return max(1, 100 // entries) if entries else 100
 
 
-def service_records(svc: Service, slices: list[EndpointSlice]) -> Contribution:
-    """Every name and PTR claim one Service makes, given its EndpointSlices."""
+def service_records(svc: Service, slices: list[EndpointSlice], *, ignore_empty: bool = False) -> Contribution:
+    """Every name and PTR claim one Service makes, given its EndpointSlices. `ignore_empty`
+    (CoreDNS's `ignore empty_service`): a ClusterIP Service without a ready endpoint makes
+    only the PTR claims on its ClusterIPs, so its names are NXDOMAIN."""
     out = Contribution()
     base = f"{svc.name}.{svc.namespace}.svc"
     if svc.type is ServiceType.EXTERNAL_NAME:
@@ -167,6 +169,10 @@ def service_records(svc: Service, slices: list[EndpointSlice]) -> Contribution:
             for port in sl.ports:
                 per_port.setdefault((port.name, port.protocol), []).extend((rel, port.port) for rel, _ in named)
     else:
+        if ignore_empty and not hosts:
+            for ip in svc.cluster_ips:
+                out.ptrs[ip] = (0, (base,))
+            return out
         addresses = svc.cluster_ips
         for port in svc.ports:
             per_port.setdefault((port.name, port.protocol), []).extend((base, port.port) for _ in svc.cluster_ips)

@@ -18,13 +18,14 @@ simply taken from the planned configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from kdns.config import ServeConfig
 from kdns.options import OPTIONS
 
 # What the forwarder (kdns.serve.forward.Forwarder) and its cache are built from.
-FORWARDER_FIELDS = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "cache_max_bytes", "serve_stale")
+FORWARDER_FIELDS = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "cache_max_bytes", "serve_stale",
+                    "upstream_max_concurrent")
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,17 @@ def get(config: Any, path: str) -> Any:
 def _set(config: Any, path: str, value: Any) -> Any:
     head, _, rest = path.partition(".")
     return replace(config, **{head: _set(getattr(config, head), rest, value) if rest else value})
+
+
+class Reloader(Protocol):
+    """Where `app.Server` reloads its configuration from instead of a config file (a Corefile:
+    kdns.corefile.wiring.CorefileReloader). `load` raises CorefileError or ConfigError when the
+    new configuration is broken."""
+
+    interval: float | None  # how often to look for changes; None: only on SIGHUP
+
+    def describe(self) -> str: ...
+
+    def signature(self) -> object: ...
+
+    def load(self) -> ServeConfig: ...

@@ -27,6 +27,7 @@ from kdns.options import BY_NAME, GROUPS, MAX_HOSTS_TTL, MAX_TTL, MAX_WORKERS, M
 __all__ = ["BY_NAME", "OPTIONS", "RESTART_ONLY", "Option", "Values", "add_arguments", "build", "build_config",
            "check_config_file", "check_file", "file_problems", "load_file", "merge", "parse_flags"]
 
+NO_RESOLV_CONF = "none"  # --resolv-conf none: no resolv.conf, even in a pod
 CONFIG_MAX_BYTES = files.MIB  # the largest config file read (config/kdns.yaml is 4 KB)
 NOT_OPTIONS = ("command", "config", "print_address", "worker")  # attributes of a parsed command line, not options
 
@@ -216,7 +217,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
                  "cache-max-bytes", "tcp-max-per-client", "tcp-send-timeout"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise v.error(name, f"must be more than 0, got {v[name]}")
-    for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip"):
+    for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip", "upstream-max-concurrent"):
         if v[name] < 0:
             raise v.error(name, f"must not be negative, got {v[name]}")
     namespaces = None
@@ -248,6 +249,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         gateway_hosts=v["gateway-hosts"],
         ingress_controllers=_ingress_controllers(v),
         ingress_classes=_ingress_classes(v),
+        ignore_empty_services=v["ignore-empty-services"],
     )
     return ServeConfig(
         manifests=tuple(v["manifests"]),
@@ -284,6 +286,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         log_level=v["log-level"],
         log_format=v["log-format"],
         log_queries=v["log-queries"],
+        upstream_max_concurrent=v["upstream-max-concurrent"],
     )
 
 
@@ -377,6 +380,8 @@ def _forwarding(v: Values, zones: tuple[str, ...], *, in_cluster: bool):
         except ValueError as exc:
             raise v.error("upstream", str(exc), i) from None
     resolv_conf = v["resolv-conf"] or ("/etc/resolv.conf" if in_cluster and not upstreams else None)
+    if resolv_conf == NO_RESOLV_CONF:  # `none`: no resolv.conf even in a pod (a Corefile without forward)
+        resolv_conf = None
     if resolv_conf:
         try:
             with open(resolv_conf, encoding="utf-8") as f:
@@ -403,10 +408,14 @@ def _forwarding(v: Values, zones: tuple[str, ...], *, in_cluster: bool):
 
 def _api_source(v: Values, environ: Mapping[str, str]) -> ApiSource | None:
     """The API source asked for; None means manifests (or the demo)."""
-    if v["manifests"] and (v["kubeconfig"] or v["apiserver"]):
-        raise v.error("manifests", "cannot be combined with kubeconfig or apiserver")
+    if v["manifests"] and (v["kubeconfig"] or v["apiserver"] or v["in-cluster"]):
+        raise v.error("manifests", "cannot be combined with kubeconfig, apiserver or in-cluster")
     if v["kubeconfig"] and v["apiserver"]:
         raise v.error("apiserver", "cannot be combined with kubeconfig")
+    if v["in-cluster"] and (v["kubeconfig"] or v["apiserver"]):
+        raise v.error("in-cluster", "cannot be combined with kubeconfig or apiserver")
+    if v["in-cluster"]:
+        return ApiSource(in_cluster=True)
     if v["apiserver"]:
         if not v["apiserver"].startswith(("http://", "https://")):
             raise v.error("apiserver", f"expected an http:// or https:// URL, got {v['apiserver']!r}")

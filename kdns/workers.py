@@ -43,6 +43,12 @@ def worker_argv(args: argparse.Namespace, bound: list[Bound]) -> list[str]:
     argv = [sys.executable, "-m", "kdns", "serve", "--worker"]
     if getattr(args, "config", None):
         argv += ["--config", args.config]
+    if getattr(args, "corefile", None):
+        argv += ["--corefile", args.corefile]
+        if args.corefile_dns_port is not None:
+            argv += ["--corefile-dns-port", str(args.corefile_dns_port)]
+        if args.corefile_ignore_unknown:
+            argv.append("--corefile-ignore-unknown")
     for option in OPTIONS:
         name = option.name.replace("-", "_")
         if option.per_worker or not hasattr(args, name):

@@ -34,3 +34,6 @@ def have_ipv6_loopback() -> bool:
     except OSError:
         return False
     return True
+
+
+needs_ipv6 = pytest.mark.skipif(not have_ipv6_loopback(), reason="this host has no IPv6 loopback (::1)")

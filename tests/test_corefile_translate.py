@@ -36,7 +36,7 @@ FIXTURES = Path(__file__).parent / "corefiles"
 DISTRIBUTIONS = ["kubeadm.Corefile", "kubeadm-legacy.Corefile", "kind-configmap.yaml", "k3s.yaml", "minikube.Corefile",
                  "eks.Corefile", "aks/Corefile", "gardener/Corefile", "kube-dns.yaml"]
 EVERYONE = ["0.0.0.0/0", "::/0"]
-BOTH_53 = ["[::]:53", "0.0.0.0:53"]
+BOTH_53 = [":53"]
 REVERSE = ("in-addr.arpa", "ip6.arpa")
 
 # kubeadm's Corefile (and kind's, which is the same) as kdns options.
@@ -162,7 +162,7 @@ def test_aks_imports_and_templates(at_fixtures):
 
 def test_gardener_port_8053_rewrite_and_error_log(at_fixtures):
     _, t = translated("gardener/Corefile")
-    assert t.options == KUBEADM | {"listen": ["[::]:8053", "0.0.0.0:8053"], "lameduck": 15.0, "log-queries": True}
+    assert t.options == KUBEADM | {"listen": [":8053"], "lameduck": 15.0, "log-queries": True}
     pattern = r"(^(?:[^\.]+\.)+)svc\.cluster\.local"
     assert bare(t.rewrites) == (RewriteRule(
         "stop", "regex", pattern + r"\.svc\.cluster\.local", "{1}svc.cluster.local.", False,
@@ -285,13 +285,13 @@ def test_kubernetes_defaults_are_coredns_defaults_not_kdns_ones():
     t = translate(parse_text("cluster.local {\n kubernetes\n}\n"))
     assert (t.options["pods"], t.options["ttl"], t.options["zone"]) == ("disabled", 5, ["cluster.local"])
     assert (t.options["cache-ttl"], t.options["serve-stale"], t.options["lameduck"]) == (0, 0, 0.0)
-    assert "upstream" not in t.options and "resolv-conf" not in t.options  # nothing forwards
+    assert "upstream" not in t.options and t.options["resolv-conf"] == "none"  # nothing forwards, not even in a pod
     assert t.kubernetes.reverse_zones == () and t.kubernetes.fallthrough == ()
 
 
 def test_cidr_zones_and_dns_port():
     t = translate(parse_text(". {\n kubernetes cluster.local 10.0.0.0/15 fd00::/64\n forward . 10.0.0.53\n}\n"), dns_port=1053)
-    assert t.options["listen"] == ["[::]:1053", "0.0.0.0:1053"]
+    assert t.options["listen"] == [":1053"]
     assert t.kubernetes.reverse_zones == ("0.10.in-addr.arpa", "1.10.in-addr.arpa", "0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa")
     explicit = translate(parse_text(".:53 {\n kubernetes cluster.local\n}\n"), dns_port=1053)
     assert explicit.options["listen"] == BOTH_53

@@ -43,7 +43,8 @@ START_TIMEOUT = 15.0
 RUN_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 # `kdns serve` flags that are not keys of the config file (kdns/cli.py).
-COMMAND_LINE_ONLY = {"config", "print-address"}
+# (the --corefile ones: kdns/corefile/cli.py)
+COMMAND_LINE_ONLY = {"config", "print-address", "corefile", "corefile-dns-port", "corefile-ignore-unknown", "pidfile"}
 STATUSES = ("NOERROR", "NXDOMAIN", "NODATA", "REFUSED", "SERVFAIL")
 
 

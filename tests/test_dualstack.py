@@ -7,34 +7,22 @@ The tests need an IPv6 loopback (::1); where the host has none they skip saying 
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 
 import dns.asyncquery
 import dns.message
 import dns.rcode
-import pytest
 import trio
 import yaml
 
 from kdns import settings
 from kdns.app import Server
 from kdns.config import ListenAddress
+from testkit.repo import needs_ipv6
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo-cluster.yaml"
 
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="this host has no IPv6 loopback (::1)")
 
 
 def config(**flags: object):

@@ -35,12 +35,14 @@ PURE = {
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.backoff", "kdns.sources.convert", "kdns.sources.select",
     "kdns.ingress", "kdns.gateway", "kdns.webhosts", "kdns.sources.convert_web", "kdns.sources.resources",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
-    "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.translate", "kdns.testing.match",
+    "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.review", "kdns.corefile.translate", "kdns.testing.match",
     "kdns.corefile.translate.blocks", "kdns.corefile.translate.cache", "kdns.corefile.translate.context", "kdns.corefile.translate.forward", "kdns.corefile.translate.hosts", "kdns.corefile.translate.kubernetes", "kdns.corefile.translate.rewrite", "kdns.corefile.translate.server", "kdns.corefile.translate.values",
 }
 SHELL = {
     "kdns", "kdns.__main__", "kdns.app", "kdns.cli", "kdns.files", "kdns.observe", "kdns.settings", "kdns.workers",
     "kdns.corefile", "kdns.corefile.disk",  # the package re-exports DiskReader, the front end's one door to the disk
+    "kdns.corefile.wiring", "kdns.corefile.cli",  # serving a Corefile: reads files, builds the ServeConfig
+    "kdns.caps",  # Linux capabilities (binding port 53 without root)
     "kdns._udpbatch",  # the C part (kdns/_udpbatch.c)
     "kdns.serve", "kdns.serve.forward", "kdns.serve.listeners", "kdns.serve.serving", "kdns.serve.tcp", "kdns.serve.udp",
     "kdns.sources", "kdns.sources.hosts", "kdns.sources.kubernetes", "kdns.sources.manifests", "kdns.sources.source",

@@ -48,7 +48,9 @@ def test_the_same_configuration_needs_nothing():
     assert not (plan.new_index or plan.new_forwarder or plan.new_logging or plan.new_rate_limiter)
 
 
-@pytest.mark.parametrize("option", [o for o in OPTIONS if o.name not in ("kubeconfig", "apiserver")], ids=lambda o: o.name)
+# (in-cluster also brings the pod's resolv.conf as upstreams, unless resolv-conf says none.)
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o.name not in ("kubeconfig", "apiserver", "in-cluster")],
+                         ids=lambda o: o.name)
 def test_each_option_decides_the_fields_the_table_names(option, tmp_path):
     """A non-default value changes the ServeConfig only at the paths `fields` declares, and
     somewhere: the table is what the reload plan (and the restart-only rule) relies on."""
@@ -62,7 +64,7 @@ def test_each_option_decides_the_fields_the_table_names(option, tmp_path):
 def test_restart_only_options_are_kept_and_named(option, tmp_path):
     """A reload that changes an option taking effect only at start keeps the running value
     and names the option; nothing else changes."""
-    base = {} if option.name in ("kubeconfig", "apiserver") else BASE
+    base = {"kubeconfig": {}, "apiserver": {}, "in-cluster": {"resolv-conf": "none"}}.get(option.name, BASE)
     old = configure(**base)
     plan = reload.plan(old, configure(**{**base, option.name: non_default(option, tmp_path)}))
     assert option.name in plan.kept
@@ -106,4 +108,5 @@ def test_a_reload_mixing_both_kinds_applies_one_and_keeps_the_other():
 def test_forwarder_fields_are_the_forwarding_options():
     """Every option that decides a forwarder field makes a new forwarder, and only those."""
     deciding = {o.name for o in OPTIONS if set(o.paths) & set(FORWARDER_FIELDS)}
-    assert deciding == {"upstream", "resolv-conf", "stub-domain", "upstream-timeout", "cache-ttl", "cache-size", "cache-max-bytes", "serve-stale"}
+    assert deciding == {"upstream", "resolv-conf", "stub-domain", "upstream-timeout", "cache-ttl", "cache-size", "cache-max-bytes", "serve-stale",
+                        "upstream-max-concurrent"}

@@ -26,7 +26,7 @@ from testkit.repo import DEMO, ROOT
 
 KDNS = [sys.executable, "-m", "kdns"]
 RUN_TIMEOUT = 20.0
-SOURCES = ("manifests", "kubeconfig", "apiserver")
+SOURCES = ("manifests", "kubeconfig", "apiserver", "in-cluster")
 ENVIRON: dict[str, str] = {}  # no KUBECONFIG, not in a pod: the environment must not pick the source
 
 

@@ -80,14 +80,19 @@ class Forwarder:
         *,
         timeout: float,
         stale_ttl: int = STALE_TTL,
+        max_concurrent: int = 0,
     ):
-        """`timeout`: seconds one try may take (--upstream-timeout)."""
+        """`timeout`: seconds one try may take (--upstream-timeout). `max_concurrent`: distinct
+        questions in flight upstream at most, REFUSED beyond (--upstream-max-concurrent,
+        CoreDNS's forward max_concurrent); 0: no limit."""
         self.upstreams = upstreams
         self.stubs = stubs  # domain (lowercase, no trailing dot) -> its upstreams
         self.cache = cache
         self.timeout = timeout
         self.stale_ttl = stale_ttl
         self._inflight: dict[Key, _Pending] = {}
+        self.max_concurrent = max_concurrent
+        self.refused_concurrent = 0  # questions refused for max_concurrent (for metrics and tests)
         self._nursery: trio.Nursery | None = None
         self.requests = 0  # upstream exchanges attempted (for metrics and tests)
         # (upstream, rcode) -> (count per duration bucket, total seconds), for metrics
@@ -128,6 +133,9 @@ class Forwarder:
                 entry.refreshing = True
                 self._nursery.start_soon(self._refresh, key, uq.question, do, cd, upstreams, uq.zones)
             return self._render(entry.answer, uq, self.cache.clock() - entry.stored)  # the clock that stored it
+        if self.max_concurrent and key not in self._inflight and len(self._inflight) >= self.max_concurrent:
+            self.refused_concurrent += 1
+            return wire.upstream_failure(query, REFUSED)
         answer = await self._resolve(key, uq.question, do, cd, upstreams, uq.zones)
         if answer is None:
             if entry is not None:  # every upstream failed: serve stale (RFC 8767)

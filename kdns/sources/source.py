@@ -54,8 +54,9 @@ class Source:
         self.manifests: ManifestSet | None = None
         self.cluster = None
         self.names: list[str] = []  # what must deliver its initial state before the index is synced
-        # `--hosts` files, read beside whichever source (their records are ready at start).
-        self.hosts = HostsFiles(config.hosts_files, config.dns.all_zones) if config.hosts else None
+        # Hosts data (`--hosts` files, a Corefile's hosts), read beside whichever source (ready at
+        # start); kept even when there is none, for a reloaded Corefile that brings some.
+        self.hosts = HostsFiles(config.hosts_files, config.dns.all_zones)
         if config.api is not None:
             from kdns.sources.kubernetes import ApiSourceError, ClusterWatch, client_configuration
 
@@ -74,7 +75,7 @@ class Source:
         """What is known at once: the hosts files and the manifests, read now (SourceError
         if one is broken)."""
         try:
-            events = self.hosts.load() if self.hosts is not None else []
+            events = self.hosts.load()
         except HostsError as exc:
             raise SourceError(str(exc)) from None
         if self.manifests is None:
@@ -87,8 +88,7 @@ class Source:
     async def run(self, send: trio.MemorySendChannel, reload_interval: float) -> None:
         """Send batches of events until cancelled (files: re-read when they change)."""
         async with trio.open_nursery() as nursery:
-            if self.hosts is not None:
-                nursery.start_soon(watch_hosts, self.hosts, send, reload_interval)
+            nursery.start_soon(watch_hosts, self.hosts, send, reload_interval)
             if self.manifests is not None:
                 nursery.start_soon(watch_manifests, self.manifests, send, reload_interval)
             elif self.cluster is not None:

@@ -5,7 +5,7 @@ parents, among the blocks on the port and address the query came in on. kdns has
 zones served on every listen address, so:
 
 - the block holding `kubernetes` is the main one; its keys' ports and its `bind` addresses
-  are where kdns listens (no `bind`: every address of both families);
+  are where kdns listens (no `bind`: every address of both families, kdns's `:PORT`);
 - every other block must listen on the same ports and addresses, and must not take names
   from the cluster or reverse zones; it may forward (a stub domain, or the default upstreams
   for a `.` block beside a main block for a narrower zone), and carry hosts, template and
@@ -135,7 +135,7 @@ def _bind(ctx: Context, block: ServerBlock) -> list[str]:
 
 def _listen(hosts: list[str], port: int) -> list[str]:
     if hosts == [""]:
-        return [f"[::]:{port}", f"0.0.0.0:{port}"]
+        return [f":{port}"]  # kdns's every-address form: 0.0.0.0 and [::] (IPv4 alone where the host has no IPv6)
     return [f"[{h}]:{port}" if ":" in h else f"{h}:{port}" for h in hosts]
 
 
@@ -210,7 +210,9 @@ def _absent(ctx: Context, main: ServerBlock, found: dict[str, Any]) -> None:
         ctx.option("log-queries", False, None, main.origin)
     if "autopath" not in names:
         ctx.option("autopath", False, None, main.origin)
-    if not found["forwards"]:
-        ctx.note(main.origin, "(no forward)", WARNING, "names outside the zones have no upstream: CoreDNS answers them "
-                                                       "SERVFAIL, kdns REFUSED (in a pod kdns would use /etc/resolv.conf "
-                                                       "unless told otherwise)")
+    if "upstream" not in ctx.options and "resolv-conf" not in ctx.options:
+        ctx.option("resolv-conf", "none", None, main.origin)
+        what = "names outside the zones" if not found["forwards"] else "names outside the zones and the stub domains"
+        ctx.note(main.origin, "(no forward)" if not found["forwards"] else "(no forward for .)", WARNING,
+                 f"resolv-conf none: {what} have no upstream, not even the pod's /etc/resolv.conf; CoreDNS answers them "
+                 "SERVFAIL, kdns REFUSED")

@@ -1,0 +1,377 @@
+"""The last word on a translated Corefile before kdns serves it: honoured, or refused.
+
+The translator (kdns.corefile.translate) keeps as data what kdns's options cannot say
+(explanations of kind "data"). `review` decides each of them for the kdns that exists today:
+
+- honoured: `hosts` (served from kdns's hosts table, kdns.sources.hosts), `k8s_external`
+  (the external-zone options), `max_concurrent` (upstream-max-concurrent), `ignore
+  empty_service` (ignore-empty-services), `except` zones that another forward or server block
+  takes anyway, the line-level details of those;
+- accepted with a warning, where kdns behaves a little differently and refusing would
+  refuse every distribution's Corefile: `loadbalance` (kdns does not shuffle), `prefetch`
+  (kdns's own rule), `log` classes (kdns logs every query);
+- refused, naming file:line and why: `rewrite` and `template` (not yet supported by kdns),
+  the kubernetes `fallthrough` for cluster zones, `noendpoints`, `endpoint_pod_names`, the
+  forward options kdns does not implement (`policy`, `force_tcp`, `max_fails`, `health_check`,
+  `except` left to the next plugin), cache rules kdns's one cache cannot follow, `bufsize`
+  below kdns's, k8s_external zones kdns cannot serve, its `fallthrough`; and, by default,
+  any data this module does not know (a translator newer than the review).
+
+With `ignore_unknown` (--corefile-ignore-unknown) each refusal made here becomes a warning
+("ignored"): the directive is not applied and kdns serves the rest. The translator's own
+refusals (what CoreDNS itself would reject, what a known directive cannot do) still stand.
+
+It also adds what follows from the Corefile as a whole: `in-cluster` when the kubernetes
+directive names no endpoint and no kubeconfig (CoreDNS's in-cluster credentials), and each
+`hosts` directive as a `HostsPlan` (its file's path made absolute against the directory of
+the file holding the directive, names under deeper server blocks left to those blocks).
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kdns.corefile.model import Corefile, CorefileError, Directive, Origin
+from kdns.corefile.translate.context import head
+from kdns.corefile.translate.kubernetes import REVERSE, is_reverse
+from kdns.corefile.translate.values import DATA, NO_EFFECT, OPTION, REFUSED, WARNING, Explanation, ForwardRule, HostsSource, Translation
+
+IGNORE_FLAG = "--corefile-ignore-unknown"
+NOT_YET = "not yet supported by kdns"
+
+# The directives kdns reads and serves without refusing them outright (`kdns -plugins`).
+UNDERSTOOD = ("autopath", "bind", "bufsize", "cache", "cancel", "debug", "errors", "forward", "health", "hosts",
+              "k8s_external", "kubernetes", "loadbalance", "log", "loop", "metadata", "pprof", "prometheus", "proxy",
+              "ready", "reload")
+
+
+@dataclass(frozen=True, slots=True)
+class HostsPlan:
+    """What one `hosts` directive serves: `path` absolute, `inline` (address, names) pairs."""
+
+    path: str
+    inline: tuple[tuple[str, tuple[str, ...]], ...]
+    zones: tuple[str, ...]
+    excluded: tuple[str, ...]
+    ttl: int
+    reverse: bool
+    reload: float
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class Review:
+    translation: Translation
+    config: tuple[tuple[str, Any], ...]  # the options, the translation's and those added here
+    origins: tuple[tuple[str, Origin], ...]  # where each added option came from
+    hosts: tuple[HostsPlan, ...]
+    explanations: tuple[Explanation, ...]
+    problems: tuple[CorefileError, ...]
+    warnings: tuple[CorefileError, ...]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """A fresh dict in kdns's config-file form (lists for the repeatable options)."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in self.config}
+
+    def origin_of(self, option: str) -> Origin | None:
+        return dict(self.origins).get(option) or self.translation.origin_of(option)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def check(self) -> Review:
+        if self.problems:
+            first = CorefileError(self.problems[0].origin, self.problems[0].message)
+            first.problems = self.problems
+            raise first
+        return self
+
+
+def within(name: str, zone: str) -> bool:
+    return zone == "." or name == zone or name.endswith("." + zone)
+
+
+class _Notes:
+    """What the review decides, as it goes."""
+
+    def __init__(self, t: Translation, ignore_unknown: bool) -> None:
+        self.t = t
+        self.ignore_unknown = ignore_unknown
+        self.options: dict[str, Any] = {}
+        self.origins: dict[str, Origin] = {}
+        self.problems: list[CorefileError] = []
+        self.warnings: list[CorefileError] = []
+
+    def option(self, name: str, value: Any, origin: Origin) -> None:
+        self.options[name] = value
+        self.origins.setdefault(name, origin)
+
+    def refuse(self, e: Explanation, reason: str, *, report: bool = True) -> Explanation:
+        """`e` refused (or, with ignore_unknown, ignored with a warning); `report`: count it as a
+        problem (False for the lines of a directive refused as a whole)."""
+        if self.ignore_unknown:
+            if report:
+                self.warnings.append(CorefileError(e.origin, f"{_short(e.directive)}: ignored ({IGNORE_FLAG}): {reason}"))
+            return replace(e, kind=WARNING, effect=f"ignored ({IGNORE_FLAG}): {reason}")
+        if report:
+            self.problems.append(CorefileError(e.origin, f"{_short(e.directive)}: {reason}"))
+        return replace(e, kind=REFUSED, effect=reason)
+
+    def warn(self, e: Explanation, effect: str) -> Explanation:
+        self.warnings.append(CorefileError(e.origin, f"{_short(e.directive)}: {effect}"))
+        return replace(e, kind=WARNING, effect=effect)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def review(t: Translation, corefile: Corefile, *, ignore_unknown: bool = False) -> Review:
+    notes = _Notes(t, ignore_unknown)
+    where = _index(corefile)
+    out: list[Explanation] = []
+    refused_whole: set[Origin] = set()  # directives refused as a whole (their lines follow them)
+    for e in t.explanations:
+        found = where.get((e.origin, e.directive))
+        if e.kind != DATA or found is None:
+            out.append(_unknown(notes, e) if e.kind == DATA else e)
+            continue
+        d, parent = found
+        if parent is not None and parent.origin in refused_whole:
+            out.append(notes.refuse(e, f"part of the {parent.name} refused above", report=False))
+            continue
+        decided = _decide(notes, e, d, parent)
+        if parent is None and decided.kind in (REFUSED, WARNING) and d.name in ("rewrite", "template"):
+            refused_whole.add(d.origin)
+        out.append(decided)
+    out = _external(notes, out)
+    _in_cluster(notes, out)
+    hosts = tuple(_hosts_plan(t, h) for h in t.hosts)
+    config = dict(t.config)
+    config.update({name: tuple(v) if isinstance(v, list) else v for name, v in notes.options.items()})
+    return Review(t, tuple(config.items()), tuple(notes.origins.items()), hosts, tuple(out),
+                  t.problems + tuple(notes.problems), t.warnings + tuple(notes.warnings))
+
+
+def _index(corefile: Corefile) -> dict[tuple[Origin, str], tuple[Directive, Directive | None]]:
+    """(origin, shown text) -> (directive or line, the directive it belongs to), as the
+    translator's explanations name them."""
+    out: dict[tuple[Origin, str], tuple[Directive, Directive | None]] = {}
+    for block in corefile.blocks:
+        for d in block.directives:
+            out.setdefault((d.origin, head(d) if d.block is not None else str(d)), (d, None))
+            for line in d.block or ():
+                out.setdefault((line.origin, head(line) if line.block is not None else str(line)), (line, d))
+    return out
+
+
+def _unknown(notes: _Notes, e: Explanation) -> Explanation:
+    return notes.refuse(e, f"kdns does not implement this ({e.effect})")
+
+
+def _decide(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    plugin = parent.name if parent is not None else d.name
+    decide = _DECIDERS.get(plugin)
+    if decide is None:
+        return _unknown(notes, e)
+    return decide(notes, e, d, parent)
+
+
+# -- one function per plugin whose data kdns reviews ----------------------------------------
+
+
+def _hosts(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    if parent is not None:
+        return e  # ttl, reload, no_reverse, fallthrough, inline lines: honoured as the directive is
+    source = next((h for h in notes.t.hosts if h.origin == d.origin), None)
+    if source is None:
+        return _unknown(notes, e)
+    path = _absolute(source.path, source.origin)
+    what = f"{len(source.inline)} inline entr{'y' if len(source.inline) == 1 else 'ies'} and " if source.inline else ""
+    return replace(e, effect=f"kdns answers names under {', '.join(source.zones)} from {what}{path} (looked at every "
+                             f"{source.reload:g} s{'' if source.reload else ': read once'}), ttl {source.ttl}"
+                             f"{'' if source.reverse else ', no PTR records'}, ahead of forwarding; names under the "
+                             "cluster zones come from Kubernetes alone")
+
+
+def _rewrite_or_template(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    name = (parent or d).name
+    what = "kdns does not rewrite query names yet" if name == "rewrite" else "kdns does not answer from templates yet"
+    return notes.refuse(e, f"{NOT_YET}: {what}", report=parent is None)
+
+
+def _kubernetes(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    if parent is None:
+        return _unknown(notes, e)
+    if d.name == "ignore":
+        notes.option("ignore-empty-services", True, d.origin)
+        return replace(e, kind=OPTION, effect="ignore-empty-services: a ClusterIP Service without ready endpoints is "
+                                              "NXDOMAIN (its ClusterIP keeps its PTR record)")
+    if d.name == "fallthrough":
+        zones = " ".join(d.args) or "(every zone)"
+        return notes.refuse(e, f"fallthrough {zones}: kdns answers every name under the cluster zones itself (NXDOMAIN "
+                               "for a name it does not know); it cannot pass them on to a later plugin")
+    if d.name == "noendpoints":
+        return notes.refuse(e, "noendpoints is not supported by kdns: it always watches EndpointSlices and serves "
+                               "headless Services and endpoint names")
+    if d.name == "endpoint_pod_names":
+        return notes.refuse(e, "endpoint_pod_names is not supported by kdns: an endpoint without a hostname is named "
+                               "after its address")
+    return _unknown(notes, e)
+
+
+def _forward(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    if parent is None:
+        return _unknown(notes, e)
+    rule = next((r for r in notes.t.forwards if r.origin == parent.origin), None)
+    if d.name == "max_concurrent" and rule is not None:
+        first = notes.options.get("upstream-max-concurrent")
+        if first is not None and first != rule.max_concurrent:
+            return notes.refuse(e, f"kdns has one limit for every forwarded question; it is already {first} "
+                                   f"(at {notes.origins['upstream-max-concurrent']})")
+        notes.option("upstream-max-concurrent", rule.max_concurrent, d.origin)
+        return replace(e, kind=OPTION, effect=f"upstream-max-concurrent {rule.max_concurrent}: at most that many distinct "
+                                              "questions in flight upstream, REFUSED beyond (one limit for every forward)")
+    if d.name == "except" and rule is not None:
+        alone = [x for x in rule.except_zones if not _elsewhere(notes.t, rule, x)]
+        if not alone:
+            return replace(e, effect="these names go to the forward or server block that takes them, as in CoreDNS")
+        return notes.refuse(e, f"except {' '.join(alone)}: CoreDNS leaves these names to the next plugin (none here: "
+                               "SERVFAIL); kdns cannot leave names of a forwarded zone unanswered")
+    reasons = {
+        "force_tcp": "force_tcp is not supported by kdns: it asks upstreams over UDP first (TCP when the reply is truncated)",
+        "policy": f"policy {' '.join(d.args)} is not supported by kdns: it tries healthy upstreams in random order",
+        "max_fails": f"max_fails {' '.join(d.args)} is not supported by kdns: it marks an upstream down after 2 "
+                     "failures in a row",
+        "health_check": f"health_check {' '.join(d.args)} is not supported by kdns: it probes a down upstream with "
+                        "'. NS' every 0.5 s, growing to 5 s",
+    }
+    if d.name in reasons:
+        return notes.refuse(e, reasons[d.name])
+    return _unknown(notes, e)
+
+
+def _elsewhere(t: Translation, rule: ForwardRule, zone: str) -> bool:
+    """Another forward (not for the root) or a server block below the rule's block takes `zone`."""
+    if any(r is not rule and r.from_zone != "." and within(zone, r.from_zone) for r in t.forwards):
+        return True
+    return any(within(zone, z) and z not in rule.block_zones and any(within(z, b) and z != b for b in rule.block_zones)
+               for block in t.blocks for z in block.zones)
+
+
+def _cache(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    if parent is None:  # "CoreDNS caches only under ZONES"
+        return notes.refuse(e, "kdns has one cache for every forwarded answer: it cannot cache only some zones")
+    if d.name == "prefetch":
+        return notes.warn(e, "kdns refreshes an entry asked for twice when less than 10% of its life is left; "
+                             "this prefetch's numbers are not used")
+    if d.name == "disable":
+        return notes.refuse(e, f"kdns caches every forwarded answer: it cannot leave {d.args[0]} answers under "
+                               f"{' '.join(d.args[1:]) or '.'} out")
+    if d.name in ("success", "denial"):
+        return notes.refuse(e, f"{d.name} with a minimum TTL: kdns keeps each answer for its own TTL (capped by "
+                               "cache-ttl), never longer")
+    return _unknown(notes, e)
+
+
+def _loadbalance(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    lb = notes.t.loadbalance
+    if parent is not None or lb is None:
+        return _unknown(notes, e)
+    if lb.prefer:
+        return notes.refuse(e, f"loadbalance prefer {' '.join(lb.prefer)} is not supported by kdns")
+    return notes.warn(e, "kdns returns the A, AAAA and MX records of an answer in the same order every time; CoreDNS "
+                         "shuffles them (clients that take the first address all pick the same one)")
+
+
+def _log(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    if parent is not None and d.name == "class":
+        return replace(e, kind=NO_EFFECT, effect="kdns logs every query: see the log line")
+    return _unknown(notes, e)
+
+
+def _bufsize(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    return notes.refuse(e, f"bufsize {notes.t.bufsize}: kdns sends up to 1232 bytes over UDP and has no smaller limit")
+
+
+def _k8s_external(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    return e  # decided with the others in _external, once every explanation is read
+
+
+_DECIDERS = {
+    "hosts": _hosts, "rewrite": _rewrite_or_template, "template": _rewrite_or_template, "kubernetes": _kubernetes,
+    "forward": _forward, "proxy": _forward, "cache": _cache, "loadbalance": _loadbalance, "log": _log,
+    "bufsize": _bufsize, "k8s_external": _k8s_external,
+}
+
+
+# -- what follows from the whole Corefile ---------------------------------------------------
+
+
+def _external(notes: _Notes, out: list[Explanation]) -> list[Explanation]:
+    """k8s_external -> external-zone, external-apex, external-ttl, external-headless."""
+    t = notes.t
+    result = []
+    for e in out:
+        ext = next((x for x in t.externals if x.origin == e.origin), None)
+        if ext is None or not e.directive.startswith("k8s_external") or e.kind != DATA:
+            result.append(e)
+            continue
+        cluster = t.kubernetes.zones if t.kubernetes else ()
+        bad = next((why for why in (
+            "." in ext.zones and "the root zone: kdns serves an external zone under a domain of its own",
+            next((f"{z} is a reverse zone: kdns answers PTR records for external addresses there itself"
+                  for z in ext.zones if is_reverse(z)), None),
+            next((f"{z} overlaps the cluster zone {c}: the zones must not overlap" for z in ext.zones for c in cluster
+                  if within(z, c) or within(c, z)), None),
+            ext.fallthrough and f"fallthrough {' '.join(ext.fallthrough)} has no kdns equivalent: kdns answers every "
+                                "name of an external zone itself (NXDOMAIN for one it does not hold)",
+        ) if why), None)
+        if bad:
+            result.append(notes.refuse(e, f"k8s_external: {bad}"))
+            continue
+        notes.option("external-zone", list(ext.zones), ext.origin)
+        notes.option("external-apex", ext.apex, ext.origin)
+        notes.option("external-ttl", ext.ttl, ext.origin)
+        notes.option("external-headless", ext.headless, ext.origin)
+        result.append(replace(e, kind=OPTION, effect=f"external-zone {', '.join(ext.zones)}, external-apex {ext.apex}, "
+                                                      f"external-ttl {ext.ttl}"
+                                                      f"{', external-headless' if ext.headless else ''}: Services' "
+                                                      "external addresses by name, authoritatively"))
+    return result
+
+
+def _in_cluster(notes: _Notes, out: list[Explanation]) -> None:
+    """The kubernetes directive without endpoint or kubeconfig: the pod's own cluster."""
+    k8s = notes.t.kubernetes
+    options = dict(notes.t.config)
+    if k8s is None or "apiserver" in options or "kubeconfig" in options:
+        return
+    notes.option("in-cluster", True, k8s.origin)
+    at = next((i for i, e in enumerate(out) if e.origin == k8s.origin and e.directive.startswith("kubernetes")), len(out) - 1)
+    out.insert(at + 1, Explanation(k8s.origin, "(no endpoint, no kubeconfig)", OPTION,
+                                   "in-cluster: the API server of the cluster kdns runs in, with its pod's service account"))
+
+
+def _hosts_plan(t: Translation, h: HostsSource) -> HostsPlan:
+    assert h.origin is not None  # the translator gives every hosts directive its origin
+    deeper = tuple(dict.fromkeys(z for block in t.blocks for z in block.zones
+                                 if z not in h.block_zones and any(within(z, b) for b in h.block_zones)))
+    inline = tuple((entry.address, entry.names) for entry in h.inline)
+    return HostsPlan(_absolute(h.path, h.origin), inline, h.zones, deeper, h.ttl, h.reverse, h.reload, h.origin)
+
+
+def _absolute(path: str, origin: Origin | None) -> str:
+    """A relative hosts path, against the directory of the file holding the directive."""
+    if posixpath.isabs(path) or origin is None:
+        return path
+    return posixpath.normpath(posixpath.join(posixpath.dirname(origin.file) or ".", path))
+
+
+__all__ = ["IGNORE_FLAG", "NOT_YET", "REVERSE", "UNDERSTOOD", "HostsPlan", "Review", "review"]

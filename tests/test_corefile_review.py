@@ -1,0 +1,178 @@
+"""kdns.corefile.review on its own (pure, no sockets): what kdns honours of the data the
+translator keeps, what it refuses with file:line and why, what --corefile-ignore-unknown turns
+into warnings, and what follows from a Corefile as a whole (in-cluster, hosts plans)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from kdns.corefile import DiskReader, load, parse_text
+from kdns.corefile.review import IGNORE_FLAG, UNDERSTOOD, review
+from kdns.corefile.translate import translate
+from kdns.corefile.translate.values import Explanation
+
+FIXTURES = Path(__file__).parent / "corefiles"
+BASE = ".:53 {\n    kubernetes cluster.local {\n        endpoint http://127.0.0.1:6443\n    }\n    %s\n}\n"
+
+
+def reviewed(body: str, *, ignore_unknown: bool = False, text: str | None = None):
+    corefile = parse_text(text if text is not None else BASE % body)
+    t = translate(corefile, ignore_unknown=ignore_unknown)
+    assert t.ok, [str(p) for p in t.problems]
+    return review(t, corefile, ignore_unknown=ignore_unknown)
+
+
+def entries(r, line: int) -> list[tuple[str, str]]:
+    return [(e.kind, e.effect) for e in r.explanations if e.origin.line == line]
+
+
+# (body, the line refused, the start of the problem's message)
+REFUSED = [
+    ("rewrite name exact a.example.org b.example.org", 5, ("rewrite name exact a.example.org b.example.org: not yet supported by "
+     "kdns: kdns does not rewrite query names yet")),
+    ("template IN A example.org {\n answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n }", 5, ("template IN A example.org { ... }: not yet "
+     "supported by kdns: kdns does not answer from templates yet")),
+    ("forward . 10.0.0.1 {\n policy sequential\n }", 6, "policy sequential: policy sequential is not supported by kdns"),
+    ("forward . 10.0.0.1 {\n policy round_robin\n }", 6, "policy round_robin: policy round_robin is not supported by kdns"),
+    ("forward . 10.0.0.1 {\n force_tcp\n }", 6, "force_tcp: force_tcp is not supported by kdns"),
+    ("forward . 10.0.0.1 {\n max_fails 5\n }", 6, "max_fails 5: max_fails 5 is not supported by kdns"),
+    ("forward . 10.0.0.1 {\n health_check 5s\n }", 6, "health_check 5s: health_check 5s is not supported by kdns"),
+    ("forward . 10.0.0.1 {\n except example.org\n }", 6, "except example.org: except example.org: CoreDNS leaves these names"),
+    ("cache 30 example.org", 5, "cache 30 example.org: kdns has one cache for every forwarded answer"),
+    ("cache 30 {\n disable success example.org\n }", 6, "disable success example.org: kdns caches every forwarded answer"),
+    ("cache 30 {\n success 1000 300 10\n }", 6, "success 1000 300 10: success with a minimum TTL"),
+    ("bufsize 1000", 5, "bufsize 1000: bufsize 1000: kdns sends up to 1232 bytes"),
+    ("loadbalance round_robin {\n prefer 10.0.0.0/8\n }", 5, "loadbalance round_robin { ... }: loadbalance prefer 10.0.0.0/8"),
+    ("k8s_external .", 5, "k8s_external .: k8s_external: the root zone"),
+    ("k8s_external in-addr.arpa", 5, "k8s_external in-addr.arpa: k8s_external: in-addr.arpa is a reverse zone"),
+    ("k8s_external svc.cluster.local", 5, "k8s_external svc.cluster.local: k8s_external: svc.cluster.local overlaps the cluster"),
+    ("k8s_external example.org {\n fallthrough\n }", 5, ("k8s_external example.org { ... }: k8s_external: fallthrough . has no "
+     "kdns equivalent")),
+]
+KUBERNETES_REFUSED = [
+    ("fallthrough", "fallthrough: fallthrough (every zone): kdns answers every name under the cluster zones itself"),
+    ("fallthrough cluster.local", "fallthrough cluster.local: fallthrough cluster.local: kdns answers every name"),
+    ("noendpoints", "noendpoints: noendpoints is not supported by kdns"),
+    ("endpoint_pod_names", "endpoint_pod_names: endpoint_pod_names is not supported by kdns"),
+]
+
+
+@pytest.mark.parametrize(("body", "line", "message"), REFUSED, ids=[r[0].split("\n")[0] for r in REFUSED])
+def test_refused_with_file_and_line(body, line, message):
+    r = reviewed(body)
+    assert not r.ok
+    assert [(p.origin.line, p.message[: len(message)]) for p in r.problems] == [(line, message)]
+    assert "refused" in [kind for kind, _ in entries(r, line)]
+    ignored = reviewed(body, ignore_unknown=True)
+    assert ignored.ok and ("warning", True) in [(k, e.startswith(f"ignored ({IGNORE_FLAG}): ")) for k, e in entries(ignored, line)]
+    assert any(w.origin.line == line and "ignored" in w.message for w in ignored.warnings)
+
+
+@pytest.mark.parametrize(("line", "message"), KUBERNETES_REFUSED, ids=[k[0] for k in KUBERNETES_REFUSED])
+def test_kubernetes_options_kdns_lacks_are_refused(line, message):
+    text = f".:53 {{\n    kubernetes cluster.local {{\n        {line}\n    }}\n}}\n"
+    r = reviewed("", text=text)
+    assert [(p.origin.line, p.message[: len(message)]) for p in r.problems] == [(3, message)]
+    assert reviewed("", text=text, ignore_unknown=True).ok
+
+
+def test_a_refused_directive_is_one_problem_and_its_lines_say_so():
+    r = reviewed('template IN A example.org {\n match "^a[.]"\n answer "{{ .Name }} 60 IN A 10.0.0.1"\n rcode NOERROR\n }')
+    assert len(r.problems) == 1
+    assert [e.effect for e in r.explanations if e.origin.line in (6, 7, 8)] == ["part of the template refused above"] * 3
+
+
+HONOURED = [
+    ("forward . 10.0.0.1 {\n max_concurrent 100\n }", 6, "option", {"upstream-max-concurrent": 100}),
+    ("hosts {\n 10.0.0.9 db.example.org\n ttl 60\n fallthrough\n }", 5, "data", {}),
+    ("k8s_external example.org {\n apex ns\n ttl 40\n headless\n }", 5, "option",
+     {"external-zone": ["example.org"], "external-apex": "ns", "external-ttl": 40, "external-headless": True}),
+    ("cache 30 {\n disable success cluster.local\n disable denial cluster.local\n }", 6, "no effect", {}),
+    ("cache 30 {\n prefetch 10 1m 10%\n }", 6, "warning", {}),
+    ("loadbalance", 5, "warning", {}),
+    ("log . {\n class denial error\n }", 6, "no effect", {"log-queries": True}),
+]
+
+
+@pytest.mark.parametrize(("body", "line", "kind", "options"), HONOURED, ids=[h[0].split("\n")[0] for h in HONOURED])
+def test_honoured(body, line, kind, options):
+    r = reviewed(body)
+    assert r.ok, [str(p) for p in r.problems]
+    assert entries(r, line)[0][0] == kind
+    assert {k: r.options[k] for k in options} == options
+
+
+def test_ignore_empty_service_is_an_option():
+    r = reviewed("", text=".:53 {\n kubernetes cluster.local {\n  endpoint http://127.0.0.1:1\n  ignore empty_service\n }\n}\n")
+    assert r.ok and r.options["ignore-empty-services"] is True and r.origin_of("ignore-empty-services").line == 4
+
+
+def test_one_max_concurrent_for_every_forward():
+    text = (".:53 {\n kubernetes cluster.local {\n  endpoint http://127.0.0.1:1\n }\n forward . 10.0.0.1 {\n  max_concurrent 10\n }\n}\n"
+            "example.org:53 {\n forward . 10.0.0.2 {\n  max_concurrent 20\n }\n}\n")
+    r = reviewed("", text=text)
+    assert [(p.origin.line, p.message) for p in r.problems] == [
+        (11, "max_concurrent 20: kdns has one limit for every forwarded question; it is already 10 (at Corefile:6)")]
+
+
+def test_except_is_honoured_when_another_forward_takes_those_names():
+    r = reviewed("forward . 10.0.0.1 {\n except example.org\n }\n    forward example.org 10.0.0.2")
+    assert r.ok and entries(r, 6)[0][0] == "data"
+    assert r.options["stub-domain"] == ["example.org=10.0.0.2:53"]
+
+
+def test_no_endpoint_and_no_kubeconfig_means_in_cluster():
+    r = reviewed("", text=".:53 {\n kubernetes cluster.local\n forward . 10.0.0.1\n}\n")
+    assert r.options["in-cluster"] is True and r.origin_of("in-cluster").line == 2
+    assert ("option", "in-cluster: the API server of the cluster kdns runs in, with its pod's service account") in entries(r, 2)
+    assert "in-cluster" not in reviewed("errors").options  # endpoint given
+    kubeconfig = reviewed("", text=".:53 {\n kubernetes cluster.local {\n  kubeconfig /k.yaml\n }\n}\n")
+    assert "in-cluster" not in kubeconfig.options and kubeconfig.options["kubeconfig"] == "/k.yaml"
+
+
+def test_hosts_plans():
+    """The file against the directory of the file holding the directive; names under deeper
+    blocks left to those blocks; the directive's settings."""
+    text = (".:53 {\n kubernetes cluster.local {\n  endpoint http://127.0.0.1:1\n }\n hosts extra.hosts {\n  10.0.0.1 a.example\n"
+            "  ttl 60\n  reload 0\n  no_reverse\n  fallthrough\n }\n}\ncorp.example:53 {\n forward . 10.0.0.2\n}\n")
+    corefile = parse_text(text, "/etc/coredns/Corefile")
+    (plan,) = review(translate(corefile), corefile).hosts
+    assert (plan.path, plan.inline, plan.zones, plan.excluded) == ("/etc/coredns/extra.hosts", (("10.0.0.1", ("a.example",)),),
+                                                                  (".",), ("corp.example",))
+    assert (plan.ttl, plan.reverse, plan.reload, plan.origin.line) == (60, False, 0.0, 5)
+
+
+def test_data_the_review_does_not_know_is_refused():
+    """A translator newer than the review (data of a plugin it has no rule for) never serves."""
+    corefile = parse_text(BASE % "errors")
+    t = translate(corefile)
+    made_up = Explanation(t.explanations[0].origin, "newplugin", "data", "kept as Translation.newplugin")
+    r = review(dataclasses.replace(t, explanations=(*t.explanations, made_up)), corefile)
+    assert [p.message for p in r.problems] == ["newplugin: kdns does not implement this (kept as Translation.newplugin)"]
+
+
+@pytest.mark.parametrize("path", ["kubeadm.Corefile", "kubeadm-legacy.Corefile", "kind-configmap.yaml", "minikube.Corefile",
+                                  "eks.Corefile", "kube-dns.yaml", "k3s.yaml", "aks/Corefile", "gardener/Corefile"])
+def test_every_data_entry_of_the_distributions_is_decided(path, monkeypatch):
+    """After the review, "data" is only what kdns serves (hosts), everything else an option, no
+    effect, a warning or a refusal."""
+    monkeypatch.chdir(FIXTURES)
+    corefile = load(path, DiskReader())
+    r = review(translate(corefile), corefile)
+    assert {e.directive.split()[0] for e in r.explanations if e.kind == "data"} <= {"hosts", "ttl", "reload", "fallthrough",
+                                                                                   "192.168.49.1"}
+
+
+@pytest.mark.parametrize("name", sorted(UNDERSTOOD))
+def test_what_plugins_lists_is_understood(name):
+    """`kdns -plugins` lists a directive only if a plain use of it is served."""
+    uses = {"autopath": "autopath @kubernetes", "bind": "bind 127.0.0.1", "forward": "forward . 10.0.0.1",
+            "proxy": "proxy . 10.0.0.1", "hosts": "hosts {\n fallthrough\n }", "k8s_external": "k8s_external example.org",
+            "kubernetes": None, "bufsize": "bufsize 1232"}
+    use = uses.get(name, name)
+    r = reviewed(use) if use is not None else reviewed("errors")
+    assert r.ok, [str(p) for p in r.problems]
+    assert "rewrite" not in UNDERSTOOD and "template" not in UNDERSTOOD
