@@ -1,7 +1,8 @@
 """The `kdns` command: argv (and a config file) → ServeConfig → a running server.
 
-Commands: `kdns serve [options]`, `kdns check-config PATH` and `kdns exec [options] -- COMMAND`
-(kdns/exec.py).
+Commands: `kdns serve [options]`, `kdns check-config PATH`, `kdns exec [options] -- COMMAND`
+(kdns/exec.py), `kdns explain NAME [TYPE]` (kdns/explain/command.py) and `kdns lint PATH...`
+(kdns/lint/command.py).
 
 Exit status of `serve`: 0 after a clean shutdown (SIGTERM after its lameduck period, or
 SIGINT), 1 when kdns cannot start because of its input (a manifest, a config file, a port in
@@ -26,6 +27,8 @@ from kdns import __version__, observe, settings
 from kdns import exec as kdns_exec
 from kdns.app import Server, StartupError
 from kdns.config import ConfigError
+from kdns.explain import command as explain_command
+from kdns.lint import command as lint_command
 from kdns.workers import Workers, worker_argv
 
 log = logging.getLogger("kdns")
@@ -73,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="check a config file; print each problem with its key", description="Check a kdns config file."
     )
     check.add_argument("path", metavar="PATH")
+    explain_command.add_parser(commands)
+    lint_command.add_parser(commands)
     return parser
 
 
@@ -88,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
     if args.command == "exec":
         return kdns_exec.main(args)
+    if args.command == "explain":
+        return explain_command.main(args)
+    if args.command == "lint":
+        return lint_command.main(args)
     if args.print_address and not hasattr(args, "lameduck") and not _file_sets(args, "lameduck"):
         args.lameduck = 0.0  # a server started for tests stops at once on SIGTERM
     try:

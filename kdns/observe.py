@@ -20,6 +20,7 @@ import logging
 import platform
 import sys
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
@@ -88,7 +89,19 @@ def setup_logging(level: str, fmt: str) -> None:
 
 # () -> (status, content type, body), or an awaitable of it (a route with work to do off the loop)
 Route = Callable[[], tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]]
-REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+
+
+class QueryRoute:
+    """A route that reads the request's query string (`?name=...&type=...`): it is called
+    with the parameters, each given once at most (bounded: MAX_REQUEST bytes in all)."""
+
+    def __init__(self, handler: Callable[[dict[str, str]], tuple[int, str, bytes]]):
+        self.handler = handler
+
+    def __call__(self, params: dict[str, str]) -> tuple[int, str, bytes]:
+        return self.handler(params)
+REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
 async def serve_http(listener: trio.SocketListener, routes: dict[str, Route]) -> None:
@@ -117,12 +130,19 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
         status, ctype, body = 400, "text/plain; charset=utf-8", b"bad request\n"
         method = b"GET"
     else:
-        method, target = parts[0], parts[1].decode("latin-1").split("?", 1)[0]
+        method, target, _, query = (parts[0], *parts[1].decode("latin-1").partition("?"))
         route = routes.get(target)
         if route is None:
             status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
         elif method not in (b"GET", b"HEAD"):
             status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
+        elif isinstance(route, QueryRoute):
+            try:
+                params = dict(urllib.parse.parse_qsl(query, max_num_fields=20))
+            except ValueError:
+                status, ctype, body = 400, "text/plain; charset=utf-8", b"too many parameters\n"
+            else:
+                status, ctype, body = route(params)
         else:
             result = route()
             status, ctype, body = await result if inspect.isawaitable(result) else result
