@@ -225,6 +225,49 @@ def test_servfail_before_the_first_sync():
     assert explain(View(state.snapshot, state.index), "web.shop.svc.cluster.local.", "A").rcode == "NXDOMAIN"
 
 
+# -- the other tables: external zones, hosts files, the test double's records -------------------------
+
+
+def test_external_zone_and_hosts_file(capsys, tmp_path):
+    external = Path(__file__).parent / "manifests" / "external.yaml"
+    hosts = write(tmp_path / "hosts", """
+        # the node's names
+        192.0.2.7 build.corp.example build
+    """)
+    argv = ["--manifests", str(external), "--external-zone", "k8s.example.org", "--hosts", str(hosts)]
+    status, out, err = run(capsys, "explain", "ext-only.shop.k8s.example.org", "--json", *argv)
+    assert status == 0, err
+    data = json.loads(out)
+    assert (data["answered_by"], data["zone"]) == ("external zone", "k8s.example.org.")
+    [record] = data["records"]
+    assert record["record"] == "ext-only.shop.k8s.example.org. 5 IN A 198.51.100.1"
+    [origin] = record["from"]
+    assert (origin["kind"], origin["name"]) == ("Service", "ext-only") and defines(origin["where"], "Service", "shop", "ext-only")
+    status, out, _ = run(capsys, "explain", "build.corp.example", "--json", *argv)
+    data = json.loads(out)
+    assert data["answered_by"] == "hosts file"
+    assert data["records"][0]["record"] == "build.corp.example. 3600 IN A 192.0.2.7"
+    assert data["records"][0]["from"] == [{"kind": "Hosts", "namespace": "", "name": str(hosts), "where": str(hosts)}]
+    status, out, _ = run(capsys, "explain", "7.2.0.192.in-addr.arpa", "PTR", "--json", *argv)
+    data = json.loads(out)
+    assert data["records"][0]["record"] == "7.2.0.192.in-addr.arpa. 3600 IN PTR build.corp.example."
+    assert data["records"][0]["from"][0]["kind"] == "Hosts"
+    status, out, _ = run(capsys, "explain", "ext-only.shop.k8s.example.org", "--json", "--manifests", str(external))
+    assert json.loads(out)["answered_by"] == "refused", "without --external-zone the name lies outside every zone"
+
+
+def test_test_double_records_and_outside_names():
+    from kdns.testing import KdnsServer
+
+    with KdnsServer() as kd:
+        kd.record("api.stripe.com", "A", "127.0.0.9")
+        found = kd.explain("api.stripe.com.")
+        assert (found.answered_by, found.answer) == ("test double record", ("api.stripe.com. 5 IN A 127.0.0.9",))
+        assert [str(o) for o in found.records[0].origins] == ["Record api.stripe.com"]
+        closed = kd.explain("example.org.")
+        assert (closed.rcode, closed.answered_by) == ("NXDOMAIN", "closed world") and "nxdomain" in closed.negative
+
+
 # -- other sources and entry points ----------------------------------------------------------------
 
 
