@@ -19,19 +19,17 @@ plans what each difference requires.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import socket
 import time
-from typing import Any
 
 import trio
 
-from kdns import __version__, codes, names, observe, settings
+from kdns import __version__, observe, settings
 from kdns.cache import ForwardCache
 from kdns.config import ConfigError, ListenAddress, ServeConfig
-from kdns.explain import View, explain
+from kdns.explain import View, endpoint
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.index import Index
 from kdns.reload import plan as reload_plan
@@ -91,7 +89,7 @@ class Server:
                 "/health": (config.http.health, self._health),
                 "/ready": (config.http.ready, self._ready),
                 "/metrics": (config.http.metrics, self._metrics),
-                "/explain": (config.http.explain, observe.QueryRoute(self._explain)),
+                "/explain": (config.http.explain, observe.QueryRoute(lambda params: endpoint.respond(self.view(), params))),
             }, self._no_ipv6)
             self.state.forwarder = self._forwarder(config, probe=True)
         except (SourceError, ListenError) as exc:
@@ -208,34 +206,8 @@ class Server:
     def view(self) -> View:
         """What `kdns explain` reads of this server: its snapshot and objects now, where the
         objects come from, and its forwarder and cache."""
-        return View(self.dns.snapshot, self.dns.index, self.source.locate, self.forward_info, self.describe_source())
-
-    def forward_info(self, name: str, qtype: int) -> dict[str, Any]:
-        """Where `name` would be forwarded, and what the cache holds for it (`name` `qtype`,
-        asked without DO and CD, as stub resolvers ask)."""
-        forwarder = self.forwarder
-        if forwarder is None:
-            return {"name": f"{name}.", "upstreams": [], "cache": None, "note": "kdns has no upstream"}
-        held = forwarder.cache.peek((names.to_wire(name), qtype, codes.CLASS_IN, False, False))
-        cache = None
-        if held is not None and held[0] > 0:
-            cache = {"ttl_left": round(held[0], 1), "rcode": codes.RCODES.get(held[1].rcode, str(held[1].rcode)),
-                     "records": held[1].counts[0]}
-        return {"name": f"{name}.", "upstreams": [str(u) for u in forwarder.route(name)], "cache": cache,
-                "note": "" if cache else "not in the cache: the next query asks the upstream"}
-
-    def _explain(self, params: dict[str, str]) -> tuple[int, str, bytes]:
-        name = params.get("name")
-        if not name:
-            return 400, "text/plain; charset=utf-8", b"name=NAME is required (and type=TYPE, namespace=NS may follow)\n"
-        try:
-            found = explain(self.view(), name, params.get("type") or "A", params.get("namespace") or None)
-        except ValueError as exc:
-            return 400, "text/plain; charset=utf-8", f"{exc}\n".encode()
-        except Exception:  # a bug: say so, keep serving
-            log.exception("explain failed for %r", name)
-            return 500, "text/plain; charset=utf-8", b"explain failed; see kdns's log\n"
-        return 200, "application/json", json.dumps(found.to_json(), indent=1).encode() + b"\n"
+        return View(self.dns.snapshot, self.dns.index, self.source.locate,
+                    lambda name, qtype: endpoint.forward_info(self.forwarder, name, qtype), self.describe_source())
 
     # -- running ------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -91,15 +92,13 @@ def setup_logging(level: str, fmt: str) -> None:
 Route = Callable[[], tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]]
 
 
-class QueryRoute:
-    """A route that reads the request's query string (`?name=...&type=...`): it is called
-    with the parameters, each given once at most (bounded: MAX_REQUEST bytes in all)."""
+class QueryRoute(NamedTuple):
+    """A route that reads the query string (`?name=...`): called with its parameters, at
+    most 20 (the request is at most MAX_REQUEST bytes)."""
 
-    def __init__(self, handler: Callable[[dict[str, str]], tuple[int, str, bytes]]):
-        self.handler = handler
+    handler: Callable[[dict[str, str]], tuple[int, str, bytes]]
 
-    def __call__(self, params: dict[str, str]) -> tuple[int, str, bytes]:
-        return self.handler(params)
+
 REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 500: "Internal Server Error",
            503: "Service Unavailable"}
 
@@ -138,11 +137,10 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
             status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
         elif isinstance(route, QueryRoute):
             try:
-                params = dict(urllib.parse.parse_qsl(query, max_num_fields=20))
-            except ValueError:
-                status, ctype, body = 400, "text/plain; charset=utf-8", b"too many parameters\n"
-            else:
-                status, ctype, body = route(params)
+                params: dict[str, str] | None = dict(urllib.parse.parse_qsl(query, max_num_fields=20))
+            except ValueError:  # too many parameters
+                params = None
+            status, ctype, body = route.handler(params) if params is not None else (400, "text/plain; charset=utf-8", b"bad query\n")
         else:
             result = route()
             status, ctype, body = await result if inspect.isawaitable(result) else result

@@ -10,6 +10,7 @@ lines of docs/answers.md are run against the demo cluster.
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 import subprocess
@@ -26,7 +27,7 @@ def examples() -> list[tuple[list[str], str]]:
     text = (DOCS / "explain.md").read_text(encoding="utf-8")
     blocks = re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE)
     found = []
-    for (tag, body), (next_tag, next_body) in zip(blocks, blocks[1:], strict=False):
+    for (tag, body), (next_tag, next_body) in itertools.pairwise(blocks):
         if tag == "sh" and next_tag == "text":
             found.append(([line for line in body.splitlines() if line.strip()], next_body))
     return found

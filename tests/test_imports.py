@@ -34,8 +34,8 @@ PURE = {
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.convert", "kdns.sources.select",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
     "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.translate", "kdns.testing.match",
-    "kdns.explain", "kdns.explain.negative", "kdns.explain.provenance", "kdns.explain.report", "kdns.explain.search",
-    "kdns.explain.why", "kdns.lint", "kdns.lint.checks", "kdns.transfer",
+    "kdns.explain", "kdns.explain.endpoint", "kdns.explain.negative", "kdns.explain.provenance", "kdns.explain.report", "kdns.explain.search",
+    "kdns.explain.why", "kdns.lint", "kdns.lint.checks", "kdns.lint.together", "kdns.transfer",
     "kdns.corefile.translate.blocks", "kdns.corefile.translate.cache", "kdns.corefile.translate.context", "kdns.corefile.translate.forward", "kdns.corefile.translate.hosts", "kdns.corefile.translate.kubernetes", "kdns.corefile.translate.rewrite", "kdns.corefile.translate.server", "kdns.corefile.translate.values",
 }
 SHELL = {

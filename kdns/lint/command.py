@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 
 from kdns import files, yamlload
-from kdns.lint import checks
-from kdns.lint.checks import ERROR, Facts, Finding, Place
+from kdns.lint import checks, together
+from kdns.lint.checks import ERROR, Finding, Place
 from kdns.options import default
 from kdns.sources import convert
 
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
 def lint(paths: list[str], zone: str = "cluster.local", max_bytes: int = default("manifest-max-bytes")) -> list[Finding]:
     """Every finding for these files and directories, in file and line order."""
     findings: list[Finding] = []
-    facts = Facts()
+    facts = together.Facts()
     defined: dict[tuple, str] = {}  # object key -> the place that defines it first
     for path in _files(paths, findings):
         for obj, place in _objects(path, max_bytes, findings):
@@ -71,7 +71,7 @@ def lint(paths: list[str], zone: str = "cluster.local", max_bytes: int = default
                                                   "refuses the second file"))
                 else:
                     defined[key] = Finding(ERROR, place.file, place.line, "", "", "", place.position).where
-    findings += checks.check_set(facts)
+    findings += together.check_set(facts)
     return sorted(findings, key=lambda f: f.order)
 
 

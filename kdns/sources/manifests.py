@@ -21,6 +21,9 @@ JSON file) for `kdns explain`. Each file read is also checked as `kdns lint` che
 object in larger ones, whose nodes are not kept): what the checks find in a file is logged as
 warnings once when it is (re)loaded, and what changes between two rescans in the checks of the
 objects together (an EndpointSlice whose Service went away) is logged then.
+
+(A little over 400 lines: reading a file, with its lines, and saying what is wrong in it stay
+together, since the checks need the objects as they are read and only then.)
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import trio
 import yaml
 
 from kdns import files, yamlload
-from kdns.lint import checks
+from kdns.lint import checks, together
 from kdns.model import Delete, Event, KubeObject, ObjectKey, Service, Upsert, describe
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
@@ -71,7 +74,7 @@ class _File:
     blocked: bool = False  # refused because another file defines one of its objects
     where: dict[ObjectKey, int | str] = field(default_factory=dict)  # each object's line (or position)
     findings: list[checks.Finding] = field(default_factory=list)  # what the checks found in it, object by object
-    facts: checks.Facts = field(default_factory=checks.Facts)  # what the checks of the objects together need
+    facts: together.Facts = field(default_factory=together.Facts)  # what the checks of the objects together need
 
 
 @dataclass
@@ -79,7 +82,7 @@ class _Parsed:
     objects: dict[ObjectKey, KubeObject]
     where: dict[ObjectKey, int | str]
     findings: list[checks.Finding]
-    facts: checks.Facts
+    facts: together.Facts
 
 
 class ManifestSet:
@@ -266,7 +269,7 @@ class ManifestSet:
 
     def _parse(self, path: Path, text: str) -> _Parsed:
         documents = _documents(path, text, files.node_limit(self.max_bytes))
-        parsed = _Parsed({}, {}, [], checks.Facts())
+        parsed = _Parsed({}, {}, [], together.Facts())
         objects = parsed.objects
         for position, document, line, item_lines, node in documents:
             where = f"{path}: {position}"
@@ -324,18 +327,11 @@ class ManifestSet:
         for path in self._reloaded:
             for finding in sorted(self._files[path].findings, key=lambda f: f.order):
                 log.warning("%s", finding)
-        facts = checks.Facts()
-        for state in self._files.values():
-            facts.services.update(state.facts.services)
-            facts.slices += state.facts.slices
-            for namespace, pods in state.facts.pods.items():
-                facts.pods.setdefault(namespace, []).extend(pods)
-        together = sorted(checks.check_set(facts), key=lambda f: f.order)
-        now = {str(finding) for finding in together}
-        for finding in together:
+        found = together.check_set(together.Facts.merge(state.facts for state in self._files.values()))
+        for finding in sorted(found, key=lambda f: f.order):
             if finding.file in reloaded or str(finding) not in self._warned:
                 log.warning("%s", finding)
-        self._warned = now
+        self._warned = {str(finding) for finding in found}
 
     def _owner(self, key: ObjectKey, path: Path) -> Path | None:
         owner = self._owners.get(key)
