@@ -11,7 +11,7 @@ autopath. Needs root (network namespaces, port 53): it skips without, saying so.
 from __future__ import annotations
 
 import pytest
-from test_glibc import POD_IP, pod_netns, setup, sh  # noqa: F401 - pod_netns and setup are fixtures
+from test_glibc import POD_IP, pod_netns, pytestmark, setup, sh  # noqa: F401 - fixtures, and the root and tools skips
 
 from kdns import wire
 from kdns.codes import TYPES
