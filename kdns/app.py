@@ -31,6 +31,7 @@ from kdns import __version__, observe, settings
 from kdns.cache import ForwardCache
 from kdns.config import ConfigError, ListenAddress, ServeConfig
 from kdns.corefile.model import CorefileError
+from kdns.explain import View, endpoint
 from kdns.guard import RateLimiter, RecursionAcl
 from kdns.index import Index
 from kdns.reload import Reloader
@@ -90,7 +91,7 @@ class Server:
             self.dns = DnsState(config.dns, sources=self.source.names, now=time.time(), replay_key=replay_key)
             self.dns.apply(self.source.initial(), time.time())
             self.state = Serving(self.dns, log_queries=config.log_queries, acl=RecursionAcl(config.allow_recursion),
-                                 rrl=_rate_limiter(config))
+                                 rrl=_rate_limiter(config), transfer_acl=config.allow_transfer)
             self._no_ipv6 = Skipped()  # what `:PORT` could not bind on a host without IPv6
             for address in config.listen:
                 self._sockets += bind_dns(address, reuse_port=reuse_port, skipped=self._no_ipv6)
@@ -98,6 +99,7 @@ class Server:
                 "/health": (config.http.health, self._health),
                 "/ready": (config.http.ready, self._ready),
                 "/metrics": (config.http.metrics, self._metrics),
+                "/explain": (config.http.explain, observe.QueryRoute(lambda params: endpoint.respond(self.view(), params))),
             }, self._no_ipv6)
             self.state.forwarder = self._forwarder(config, probe=True)
         except (SourceError, ListenError) as exc:
@@ -210,6 +212,12 @@ class Server:
 
     async def _metrics(self) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", await observe.metrics_body(self)
+
+    def view(self) -> View:
+        """What `kdns explain` reads of this server: its snapshot and objects now, where the
+        objects come from, and its forwarder and cache."""
+        return View(self.dns.snapshot, self.dns.index, self.source.locate,
+                    lambda name, qtype: endpoint.forward_info(self.forwarder, name, qtype), self.describe_source())
 
     # -- running ------------------------------------------------------------------------------
 
@@ -398,6 +406,7 @@ class Server:
         if self.source.manifests is not None:
             self.source.manifests.max_bytes = config.manifest_max_bytes
         self.state.acl = RecursionAcl(config.allow_recursion)
+        self.state.transfer_acl = config.allow_transfer
         for tcp in self._tcp:
             tcp.limits = TcpLimits.of(config)
         self.config = config

@@ -91,6 +91,14 @@ class ForwardCache:
             self._entries.popitem()  # the least recently used
         return entry
 
+    def peek(self, key: Key) -> tuple[float, UpstreamAnswer] | None:
+        """(seconds it stays fresh, the answer) of the entry for `key`, or None: for `kdns
+        explain`, counted neither as a hit nor as a miss."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        return entry.expires - self.clock(), entry.answer
+
     def due_for_refresh(self, entry: Entry) -> bool:
         """A popular entry close to expiry: refresh it before clients see a miss."""
         if entry.refreshing or entry.hits < PREFETCH_HITS:

@@ -1,7 +1,8 @@
 """The `kdns` command: argv (and a config file) → ServeConfig → a running server.
 
 Commands: `kdns serve [options]`, `kdns check-config PATH`, `kdns exec [options] -- COMMAND`
-(kdns/exec.py) and `kdns corefile check|explain PATH` (kdns/corefile/cli.py). CoreDNS's own
+(kdns/exec.py), `kdns corefile check|explain PATH` (kdns/corefile/cli.py), `kdns explain NAME
+[TYPE]` (kdns/explain/command.py) and `kdns lint PATH...` (kdns/lint/command.py). CoreDNS's own
 command line (`kdns -conf /etc/coredns/Corefile`) is read as `kdns serve --corefile ...`.
 
 Exit status of `serve`: 0 after a clean shutdown (SIGTERM after its lameduck period, or
@@ -30,6 +31,8 @@ from kdns.app import Server, StartupError
 from kdns.config import ConfigError
 from kdns.corefile import cli as corefile_cli
 from kdns.corefile.model import CorefileError
+from kdns.explain import command as explain_command
+from kdns.lint import command as lint_command
 from kdns.workers import Workers, worker_argv
 
 log = logging.getLogger("kdns")
@@ -81,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", metavar="PATH")
     corefile_cli.add_commands(commands)
+    explain_command.add_parser(commands)
+    lint_command.add_parser(commands)
     return parser
 
 
@@ -101,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return kdns_exec.main(args)
     if args.command == "corefile":
         return corefile_cli.main(args)
+    if args.command == "explain":
+        return explain_command.main(args)
+    if args.command == "lint":
+        return lint_command.main(args)
     if args.print_address and not hasattr(args, "lameduck") and not _file_sets(args, "lameduck"):
         args.lameduck = 0.0  # a server started for tests stops at once on SIGTERM
     reloader: corefile_cli.CorefileReloader | None = None

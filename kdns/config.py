@@ -170,6 +170,7 @@ class HttpAddresses:
     health: ListenAddress | None = None
     ready: ListenAddress | None = None
     metrics: ListenAddress | None = None
+    explain: ListenAddress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +200,7 @@ class ServeConfig:
     serve_stale: float  # seconds an expired answer may still be served when upstreams fail
     lameduck: float  # seconds of answering after SIGTERM, readiness already 503
     allow_recursion: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]  # ipaddress networks whose clients may have names forwarded; () = all
+    allow_transfer: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]  # ipaddress networks whose clients may transfer the zones; () = none
     rrl_rate: float  # UDP responses per second per client prefix; 0 = unlimited
     rrl_slip: int
     tcp_max_connections: int

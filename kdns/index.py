@@ -120,6 +120,10 @@ class Index:
     def service(self, namespace: str, name: str) -> Service | None:
         return self._services.get((namespace, name))
 
+    def slices_of(self, namespace: str, service: str) -> list[EndpointSlice]:
+        """The EndpointSlices labelled as Service namespace/service's, by name (for explain)."""
+        return self._slices_for((namespace, service))
+
     def counts(self) -> dict[str, int]:
         return {
             "namespaces": len(self.snapshot.namespaces),

@@ -20,8 +20,10 @@ import logging
 import platform
 import sys
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
@@ -88,7 +90,17 @@ def setup_logging(level: str, fmt: str) -> None:
 
 # () -> (status, content type, body), or an awaitable of it (a route with work to do off the loop)
 Route = Callable[[], tuple[int, str, bytes] | Awaitable[tuple[int, str, bytes]]]
-REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Service Unavailable"}
+
+
+class QueryRoute(NamedTuple):
+    """A route that reads the query string (`?name=...`): called with its parameters, at
+    most 20 (the request is at most MAX_REQUEST bytes)."""
+
+    handler: Callable[[dict[str, str]], tuple[int, str, bytes]]
+
+
+REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 500: "Internal Server Error",
+           503: "Service Unavailable"}
 
 
 async def serve_http(listener: trio.SocketListener, routes: dict[str, Route]) -> None:
@@ -117,12 +129,18 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
         status, ctype, body = 400, "text/plain; charset=utf-8", b"bad request\n"
         method = b"GET"
     else:
-        method, target = parts[0], parts[1].decode("latin-1").split("?", 1)[0]
+        method, target, _, query = (parts[0], *parts[1].decode("latin-1").partition("?"))
         route = routes.get(target)
         if route is None:
             status, ctype, body = 404, "text/plain; charset=utf-8", b"not found\n"
         elif method not in (b"GET", b"HEAD"):
             status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
+        elif isinstance(route, QueryRoute):
+            try:
+                params: dict[str, str] | None = dict(urllib.parse.parse_qsl(query, max_num_fields=20))
+            except ValueError:  # too many parameters
+                params = None
+            status, ctype, body = route.handler(params) if params is not None else (400, "text/plain; charset=utf-8", b"bad query\n")
         else:
             result = route()
             status, ctype, body = await result if inspect.isawaitable(result) else result

@@ -164,6 +164,13 @@ OPTIONS: tuple[Option, ...] = (
            "(CoreDNS: :8181)", OPERATION, metavar="[HOST]:PORT", reload=False, per_worker=True, fields=("http.ready",)),
     Option("metrics", str, None, "serve Prometheus metrics on http://ADDRESS/metrics (CoreDNS: :9153)", OPERATION,
            metavar="[HOST]:PORT", reload=False, per_worker=True, fields=("http.metrics",)),
+    Option("explain", str, None, "serve http://ADDRESS/explain?name=NAME&type=TYPE&namespace=NS: why a name gets its "
+           "answer and which objects made it, for `kdns explain --server` (JSON; it names objects and files, so keep it "
+           "on loopback or a private address)", OPERATION, metavar="[HOST]:PORT", reload=False, per_worker=True,
+           fields=("http.explain",)),
+    Option("allow-transfer", str, ["127.0.0.0/8", "::1/128"], "clients that may transfer the zones kdns serves (AXFR, "
+           "IXFR; over TCP; CIDR, repeatable); others get REFUSED. Default: loopback; an empty list in the config file "
+           "allows nobody", ANSWERS, True, "CIDR"),
     Option("allow-recursion", str, ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
            "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10"],
            "clients that may have names forwarded (CIDR, repeatable); others get REFUSED for them. Default: loopback, "

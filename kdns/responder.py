@@ -29,8 +29,9 @@ from typing import Any
 
 from kdns import answer as ans
 from kdns import names, wire
-from kdns.codes import NOERROR, SERVFAIL
+from kdns.codes import AXFR, IXFR, NOERROR, REFUSED, SERVFAIL
 from kdns.index import Change, Snapshot
+from kdns.transfer import TransferQuery
 
 log = logging.getLogger("kdns.responder")
 
@@ -116,8 +117,9 @@ class Responder:
             self._soa = tuple(wire.soa_record(zone, *snap.soa(zone)) for zone in self.zones)
         self.snapshot = snap
 
-    def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | None:
-        """The reply to `data`, an `UpstreamQuery` when an upstream must help, or None to send nothing.
+    def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | TransferQuery | None:
+        """The reply to `data`, an `UpstreamQuery` when an upstream must help, a `TransferQuery`
+        for AXFR and IXFR (the shell decides, knowing the client), or None to send nothing.
 
         `limit` is None for UDP (the size then follows EDNS) or the largest reply the
         transport carries (TCP). `client` is the asking address (for autopath).
@@ -152,7 +154,7 @@ class Responder:
         hit = self.replies.get(data[2:])
         return None if hit is None else (data[:2] + hit[0], hit[1])
 
-    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
+    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | TransferQuery | None, bool]:
         """The reply, and whether it may be replayed for the same bytes until the next change."""
         # Fast path: one question, no answer/authority records, at most an OPT record.
         if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
@@ -191,7 +193,7 @@ class Responder:
                             return reply, True
         return self._full(data, limit, client)
 
-    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
+    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | TransferQuery | None, bool]:
         try:
             query = wire.parse_query(data)
         except wire.Malformed as exc:
@@ -199,6 +201,9 @@ class Responder:
             return exc.reply, False
         if query.edns is not None and query.edns.version != 0:
             return wire.badvers_reply(query), False
+        if query.qtype == AXFR or query.qtype == IXFR:  # (never memoised: only misses get here)
+            # Over TCP the shell transfers the zone (kdns.transfer); over UDP: REFUSED, as CoreDNS.
+            return (TransferQuery(query, data) if limit is not None else wire.simple_reply(query, REFUSED)), False
         snap = self.snapshot
         client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
         edns = (query.edns.udp_size, query.edns.do) if query.edns else None

@@ -226,12 +226,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         bad = sorted(ns for ns in namespaces if not names.is_label(ns))
         if not namespaces or bad:
             raise v.error("namespaces", f"not namespace names: {', '.join(bad) or v['namespaces']!r}")
-    recursion = []
-    for i, text in enumerate(v["allow-recursion"]):
-        try:
-            recursion.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError:
-            raise v.error("allow-recursion", f"not an address range (CIDR): {text!r}", i) from None
+    recursion, transfer = _networks(v, "allow-recursion"), _networks(v, "allow-transfer")
     dns = DnsConfig(
         zones=zones,
         ttl=v["ttl"],
@@ -273,8 +268,10 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         cache_max_bytes=v["cache-max-bytes"],
         serve_stale=v["serve-stale"],
         lameduck=v["lameduck"],
-        http=HttpAddresses(health=_http(v, "health"), ready=_http(v, "ready"), metrics=_http(v, "metrics")),
-        allow_recursion=tuple(recursion),
+        http=HttpAddresses(health=_http(v, "health"), ready=_http(v, "ready"), metrics=_http(v, "metrics"),
+                           explain=_http(v, "explain")),
+        allow_recursion=recursion,
+        allow_transfer=transfer,
         rrl_rate=v["rrl-rate"],
         rrl_slip=v["rrl-slip"],
         tcp_max_connections=v["tcp-max-connections"],
@@ -288,6 +285,17 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         log_queries=v["log-queries"],
         upstream_max_concurrent=v["upstream-max-concurrent"],
     )
+
+
+def _networks(v: Values, name: str) -> tuple:
+    """The address ranges (CIDR) of a repeatable option."""
+    out = []
+    for i, text in enumerate(v[name]):
+        try:
+            out.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise v.error(name, f"not an address range (CIDR): {text!r}", i) from None
+    return tuple(out)
 
 
 def _listen(text: str, v: Values, name: str, index: int | None = None) -> ListenAddress:

@@ -29,7 +29,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from dnslib import AAAA, CNAME, MX, NS, PTR, RR, SRV, TXT, A, DNSLabel
+from dnslib import AAAA, CNAME, MX, NS, PTR, RR, SOA, SRV, TXT, A, DNSLabel
 from dnslib.label import DNSBuffer
 
 from kdns import codes, names
@@ -38,6 +38,7 @@ from kdns.result import Answer, Record
 
 COPIED_FLAGS = RD | CD  # copied from the query into the reply
 
+SOA_TIMERS = (7200, 1800, 86400)  # refresh, retry, expire of our SOA records (CoreDNS's)
 MIN_UDP = 512  # RFC 1035, and what a query without EDNS gets
 MAX_UDP = 1232  # what we advertise and the most we send over UDP (DNS flag day 2020)
 MAX_TCP = 65535
@@ -275,6 +276,8 @@ def _rdata(record: Record) -> Any:
         return TXT([part.encode() for part in d]) if isinstance(d, tuple) else TXT(d.encode())
     if t == codes.MX:
         return MX(_label(d[1]), d[0])
+    if t == codes.SOA:  # (mname, rname, serial, refresh, retry, expire, minimum): zone transfers (kdns.transfer)
+        return SOA(_label(d[0]), _label(d[1]), d[2:])
     raise ValueError(f"cannot pack record type {t}")  # pragma: no cover - answer makes only these
 
 
@@ -319,7 +322,7 @@ def soa_record(zone: str, serial: int, ttl: int, mname: str | None = None, rname
     mname = names.join("ns.dns", zone) if mname is None else mname
     rname = names.join("hostmaster", zone) if rname is None else rname
     rdata = names.to_wire(mname) + names.to_wire(rname)
-    rdata += struct.pack("!5I", serial & 0xFFFFFFFF, 7200, 1800, 86400, ttl)
+    rdata += struct.pack("!5I", serial & 0xFFFFFFFF, *SOA_TIMERS, ttl)
     return owner + struct.pack("!HHIH", codes.SOA, codes.CLASS_IN, min(ttl, 300), len(rdata)) + rdata
 
 

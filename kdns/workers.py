@@ -67,6 +67,7 @@ def worker_argv(args: argparse.Namespace, bound: list[Bound]) -> list[str]:
         "health": ["off"],
         "ready": ["off"],
         "metrics": ["off"],
+        "explain": ["off"],
     }
     for option in OPTIONS:
         if option.per_worker:

@@ -12,7 +12,7 @@ values out (kdns.files reads the files).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from yaml.composer import Composer
@@ -133,8 +133,13 @@ if CParser is not None:
 PARSER = "libyaml" if "libyaml" in LOADERS else "python"  # the one used unless told
 
 
-def load_yaml_all(text: str, max_nodes: int, *, hint: str = "", max_depth: int = MAX_DEPTH, parser: str = PARSER) -> list[Any]:
+def load_yaml_all(text: str, max_nodes: int, *, hint: str = "", max_depth: int = MAX_DEPTH, parser: str = PARSER,
+                  on_node: Callable[[yaml.Node], None] | None = None) -> list[Any]:
     """Every document of `text` (None for empty ones), with at most `max_nodes` nodes in all.
+
+    `on_node`, if given, sees each document's root node before it is turned into values: the
+    nodes carry where they start (`start_mark.line`, 0-based), which is how the readers of
+    manifests learn the line of each object without keeping the nodes (see `line_of`).
 
     Raises yaml.YAMLError (LimitError for the limits; `hint` says where the node limit comes
     from) for text that is not YAML, and whatever PyYAML's constructors raise for values they
@@ -144,7 +149,10 @@ def load_yaml_all(text: str, max_nodes: int, *, hint: str = "", max_depth: int =
     try:
         docs = []
         while loader.check_node():
-            docs.append(_construct(loader, loader.get_node()))
+            node = loader.get_node()
+            if on_node is not None:
+                on_node(node)
+            docs.append(_construct(loader, node))
         return docs
     finally:
         loader.dispose()
@@ -158,6 +166,31 @@ def load_yaml(text: str, max_nodes: int, *, hint: str = "", max_depth: int = MAX
         return _construct(loader, node) if node is not None else None
     finally:
         loader.dispose()
+
+
+def line_of(node: yaml.Node | None) -> int | None:
+    """The 1-based line a node starts on (None for no node)."""
+    return node.start_mark.line + 1 if node is not None and node.start_mark is not None else None
+
+
+def child(node: yaml.Node | None, step: str | int) -> yaml.Node | None:
+    """The node under `node` at a mapping key (str) or a sequence index (int), or None."""
+    if isinstance(node, yaml.MappingNode) and isinstance(step, str):
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == step:
+                return cast(yaml.Node, value)
+    elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and 0 <= step < len(node.value):
+        return cast(yaml.Node, node.value[step])
+    return None
+
+
+def key_node(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    """The key node of `key` in a mapping node (where a field's name is written), or None."""
+    if isinstance(node, yaml.MappingNode):
+        for k, _ in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return k
+    return None
 
 
 def _construct(loader: Any, node: Node) -> Any:

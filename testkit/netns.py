@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from testkit.repo import DEMO, write
+from testkit.stubdns import StubDNS
+
 KDNS_IP, POD_IP = "169.254.53.1", "169.254.53.2"
 
 NEEDS_ROOT = [
@@ -62,3 +65,25 @@ async def getent(netns: str, name: str) -> set[str]:
     """The IPv4 addresses glibc's getaddrinfo finds for `name` inside the namespace."""
     out = await sh("ip", "netns", "exec", netns, "getent", "ahostsv4", name, check=False)
     return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture
+async def pod_kdns(pod_netns, kdns, nursery, tmp_path):
+    """start(*kdns serve args): kdns on KDNS_IP:53 serving the demo cluster and a Pod at POD_IP
+    (namespace default, so that autopath knows who asks), forwarding outside names to a stub
+    upstream that knows example.org; returns (the running server, the upstream)."""
+
+    async def start(*args: str):
+        upstream = StubDNS("example.org. 300 IN A 127.0.0.11")
+        port = await nursery.start(upstream.serve)
+        # The "pod" in namespace default, so that autopath knows who asks.
+        pods = write(tmp_path / "pod.yaml", f"""
+            apiVersion: v1
+            kind: Pod
+            metadata: {{name: client, namespace: default}}
+            status: {{podIP: {POD_IP}, podIPs: [{{ip: {POD_IP}}}]}}
+        """)
+        server = await kdns(DEMO, pods, listen=f"{KDNS_IP}:53", args=["--upstream", f"127.0.0.1:{port}", *args])
+        return server, upstream
+
+    return start

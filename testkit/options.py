@@ -28,6 +28,8 @@ def string_values(tmp_path: Path) -> dict[str, object]:
         "ready": ":8181",
         "metrics": "[::1]:9153",
         "allow-recursion": ["10.0.0.0/8", "fd00::/8"],
+        "allow-transfer": ["10.0.0.0/8", "fd00::/8"],
+        "explain": "127.0.0.1:8053",
         "external-zone": ["k8s.example.org", "lb.example.net"],
         "external-apex": "ns",
         "hosts": [str(tmp_path / "hosts"), str(tmp_path / "more-hosts")],

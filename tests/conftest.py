@@ -12,7 +12,7 @@ import trio.testing
 
 from testkit import inprocess
 from testkit.inprocess import Running
-from testkit.netns import pod_netns  # noqa: F401 - a fixture: the network namespace of a pod (root only)
+from testkit.netns import pod_kdns, pod_netns  # noqa: F401 - fixtures: a pod's network namespace and kdns for it (root only)
 from testkit.repo import DEMO
 
 

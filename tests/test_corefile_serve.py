@@ -18,8 +18,8 @@ import dns.message
 import dns.rcode
 import pytest
 import trio
-from test_answers import CASES, Case, check
 
+from testkit.answers import CASES, Case, check
 from testkit.corefile import (
     FIXTURES,
     CorefileProcess,

@@ -16,10 +16,8 @@ are used.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -30,18 +28,14 @@ import dns.query
 import pytest
 
 from kdns import settings
-from testkit.process import start
+from testkit.docs import KDNS, RUN_TIMEOUT, START_TIMEOUT, code_blocks, kdns_printing_address
 from testkit.repo import ROOT, needs
 
 pytest_plugins = ["pytester"]
 
-KDNS = [sys.executable, "-m", "kdns"]
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
 DOC_FILES = [README, *sorted(DOCS.glob("*.md"))]
-START_TIMEOUT = 15.0
-RUN_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 # `kdns serve` flags that are not keys of the config file (kdns/cli.py).
 # (the --corefile ones: kdns/corefile/cli.py)
 COMMAND_LINE_ONLY = {"config", "print-address", "corefile", "corefile-dns-port", "corefile-ignore-unknown", "pidfile"}
@@ -53,12 +47,6 @@ STATUSES = ("NOERROR", "NXDOMAIN", "NODATA", "REFUSED", "SERVFAIL")
 
 def rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
-
-
-def code_blocks(path: Path, lang: str | None = None) -> list[str]:
-    """The fenced code blocks of a Markdown file (only those tagged `lang`, if given)."""
-    blocks = re.findall(r"^```([^\n]*)\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
-    return [text for tag, text in blocks if lang is None or tag.strip() == lang]
 
 
 def shell_lines(path: Path) -> list[str]:
@@ -119,20 +107,6 @@ def serve_help() -> str:
     result = subprocess.run([*KDNS, "serve", "--help"], capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=ROOT, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-@contextlib.contextmanager
-def kdns_printing_address(argv: list[str]):
-    """Run `argv` (a `kdns serve ... --print-address` command); yield (KdnsProcess, host, port)
-    once it has printed the address it answers on. SIGTERM at the end: it must exit 0."""
-    process = start(argv, timeout=START_TIMEOUT)
-    try:
-        assert process.host == "127.0.0.1", process.printed
-        yield process, process.host, process.port
-        process.proc.send_signal(signal.SIGTERM)
-        assert process.proc.wait(timeout=STOP_TIMEOUT) == 0, process.lines
-    finally:
-        process.close()
 
 
 # -- the README: a front door ----------------------------------------------------------------------

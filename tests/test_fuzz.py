@@ -73,6 +73,7 @@ from kdns.sources.allocate import ClusterIPAllocator
 from kdns.sources.manifests import ManifestSet
 from kdns.state import DnsState
 from kdns.stats import QueryStats, replay_key
+from kdns.transfer import TransferQuery
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo-cluster.yaml"
@@ -335,6 +336,10 @@ def _check_handle(responder: Responder, data: bytes, query: wire.Query | None, l
     assert first is not None, f"{what}: no reply to a query"
     assert first == again, f"{what}: asked twice, two different replies:\n{first!r}\n{again!r}"
     assert first == reference, f"{what}: a fresh responder answers differently:\n{first!r}\n{reference!r}"
+    if isinstance(first, TransferQuery):  # AXFR/IXFR over TCP: the shell transfers the zone or refuses
+        assert limit is not None and first.data == data and first.query.qtype in (251, 252), f"{what}: {first!r}"
+        assert isinstance(renamed, TransferQuery) and renamed.query.question == first.query.question
+        return
     if isinstance(first, UpstreamQuery):
         check_forward(responder, data, first, limit, what)
         assert isinstance(renamed, UpstreamQuery) and renamed.question == first.question and renamed.prefix == first.prefix

@@ -12,10 +12,7 @@ Needs root (network namespaces, port 53) and iproute2; CI runs as root.
 
 from __future__ import annotations
 
-import pytest
-
-from testkit.netns import KDNS_IP, NEEDS_ROOT, POD_IP, getent
-from testkit.repo import DEMO, write
+from testkit.netns import NEEDS_ROOT, getent
 from testkit.stubdns import StubDNS
 
 pytestmark = NEEDS_ROOT
@@ -26,26 +23,8 @@ def forwarded(upstream: StubDNS) -> list:
     return [q for q in upstream.queries if "kdns-loop-check" not in q.name]
 
 
-@pytest.fixture
-async def setup(pod_netns, kdns, nursery, tmp_path):
-    async def start(*args: str):
-        upstream = StubDNS("example.org. 300 IN A 127.0.0.11")
-        port = await nursery.start(upstream.serve)
-        # The "pod" in namespace default, so that autopath knows who asks.
-        pods = write(tmp_path / "pod.yaml", f"""
-            apiVersion: v1
-            kind: Pod
-            metadata: {{name: client, namespace: default}}
-            status: {{podIP: {POD_IP}, podIPs: [{{ip: {POD_IP}}}]}}
-        """)
-        server = await kdns(DEMO, pods, listen=f"{KDNS_IP}:53", args=["--upstream", f"127.0.0.1:{port}", *args])
-        return server, upstream
-
-    return start
-
-
-async def test_a_pod_resolves_cluster_and_outside_names(pod_netns, setup):
-    server, upstream = await setup()
+async def test_a_pod_resolves_cluster_and_outside_names(pod_netns, pod_kdns):
+    server, upstream = await pod_kdns()
     assert await getent(pod_netns, "kubernetes.default") == {"10.96.0.1"}
     assert await getent(pod_netns, "web.shop") == {"10.96.100.10"}
     assert await getent(pod_netns, "kubernetes.default.svc.cluster.local") == {"10.96.0.1"}
@@ -58,8 +37,8 @@ async def test_a_pod_resolves_cluster_and_outside_names(pod_netns, setup):
     assert len(forwarded(upstream)) == 1
 
 
-async def test_autopath_answers_the_search_list_in_one_query(pod_netns, setup):
-    server, upstream = await setup("--autopath")
+async def test_autopath_answers_the_search_list_in_one_query(pod_netns, pod_kdns):
+    server, upstream = await pod_kdns("--autopath")
     before = server.server.queries_received
     assert await getent(pod_netns, "example.org") == {"127.0.0.11"}
     assert server.server.queries_received - before == 1

@@ -36,6 +36,8 @@ PURE = {
     "kdns.ingress", "kdns.gateway", "kdns.webhosts", "kdns.sources.convert_web", "kdns.sources.resources",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
     "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.review", "kdns.corefile.translate", "kdns.testing.match",
+    "kdns.explain", "kdns.explain.endpoint", "kdns.explain.negative", "kdns.explain.provenance", "kdns.explain.report", "kdns.explain.search",
+    "kdns.explain.why", "kdns.lint", "kdns.lint.checks", "kdns.lint.together", "kdns.transfer",
     "kdns.corefile.translate.blocks", "kdns.corefile.translate.cache", "kdns.corefile.translate.context", "kdns.corefile.translate.forward", "kdns.corefile.translate.hosts", "kdns.corefile.translate.kubernetes", "kdns.corefile.translate.rewrite", "kdns.corefile.translate.server", "kdns.corefile.translate.values",
 }
 SHELL = {
@@ -48,6 +50,7 @@ SHELL = {
     "kdns.sources", "kdns.sources.hosts", "kdns.sources.kubernetes", "kdns.sources.manifests", "kdns.sources.source",
     "kdns.testing", "kdns.testing.plugin", "kdns.testing.resolver", "kdns.testing.server", "kdns.testing.tap",
     "kdns.testing.querylog", "kdns.testing.manifests", "kdns.exec", "kdns.linuxns",
+    "kdns.explain.command", "kdns.lint.command",
 }
 PURE_STDLIB = {
     "__future__", "abc", "collections", "dataclasses", "datetime", "enum", "functools", "hashlib", "ipaddress", "itertools",

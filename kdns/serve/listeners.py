@@ -141,7 +141,7 @@ def _bind_pair(address: ListenAddress, reuse_port: bool, optional: bool, retry: 
     return [(Bound("udp", actual), udp), (Bound("tcp", actual), tcp)]
 
 
-def bind_http(routes: dict[str, tuple[ListenAddress | None, Callable]], skipped: Skipped | None = None) -> list[HttpListener]:
+def bind_http(routes: dict[str, tuple[ListenAddress | None, object]], skipped: Skipped | None = None) -> list[HttpListener]:
     """One listener per distinct address (`routes`: path -> (address or None, route));
     endpoints on the same address share it. On an error, those bound already are closed."""
     by_address: dict[ListenAddress, dict] = {}

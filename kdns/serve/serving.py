@@ -14,10 +14,15 @@ hands back (for every datagram without it) and by the TCP server for each messag
 
 What must wait (an upstream, a tap's delay) comes back as a `Pending`, which the transport
 finishes in a task of its own (`Serving.finish`): the UDP loop goes on with other queries.
+
+A zone transfer (AXFR, IXFR over TCP) from a client `--allow-transfer` allows comes back as
+a `kdns.transfer.Transfer`, whose messages the TCP server sends one after the other; the
+others get REFUSED (kdns.transfer has the rules).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -25,13 +30,14 @@ from typing import Protocol
 
 import trio
 
-from kdns import upstream, wire
-from kdns.codes import TYPES, rcode_name
+from kdns import transfer, upstream, wire
+from kdns.codes import FORMERR, IXFR, REFUSED, TYPES, rcode_name
 from kdns.guard import DROP, SEND, RateLimiter, RecursionAcl
 from kdns.responder import UpstreamQuery
 from kdns.serve.forward import Forwarder
 from kdns.state import DnsState
 from kdns.stats import QueryStats
+from kdns.transfer import Transfer, TransferQuery
 
 log = logging.getLogger("kdns.query")
 
@@ -76,14 +82,16 @@ class Serving:
     acl: RecursionAcl = field(default_factory=lambda: RecursionAcl(()))  # who may have names forwarded
     rrl: RateLimiter | None = None  # UDP response rate limiting, when enabled
     tap: Tap | None = None
+    transfer_acl: tuple = ()  # ipaddress networks whose clients may transfer the zones (--allow-transfer)
 
     @property
     def fast(self) -> bool:
         """Whether the C loop may answer replays on its own: nothing needs each query in Python."""
         return self.rrl is None and not self.log_queries and self.tap is None
 
-    def answer(self, data: bytes, peer: tuple, stats: QueryStats) -> bytes | Pending | None:
-        """The reply to send at once, a `Pending` to finish later, or None (nothing to send)."""
+    def answer(self, data: bytes, peer: tuple, stats: QueryStats) -> bytes | Pending | Transfer | None:
+        """The reply to send at once, a `Pending` to finish later, a `Transfer` (TCP: its
+        messages), or None (nothing to send)."""
         stats.received += 1
         if self.tap is not None:
             detour = self.tap.detour(data)
@@ -93,7 +101,7 @@ class Serving:
                 return self._counted(data, peer, stats, detour.reply, time.perf_counter())
         return self._answer(data, peer, stats)
 
-    def _answer(self, data: bytes, peer: tuple, stats: QueryStats, started: float | None = None) -> bytes | Pending | None:
+    def _answer(self, data: bytes, peer: tuple, stats: QueryStats, started: float | None = None) -> bytes | Pending | Transfer | None:
         responder = self.dns.responder
         udp = stats.proto == "udp"
         if udp:
@@ -110,6 +118,14 @@ class Serving:
             return None
         if reply is None:
             return None  # not a query (too short for a header, or a response): no reply
+        if isinstance(reply, TransferQuery):
+            outcome = self._transfer(reply, peer)
+            if isinstance(outcome, Transfer):
+                first = next(outcome.messages)  # counted and shown as the reply
+                self._counted(data, peer, stats, first, started)
+                outcome.messages = itertools.chain((first,), outcome.messages)
+                return outcome
+            return self._counted(data, peer, stats, outcome, started)
         if type(reply) is UpstreamQuery:
             if not self.acl.allows(peer[0]):
                 reply = upstream.local_only(reply.query, reply.prefix, reply.prefix_count, reply.limit)
@@ -119,7 +135,29 @@ class Serving:
                 reply = wire.upstream_failure(reply.query)
         return self._counted(data, peer, stats, reply, started)  # type: ignore[arg-type]  # an UpstreamQuery went above
 
-    async def finish(self, pending: Pending) -> bytes | None:
+    def _transfer(self, tq: TransferQuery, peer: tuple) -> bytes | Transfer:
+        """A zone transfer over TCP, or why not (REFUSED, FORMERR)."""
+        query = tq.query
+        name = ".".join(query.labels) + "."
+        if not transfer.allowed(peer[0], self.transfer_acl):
+            log.info("zone transfer of %s refused to %s: not allowed by --allow-transfer", name, peer[0])
+            return wire.simple_reply(query, REFUSED)
+        snap = self.dns.responder.snapshot
+        zone = transfer.zone_of_query(snap, query)
+        if zone is None:
+            return wire.simple_reply(query, REFUSED)  # not a zone apex kdns serves
+        only_soa = False
+        if query.qtype == IXFR:
+            serial = transfer.client_serial(tq.data)
+            if serial is None:
+                return wire.simple_reply(query, FORMERR)  # RFC 1995: an IXFR query carries the client's SOA
+            only_soa = transfer.current(serial, snap.soa(zone)[0])
+        out = Transfer(iter(()), zone)
+        out.messages = transfer.messages(snap, query, zone, self.dns.responder.zones, out, only_soa)
+        log.info("zone transfer of %s (serial %d) to %s%s", name, snap.soa(zone)[0], peer[0], ": SOA only, serial current" if only_soa else "")
+        return out
+
+    async def finish(self, pending: Pending) -> bytes | Transfer | None:
         """The reply to a `Pending` query, once its wait is over."""
         if pending.delay:
             await trio.sleep(pending.delay)

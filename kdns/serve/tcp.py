@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import trio
@@ -29,6 +30,7 @@ import trio
 from kdns.config import ServeConfig
 from kdns.serve.serving import MAX_TCP, Pending, Serving
 from kdns.stats import QueryStats
+from kdns.transfer import Transfer
 
 log = logging.getLogger("kdns.tcp")
 
@@ -153,9 +155,10 @@ class TcpServer:
                         del buffer[: 2 + size]
                         started = trio.current_time()  # the next query's clock starts now
                         reply = await self._answer(message, client)
-                        if reply is not None:
+                        # A zone transfer is several messages, made one by one as the client takes them.
+                        for part in _messages(reply):
                             with trio.move_on_after(limits.send_timeout) as stuck:
-                                await stream.send_all(len(reply).to_bytes(2, "big") + reply)
+                                await stream.send_all(len(part).to_bytes(2, "big") + part)
                             if stuck.cancelled_caught:
                                 self.stuck += 1
                                 return  # the client does not read its answers
@@ -165,8 +168,17 @@ class TcpServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 log.debug("tcp connection ended: %s", exc)
 
-    async def _answer(self, message: bytes, client) -> bytes | None:
+    async def _answer(self, message: bytes, client) -> bytes | Transfer | None:
         reply = self.state.answer(message, client, self.stats)
-        if type(reply) is Pending:
-            reply = await self.state.finish(reply)
-        return reply  # type: ignore[return-value]  # not Pending
+        if isinstance(reply, Pending):
+            return await self.state.finish(reply)
+        return reply
+
+
+def _messages(reply: bytes | Transfer | None) -> Iterable[bytes]:
+    """What to send for one query: nothing, its reply, or a zone transfer's messages."""
+    if reply is None:
+        return ()
+    if isinstance(reply, Transfer):
+        return reply.messages
+    return (reply,)

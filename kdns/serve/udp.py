@@ -111,7 +111,7 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
 
 async def _answer_later(sock: socket.socket, state: Serving, pending: Pending) -> None:
     reply = await state.finish(pending)
-    if reply is not None:
+    if isinstance(reply, bytes):  # (a zone transfer is refused over UDP: never a Transfer here)
         await _send(sock, reply, pending.peer)
 
 

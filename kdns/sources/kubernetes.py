@@ -13,6 +13,9 @@ worker thread, because the client blocks:
    each event as it comes and remembering the last resourceVersion; when a watch ends,
    watch again from there; on 410 Gone (history compacted) list again (step 1).
 
+Each object's latest resourceVersion is kept beside it (`ClusterWatch.locate`, for `kdns
+explain`), except for Pods (they make no records, and there can be many).
+
 Batches go into trio through a bounded channel (`trio.from_thread.run(send.send, ...)`), so
 a burst of events blocks the reader instead of growing memory. Errors are retried with
 exponential back-off and jitter (capped at 5 s), each logged as one line with its cause
@@ -106,6 +109,10 @@ class Reflector:
         self._api_client: Any = None  # kubernetes.client.ApiClient once connected (the client is untyped)
         self._api_exception: type[Any] = _HttpError  # an exception class with .status and .reason
         self._known: dict[ObjectKey, KubeObject] = {}  # what was last sent for each object
+        # The latest resourceVersion of each object (for `kdns explain`): written by this
+        # reflector's thread, read by the serving thread (single dict operations).
+        self.versions: dict[ObjectKey, str] = {}
+        self._keep_versions = resource.kind is not Kind.POD
         self._synced = False
         self._response = None
         self.backoff = Backoff(random.uniform)  # when to retry after a failure (kdns/sources/backoff.py)
@@ -248,6 +255,7 @@ class Reflector:
     def _list(self) -> str | None:
         """List every page; send the difference from what we sent before. Returns the RV."""
         objects: dict[ObjectKey, KubeObject] = {}
+        versions: dict[ObjectKey, str] = {}
         token = None
         while True:
             response = self._call(limit=PAGE_SIZE, **({"continue": token} if token else {}))
@@ -260,7 +268,10 @@ class Reflector:
                 item.setdefault("kind", self.resource.kind.value)
                 obj = self._convert(item)
                 if obj is not None:
-                    objects[obj.key] = obj
+                    key = obj.key  # (one tuple for both dicts)
+                    objects[key] = obj
+                    if self._keep_versions:
+                        versions[key] = _version(item)
             meta = page.get("metadata") or {}
             token = meta.get("continue")
             if not token:
@@ -277,6 +288,7 @@ class Reflector:
         events: list[Event] = [Delete(key) for key in known.keys() - objects.keys()]
         events += [Upsert(obj) for key, obj in objects.items() if known.get(key) != obj]
         self._known = objects
+        self.versions = versions
         if not self._synced:
             events.append(Synced(self.resource.kind.value))
             self._synced = True
@@ -323,9 +335,12 @@ class Reflector:
         else:
             return []
         if converted is None:
+            self.versions.pop(key, None)
             if self._known.pop(key, None) is not None:
                 return [Delete(key)]
             return []
+        if self._keep_versions:
+            self.versions[converted.key] = _version(obj)
         if self._known.get(converted.key) == converted:
             return []  # nothing DNS answers with has changed (status, annotations, ...)
         self._known[converted.key] = converted
@@ -339,6 +354,12 @@ class Reflector:
         except convert.ObjectError as exc:
             log.warning("%s: ignoring %s", self.resource.label, exc)
             return None
+
+
+def _version(obj: dict) -> str:
+    meta = obj.get("metadata")
+    version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+    return version if isinstance(version, str) else ""
 
 
 def _lines(response):
@@ -394,6 +415,14 @@ class ClusterWatch:
                     nursery.start_soon(_in_thread, reflector, limiter)
         finally:
             self.stop()
+
+    def locate(self, key: ObjectKey) -> str | None:
+        """`resourceVersion N` of the object kdns last heard of with this key, or None."""
+        for reflector in self.reflectors:
+            if reflector.resource.kind is key[0]:
+                version = reflector.versions.get(key)
+                return f"resourceVersion {version}" if version else None
+        return None
 
     def stop(self) -> None:
         self.stopping.set()

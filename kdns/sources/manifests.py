@@ -14,6 +14,16 @@ most `max_bytes` each and, for YAML, at most max_bytes / 16 nodes counting alias
 a path named directly that turns into a FIFO, a device or a directory is reported once and
 keeps its objects. A rescan costs one stat per file when nothing changed (a file is read only
 when its mtime, size or inode did), and is linear in the number of files.
+
+Each object's place is kept (`locate`: `file:line` of its first line, or its position in a
+JSON file) for `kdns explain`. Each file read is also checked as `kdns lint` checks files
+(kdns.lint.checks; with the line of each field in YAML files up to FIELD_LINES bytes, of each
+object in larger ones, whose nodes are not kept): what the checks find in a file is logged as
+warnings once when it is (re)loaded, and what changes between two rescans in the checks of the
+objects together (an EndpointSlice whose Service went away) is logged then.
+
+(A little over 400 lines: reading a file, with its lines, and saying what is wrong in it stay
+together, since the checks need the objects as they are read and only then.)
 """
 
 from __future__ import annotations
@@ -29,7 +39,8 @@ from pathlib import Path
 import trio
 import yaml
 
-from kdns import files
+from kdns import files, yamlload
+from kdns.lint import checks, together
 from kdns.model import ROUTE_KINDS, Delete, Event, Kind, KubeObject, ObjectKey, Service, Upsert, describe
 from kdns.sources import convert
 from kdns.sources.allocate import ClusterIPAllocator
@@ -43,6 +54,7 @@ MAX_BYTES = 16 * files.MIB  # --manifest-max-bytes: the largest file read
 OPTION = "manifest-max-bytes"
 SKIPPED_BECAUSE = {Kind.INGRESS: "no --ingress-hosts", Kind.INGRESS_CLASS: "no --ingress-hosts", Kind.GATEWAY: "no --gateway-hosts",
                    **{kind: "no --gateway-hosts" for kind in ROUTE_KINDS}}
+FIELD_LINES = files.MIB  # YAML files up to this size keep their nodes while read, for the checks' field lines
 
 
 _Stat = os.stat_result | OSError | None  # a file's stat, why there is none, or None: do not look
@@ -62,6 +74,17 @@ class _File:
     objects: dict[ObjectKey, KubeObject] = field(default_factory=dict)
     error: str | None = None  # the last problem reported, so it is logged once
     blocked: bool = False  # refused because another file defines one of its objects
+    where: dict[ObjectKey, int | str] = field(default_factory=dict)  # each object's line (or position)
+    findings: list[checks.Finding] = field(default_factory=list)  # what the checks found in it, object by object
+    facts: together.Facts = field(default_factory=together.Facts)  # what the checks of the objects together need
+
+
+@dataclass
+class _Parsed:
+    objects: dict[ObjectKey, KubeObject]
+    where: dict[ObjectKey, int | str]
+    findings: list[checks.Finding]
+    facts: together.Facts
 
 
 class ManifestSet:
@@ -80,6 +103,8 @@ class ManifestSet:
         self._state: dict[ObjectKey, KubeObject] = {}
         self._owners: dict[ObjectKey, Path] = {}  # which file defines each object
         self._loaded = False
+        self._reloaded: list[Path] = []  # files (re)loaded by the rescan under way
+        self._warned: set[str] = set()  # the findings of the checks of the objects together, as last logged
         self.reads = 0  # rescans that found changes (for metrics)
         self.files_read = 0  # files opened and read, in all (a rescan of unchanged files reads none)
         self.last_change: float | None = None  # time.monotonic() of the last change found
@@ -102,6 +127,7 @@ class ManifestSet:
         errors: list[str] = []
         present = self._list_files()
         changed = False
+        self._reloaded = []
         for path in [p for p in self._files if p not in present]:
             log.info("%s: removed; its objects are gone", path)
             self._set_objects(path, {})
@@ -116,6 +142,8 @@ class ManifestSet:
                 if self._files[path].blocked:
                     changed |= self._read(path, st, errors, force=True)
         events = self._diff() if changed else []
+        if changed or self._reloaded:
+            self._report_findings()
         if events:
             self.reads += 1
             self.last_change = time.monotonic()
@@ -163,7 +191,7 @@ class ManifestSet:
     def _use(self, path: Path, state: _File, before: tuple[int, int, int], text: str, errors: list[str]) -> bool:
         """Parse and check what was read; True when the file's objects changed."""
         try:
-            objects = self._parse(path, text)
+            parsed = self._parse(path, text)
         except ManifestError as exc:
             problem, blocked = str(exc), isinstance(exc, _Duplicate)
         except Exception as exc:  # noqa: BLE001 - any input a parser chokes on is a broken file
@@ -172,7 +200,9 @@ class ManifestSet:
             if state.error:
                 log.info("%s: fixed", path)
             state.signature, state.error, state.blocked = before, None, False
-            return self._set_objects(path, objects)
+            state.where, state.findings, state.facts = parsed.where, parsed.findings, parsed.facts
+            self._reloaded.append(path)
+            return self._set_objects(path, parsed.objects)
         self._report(state, problem, errors)
         state.signature = before  # do not re-read an unchanged broken file
         state.blocked = blocked
@@ -242,12 +272,18 @@ class ManifestSet:
         children = self._children[path] = {name: known.get(name) or path / name for name, _ in entries}
         return {children[name]: st for name, st in entries}
 
-    def _parse(self, path: Path, text: str) -> dict[ObjectKey, KubeObject]:
+    def _parse(self, path: Path, text: str) -> _Parsed:
         documents = _documents(path, text, files.node_limit(self.max_bytes))
-        objects: dict[ObjectKey, KubeObject] = {}
-        for position, document in documents:
+        parsed = _Parsed({}, {}, [], together.Facts())
+        objects = parsed.objects
+        for position, document, line, item_lines, node in documents:
             where = f"{path}: {position}"
-            for item in _items(where, document):
+            for item, item_position, item_line, item_node in _items(where, document, position, line, item_lines, node):
+                if isinstance(item.get("kind"), str) and self.scope.admits(item, item["kind"]):
+                    place = checks.Place(str(path), item_line, item_position)
+                    with_fields = checks.Place(str(path), item_line, item_position, checks.field_lines(item_node))
+                    parsed.findings += checks.check_object(item, with_fields, refusals=False)
+                    parsed.facts.add(item, place)  # (kept: without the node, which must go)
                 kind = convert.kind_of(item)
                 if kind in self.skip:
                     log.debug("%s: skipping %s: not asked for (%s)", path, describe(_key_of(item)), SKIPPED_BECAUSE.get(kind, ""))
@@ -280,7 +316,30 @@ class ManifestSet:
                 if owner is not None:
                     raise _Duplicate(f"{path}: {describe(obj.key)}: already defined in {owner}")
                 objects[obj.key] = obj
-        return objects
+                parsed.where[obj.key] = item_line if item_line is not None else item_position
+        return parsed
+
+    def locate(self, key: ObjectKey) -> str | None:
+        """Where the object with this key is defined: `file:line`, or `file: position` (JSON)."""
+        path = self._owners.get(key)
+        state = self._files.get(path) if path is not None else None
+        where = state.where.get(key) if state is not None else None
+        if where is None:
+            return None
+        return f"{path}:{where}" if isinstance(where, int) else f"{path}: {where}"
+
+    def _report_findings(self) -> None:
+        """Log what the checks find: each file's own findings when it was (re)loaded, and
+        the findings of the objects together that are new since the last time."""
+        reloaded = {str(path) for path in self._reloaded}
+        for path in self._reloaded:
+            for finding in sorted(self._files[path].findings, key=lambda f: f.order):
+                log.warning("%s", finding)
+        found = together.check_set(together.Facts.merge(state.facts for state in self._files.values()))
+        for finding in sorted(found, key=lambda f: f.order):
+            if finding.file in reloaded or str(finding) not in self._warned:
+                log.warning("%s", finding)
+        self._warned = {str(finding) for finding in found}
 
     def _owner(self, key: ObjectKey, path: Path) -> Path | None:
         owner = self._owners.get(key)
@@ -309,21 +368,38 @@ def _stat(path: Path) -> os.stat_result | OSError:
         return exc
 
 
-def _documents(path: Path, text: str, max_nodes: int) -> list[tuple[str, object]]:
-    """(position, parsed document) pairs; position names the document in messages."""
+# (position, document, its line, the lines of its items, its YAML node when the file is small)
+_Document = tuple[str, object, int | None, list[int], yaml.Node | None]
+
+
+def _documents(path: Path, text: str, max_nodes: int) -> list[_Document]:
+    """(position, parsed document, line, item lines) of each document; position names the
+    document in messages; the lines are those of the document and of the entries of its
+    `items` list (none for JSON)."""
     if path.suffix == ".json":
         try:
-            return [("document 1", json.loads(text))]
+            return [("document 1", json.loads(text), None, [], None)]
         except json.JSONDecodeError as exc:
             raise ManifestError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
+    lines: list[tuple[int | None, list[int], yaml.Node | None]] = []
+    keep = len(text) <= FIELD_LINES
+
+    def note(node: yaml.Node) -> None:  # the lines; the nodes of a large file go as soon as they are built
+        items = yamlload.child(node, "items")
+        entries = items.value if isinstance(items, yaml.SequenceNode) else []
+        lines.append((yamlload.line_of(node), [entry.start_mark.line + 1 for entry in entries], node if keep else None))
+
     try:
-        docs = files.load_yaml_all(text, max_nodes, hint=f"{OPTION} / {files.NODE_BYTES}")
+        docs = files.load_yaml_all(text, max_nodes, hint=f"{OPTION} / {files.NODE_BYTES}", on_node=note)
     except yaml.YAMLError as exc:
         raise ManifestError(f"{path}: {files.yaml_problem(exc, text)}") from None
-    return [(f"document {i}", doc) for i, doc in enumerate(docs, 1) if doc is not None]
+    return [(f"document {i}", doc, *lines[i - 1]) for i, doc in enumerate(docs, 1) if doc is not None]
 
 
-def _items(where: str, document: object) -> list[dict]:
+def _items(where: str, document: object, position: str = "", line: int | None = None, item_lines: list[int] | None = None,
+           node: yaml.Node | None = None) -> list[tuple[dict, str, int | None, yaml.Node | None]]:
+    """The objects of a document (those of a List one by one), each with its position, line
+    (entries of a List nested in a List have the line of the outer entry) and YAML node."""
     if not isinstance(document, dict) or not isinstance(document.get("kind"), str):
         raise ManifestError(f"{where}: not a Kubernetes object (a mapping with apiVersion and kind)")
     kind = document["kind"]
@@ -332,10 +408,12 @@ def _items(where: str, document: object) -> list[dict]:
         if not isinstance(items, list):
             raise ManifestError(f"{where}: {kind}: items: expected a list")
         out = []
+        below = yamlload.child(node, "items")
         for i, item in enumerate(items):
-            out.extend(_items(f"{where}: items[{i}]", item))
+            at = item_lines[i] if item_lines and i < len(item_lines) else line
+            out.extend(_items(f"{where}: items[{i}]", item, f"{position}, items[{i}]", at, None, yamlload.child(below, i)))
         return out
-    return [document]
+    return [(document, position, line, node)]
 
 
 async def watch_manifests(manifests: ManifestSet, send: trio.MemorySendChannel, interval: float) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from kdns.config import ServeConfig
-from kdns.model import ROUTE_KINDS, WEB_KINDS, Event, Kind, Synced
+from kdns.model import ROUTE_KINDS, WEB_KINDS, Event, Kind, ObjectKey, Synced
 from kdns.options import PodsMode
 from kdns.sources.hosts import HostsError, HostsFiles, watch_hosts
 from kdns.sources.manifests import ManifestError, ManifestSet, watch_manifests
@@ -106,6 +106,17 @@ class Source:
         if self.manifests is not None:
             return {MANIFESTS: (1 + self.manifests.reads, 0, self.manifests.last_change)}
         return {}
+
+    def locate(self, key: ObjectKey) -> str | None:
+        """Where the object with this key comes from (`file:line`, `resourceVersion N`, a
+        hosts file's path), for `kdns explain`; None when unknown."""
+        if key[0] is Kind.HOSTS:
+            return key[2]
+        if self.manifests is not None:
+            return self.manifests.locate(key)
+        if self.cluster is not None:
+            return self.cluster.locate(key)
+        return None
 
     def describe(self) -> str:
         if self.memory:

@@ -451,7 +451,20 @@ class KdnsServer:
         self._call(switch)
 
 
-    # -- starting over (a server shared by several tests) --------------------------------------
+    # -- why a name gets its answer (kdns explain) ------------------------------------------------
+
+    def explain(self, name: str, qtype: str = "A", *, namespace: str | None = None) -> Any:
+        """What kdns answers for `name` and why, as `kdns explain` says it: a
+        kdns.explain.Explanation (`.rcode`, `.answer`, `.records` with the objects behind each,
+        `.negative`, `.nearest`; `.to_json()`; `kdns.explain.text(...)` for a person). A name
+        without a final dot is walked down the search path of a pod in `namespace` (default:
+        the server's), as glibc's resolver does (`.search`); end it with a dot to ask it as it is."""
+        from kdns.explain import explain
+
+        ns = self.namespace if namespace is None else namespace
+        return self._call(lambda: explain(self._server.view(), name, qtype, None if name.endswith(".") else ns))
+
+
 
     def clear(self) -> None:
         """Back to the state of a fresh server, in place: no objects, no faults, no
