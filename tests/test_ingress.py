@@ -513,3 +513,17 @@ async def test_glibc_in_a_pod_resolves_ingress_and_route_hosts(pod_netns, kdns, 
     assert await getent(pod_netns, SHOP) == {"10.96.50.1"}
     assert await getent(pod_netns, "api.gw.example.com") == {"10.96.80.1"}
     assert await getent(pod_netns, "other.example.com") == set()
+
+
+def test_explain_names_the_ingress_behind_a_host():
+    """`explain` reads the provenance the hosts table keeps: an Ingress host's CNAME comes from
+    the Ingress, the target's address from its Service (issue 20 over issue 19's table)."""
+    from kdns.testing import KdnsServer
+
+    with KdnsServer() as server:
+        server.service("web", "shop")
+        server.ingress("shop.example.com", service="web", namespace="shop")
+        found = server.explain("shop.example.com", "A").to_json()
+    assert found["rcode"] == "NOERROR" and found["answered_by"] == "Ingress"
+    origins = [(r["record"].split()[3], [(o["kind"], o["namespace"], o["name"]) for o in r["from"]]) for r in found["records"]]
+    assert origins == [("CNAME", [("Ingress", "shop", "shop-example-com")]), ("A", [("Service", "shop", "web")])]
