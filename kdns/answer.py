@@ -19,6 +19,7 @@ The rules (Kubernetes DNS spec 1.1.0 plus CoreDNS's choices where the spec is si
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 
 from kdns import names
@@ -66,13 +67,18 @@ def from_upstream(name: str, chain: tuple[Record, ...] = ()) -> Answer:
     return Answer(NOERROR, chain, authoritative=bool(chain), cacheable=False, upstream=name)
 
 
+@functools.lru_cache(maxsize=256)
+def _zone_labels(zone: str) -> tuple[str, ...]:
+    return tuple(zone.split("."))
+
+
 def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
     """The longest zone that `labels` lies in, and the labels below it."""
     best: tuple[str, tuple[str, ...]] | None = None
     for zone in zones:
-        zl = zone.split(".")
+        zl = _zone_labels(zone)
         n = len(zl)
-        if len(labels) >= n and list(labels[len(labels) - n:]) == zl and (best is None or len(zone) > len(best[0])):
+        if len(labels) >= n and tuple(labels[len(labels) - n:]) == zl and (best is None or len(zone) > len(best[0])):
             best = (zone, labels[: len(labels) - n])
     return best
 
@@ -142,7 +148,18 @@ def _negative(snap: Snapshot, zone: str, rcode: int, answer: tuple[Record, ...] 
     if rcode == NXDOMAIN and not snap.synced:
         # Never NXDOMAIN out of ignorance: the name may exist once the sources have synced.
         return Answer(SERVFAIL, answer, cacheable=False)
-    return Answer(rcode, answer, soa_zone=zone)
+    if answer:
+        return Answer(rcode, answer, soa_zone=zone)
+    # The bulk of first-time names: one (immutable) Answer per zone and rcode, not one per query.
+    shared = _NEGATIVE.get((zone, rcode))
+    if shared is None:
+        if len(_NEGATIVE) >= 256:
+            _NEGATIVE.clear()
+        shared = _NEGATIVE[(zone, rcode)] = Answer(rcode, soa_zone=zone)
+    return shared
+
+
+_NEGATIVE: dict[tuple[str, int], Answer] = {}
 
 
 def _apex(snap: Snapshot, zone: str, qtype: int) -> Answer:

@@ -2,22 +2,34 @@
 
 `Responder.handle` first tries the fast path: it reads the header and question with a few
 slice operations and looks the lowercased question up in a memo of packed answers; a hit is
-answered by splicing bytes (`wire.render`). Anything else takes the full path: `wire` parses
-the query, `answer` decides, `wire` packs, and the packed entry goes into the memo. Both paths
-end in the same `render`, so they give the same bytes.
+answered by splicing bytes (`wire.render`). A miss whose query is plain (one question, at most
+an OPT record) is read from the same slices (`wire.plain_query`), answered (`answer`) and
+packed (`wire.pack_answer`: `packing`, no dnslib); any other query is parsed in full first.
+The packed entry goes into the memo. Every path ends in the same `render`, so they give the
+same bytes.
 
-Both tables are bounded in entries and in bytes (MEMO_*, MAX_REPLIES, REPLAY_BYTES); when one
-is full it is emptied, and refills from the queries that follow.
+A UDP reply that depends on nothing but the query's bytes after its ID also goes into the
+replay table (query minus ID -> (reply minus ID, the statistics key the shell gave for it)),
+and the same bytes get it again at once. The shell's UDP loops (kdns/_udpbatch.c, and the
+Python one through `replay_entry`) look replies up there before calling `handle`, to count
+each replay under its key: the responder counts nothing itself. The shell also puts fresh
+answers from the forwarding cache there (`remember_forwarded`), as (reply minus ID, key,
+deadline): valid until `deadline` (a `time.monotonic` reading: until their TTLs count down
+one more second), and only for clients the recursion allow list admits. The shell checks
+both; `handle` never replays such an entry.
+
+Both tables are bounded in entries and in bytes (MEMO_*, MAX_REPLIES, REPLAY_BYTES) and kept
+in two generations of half the bound each: lookups try the current generation, then the
+previous one, and a hit there is copied into the current one; when the current one is full,
+the previous one is dropped and the current one becomes the previous. What is asked for
+again within a generation's lifetime stays, however many unique names go by (a flood of
+them no longer empties the tables under a busy server's feet: perf/tables.py measures it).
+The C loop looks in both generations and promotes too (`promoted` adds what it copied).
 
 The memo is kept exact by `publish`: each index change names the names it touched, and only
 their entries are dropped; negative answers do not embed the SOA serial (it is appended at
-render time), so a new serial alone invalidates nothing.
-
-A UDP reply that depends on nothing but the query's bytes after its ID also goes into
-`replies` (query minus ID -> (reply minus ID, the statistics key the shell gave for it)), and
-the same bytes get it again at once. The shell's UDP loops (kdns/_udpbatch.c, and the Python
-one through `replayed`) look replies up there before calling `handle`, to count each replay
-under its key: the responder counts nothing itself. Pure: no sockets, no clock.
+render time), so a new serial alone invalidates nothing. Whole replies embed it: the replay
+table is emptied on every change. Pure: no sockets, no clock.
 """
 
 from __future__ import annotations
@@ -27,29 +39,34 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdns import answer as ans
-from kdns import names, wire
+from kdns import names, packing, wire
 from kdns.codes import NOERROR, SERVFAIL
 from kdns.index import Change, Snapshot
 
 log = logging.getLogger("kdns.responder")
 
-MEMO_ENTRIES = 200_000  # packed answers kept (name x type); the memo is emptied when full
-MEMO_BYTES = 64 << 20  # ... or when its entries take this much (counted as `memo_cost`)
-MAX_REPLIES = 50_000  # whole UDP replies kept for replay; emptied when full and on every change
-REPLAY_BYTES = 16 << 20  # ... or when they take this much (counted as `replay_cost`)
+MEMO_ENTRIES = 200_000  # packed answers kept (name x type), both generations together
+MEMO_BYTES = 24 << 20  # ... and what they take (counted as `memo_cost`)
+MAX_REPLIES = 50_000  # whole UDP replies kept for replay, both generations; emptied on every change
+REPLAY_BYTES = 12 << 20  # ... and what they take (counted as `replay_cost`)
 MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
 # What an entry costs beyond its bytes (CPython 3.11, measured with tracemalloc): a memo entry's
-# Entry object, its header bytes and its slot in the per-name dict; a replay entry's key,
-# (reply, key) tuple and dict slot.
+# Entry object, its header bytes and its slot in the per-name dict (a shared negative Entry
+# costs nothing of its own: its name's key and dict do); a replay entry's key, (reply, key)
+# tuple and dict slot.
 MEMO_OVERHEAD = 550
+MEMO_NAME_OVERHEAD = 300  # the per-name dict and its slot, beside the name's bytes
 REPLAY_OVERHEAD = 200
+FORWARDED_OVERHEAD = 24  # the deadline (a float) in a forwarded entry's tuple
+
+Replay = tuple  # (reply minus ID, key) or (reply minus ID, key, deadline)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UpstreamQuery:
     """The reply needs an upstream: the shell asks for `question` and builds the reply
     (`upstream.render`) with `prefix` (our CNAMEs, packed for this query) before the
-    upstream's records."""
+    upstream's records. A value (not frozen only because frozen dataclasses are slow to build)."""
 
     query: wire.Query
     limit: int
@@ -72,21 +89,45 @@ ReplayKey = Callable[[bytes, bytes, tuple[str, ...]], object]
 
 class Responder:
     def __init__(self, snapshot: Snapshot, *, replay_key: ReplayKey | None = None):
+        # The memo: lowercased question name -> {question type and class: packed answer}, in
+        # two generations (the current one, then the previous one).
         self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
-        # UDP query minus ID -> (reply minus ID, replay_key's value for it)
-        self.replies: dict[bytes, tuple[bytes, object]] = {}
+        self.memo_old: dict[bytes, dict[bytes, wire.Entry]] = {}
+        self._memo_count = [0, 0]  # entries (name x type) in memo, memo_old
+        self._memo_size = [0, 0]  # what they take (memo_cost)
+        # The replay table: UDP query minus ID -> (reply minus ID, replay_key's value for it[,
+        # deadline]), in two generations; the C loop reads both.
+        self.replies: dict[bytes, Replay] = {}
+        self.replies_old: dict[bytes, Replay] = {}
+        self._replies_count_old = 0
+        self._replies_size = [0, 0]  # replay_cost of replies, replies_old
         self.replay_key = replay_key
-        self._entries = 0  # packed answers in the memo
-        self.memo_bytes = 0  # what they take (memo_cost)
-        self.replies_bytes = 0  # what `replies` takes (replay_cost)
         self.snapshot = snapshot
         self.zones = snapshot.config.all_zones
-        self._soa: tuple[bytes, ...] = ()
+        self._soa: tuple[bytes, ...] = ()  # each zone's SOA record, written out in full
+        self._soa_parts: tuple[tuple[bytes, bytes, bytes], ...] = ()
+        self._soa_at: dict[int, bytes] = {}  # zone index << 9 | offset -> SOA record pointing there
         self.publish(Change(snapshot, everything=True))
+
     @property
     def memo_entries(self) -> int:
-        """Packed answers in the memo (name x type)."""
-        return self._entries
+        """Packed answers in the memo (name x type), both generations."""
+        return self._memo_count[0] + self._memo_count[1]
+
+    @property
+    def memo_bytes(self) -> int:
+        """What the memo takes, as counted against MEMO_BYTES (`memo_cost`)."""
+        return self._memo_size[0] + self._memo_size[1]
+
+    @property
+    def replay_entries(self) -> int:
+        """Whole replies kept for replay, both generations."""
+        return len(self.replies) + self._replies_count_old
+
+    @property
+    def replies_bytes(self) -> int:
+        """What the replay table takes, as counted against REPLAY_BYTES (`replay_cost`)."""
+        return self._replies_size[0] + self._replies_size[1]
 
     def publish(self, change: Change) -> None:
         """Make `change.snapshot` the one answers come from, dropping stale memo entries."""
@@ -94,9 +135,8 @@ class Responder:
         if snap.config.all_zones != self.zones:
             raise ValueError("a Responder serves one set of zones")
         if not change.empty:
-            self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
-            self.replies_bytes = 0
-        if change.everything or len(change.names) + len(change.ips) > len(self.memo):
+            self.drop_replies()  # whole replies embed the serial: cheap to rebuild from the memo
+        if change.everything or len(change.names) + len(change.ips) > len(self.memo) + len(self.memo_old):
             # (Dropping everything is also the cheaper way when most names changed, as on
             # the first sync: no need to spell out a hundred thousand names to forget them.)
             self._clear_memo()
@@ -106,13 +146,24 @@ class Responder:
                 stale += self.zones
             stale += [names.reverse_name(ip) for ip in change.ips]
             for name in stale:
-                byname = self.memo.pop(names.to_wire(name), None)
-                if byname is not None:
-                    self._entries -= len(byname)
-                    self.memo_bytes -= sum(memo_cost(entry) for entry in byname.values())
+                key = names.to_wire(name)
+                for gen, memo in enumerate((self.memo, self.memo_old)):
+                    byname = memo.pop(key, None)
+                    if byname is not None:
+                        self._memo_count[gen] -= len(byname)
+                        self._memo_size[gen] -= sum(memo_cost(key, entry) for entry in byname.values())
         if snap.serial != self.snapshot.serial or not self._soa:
             self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self.zones)
+            self._soa_parts = tuple(packing.soa_parts(zone, snap.serial, snap.config.ttl) for zone in self.zones)
+            self._soa_at = {}
         self.snapshot = snap
+
+    def drop_replies(self) -> None:
+        """Forget every whole reply (on an index change, or when the forwarder changes)."""
+        self.replies = {}
+        self.replies_old = {}
+        self._replies_count_old = 0
+        self._replies_size = [0, 0]
 
     def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | None:
         """The reply to `data`, an `UpstreamQuery` when an upstream must help, or None to send nothing.
@@ -121,33 +172,118 @@ class Responder:
         transport carries (TCP). `client` is the asking address (for autopath).
         """
         if limit is None:
-            hit = self.replayed(data)
-            if hit is not None:
-                return hit[0]
+            hit = self.replay_entry(data[2:])
+            if hit is not None and len(hit) == 2:
+                return data[:2] + hit[0]
+        return self.answer(data, limit, client)
+
+    def answer(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | None:
+        """`handle` for a query the caller has already looked up in the replay table."""
         reply, reusable = self._reply(data, limit, client)
         if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             # Stub resolvers send the same bytes for the same question every time: the
             # reply to a UDP query is a function of everything after its ID.
-            if len(self.replies) >= MAX_REPLIES or self.replies_bytes >= REPLAY_BYTES:
-                self.replies.clear()
-                self.replies_bytes = 0
             key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
-            if data[2:] not in self.replies:
-                self.replies_bytes += replay_cost(data, reply)
-            self.replies[data[2:]] = (reply[2:], key)
+            self._remember(data[2:], (reply[2:], key), replay_cost(data, reply))  # type: ignore[index]
         return reply
 
-    def _clear_memo(self) -> None:
-        self.memo.clear()
-        self._entries = 0
-        self.memo_bytes = 0
+    def replay_entry(self, key: bytes) -> Replay | None:
+        """The replay table's entry for a UDP query's bytes after its ID (promoted to the current
+        generation when found in the previous one), or None. The shell's UDP loop asks this
+        first, to count a replay under its key, as the C part does."""
+        hit = self.replies.get(key)
+        if hit is None:
+            hit = self.replies_old.get(key)
+            if hit is not None:
+                self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD if len(hit) > 2 else 0))
+        return hit
 
     def replayed(self, data: bytes) -> tuple[bytes, object] | None:
         """(the reply made before for a UDP query with these bytes after its ID, with this
-        query's ID; the key kept beside it), or None. The shell's UDP loop asks this first,
-        to count a replay under its key, as the C part does with `replies`."""
-        hit = self.replies.get(data[2:])
-        return None if hit is None else (data[:2] + hit[0], hit[1])
+        query's ID; the key kept beside it), or None (forwarded replies excepted: they need a
+        clock and the client's address, which the shell checks)."""
+        hit = self.replay_entry(data[2:])
+        return None if hit is None or len(hit) != 2 else (data[:2] + hit[0], hit[1])
+
+    def remember_forwarded(self, data: bytes, reply: bytes, key: object, deadline: float) -> None:
+        """Keep a reply made from the forwarding cache for replay until `deadline` (the shell's
+        `time.monotonic`), to clients the recursion allow list admits (the shell checks)."""
+        if len(data) <= MAX_REPLAYED_QUERY:
+            self._remember(data[2:], (reply[2:], key, deadline), replay_cost(data, reply) + FORWARDED_OVERHEAD)
+
+    def _remember(self, key: bytes, value: Replay, cost: int) -> None:
+        replies = self.replies
+        if len(replies) >= MAX_REPLIES // 2 or self._replies_size[0] >= REPLAY_BYTES // 2:
+            self._rotate_replies()
+            replies = self.replies
+        old = replies.get(key)
+        if old is not None:
+            self._replies_size[0] -= REPLAY_OVERHEAD + 4 + len(key) + len(old[0]) + (FORWARDED_OVERHEAD if len(old) > 2 else 0)
+        replies[key] = value
+        self._replies_size[0] += cost
+
+    def promoted(self, count: int, size: int) -> None:
+        """The C loop copied `count` entries of `size` bytes (keys and replies) from the previous
+        generation into the current one: count them, and start a new generation if it is full."""
+        if count:
+            self._replies_size[0] += count * (REPLAY_OVERHEAD + 4) + size
+            if len(self.replies) >= MAX_REPLIES // 2 or self._replies_size[0] >= REPLAY_BYTES // 2:
+                self._rotate_replies()
+
+    def _rotate_replies(self) -> None:
+        self.replies_old = self.replies
+        self._replies_count_old = len(self.replies)
+        self.replies = {}
+        self._replies_size = [0, self._replies_size[0]]
+
+    def _clear_memo(self) -> None:
+        self.memo = {}
+        self.memo_old = {}
+        self._memo_count = [0, 0]
+        self._memo_size = [0, 0]
+
+    def _memo_get(self, qname: bytes, qtail: bytes) -> wire.Entry | None:
+        byname = self.memo.get(qname)
+        if byname is not None:
+            entry = byname.get(qtail)
+            if entry is not None:
+                return entry
+        byname = self.memo_old.get(qname)
+        if byname is not None:
+            entry = byname.get(qtail)
+            if entry is not None:
+                self._memo_put(qname, qtail, entry)  # promoted: asked again
+                return entry
+        return None
+
+    def _memo_put(self, qname: bytes, qtail: bytes, entry: wire.Entry) -> None:
+        if self._memo_count[0] >= MEMO_ENTRIES // 2 or self._memo_size[0] >= MEMO_BYTES // 2:
+            self.memo_old = self.memo
+            self.memo = {}
+            self._memo_count = [0, self._memo_count[0]]
+            self._memo_size = [0, self._memo_size[0]]
+        byname = self.memo.get(qname)
+        if byname is None:
+            byname = self.memo[qname] = {}
+        old = byname.get(qtail)
+        if old is None:
+            self._memo_count[0] += 1
+        else:
+            self._memo_size[0] -= memo_cost(qname, old)
+        self._memo_size[0] += memo_cost(qname, entry)
+        byname[qtail] = entry
+
+    def _soa_for(self, entry: wire.Entry) -> bytes:
+        """The SOA record that ends `entry`'s reply: pointing into the question where it can."""
+        if entry.soa < 0:
+            return b""
+        if entry.soa_at < 0:
+            return self._soa[entry.soa]
+        key = entry.soa << 9 | entry.soa_at
+        record = self._soa_at.get(key)
+        if record is None:
+            record = self._soa_at[key] = packing.soa_record(self._soa_parts[entry.soa], 12 + entry.soa_at)
+        return record
 
     def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
         """The reply, and whether it may be replayed for the same bytes until the next change."""
@@ -172,20 +308,22 @@ class Responder:
                     if ok:
                         edns = (int.from_bytes(data[qend + 3 : qend + 5], "big"), data[qend + 7] >= 0x80)
                 if ok:
-                    byname = self.memo.get(data[12:end].lower())
-                    if byname is not None:
-                        entry = byname.get(data[end:qend])
-                        if entry is not None:
-                            reply = wire.render(
-                                entry,
-                                data[:2],
-                                data[2] << 8 | data[3],
-                                data[12:qend],
-                                self._soa[entry.soa] if entry.soa >= 0 else b"",
-                                edns,
-                                wire.udp_limit(edns) if limit is None else limit,
-                            )
-                            return reply, True
+                    qname = data[12:end].lower()
+                    entry = self._memo_get(qname, data[end:qend])
+                    if entry is not None:
+                        reply = wire.render(
+                            entry,
+                            data[:2],
+                            data[2] << 8 | data[3],
+                            data[12:qend],
+                            self._soa_for(entry),
+                            edns,
+                            wire.udp_limit(edns) if limit is None else limit,
+                        )
+                        return reply, True
+                    query = wire.plain_query(data, qend, qname, edns)
+                    if query is not None:
+                        return self._answer(query, limit, client)
         return self._full(data, limit, client)
 
     def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
@@ -196,6 +334,9 @@ class Responder:
             return exc.reply, False
         if query.edns is not None and query.edns.version != 0:
             return wire.badvers_reply(query), False
+        return self._answer(query, limit, client)
+
+    def _answer(self, query: wire.Query, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
         snap = self.snapshot
         client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
         edns = (query.edns.udp_size, query.edns.do) if query.edns else None
@@ -209,22 +350,8 @@ class Responder:
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
             return wire.simple_reply(query, SERVFAIL), False
         if result.cacheable:
-            if self._entries >= MEMO_ENTRIES or self.memo_bytes >= MEMO_BYTES:
-                self._clear_memo()
-            byname = self.memo.setdefault(query.qname, {})
-            old = byname.get(query.qtail)
-            self._entries += old is None
-            self.memo_bytes += memo_cost(entry) - (memo_cost(old) if old is not None else 0)
-            byname[query.qtail] = entry
-        reply = wire.render(
-            entry,
-            query.qid,
-            query.flags,
-            query.question,
-            self._soa[entry.soa] if entry.soa >= 0 else b"",
-            edns,
-            limit,
-        )
+            self._memo_put(query.qname, query.qtail, entry)
+        reply = wire.render(entry, query.qid, query.flags, query.question, self._soa_for(entry), edns, limit)
         return reply, result.cacheable
 
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
@@ -235,9 +362,11 @@ class Responder:
         return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones)
 
 
-def memo_cost(entry: wire.Entry) -> int:
-    """Bytes a packed answer takes in the memo (with its short form for small UDP sizes)."""
-    return MEMO_OVERHEAD + len(entry.body) + (len(entry.short.body) if entry.short is not None else 0)
+def memo_cost(qname: bytes, entry: wire.Entry) -> int:
+    """Bytes one packed answer takes in the memo: its name's share (the key and the per-name
+    dict), and the Entry with its bytes unless it is a shared one (`packing.shared_entry`)."""
+    own = 0 if packing.is_shared(entry) else MEMO_OVERHEAD + len(entry.body) + (len(entry.short.body) if entry.short is not None else 0)
+    return MEMO_NAME_OVERHEAD + len(qname) + own
 
 
 def replay_cost(query: bytes, reply: bytes) -> int:

@@ -7,7 +7,8 @@ must not make a new counter per query) and the duration (in CoreDNS's duration b
 
 * A reply replayed from the Responder's table of whole replies carries its key along
   (`replay_key`, the key the shell gives the Responder): (zone, type, rcode, request-size
-  bucket, response-size bucket). A replay costs one increment of `counts[key]`, in Python
+  bucket, response-size bucket), and for a reply made from the forwarding cache the kind of
+  cache hit it is (`forwarded_key`). A replay costs one increment of `counts[key]`, in Python
   or in the C loop (kdns/_udpbatch.c), and is counted in the first duration bucket.
 * Every other reply is timed and counted by `QueryStats.count`, one counter per metric
   family, so that the number of counters is a sum over the labels, not a product.
@@ -46,9 +47,12 @@ DURATION_BUCKETS = tuple(DURATION_FIRST * 2**i for i in range(16))
 SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16000, 32000, 48000, 64000)
 TYPE_LABELS = len(set(TYPES.values())) + 1  # and "other"
 RCODE_LABELS = 16  # the header's four bits
-# Replayed replies are NOERROR or NXDOMAIN answers (kdns.answer: the others are not kept),
-# to queries of at most 512 bytes (responder.MAX_REPLAYED_QUERY), in at most 1,232 (UDP).
+# Replayed replies are NOERROR or NXDOMAIN answers (kdns.answer: the others are not kept; the
+# forwarding cache keeps no other), to queries of at most 512 bytes
+# (responder.MAX_REPLAYED_QUERY), in at most 1,232 (UDP). A forwarded reply's key says what
+# kind of cache hit it is: NOERROR "success" or "denial", NXDOMAIN "denial".
 REPLAY_RCODES = 2
+FORWARDED_KINDS = 3
 
 
 def duration_bucket(seconds: float) -> int:
@@ -72,7 +76,7 @@ def max_keys(zones: int, proto: str) -> int:
     """The most counters one listener can hold with `zones` zones (kdns's own, plus "." for
     the rest): the bound of every table of `QueryStats` together."""
     timed = zones * (TYPE_LABELS * (len(DURATION_BUCKETS) + 1) + RCODE_LABELS + 2 * (len(SIZE_BUCKETS) + 1) + 2)
-    replayed = zones * TYPE_LABELS * REPLAY_RCODES * REPLAY_REQUEST_BUCKETS * REPLAY_RESPONSE_BUCKETS
+    replayed = zones * TYPE_LABELS * (REPLAY_RCODES + FORWARDED_KINDS) * REPLAY_REQUEST_BUCKETS * REPLAY_RESPONSE_BUCKETS
     return timed + (replayed if proto == "udp" else 0)
 
 
@@ -147,6 +151,18 @@ def replay_key(query: bytes, reply: bytes, zones: tuple[str, ...]) -> Key | None
     if k is None:
         return None
     key = ReplayKey((*k, size_bucket(len(query)), size_bucket(len(reply))))
+    key.sizes = (len(query), len(reply))
+    return key
+
+
+def forwarded_key(query: bytes, reply: bytes, zones: tuple[str, ...], success: bool) -> Key | None:
+    """`replay_key` for a reply made from the forwarding cache, with the kind of cache hit it
+    is ("success": records in the upstream's answer; else "denial"), so that each replay of
+    it also counts as a cache hit (coredns_cache_hits)."""
+    k = labels(query, reply, zones)
+    if k is None:
+        return None
+    key = ReplayKey((*k, size_bucket(len(query)), size_bucket(len(reply)), "success" if success else "denial"))
     key.sizes = (len(query), len(reply))
     return key
 

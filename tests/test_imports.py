@@ -29,7 +29,7 @@ KDNS = ROOT / "kdns"
 
 PURE = {
     "kdns.answer", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
-    "kdns.options", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
+    "kdns.options", "kdns.packing", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.convert", "kdns.sources.select",
     "kdns.corefile.configmap", "kdns.corefile.keys", "kdns.corefile.kubedns", "kdns.corefile.lexer", "kdns.corefile.model",
     "kdns.corefile.parser", "kdns.corefile.reader", "kdns.corefile.translate", "kdns.testing.match",

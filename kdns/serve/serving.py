@@ -5,14 +5,17 @@ hands back (for every datagram without it) and by the TCP server for each messag
 
 1. the tap (kdns.testing's faults and query list; None in production) may answer instead,
    or make the answer late;
-2. over UDP, a reply already made for the same bytes is replayed, as the C part does;
+2. over UDP, a reply already made for the same bytes is replayed, as the C part does (one
+   made from the forwarding cache only while its TTLs stand, and to --allow-recursion
+   clients);
 3. the responder answers from the snapshot, or says that an upstream must help: a client
    outside --allow-recursion then gets our own records or REFUSED, and without a forwarder
-   the answer is SERVFAIL;
+   the answer is SERVFAIL; a fresh entry of the forwarding cache is answered at once (and,
+   over UDP, kept for replay until its TTLs count down another second);
 4. the reply is counted in the listener's statistics, rate limited (UDP, --rrl-rate),
    logged (--log-queries) and shown to the tap.
 
-What must wait (an upstream, a tap's delay) comes back as a `Pending`, which the transport
+What must wait (an upstream that is asked, a tap's delay) comes back as a `Pending`, which the transport
 finishes in a task of its own (`Serving.finish`): the UDP loop goes on with other queries.
 """
 
@@ -32,6 +35,7 @@ from kdns.responder import UpstreamQuery
 from kdns.serve.forward import Forwarder
 from kdns.state import DnsState
 from kdns.stats import QueryStats
+from kdns.stats import forwarded_key as stats_forwarded_key
 
 log = logging.getLogger("kdns.query")
 
@@ -97,14 +101,16 @@ class Serving:
         responder = self.dns.responder
         udp = stats.proto == "udp"
         if udp:
-            hit = responder.replayed(data)
-            if hit is not None:  # counted under its key, untimed, as the C part does
-                stats.counts[hit[1]] += 1
-                return self._deliver(data, peer, stats, hit[0])
+            hit = responder.replay_entry(data[2:])
+            # (A reply made from the forwarding cache only until its TTLs change, and only for
+            # clients that may have names forwarded: the C part checks the same.)
+            if hit is not None and (len(hit) == 2 or (time.monotonic() < hit[2] and self.acl.allows(peer[0]))):
+                stats.counts[hit[1]] += 1  # counted under its key, untimed, as the C part does
+                return self._deliver(data, peer, stats, data[:2] + hit[0])
         if started is None:
             started = time.perf_counter()
         try:
-            reply = responder.handle(data, None if udp else MAX_TCP, peer[0])
+            reply = responder.answer(data, None if udp else MAX_TCP, peer[0])
         except Exception:  # a bug in the serving core: log it, keep serving
             log.exception("%s: failed to handle a %d-byte query from %s", stats.proto, len(data), peer)
             return None
@@ -114,7 +120,13 @@ class Serving:
             if not self.acl.allows(peer[0]):
                 reply = upstream.local_only(reply.query, reply.prefix, reply.prefix_count, reply.limit)
             elif self.forwarder is not None:
-                return Pending(data, peer, stats, started, upstream=reply)
+                fresh = self.forwarder.fresh(reply)  # a fresh cache entry: answered here, no task
+                if fresh is None:
+                    return Pending(data, peer, stats, started, upstream=reply)
+                if udp and self.forwarder.cache.clock is time.monotonic:  # (the C part's clock)
+                    key = stats_forwarded_key(data, fresh.reply, responder.zones, fresh.success) if responder.replay_key else None
+                    responder.remember_forwarded(data, fresh.reply, key, fresh.until)
+                reply = fresh.reply
             else:
                 reply = wire.upstream_failure(reply.query)
         return self._counted(data, peer, stats, reply, started)
