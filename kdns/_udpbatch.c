@@ -6,8 +6,9 @@
    one, whose hits are copied into the current one), and sends those answers with one
    sendmmsg(2): the reply is the query's own two ID bytes followed by the cached body, sent to
    the address the query came from. A run of datagrams that are not such replays is handed
-   back to Python, exactly as socket.recvfrom would have given them, (data, address), and the
-   call returns there; Python answers them and gives the replies to the next call, which sends
+   back to Python as (data, address, labels): the datagram and its address exactly as
+   socket.recvfrom would have given them, and its question name's labels already read
+   (`question_labels`, or None), and the call returns there; Python answers them and gives the replies to the next call, which sends
    them (in order, with the replays that follow, in one sendmmsg) and goes on with the rest of
    the datagrams received before it receives again. So replies leave in the order the queries
    came, and a first-time question costs Python no system call of its own.
@@ -41,6 +42,7 @@
 #define RECV_SIZE 65535 /* as the Python loop's recvfrom(65535) */
 #define FORWARDED_OVERHEAD 24 /* responder.FORWARDED_OVERHEAD: what a promoted entry's deadline costs */
 #define ACL_ENTRY 18 /* RecursionAcl.packed: family (4 or 6), prefix length, 16 address bytes */
+#define PEERS 8 /* address tuples remembered */
 
 typedef struct {
     PyObject_HEAD
@@ -57,6 +59,12 @@ typedef struct {
     struct mmsghdr out_msgs[2 * MAX_BATCH];
     struct iovec out_iov[2 * MAX_BATCH][2];
     PyObject *out_ref[2 * MAX_BATCH]; /* what is being sent (strong references) */
+    /* The address tuples of the last few clients (a load generator, a node-local cache: few
+       clients send most queries), so that a datagram handed back does not build its own. */
+    struct sockaddr_storage peer_addr[PEERS];
+    socklen_t peer_len[PEERS];
+    PyObject *peer[PEERS];
+    int peer_next;
 } Batch;
 
 /* The (host, port) or (host, port, flowinfo, scope_id) tuple socket.recvfrom returns. */
@@ -101,14 +109,87 @@ count(PyObject *counts, PyObject *key)
     return rc;
 }
 
-/* Append (bytes, address) to `list`. */
-static int
-append_pair(PyObject *list, const char *data, Py_ssize_t size, const struct sockaddr_storage *sa)
+/* The address tuple of `sa` (a new reference), remembered for the next datagram from it. */
+static PyObject *
+peer_of(Batch *b, const struct sockaddr_storage *sa, socklen_t len)
 {
+    for (int k = 0; k < PEERS; k++) {
+        if (b->peer[k] != NULL && b->peer_len[k] == len && memcmp(&b->peer_addr[k], sa, (size_t)len) == 0) {
+            Py_INCREF(b->peer[k]);
+            return b->peer[k];
+        }
+    }
     PyObject *peer = address(sa);
+    if (peer == NULL || len > (socklen_t)sizeof(struct sockaddr_storage))
+        return peer;
+    int k = b->peer_next;
+    b->peer_next = (k + 1) % PEERS;
+    Py_XSETREF(b->peer[k], Py_NewRef(peer));
+    memcpy(&b->peer_addr[k], sa, (size_t)len);
+    b->peer_len[k] = len;
+    return peer;
+}
+
+/* The labels of the question name of the query `data`, lowercased (ASCII letters only, as
+   bytes.lower) and decoded as latin-1, as wire.plain_labels gives them: a new tuple of str,
+   or None (a new reference) when the name is not a plain uncompressed name, or a label holds
+   a zero byte (the Python fast path finds the end of the name by its first zero byte). */
+static PyObject *
+question_labels(const char *data, Py_ssize_t size)
+{
+    PyObject *labels[128];
+    int n = 0;
+    Py_ssize_t pos = 12;
+    char text[64];
+    for (;;) {
+        if (pos >= size || n >= 127)
+            goto none;
+        unsigned char length = (unsigned char)data[pos];
+        if (length == 0)
+            break;
+        if (length > 63 || pos + 1 + length > size || pos + 1 + length - 12 >= 255)
+            goto none;
+        for (int k = 0; k < length; k++) {
+            char c = data[pos + 1 + k];
+            if (c == 0)
+                goto none;
+            text[k] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        PyObject *label = PyUnicode_DecodeLatin1(text, length, NULL);
+        if (label == NULL)
+            goto fail;
+        labels[n++] = label;
+        pos += 1 + length;
+    }
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL)
+        goto fail;
+    for (int k = 0; k < n; k++)
+        PyTuple_SET_ITEM(tuple, k, labels[k]);
+    return tuple;
+none:
+    for (int k = 0; k < n; k++)
+        Py_DECREF(labels[k]);
+    Py_RETURN_NONE;
+fail:
+    for (int k = 0; k < n; k++)
+        Py_DECREF(labels[k]);
+    return NULL;
+}
+
+/* Append (bytes, address, labels) to `list` (labels: `question_labels`). */
+static int
+append_pair(Batch *b, PyObject *list, const char *data, Py_ssize_t size, const struct sockaddr_storage *sa, socklen_t len)
+{
+    PyObject *peer = peer_of(b, sa, len);
     if (peer == NULL)
         return -1;
-    PyObject *pair = Py_BuildValue("(y#N)", data, size, peer);
+    PyObject *labels = size >= 17 ? question_labels(data, size) : Py_NewRef(Py_None);
+    if (labels == NULL) {
+        Py_DECREF(peer);
+        return -1;
+    }
+    PyObject *pair = Py_BuildValue("(y#NN)", data, size, peer, labels);
     if (pair == NULL)
         return -1;
     int rc = PyList_Append(list, pair);
@@ -155,7 +236,7 @@ PyDoc_STRVAR(answer_doc,
 "else RecursionAcl.packed). The first run of other datagrams is handed back, and the call\n"
 "ends there. All the replies of the call go out in one sendmmsg.\n\n"
 "Returns how many datagrams were replayed, the ones handed back as a list of (data,\n"
-"address) for Python to answer, the replies the kernel did not take as a list of (reply,\n"
+"address, labels of the question name or None) for Python to answer, the replies the kernel did not take as a list of (reply,\n"
 "address), the errno of a failed receive (0 if none; EAGAIN is none), whether datagrams of\n"
 "this receive are left for the next call, and how many entries were copied from `previous`\n"
 "and what they take (keys and bodies, plus FORWARDED_OVERHEAD for each with a deadline).");
@@ -400,7 +481,7 @@ answer_batch(Batch *b, int fd, PyObject *replies, PyObject *previous, PyObject *
             if (count(counts, PyTuple_GET_ITEM(hit, 1)) < 0)
                 goto fail;
         } else {
-            if (append_pair(others, data, size, &b->in_addr[i]) < 0)
+            if (append_pair(b, others, data, size, &b->in_addr[i], b->in_msgs[i].msg_hdr.msg_namelen) < 0)
                 goto fail;
             b->handed_at[b->handed++] = i;
             b->next++;
@@ -455,6 +536,8 @@ batch_dealloc(Batch *b)
 {
     if (b->buffers != NULL)
         munmap(b->buffers, (size_t)b->batch * RECV_SIZE);
+    for (int k = 0; k < PEERS; k++)
+        Py_CLEAR(b->peer[k]);
     Py_TYPE(b)->tp_free((PyObject *)b);
 }
 

@@ -67,20 +67,19 @@ def from_upstream(name: str, chain: tuple[Record, ...] = ()) -> Answer:
     return Answer(NOERROR, chain, authoritative=bool(chain), cacheable=False, upstream=name)
 
 
-@functools.lru_cache(maxsize=256)
-def _zone_labels(zone: str) -> tuple[str, ...]:
-    return tuple(zone.split("."))
+@functools.lru_cache(maxsize=64)
+def _zone_labels(zones: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...], int], ...]:
+    """(zone, its labels, how many) for each of `zones`, the longest first."""
+    return tuple((zone, tuple(zone.split(".")), zone.count(".") + 1) for zone in sorted(zones, key=len, reverse=True))
 
 
 def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
     """The longest zone that `labels` lies in, and the labels below it."""
-    best: tuple[str, tuple[str, ...]] | None = None
-    for zone in zones:
-        zl = _zone_labels(zone)
-        n = len(zl)
-        if len(labels) >= n and tuple(labels[len(labels) - n:]) == zl and (best is None or len(zone) > len(best[0])):
-            best = (zone, labels[: len(labels) - n])
-    return best
+    total = len(labels)
+    for zone, zl, n in _zone_labels(tuple(zones)):
+        if total >= n and tuple(labels[total - n :]) == zl:
+            return zone, labels[: total - n]
+    return None
 
 
 def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CLASS_IN, client_ns: str | None = None) -> Answer:
@@ -95,7 +94,7 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
     if found is None:
         return from_upstream(".".join(labels)) if _can_forward(snap, labels) else refused()
     zone, rel = found
-    if any("." in label for label in rel):
+    if "." in "".join(rel):
         return _negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
     if not rel:
         return _apex(snap, zone, qtype)
@@ -213,7 +212,7 @@ def _address_node_for(ip: str) -> Node:
 
 def _lookup(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer:
     relname = ".".join(rel)
-    owner = names.join(relname, zone)
+    owner = relname + "." + zone  # (names.join: `rel` and `zone` are never empty here)
     node = snap.node(relname)
     if node is None:
         node, cacheable = _pod_node(snap, rel)

@@ -192,6 +192,7 @@ class Collector:
             sv, proto, family = listener.server, listener.proto, listener.family
             # Copies first (C-level, atomic): the tables are bounded, so this is quick.
             replayed, timed_requests = list(listener.counts.items()), list(listener.requests.items())
+            quick = list(listener.quick.items())
             for key, n in replayed:  # (zone, type, rcode, request size bucket, response size bucket[, cache hit kind])
                 if key is None:
                     continue
@@ -201,11 +202,19 @@ class Collector:
                 dur[(sv, zone, qtype)][0] += n
                 reqsz[(sv, zone, proto)][qbucket] += n
                 respsz[(sv, zone, proto)][rbucket] += n
-                qsize, rsize = getattr(key, "sizes", (0, 0))
+                qsize, rsize = stats.key_sizes(key)
                 reqsz_sum[(sv, zone, proto)] += qsize * n
                 respsz_sum[(sv, zone, proto)] += rsize * n
             # The time measured is per listener; share it out by zone and type in proportion.
-            timed = sum(n for _, n in timed_requests) or 1
+            timed = (sum(n for _, n in timed_requests) + sum(n for _, n in quick)) or 1
+            for key, n in quick:  # timed, in the first duration bucket; their bytes are in *_bytes
+                zone, qtype, rcode, qbucket, rbucket = key[:5]
+                req_counts[(sv, zone, proto, family, qtype)] += n
+                resp_counts[(sv, zone, rcode)] += n
+                dur[(sv, zone, qtype)][0] += n
+                dur_sum[(sv, zone, qtype)] += listener.seconds * n / timed
+                reqsz[(sv, zone, proto)][qbucket] += n
+                respsz[(sv, zone, proto)][rbucket] += n
             for (zone, qtype, dbucket), n in timed_requests:
                 req_counts[(sv, zone, proto, family, qtype)] += n
                 dur[(sv, zone, qtype)][dbucket] += n

@@ -46,11 +46,12 @@ MAX_POINTER = 0x3FFF  # the largest offset a 14-bit compression pointer reaches
 class Entry:
     """A packed answer, independent of query ID, flags, question case and SOA serial."""
 
-    __slots__ = ("body", "counts", "counts_edns", "flags", "short", "soa", "soa_at", "zone_at")
+    __slots__ = ("body", "counts", "counts_edns", "flags", "short", "soa", "soa_at", "zone", "zone_at")
 
     def __init__(self, flags: int, counts: tuple[int, int, int], body: bytes, soa: int, short: Entry | None,
-                 soa_at: int = -1, zone_at: tuple[tuple[int, int, int], ...] = ()):
+                 soa_at: int = -1, zone_at: tuple[tuple[int, int, int], ...] = (), zone: int = -1):
         an, ns, ar = counts
+        self.zone = zone  # index of the zone the question is in (the longest), -1 for none: for statistics
         self.flags = flags  # QR, AA and RCODE; RD and CD come from the query
         self.counts = struct.pack("!4H", 1, an, ns, ar)
         self.counts_edns = struct.pack("!4H", 1, an, ns, ar + 1)
@@ -65,20 +66,30 @@ class Entry:
         self.zone_at = zone_at
 
 
-_shared: dict[tuple[int, int, int, int, int], Entry] = {}  # bounded: flags x counts x zones x offsets
+_shared: dict[tuple[int, int, int, int, int, int], Entry] = {}  # bounded: flags x counts x zones x offsets
 MAX_SHARED = 4096
 
 
-def shared_entry(flags: int, an: int, ns: int, soa: int, soa_at: int) -> Entry:
+def shared_entry(flags: int, an: int, ns: int, soa: int, soa_at: int, zone: int) -> Entry:
     """The Entry of an answer with no records of its own (NXDOMAIN, NODATA, the apex SOA):
     one object for every name with the same shape."""
-    key = (flags, an, ns, soa, soa_at)
+    key = (flags, an, ns, soa, soa_at, zone)
     entry = _shared.get(key)
     if entry is None:
         if len(_shared) >= MAX_SHARED:
             _shared.clear()
-        entry = _shared[key] = Entry(flags, (an, ns, 0), b"", soa, None, soa_at)
+        entry = _shared[key] = Entry(flags, (an, ns, 0), b"", soa, None, soa_at, zone=zone)
     return entry
+
+
+def question_zone(qname: bytes, zones: tuple[str, ...]) -> int:
+    """The index in `zones` of the longest zone the lowercase wire name `qname` is in, or -1."""
+    best, best_len = -1, -1
+    for i, zone in enumerate(zones):
+        wire = _zone_wire(zone)
+        if len(wire) > best_len and zone_offset(qname, wire) >= 0:
+            best, best_len = i, len(wire)
+    return best
 
 
 def is_shared(entry: Entry) -> bool:
@@ -241,10 +252,49 @@ def _zone_part(target: bytes, qname: bytes, at: int, zone_at: list[tuple[int, in
         zone_at.append((at + pos, m - 1 - length, length))
 
 
+_negatives: dict[tuple, tuple[Entry, bytes]] = {}  # bounded: MAX_SHARED
+
+
+def negative_entry(qname: bytes, result: Answer, zones: tuple[str, ...]) -> Entry:
+    """`pack` for an answer without records (`result.answer` and `result.additional` empty)
+    to the lowercase wire name `qname`: a shared Entry, found by the answer's shape and the
+    length of the name (the SOA's zone is the question's own: its offset follows)."""
+    key = (result.soa_zone, result.rcode, result.soa_in_answer, result.authoritative, len(qname), zones)
+    held = _negatives.get(key)
+    if held is not None and qname.endswith(held[1]):
+        return held[0]
+    entry = _pack_negative(qname, result, zones)
+    if entry.soa_at >= 0:  # (else its statistics zone depends on the name: not kept)
+        if len(_negatives) >= MAX_SHARED:
+            _negatives.clear()
+        _negatives[key] = (entry, _zone_wire(result.soa_zone))  # type: ignore[arg-type]
+    return entry
+
+
+def _pack_negative(qname: bytes, result: Answer, zones: tuple[str, ...]) -> Entry:
+    soa = zones.index(result.soa_zone) if result.soa_zone is not None else -1
+    an = ns = 0
+    soa_at = -1
+    if soa >= 0:
+        zone_wire = _zone_wire(result.soa_zone)  # type: ignore[arg-type]
+        if qname.endswith(zone_wire):
+            # No records: the SOA is the question's own zone (`answer` found it label by
+            # label), so the match is at a label boundary.
+            soa_at = len(qname) - len(zone_wire)
+        if result.soa_in_answer:
+            an += 1
+        else:
+            ns += 1
+    flags = codes.QR | (codes.AA if result.authoritative else 0) | result.rcode
+    return shared_entry(flags, an, ns, soa, soa_at, soa if soa_at >= 0 else question_zone(qname, zones))
+
+
 def pack(query, result: Answer, zones: tuple[str, ...]) -> Entry | None:
     """`result` packed for `query`'s question (a `wire.Query`: its lowercase `qname`, `labels`
     and `question`); None when a record has a type this module does not pack."""
     qname = query.qname
+    if not result.answer and not result.additional:
+        return negative_entry(qname, result, zones)
     soa = zones.index(result.soa_zone) if result.soa_zone is not None else -1
     an, ns = len(result.answer), 0
     soa_at = -1
@@ -257,8 +307,7 @@ def pack(query, result: Answer, zones: tuple[str, ...]) -> Entry | None:
         else:
             ns += 1
     flags = codes.QR | (codes.AA if result.authoritative else 0) | result.rcode
-    if not result.answer and not result.additional:
-        return shared_entry(flags, an, ns, soa, soa_at)
+    zone = question_zone(qname, zones)
     qtext = ".".join(query.labels)
     comp = _Names(qname)
     base = 12 + len(query.question)
@@ -273,8 +322,8 @@ def pack(query, result: Answer, zones: tuple[str, ...]) -> Entry | None:
     body = bytes(out)
     short = None
     if result.additional:
-        short = Entry(flags, (an, ns, 0), body[:middle], soa, None, soa_at, short_zone_at)
-    return Entry(flags, (an, ns, len(result.additional)), body, soa, short, soa_at, tuple(zone_at))
+        short = Entry(flags, (an, ns, 0), body[:middle], soa, None, soa_at, short_zone_at, zone)
+    return Entry(flags, (an, ns, len(result.additional)), body, soa, short, soa_at, tuple(zone_at), zone)
 
 
 def soa_parts(zone: str, serial: int, ttl: int) -> tuple[bytes, bytes, bytes]:

@@ -5,8 +5,10 @@ slice operations and looks the lowercased question up in a memo of packed answer
 answered by splicing bytes (`wire.render`). A miss whose query is plain (one question, at most
 an OPT record) is read from the same slices (`wire.plain_query`), answered (`answer`) and
 packed (`wire.pack_answer`: `packing`, no dnslib); any other query is parsed in full first.
-The packed entry goes into the memo. Every path ends in the same `render`, so they give the
-same bytes.
+A packed answer with records goes into the memo; one without (NXDOMAIN, NODATA: the bulk of
+names asked once, a flood of unique names above all) is a shared Entry that costs no more to
+make again than to look up, and is not kept there. Every path ends in the same `render`, so
+they give the same bytes.
 
 A UDP reply that depends on nothing but the query's bytes after its ID also goes into the
 replay table (query minus ID -> (reply minus ID, the statistics key the shell gave for it)),
@@ -39,16 +41,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kdns import answer as ans
-from kdns import names, packing, wire
+from kdns import names, packing, stats, wire
 from kdns.codes import NOERROR, SERVFAIL
 from kdns.index import Change, Snapshot
 
 log = logging.getLogger("kdns.responder")
 
-MEMO_ENTRIES = 200_000  # packed answers kept (name x type), both generations together
-MEMO_BYTES = 24 << 20  # ... and what they take (counted as `memo_cost`)
-MAX_REPLIES = 50_000  # whole UDP replies kept for replay, both generations; emptied on every change
-REPLAY_BYTES = 12 << 20  # ... and what they take (counted as `replay_cost`)
+MEMO_ENTRIES = 200_000  # packed answers with records kept (name x type), both generations together
+MEMO_BYTES = 16 << 20  # ... and what they take (counted as `memo_cost`)
+MAX_REPLIES = 100_000  # whole UDP replies kept for replay, both generations; emptied on every change
+REPLAY_BYTES = 24 << 20  # ... and what they take (counted as `replay_cost`)
 MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
 # What an entry costs beyond its bytes (CPython 3.11, measured with tracemalloc): a memo entry's
 # Entry object, its header bytes and its slot in the per-name dict (a shared negative Entry
@@ -60,6 +62,8 @@ REPLAY_OVERHEAD = 200
 FORWARDED_OVERHEAD = 24  # the deadline (a float) in a forwarded entry's tuple
 
 Replay = tuple  # (reply minus ID, key) or (reply minus ID, key, deadline)
+MAX_KEY_KINDS = 65_536  # statistics keys remembered by kind (the kinds are few: zones x types x 2 x buckets)
+_SIZE_INDEX = stats.size_index()  # a message's size -> its size bucket (stats.size_bucket)
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -82,9 +86,10 @@ class UpstreamQuery:
         return ".".join(label.decode("latin-1") for label in labels).lower()
 
 
-# (query, reply, the responder's zones) -> what `replies` keeps beside the reply: the shell
-# gives stats.replay_key, the statistics key a replayed reply is counted under.
-ReplayKey = Callable[[bytes, bytes, tuple[str, ...]], object]
+# (query, reply, the responder's zones[, where the question name ends]) -> what `replies`
+# keeps beside the reply: the shell gives stats.replay_key, the statistics key a replayed
+# reply is counted under.
+ReplayKey = Callable[..., object]
 
 
 class Responder:
@@ -102,6 +107,7 @@ class Responder:
         self._replies_count_old = 0
         self._replies_size = [0, 0]  # replay_cost of replies, replies_old
         self.replay_key = replay_key
+        self._keys: dict[tuple, object] = {}  # (zone, type, rcode, size buckets) -> replay_key's key
         self.snapshot = snapshot
         self.zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()  # each zone's SOA record, written out in full
@@ -179,13 +185,87 @@ class Responder:
 
     def answer(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | None:
         """`handle` for a query the caller has already looked up in the replay table."""
-        reply, reusable = self._reply(data, limit, client)
-        if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
+        return self.answer_keyed(data, limit, client)[0]
+
+    def answer_keyed(self, data: bytes, limit: int | None = None, client: str | None = None,
+                     labels: tuple[str, ...] | None = None) -> tuple[bytes | UpstreamQuery | None, object]:
+        """`answer`, and the statistics key of a reply kept for replay (None for any other):
+        the shell counts the reply under it rather than working the labels out again.
+        `labels`: the question name's labels (`wire.plain_labels`), when the caller has them."""
+        if limit is None:
+            quick = self._plain_udp(data, client, labels)
+            if quick is not None:
+                return quick
+        reply, entry, end = self._reply(data, limit, client)
+        key = None
+        if entry is not None and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             # Stub resolvers send the same bytes for the same question every time: the
             # reply to a UDP query is a function of everything after its ID.
-            key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
+            if self.replay_key is not None:
+                key = self.replay_key(data, reply, self.zones, end, entry.zone) if end else self.replay_key(data, reply, self.zones)
             self._remember(data[2:], (reply[2:], key), replay_cost(data, reply))  # type: ignore[index]
-        return reply
+        return reply, key
+
+    def _plain_udp(self, data: bytes, client: str | None, labels: tuple[str, ...] | None = None) -> tuple[bytes | UpstreamQuery | None, object] | None:
+        """`answer_keyed` for a plain UDP query (one question, at most an OPT record: what stub
+        resolvers send), in one piece: the path every first-time name takes. None for any
+        other query (the general path then answers it)."""
+        n = len(data)
+        if n < 17 or n > MAX_REPLAYED_QUERY or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+            return None
+        end = data.find(0, 12) + 1
+        if not end:
+            return None
+        qend = end + 4
+        arcount = data[10:12]
+        if arcount == b"\x00\x00":
+            if n != qend:
+                return None
+            edns = None
+        elif (
+            arcount == b"\x00\x01"
+            and n >= qend + 11
+            and data[qend : qend + 3] == b"\x00\x00\x29"
+            and data[qend + 6] == 0  # EDNS version 0
+            and n == qend + 11 + int.from_bytes(data[qend + 9 : qend + 11], "big")
+        ):
+            edns = (int.from_bytes(data[qend + 3 : qend + 5], "big"), data[qend + 7] >= 0x80)
+        else:
+            return None
+        qname = data[12:end].lower()
+        entry = self._memo_get(qname, data[end:qend])
+        if entry is None:
+            if labels is None:
+                labels = wire.plain_labels(qname)
+                if labels is None:
+                    return None
+            snap = self.snapshot
+            client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
+            try:
+                result = ans.answer(snap, labels, data[end] << 8 | data[end + 1], data[end + 2] << 8 | data[end + 3], client_ns)
+            except Exception:  # a bug: the general path answers again, SERVFAIL, and says where
+                return None
+            if result.answer or result.additional or result.upstream is not None or not result.cacheable:
+                query = wire.Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[end] << 8 | data[end + 1],
+                                   data[end + 2] << 8 | data[end + 3], None if edns is None else wire.Edns(max(wire.MIN_UDP, edns[0]), 0, edns[1]))
+                reply, entry = self._answer(query, None, client, result)  # type: ignore[assignment]
+                if entry is None:
+                    return reply, None
+            else:  # no records: NXDOMAIN or NODATA, the bulk of first-time names
+                entry = packing.negative_entry(qname, result, self.zones)
+        reply = wire.render(entry, data[:2], data[2] << 8 | data[3], data[12:qend], self._soa_for(entry), edns, wire.udp_limit(edns))
+        key = None
+        if self.replay_key is not None:
+            # The statistics key holds only the zone, type, rcode and size buckets: one per kind.
+            kind = (entry.zone, data[end : end + 2], reply[3] & 0x0F, _SIZE_INDEX[n], _SIZE_INDEX[len(reply)])  # type: ignore[index]
+            key = self._keys.get(kind)
+            if key is None:
+                key = self.replay_key(data, reply, self.zones, end, entry.zone)
+                if len(self._keys) >= MAX_KEY_KINDS:
+                    self._keys.clear()
+                self._keys[kind] = key
+        self._remember(data[2:], (reply[2:], key), REPLAY_OVERHEAD + n + len(reply))  # type: ignore[index]
+        return reply, key
 
     def replay_entry(self, key: bytes) -> Replay | None:
         """The replay table's entry for a UDP query's bytes after its ID (promoted to the current
@@ -196,6 +276,13 @@ class Responder:
             hit = self.replies_old.get(key)
             if hit is not None:
                 self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD if len(hit) > 2 else 0))
+        return hit
+
+    def promote(self, key: bytes) -> Replay | None:
+        """`replay_entry` for a key the caller did not find in the current generation."""
+        hit = self.replies_old.get(key)
+        if hit is not None:
+            self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD if len(hit) > 2 else 0))
         return hit
 
     def replayed(self, data: bytes) -> tuple[bytes, object] | None:
@@ -285,8 +372,10 @@ class Responder:
             record = self._soa_at[key] = packing.soa_record(self._soa_parts[entry.soa], 12 + entry.soa_at)
         return record
 
-    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
-        """The reply, and whether it may be replayed for the same bytes until the next change."""
+    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, wire.Entry | None, int]:
+        """The reply; the packed answer it was made of when it may be replayed for the same
+        bytes until the next change (else None); where the question name ends when the fast
+        path read it (else 0)."""
         # Fast path: one question, no answer/authority records, at most an OPT record.
         if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
             end = data.find(0, 12) + 1
@@ -320,39 +409,46 @@ class Responder:
                             edns,
                             wire.udp_limit(edns) if limit is None else limit,
                         )
-                        return reply, True
+                        return reply, entry, end
                     query = wire.plain_query(data, qend, qname, edns)
                     if query is not None:
-                        return self._answer(query, limit, client)
-        return self._full(data, limit, client)
+                        reply, entry = self._answer(query, limit, client)
+                        return reply, entry, end
+        reply, entry = self._full(data, limit, client)
+        return reply, entry, 0
 
-    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
+    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, wire.Entry | None]:
         try:
             query = wire.parse_query(data)
         except wire.Malformed as exc:
             log.debug("malformed query: %s", exc)
-            return exc.reply, False
+            return exc.reply, None
         if query.edns is not None and query.edns.version != 0:
-            return wire.badvers_reply(query), False
+            return wire.badvers_reply(query), None
         return self._answer(query, limit, client)
 
-    def _answer(self, query: wire.Query, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | None, bool]:
+    def _answer(self, query: wire.Query, limit: int | None, client: str | None,
+                result: ans.Answer | None = None) -> tuple[bytes | UpstreamQuery | None, wire.Entry | None]:
+        """The reply to `query` (with `result`, the answer to it, when the caller has it)."""
         snap = self.snapshot
-        client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
         edns = (query.edns.udp_size, query.edns.do) if query.edns else None
         limit = wire.udp_limit(edns) if limit is None else limit
         try:
-            result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
+            if result is None:
+                client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
+                result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
             if result.upstream is not None:
-                return self._upstream_query(query, result, limit), False
+                return self._upstream_query(query, result, limit), None
             entry = wire.pack_answer(query, result, self.zones)
         except Exception:  # a bug: answer SERVFAIL, say where, keep serving
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
-            return wire.simple_reply(query, SERVFAIL), False
-        if result.cacheable:
-            self._memo_put(query.qname, query.qtail, entry)
+            return wire.simple_reply(query, SERVFAIL), None
         reply = wire.render(entry, query.qid, query.flags, query.question, self._soa_for(entry), edns, limit)
-        return reply, result.cacheable
+        if not result.cacheable:
+            return reply, None
+        if entry.body:  # (an answer without records of its own is as cheap to make again: not kept)
+            self._memo_put(query.qname, query.qtail, entry)
+        return reply, entry
 
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
         if not result.answer and result.upstream == ".".join(query.labels):

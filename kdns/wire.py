@@ -208,21 +208,28 @@ def plain_query(data: bytes, qend: int, qname: bytes, edns: tuple[int, bool] | N
     records, at most an OPT record of version 0 that ends the packet; `edns` is its (UDP
     size, DO)): only the name is left to read, from `qname`, the question name lowercased.
     None when the name is not a well-formed uncompressed name: `parse_query` says why."""
-    labels = []
+    labels = plain_labels(qname)
+    if labels is None:
+        return None
+    return Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[qend - 4] << 8 | data[qend - 3],
+                 data[qend - 2] << 8 | data[qend - 1], None if edns is None else Edns(max(MIN_UDP, edns[0]), 0, edns[1]))
+
+
+def plain_labels(qname: bytes) -> tuple[str, ...] | None:
+    """The labels of `qname`, an uncompressed wire name ending in its root byte (latin-1
+    text, as `Query.labels`), or None when it is not well formed."""
     pos, last = 0, len(qname) - 1
     if last >= MAX_NAME:
         return None
+    text = qname.decode("latin-1")
+    labels = []
     while pos < last:
         length = qname[pos]
         if length > 63:
             return None
-        labels.append(qname[pos + 1 : pos + 1 + length].decode("latin-1"))
+        labels.append(text[pos + 1 : pos + 1 + length])
         pos += 1 + length
-    if pos != last:
-        return None
-    qtype, qclass = struct.unpack_from("!HH", data, qend - 4)
-    return Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, tuple(labels), qtype, qclass,
-                 None if edns is None else Edns(max(MIN_UDP, edns[0]), 0, edns[1]))
+    return tuple(labels) if pos == last else None
 
 
 def _badkey_reply(data: bytes, query: Query, key: list[bytes], start: int, length: int) -> bytes:
@@ -322,10 +329,11 @@ def pack_with_dnslib(query: Query, result: Answer, zones: tuple[str, ...]) -> En
         else:
             ns += 1
     flags = QR | (AA if result.authoritative else 0) | result.rcode
+    zone = packing.question_zone(query.qname, zones)
     short = None
     if result.additional:
-        short = Entry(flags, (an, ns, 0), data[start:middle], soa, None, soa_at)
-    return Entry(flags, (an, ns, len(result.additional)), data[start:], soa, short, soa_at)
+        short = Entry(flags, (an, ns, 0), data[start:middle], soa, None, soa_at, zone=zone)
+    return Entry(flags, (an, ns, len(result.additional)), data[start:], soa, short, soa_at, zone=zone)
 
 
 def soa_record(zone: str, serial: int, ttl: int) -> bytes:

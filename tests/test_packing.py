@@ -57,7 +57,7 @@ def cases(draw) -> tuple[wire.Query, Answer]:
 
 
 def same(a: wire.Entry, b: wire.Entry) -> None:
-    assert (a.flags, a.counts, a.counts_edns, a.body, a.soa, a.soa_at) == (b.flags, b.counts, b.counts_edns, b.body, b.soa, b.soa_at)
+    assert (a.flags, a.counts, a.counts_edns, a.body, a.soa, a.soa_at, a.zone) == (b.flags, b.counts, b.counts_edns, b.body, b.soa, b.soa_at, b.zone)
     assert (a.short is None) == (b.short is None)
     if a.short is not None and b.short is not None:
         same(a.short, b.short)

@@ -69,21 +69,22 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
     batch = _udpbatch.Batch(BATCH) if c_loop and _udpbatch is not None else None
     async with trio.open_nursery() as waiting:
 
+        def answered_later(pending: Pending) -> bytes | None:
+            """A task of its own answers it (None now), or SERVFAIL at once when too many wait."""
+            if len(waiting.child_tasks) < MAX_WAITING:
+                waiting.start_soon(_answer_later, sock, state, pending)
+                return None
+            return state.give_up(pending)
+
         def answered(data: bytes, peer) -> bytes | None:
             """The reply to send now (None: nothing now, or later by a task of its own)."""
-            reply = answer(data, peer, stats)
-            if type(reply) is Pending:
-                if len(waiting.child_tasks) < MAX_WAITING:
-                    waiting.start_soon(_answer_later, sock, state, reply)
-                    return None
-                reply = state.give_up(reply)
-            return reply  # type: ignore[return-value]
+            reply = state.answer(data, peer, stats)
+            return reply if type(reply) is not Pending else answered_later(reply)  # type: ignore[return-value]
 
-        answer = state.answer
         while True:
             await trio.lowlevel.wait_readable(sock)
             if batch is not None and state.fast:
-                await _c_batch(batch, fd, sock, state, stats, answered)
+                await _c_batch(batch, fd, sock, state, stats, answered_later)
                 continue
             packets = []
             for _ in range(BATCH):
@@ -106,7 +107,7 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
                     _log_send_error(exc, peer)
 
 
-async def _c_batch(batch, fd: int, sock: socket.socket, state: Serving, stats: QueryStats, answered) -> None:
+async def _c_batch(batch, fd: int, sock: socket.socket, state: Serving, stats: QueryStats, answered_later) -> None:
     """One wake-up of the C loop: one receive, the replays sent from C, each run of other
     datagrams answered here and its replies sent by the next call (with the replays after
     it), until every datagram received is done."""
@@ -134,7 +135,11 @@ async def _c_batch(batch, fd: int, sock: socket.socket, state: Serving, stats: Q
                 return
             answers = None
             continue
-        answers = [answered(data, peer) for data, peer in packets]
+        answer = state.answer_udp
+        answers = []
+        for data, peer, labels in packets:
+            reply = answer(data, peer, stats, labels)
+            answers.append(reply if type(reply) is not Pending else answered_later(reply))
 
 
 async def _answer_later(sock: socket.socket, state: Serving, pending: Pending) -> None:
