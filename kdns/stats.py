@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from kdns import names, wire
 from kdns.codes import RCODES, TYPES
 
-
 # A replay's key: (zone, type, rcode, request-size bucket, response-size bucket[, cache hit
 # kind]), a plain tuple of strings and ints (hashed and compared in C too: the C loop looks it
 # up; and never tracked by the garbage collector, nor is the replay table entry that holds
