@@ -82,6 +82,8 @@ class UpstreamQuery:
     @property
     def name(self) -> str:
         """The upstream question's name, lowercase dotted (for routing to stub domains)."""
+        if self.question is self.query.question:  # the client's own question: its labels are read
+            return ".".join(self.query.labels)
         labels, _ = wire.read_name(self.question, 0, compressed=False)
         return ".".join(label.decode("latin-1") for label in labels).lower()
 

@@ -222,11 +222,11 @@ def zone_labels(zones: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(z + "." for z in zones)
 
 
-def forwarded_key(query: bytes, reply: bytes, zones: tuple[str, ...], success: bool) -> Key | None:
+def forwarded_key(query: bytes, reply: bytes, zones: tuple[str, ...], success: bool, end: int | None = None) -> Key | None:
     """`replay_key` for a reply made from the forwarding cache, with the kind of cache hit it
     is ("success": records in the upstream's answer; else "denial"), so that each replay of
-    it also counts as a cache hit (coredns_cache_hits)."""
-    k = labels(query, reply, zones)
+    it also counts as a cache hit (coredns_cache_hits). `end`: where the question name ends."""
+    k = labels(query, reply, zones, end)
     if k is None:
         return None
     return _interned((*k, size_bucket(len(query)), size_bucket(len(reply)), "success" if success else "denial"), len(query), len(reply))

@@ -145,22 +145,24 @@ class Serving:
         if reply is None:
             return None  # not a query (too short for a header, or a response): no reply
         if type(reply) is UpstreamQuery:
+            uq = reply
             if not self.acl.allows(peer[0]):
-                reply = upstream.local_only(reply.query, reply.prefix, reply.prefix_count, reply.limit)
+                reply = upstream.local_only(uq.query, uq.prefix, uq.prefix_count, uq.limit)
             elif self.forwarder is not None:
-                fresh = self.forwarder.fresh(reply)  # a fresh cache entry: answered here, no task
+                fresh = self.forwarder.fresh(uq)  # a fresh cache entry: answered here, no task
                 if fresh is None:
-                    return Pending(data, peer, stats, started, upstream=reply)
+                    return Pending(data, peer, stats, started, upstream=uq)
                 reply = fresh.reply
                 responder = self.dns.responder
                 if udp and self.forwarder.cache.clock is time.monotonic:  # (the C part's clock)
-                    fkey = stats_forwarded_key(data, reply, responder.zones, fresh.success) if responder.replay_key else None
+                    end = 8 + len(uq.query.question)  # (where the question name ends: 12 + its length)
+                    fkey = stats_forwarded_key(data, reply, responder.zones, fresh.success, end) if responder.replay_key else None
                     responder.remember_forwarded(data, reply, fkey, fresh.until)
                     if fkey is not None:
                         stats.count_key(fkey, time.perf_counter() - started, len(data), len(reply))
                         return self._deliver(data, peer, stats, reply)
             else:
-                reply = wire.upstream_failure(reply.query)
+                reply = wire.upstream_failure(uq.query)
         elif key is not None:  # kept for replay: its key holds what the statistics count
             stats.count_key(key, time.perf_counter() - started, len(data), len(reply))  # type: ignore[arg-type]
             return self._deliver(data, peer, stats, reply)

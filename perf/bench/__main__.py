@@ -130,15 +130,16 @@ def machine_busy() -> float:
 
 
 def one_run(server: Server, path: Path_, work: Path, duration: float, tag: str, options: list[str]) -> tuple[Run, Machine]:
-    load, busy0 = loadavg(), machine_busy()
-    if path.query_file is None:
+    queries = path.query_file
+    if queries is None:  # a new file of first-time names (written before the CPU is counted)
         queries = work / "first-time.txt"
         queries.write_text(first_time_lines(int(duration * FIRST_TIME_RATE), path.namespaces, tag))
-        run = dnsperf(server, queries, duration, [*options, "-n", "1"])
-        queries.unlink()
-    else:
-        run = dnsperf(server, path.query_file, duration, options)
+        options = [*options, "-n", "1"]
+    load, busy0 = loadavg(), machine_busy()
+    run = dnsperf(server, queries, duration, options)
     other = machine_busy() - busy0 - run.server_cpu_s - run.client_cpu_s
+    if path.query_file is None:
+        queries.unlink()
     return run, Machine(load, max(0.0, other))
 
 
