@@ -23,7 +23,8 @@
    trio waits for readability before a receiving call. Each socket's loop has a Batch of its
    own (its receive buffers: mapped lazily, so only the pages datagrams touch become resident).
    If this module is not built, kdns runs the same loop in Python (kdns/serve/udp.py); both
-   give the same bytes in the same order.
+   give the same bytes in the same order. (About 600 lines: one loop, its buffers, its
+   lookups and its checks belong together.)
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

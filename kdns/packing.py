@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kdns import codes, names
 
@@ -216,7 +216,7 @@ def _records(records: tuple[Record, ...], qtext: str, comp: _Names, out: bytearr
             comp.put(out, name_wire(data), base)  # type: ignore[arg-type]
             struct.pack_into("!H", out, at + 8, len(out) - at - 10)
         elif rtype == codes.SRV:
-            priority, weight, port, target = data  # type: ignore[misc]
+            priority, weight, port, target = cast("tuple[int, int, int, str]", data)
             wire = name_wire(target)
             out += _HEADER.pack(rtype, codes.CLASS_IN, record.ttl, 6 + len(wire))
             out += _SRV.pack(priority, weight, port)

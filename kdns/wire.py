@@ -1,5 +1,6 @@
-"""The DNS wire format: reading queries, packing answers, splicing replies. (A little over
-400 lines: it is the one dnslib adapter and the one query parser, which is its point.)
+"""The DNS wire format: reading queries, packing answers, splicing replies. (Over 400 lines:
+it is the one dnslib adapter and the one query parser, which is its point; the packing that
+needs no dnslib is in `packing`.)
 
 kdns packs an answer once and reuses the bytes. `pack_answer` turns an `answer.Answer` into
 an `Entry`: the reply minus its first 12 bytes, its question and its SOA record, compressed
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any, cast
 
 from dnslib import AAAA, CNAME, NS, PTR, RR, SRV, TXT, A, DNSLabel
 from dnslib.label import DNSBuffer
@@ -274,7 +276,7 @@ def _label(name: str) -> DNSLabel:
 
 
 def _rdata(record: Record):
-    t, d = record.rtype, record.data
+    t, d = record.rtype, cast(Any, record.data)
     if t == codes.A:
         return A(d)
     if t == codes.AAAA:

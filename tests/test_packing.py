@@ -5,6 +5,7 @@ record, whatever the names, types, sizes and question. Pure: no sockets."""
 from __future__ import annotations
 
 import dns.message
+import dns.rdatatype
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,7 @@ def records(draw, owner: str) -> Record:
 
 
 def query_for(name: str, qtype: int) -> wire.Query:
-    return wire.parse_query(dns.message.make_query(name, qtype).to_wire())
+    return wire.parse_query(dns.message.make_query(name, dns.rdatatype.RdataType(qtype)).to_wire())
 
 
 @st.composite

@@ -153,7 +153,7 @@ class Forwarder:
         if not upstreams:
             return wire.upstream_failure(query, REFUSED)
         entry, fresh = self.cache.get(key)
-        if fresh:
+        if fresh and entry is not None:
             self._prefetch(entry, key, uq, upstreams)
             return self._render(entry.answer, uq, self.cache.clock() - entry.stored)
         answer = await self._resolve(key, uq.question, do, cd, upstreams, uq.zones)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import trio
 
@@ -144,7 +144,7 @@ class Serving:
         """What follows the responder's reply: the forwarder, the recursion allow list, counting."""
         if reply is None:
             return None  # not a query (too short for a header, or a response): no reply
-        if type(reply) is UpstreamQuery:
+        if isinstance(reply, UpstreamQuery):
             uq = reply
             if not self.acl.allows(peer[0]):
                 reply = upstream.local_only(uq.query, uq.prefix, uq.prefix_count, uq.limit)
@@ -164,18 +164,20 @@ class Serving:
             else:
                 reply = wire.upstream_failure(uq.query)
         elif key is not None:  # kept for replay: its key holds what the statistics count
-            stats.count_key(key, time.perf_counter() - started, len(data), len(reply))  # type: ignore[arg-type]
-            return self._deliver(data, peer, stats, reply)
-        return self._counted(data, peer, stats, reply, started)  # type: ignore[arg-type]
+            made = cast(bytes, reply)
+            stats.count_key(cast(tuple, key), time.perf_counter() - started, len(data), len(made))
+            return self._deliver(data, peer, stats, made)
+        return self._counted(data, peer, stats, reply, started)
 
     async def finish(self, pending: Pending) -> bytes | None:
         """The reply to a `Pending` query, once its wait is over."""
         if pending.delay:
             await trio.sleep(pending.delay)
             result = self._answer(pending.data, pending.peer, pending.stats, pending.started)
-            if type(result) is not Pending:
+            if not isinstance(result, Pending):
                 return result
             pending = result
+        assert pending.upstream is not None
         reply = await self.ask_upstream(pending.upstream)
         return self._counted(pending.data, pending.peer, pending.stats, reply, pending.started)
 
