@@ -45,7 +45,7 @@ from typing import cast
 
 from kdns import answer as ans
 from kdns import names, packing, stats, wire
-from kdns.codes import NOERROR, SERVFAIL
+from kdns.codes import NOERROR, NXDOMAIN, SERVFAIL
 from kdns.index import Change, Snapshot
 
 log = logging.getLogger("kdns.responder")
@@ -118,6 +118,8 @@ class Responder:
         self._soa: tuple[bytes, ...] = ()  # each zone's SOA record, written out in full
         self._soa_parts: tuple[tuple[bytes, bytes, bytes], ...] = ()
         self._soa_at: dict[int, bytes] = {}  # zone index << 9 | offset -> SOA record pointing there
+        self._services_names: tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...] = ()
+        self._nxdomains: dict[int, tuple[wire.Entry, bytes]] = {}  # zone << 9 | name length -> (Entry, SOA record)
         self.publish(Change(snapshot, everything=True))
 
     @property
@@ -163,10 +165,12 @@ class Responder:
                     if byname is not None:
                         self._memo_count[gen] -= len(byname)
                         self._memo_size[gen] -= sum(memo_cost(key, entry) for entry in byname.values())
+        self._services_names = _services_names(snap)
         if snap.serial != self.snapshot.serial or not self._soa:
             self._soa = tuple(wire.soa_record(zone, snap.serial, snap.config.ttl) for zone in self.zones)
             self._soa_parts = tuple(packing.soa_parts(zone, snap.serial, snap.config.ttl) for zone in self.zones)
             self._soa_at = {}
+            self._nxdomains = {}
         self.snapshot = snap
 
     def drop_replies(self) -> None:
@@ -198,7 +202,7 @@ class Responder:
         the shell counts the reply under it rather than working the labels out again.
         `labels`: the question name's labels (`wire.plain_labels`), when the caller has them."""
         if limit is None:
-            quick = self._plain_udp(data, client, labels)
+            quick = self.plain_udp(data, client, labels)
             if quick is not None:
                 return quick
         reply, entry, end = self._reply(data, limit, client)
@@ -212,7 +216,7 @@ class Responder:
             self._remember(data[2:], (made[2:], key), replay_cost(data, made))
         return reply, key
 
-    def _plain_udp(self, data: bytes, client: str | None, labels: tuple[str, ...] | None = None) -> tuple[bytes | UpstreamQuery | None, object] | None:
+    def plain_udp(self, data: bytes, client: str | None, labels: tuple[str, ...] | None = None) -> tuple[bytes | UpstreamQuery | None, object] | None:
         """`answer_keyed` for a plain UDP query (one question, at most an OPT record: what stub
         resolvers send), in one piece: the path every first-time name takes. None for any
         other query (the general path then answers it)."""
@@ -239,27 +243,44 @@ class Responder:
         else:
             return None
         qname = data[12:end].lower()
-        entry = self._memo_get(qname, data[end:qend])
+        entry = self._memo_get(qname, data[end:qend]) if qname in self.memo or qname in self.memo_old else None
+        soa = None  # the SOA record that ends the reply, when known
+        reply: bytes | UpstreamQuery | None = None
         if entry is None:
             if labels is None:
                 labels = wire.plain_labels(qname)
                 if labels is None:
                     return None
             snap = self.snapshot
-            client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
-            try:
-                result = ans.answer(snap, labels, data[end] << 8 | data[end + 1], data[end + 2] << 8 | data[end + 3], client_ns)
-            except Exception:  # noqa: BLE001 - a bug: the general path answers again, SERVFAIL, and says where
-                return None
-            if result.answer or result.additional or result.upstream is not None or not result.cacheable:
-                query = wire.Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[end] << 8 | data[end + 1],
-                                   data[end + 2] << 8 | data[end + 3], None if edns is None else wire.Edns(max(wire.MIN_UDP, edns[0]), 0, edns[1]))
-                reply, entry = self._answer(query, None, client, result)  # type: ignore[assignment]
-                if entry is None:
-                    return reply, None
-            else:  # no records: NXDOMAIN or NODATA, the bulk of first-time names
-                entry = packing.negative_entry(qname, result, self.zones)
-        reply = wire.render(entry, data[:2], data[2] << 8 | data[3], data[12:qend], self._soa_for(entry), edns, wire.udp_limit(edns))
+            for svc, count, nxdomain, zone in self._services_names:
+                # `<name>.<ns>.svc.<zone>` that is not in the index: NXDOMAIN, as `answer` says
+                # (tests/test_fastpath.py holds the two to the same replies), without its detours.
+                if labels[-count:] == svc:
+                    # (A label with a dot in it is NXDOMAIN for `answer` too: no need to look.)
+                    if snap.node(".".join(labels[: len(labels) - count + 1])) is None:
+                        known = self._nxdomains.get(zone << 9 | len(qname))
+                        if known is None:
+                            entry = packing.negative_entry(qname, nxdomain, self.zones)
+                            known = self._nxdomains[zone << 9 | len(qname)] = (entry, self._soa_for(entry))
+                        entry, soa = known
+                    break
+            if entry is None:
+                client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
+                try:
+                    result = ans.answer(snap, labels, data[end] << 8 | data[end + 1], data[end + 2] << 8 | data[end + 3], client_ns)
+                except Exception:  # noqa: BLE001 - a bug: the general path answers again, SERVFAIL, and says where
+                    return None
+                if result.answer or result.additional or result.upstream is not None or not result.cacheable:
+                    query = wire.Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[end] << 8 | data[end + 1],
+                                       data[end + 2] << 8 | data[end + 3], None if edns is None else wire.Edns(max(wire.MIN_UDP, edns[0]), 0, edns[1]))
+                    reply, entry = self._answer(query, None, client, result)  # type: ignore[assignment]
+                    if entry is None:
+                        return reply, None
+                else:  # no records: NXDOMAIN or NODATA, the bulk of first-time names
+                    entry = packing.negative_entry(qname, result, self.zones)
+        if reply is None:
+            reply = wire.render(entry, data[:2], data[2] << 8 | data[3], data[12:qend], self._soa_for(entry) if soa is None else soa, edns,
+                                wire.udp_limit(edns))
         key = None
         if self.replay_key is not None:
             # The statistics key holds only the zone, type, rcode and size buckets: one per kind.
@@ -270,7 +291,17 @@ class Responder:
                 if len(self._keys) >= MAX_KEY_KINDS:
                     self._keys.clear()
                 self._keys[kind] = key
-        self._remember(data[2:], (reply[2:], key), REPLAY_OVERHEAD + n + len(reply))  # type: ignore[index]
+        # (`_remember`, written out)
+        replies, size = self.replies, self._replies_size
+        if len(replies) >= MAX_REPLIES // 2 or size[0] >= REPLAY_BYTES // 2:
+            self._rotate_replies()
+            replies, size = self.replies, self._replies_size
+        tail = data[2:]
+        old = replies.get(tail)
+        if old is not None:
+            size[0] -= REPLAY_OVERHEAD + 4 + len(tail) + len(old[0]) + (FORWARDED_OVERHEAD if len(old) > 2 else 0)
+        replies[tail] = (reply[2:], key)
+        size[0] += REPLAY_OVERHEAD + n + len(reply)
         return reply, key
 
     def replay_entry(self, key: bytes) -> Replay | None:
@@ -457,6 +488,23 @@ class Responder:
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
         return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones)
+
+
+def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...]:
+    """For the quick NXDOMAIN of names under `svc.<zone>` not in the index: (("svc", *the
+    zone's labels), how many, the NXDOMAIN answer, the zone's index) for each forward zone no
+    other zone lies in; none until the first sync, or with autopath (the answer then depends
+    on the client)."""
+    config = snap.config
+    if not snap.synced or config.autopath:
+        return ()
+    out = []
+    for zone in config.zones:
+        if any(other != zone and other.endswith("." + zone) for other in config.all_zones):
+            continue
+        svc = ("svc", *zone.split("."))
+        out.append((svc, len(svc), ans.Answer(NXDOMAIN, soa_zone=zone), config.all_zones.index(zone)))
+    return tuple(out)
 
 
 def memo_cost(qname: bytes, entry: wire.Entry) -> int:

@@ -15,6 +15,8 @@ import dns.message
 import pytest
 import trio
 from conftest import DEMO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stubdns import StubDNS
 
 from kdns import responder as responder_module
@@ -166,3 +168,46 @@ async def test_a_replayed_forwarded_answer_counts_down_when_the_second_turns(kdn
     assert all(a >= b for a, b in zip(ttls[0], ttls[0][1:])) and ttls[0][-1] <= 30
     assert max(ttls[1]) <= ttls[0][-1] - 1, ttls
     assert upstream.count("example.org") == 1
+
+
+# -- the quick NXDOMAIN against `answer` --------------------------------------------------------
+
+LABELS = ["web", "db", "db-0", "api", "cache", "kubernetes", "kube-dns", "payments", "storefront", "nope", "_http", "_tcp",
+          "_dns", "_udp", "shop", "default", "kube-system", "svc", "pod", "10-244-1-10", "a.b", "WeB", "x" * 63]
+QTYPES = [1, 28, 33, 16, 15, 5, 255, 12, 2, 6, 13]
+
+
+@st.composite
+def service_names(draw) -> bytes:
+    """A plain query for a name under `<ns>.svc.cluster.local` (most of them), or near it."""
+    head = draw(st.lists(st.sampled_from(LABELS), min_size=0, max_size=4))
+    ns = draw(st.sampled_from(["shop", "default", "kube-system", "nope", "SHOP"]))
+    tail = draw(st.sampled_from([["svc", "cluster", "local"], ["svc", "cluster", "local"], ["SVC", "Cluster", "local"],
+                                 ["pod", "cluster", "local"], ["svc", "corp", "internal"]]))
+    labels = [*head, ns, *tail]
+    wire_name = b"".join(bytes([len(x)]) + x.encode() for x in labels) + b"\0"
+    qid = draw(st.integers(0, 0xFFFF))
+    return struct.pack("!6H", qid, 0x0100, 1, 0, 0, 0) + wire_name + struct.pack("!HH", draw(st.sampled_from(QTYPES)), 1)
+
+
+@pytest.fixture(scope="module")
+def snapshots():
+    """The demo cluster synced (with and without autopath, over two zones) and before its sync."""
+    out = []
+    for config, synced in [(DnsConfig(), True), (DnsConfig(zones=("cluster.local", "corp.internal")), True),
+                           (DnsConfig(autopath=True), True), (DnsConfig(), False)]:
+        index = Index(config, sources=() if synced else ("manifests",), now=1)
+        index.apply(ManifestSet([str(DEMO)]).load(), now=1)
+        out.append(index.snapshot)
+    return out
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(data=service_names())
+def test_the_quick_nxdomain_is_what_answer_says(snapshots, data):
+    """Over UDP, a name under `<ns>.svc.<zone>` that is not in the index is answered NXDOMAIN
+    without `answer`; over TCP (same bytes, no size limit hit) every query goes through
+    `answer`: the two replies are the same bytes, for names that exist or not, synced or not,
+    with autopath or not."""
+    for snap in snapshots:
+        assert Responder(snap).handle(data) == Responder(snap).handle(data, limit=65535), (snap.config, data)
