@@ -136,7 +136,9 @@ MAX_ADDRESSES = 4096  # addresses kept packed (the index's, asked again and agai
 
 
 def _address(ip: str) -> bytes:
-    packed = ipaddress.ip_address(ip).packed
+    parts = ip.split(".")
+    # (IPv4 by hand: ipaddress takes three times as long, and the index's addresses are canonical)
+    packed = bytes(map(int, parts)) if len(parts) == 4 and ":" not in ip else ipaddress.ip_address(ip).packed
     if len(_address_cache) >= MAX_ADDRESSES:
         _address_cache.clear()
     _address_cache[ip] = packed
