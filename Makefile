@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LISTEN ?= 127.0.0.1:5353
 
-.PHONY: run test lint bench bench-core bench-scale bench-workers soak image image-check clean
+.PHONY: run test lint bench bench-core bench-tables bench-scale bench-workers soak image image-check clean
 
 $(BIN)/.installed: pyproject.toml setup.py kdns/_udpbatch.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdns needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -30,8 +30,9 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check kdns tests testkit perf tools setup.py
 	$(BIN)/mypy
 
-# Throughput and latency against knot and dnslib under dnsperf (perf/README.md).
-# Needs Debian's dnsperf and knot: apt-get install dnsperf knot. BENCH_ARGS=--record prepends the results to perf/RESULTS.md.
+# Throughput per path (repeated questions, forwarding-cache hits, first-time names) and latency
+# against knot and unbound under dnsperf (perf/README.md). Needs Debian's dnsperf, knot and
+# unbound: apt-get install dnsperf knot unbound. BENCH_ARGS=--record prepends the results to perf/RESULTS.md.
 bench: $(BIN)/.installed
 	$(BIN)/python -m perf.bench $(BENCH_ARGS)
 
@@ -40,6 +41,11 @@ bench: $(BIN)/.installed
 # knot. CORE_ARGS=--record prepends the results to perf/RESULTS.md.
 bench-core: $(BIN)/.installed
 	$(BIN)/python -m perf.core $(CORE_ARGS)
+
+# The replay table's hit rate for repeated questions under a flood of first-time names
+# (perf/README.md). TABLES_ARGS="--kdns DIR" compares another revision's kdns package.
+bench-tables: $(BIN)/.installed
+	$(BIN)/python -m perf.tables $(TABLES_ARGS)
 
 # 10,000 Services / 100,000 endpoints through the test API server (perf/README.md).
 bench-scale: $(BIN)/.installed

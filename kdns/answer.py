@@ -47,7 +47,7 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
     if found is None:
         return _chase(snap, answer_hosts.outside(snap, labels, qtype, ()), qtype)
     zone, rel = found
-    if any("." in label for label in rel):
+    if "." in "".join(rel):
         return negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
     if zone in snap.config.external_zones:
         return _chase(snap, answer_hosts.external(snap, zone, rel, qtype, ()), qtype)
@@ -169,7 +169,7 @@ def _address_node_for(ip: str) -> Node:
 
 def _lookup(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, chain: tuple[Record, ...]) -> Answer:
     relname = ".".join(rel)
-    owner = names.join(relname, zone)
+    owner = relname + "." + zone  # (names.join: `rel` and `zone` are never empty here)
     node = snap.node(relname)
     if node is None:
         node, cacheable = _pod_node(snap, rel)

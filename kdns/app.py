@@ -398,6 +398,7 @@ class Server:
             if self.state.forwarder is not None:
                 self.state.forwarder.close()  # its background probes; questions in flight finish
             self.state.forwarder = forwarder
+            self.dns.responder.drop_replies()  # (replies made from the old forwarder's cache among them)
         if plan.new_rate_limiter:
             self.state.rrl = _rate_limiter(config)
         if plan.new_logging:

@@ -78,6 +78,25 @@ class ForwardCache:
         self.misses += 1
         return entry, False
 
+    def fresh(self, key: Key) -> Entry | None:
+        """A fresh entry, counted as a hit; None (counting nothing: the caller that then asks
+        the upstreams goes through `get`) when there is none."""
+        entry = self._entries.get(key)
+        if entry is None or self.clock() >= entry.expires:
+            return None
+        entry.hits += 1
+        self.hits += 1
+        if _success(entry.answer):
+            self.hits_success += 1
+        return entry
+
+    def replay_until(self, entry: Entry, now: float) -> float:
+        """Until when a reply rendered from `entry` at `now` stays the same bytes: its TTLs
+        count down whole seconds since it was stored. Never past its expiry, nor into the
+        window where a popular entry is refreshed (prefetch must see the queries then)."""
+        lifetime = entry.expires - entry.stored
+        return min(entry.stored + int(now - entry.stored) + 1, entry.expires, entry.expires - lifetime * PREFETCH_WINDOW)
+
     def put(self, key: Key, answer: UpstreamAnswer) -> Entry | None:
         lifetime = min(answer.lifetime, self.max_ttl)
         if lifetime <= 0:

@@ -25,6 +25,14 @@ class RecursionAcl:
     def __init__(self, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> None:
         self.networks = tuple(networks)
         self._seen: dict[str, bool] = {}
+        # The same ranges for the C loop (kdns/_udpbatch.c), which replays replies made from the
+        # forwarding cache only to clients inside them: 18 bytes each (family 4 or 6, prefix
+        # length, the network address in 16 bytes); None when everyone is allowed.
+        self.packed: bytes | None = None
+        if self.networks:
+            self.packed = b"".join(
+                bytes((n.version, n.prefixlen)) + n.network_address.packed.ljust(16, b"\0") for n in self.networks
+            )
 
     def allows(self, client: str | None) -> bool:
         if not self.networks or client is None:

@@ -174,8 +174,9 @@ class Collector:
 
     def collect(self):
         server = self.server
-        yield from self._dns(server.listener_stats())
-        yield from self._cache(server.forwarder)
+        listeners = server.listener_stats()
+        yield from self._dns(listeners)
+        yield from self._cache(server.forwarder, listeners)
         yield from self._forward(server.forwarder)
         build = GaugeMetricFamily("coredns_build_info", "A metric with a constant '1' value labeled by version, revision, "
                                   "and goversion from which CoreDNS was built.", labels=["version", "revision", "goversion"])
@@ -210,20 +211,29 @@ class Collector:
             sv, proto, family = listener.server, listener.proto, listener.family
             # Copies first (C-level, atomic): the tables are bounded, so this is quick.
             replayed, timed_requests = list(listener.counts.items()), list(listener.requests.items())
-            for key, n in replayed:  # (zone, type, rcode, request size bucket, response size bucket)
+            quick = list(listener.quick.items())
+            for key, n in replayed:  # (zone, type, rcode, request size bucket, response size bucket[, cache hit kind])
                 if key is None:
                     continue
-                zone, qtype, rcode, qbucket, rbucket = key
+                zone, qtype, rcode, qbucket, rbucket = key[:5]
                 req_counts[(sv, zone, proto, family, qtype)] += n
                 resp_counts[(sv, zone, rcode)] += n
                 dur[(sv, zone, qtype)][0] += n
                 reqsz[(sv, zone, proto)][qbucket] += n
                 respsz[(sv, zone, proto)][rbucket] += n
-                qsize, rsize = getattr(key, "sizes", (0, 0))
+                qsize, rsize = stats.key_sizes(key)
                 reqsz_sum[(sv, zone, proto)] += qsize * n
                 respsz_sum[(sv, zone, proto)] += rsize * n
             # The time measured is per listener; share it out by zone and type in proportion.
-            timed = sum(n for _, n in timed_requests) or 1
+            timed = (sum(n for _, n in timed_requests) + sum(n for _, n in quick)) or 1
+            for key, n in quick:  # timed, in the first duration bucket; their bytes are in *_bytes
+                zone, qtype, rcode, qbucket, rbucket = key[:5]
+                req_counts[(sv, zone, proto, family, qtype)] += n
+                resp_counts[(sv, zone, rcode)] += n
+                dur[(sv, zone, qtype)][0] += n
+                dur_sum[(sv, zone, qtype)] += listener.seconds * n / timed
+                reqsz[(sv, zone, proto)][qbucket] += n
+                respsz[(sv, zone, proto)][rbucket] += n
             for (zone, qtype, dbucket), n in timed_requests:
                 req_counts[(sv, zone, proto, family, qtype)] += n
                 dur[(sv, zone, qtype)][dbucket] += n
@@ -250,7 +260,7 @@ class Collector:
             response_sizes.add_metric([sv, zone, "", proto], _histogram(buckets, stats.SIZE_BUCKETS), respsz_sum[(sv, zone, proto)])
         yield from (requests, responses, durations, request_sizes, response_sizes)
 
-    def _cache(self, forwarder):
+    def _cache(self, forwarder, listeners: list[stats.QueryStats]):
         entries = GaugeMetricFamily("coredns_cache_entries", "The number of elements in the cache.", labels=["server", "type", "zones", "view"])
         hits = CounterMetricFamily("coredns_cache_hits", "The count of cache hits.", labels=["server", "type", "zones", "view"])
         misses = CounterMetricFamily("coredns_cache_misses", "The count of cache misses.", labels=["server", "zones", "view"])
@@ -260,10 +270,17 @@ class Collector:
             success, denial = cache.sizes()
             entries.add_metric(["dns://:53", "success", ".", ""], success)
             entries.add_metric(["dns://:53", "denial", ".", ""], denial)
-            hits.add_metric(["dns://:53", "success", ".", ""], cache.hits_success)
-            hits.add_metric(["dns://:53", "denial", ".", ""], cache.hits - cache.hits_success)
+            # Hits answered in Python, and the replays of replies made from the cache (their
+            # statistics keys say which kind of hit they are: stats.forwarded_key).
+            replayed = {"success": 0, "denial": 0}
+            for listener in listeners:
+                for key, n in list(listener.counts.items()):
+                    if key is not None and len(key) > 5:
+                        replayed[key[5]] += n
+            hits.add_metric(["dns://:53", "success", ".", ""], cache.hits_success + replayed["success"])
+            hits.add_metric(["dns://:53", "denial", ".", ""], cache.hits - cache.hits_success + replayed["denial"])
             misses.add_metric(["dns://:53", ".", ""], cache.misses)
-            requests.add_metric(["dns://:53", ".", ""], cache.hits + cache.misses)
+            requests.add_metric(["dns://:53", ".", ""], cache.hits + cache.misses + replayed["success"] + replayed["denial"])
         yield from (entries, hits, misses, requests)
 
     def _tables(self, server):
@@ -274,7 +291,7 @@ class Collector:
         responder = server.responder
         entries.add_metric(["answer_memo"], responder.memo_entries)
         size.add_metric(["answer_memo"], responder.memo_bytes)
-        entries.add_metric(["replay"], len(responder.replies))
+        entries.add_metric(["replay"], responder.replay_entries)
         size.add_metric(["replay"], responder.replies_bytes)
         if server.forwarder is not None:
             entries.add_metric(["forward_cache"], len(server.forwarder.cache))
@@ -382,7 +399,7 @@ class _ForwarderCopy:
 class _ResponderCopy:
     def __init__(self, responder) -> None:
         self.memo_entries, self.memo_bytes = responder.memo_entries, responder.memo_bytes
-        self.replies, self.replies_bytes = _Table(len(responder.replies), responder.replies_bytes), responder.replies_bytes
+        self.replay_entries, self.replies_bytes = responder.replay_entries, responder.replies_bytes
 
 
 class Snapshot:

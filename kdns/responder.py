@@ -1,23 +1,39 @@
-"""Query bytes in, reply bytes out: the serving core that both transports call.
+"""Query bytes in, reply bytes out: the serving core that both transports call. (Over 400
+lines: the fast path for plain UDP queries is written out in one method, and the two tables
+it keeps are its own; splitting them off would put a call on every query.)
 
 `Responder.handle` first tries the fast path: it reads the header and question with a few
 slice operations and looks the lowercased question up in a memo of packed answers; a hit is
-answered by splicing bytes (`wire.render`). Anything else takes the full path: `wire` parses
-the query, `answer` decides, `wire` packs, and the packed entry goes into the memo. Both paths
-end in the same `render`, so they give the same bytes.
+answered by splicing bytes (`wire.render`). A miss whose query is plain (one question, at most
+an OPT record) is read from the same slices (`wire.plain_query`), answered (`answer`) and
+packed (`wire.pack_answer`: `packing`, no dnslib); any other query is parsed in full first.
+A packed answer with records goes into the memo; one without (NXDOMAIN, NODATA: the bulk of
+names asked once, a flood of unique names above all) is a shared Entry that costs no more to
+make again than to look up, and is not kept there. Every path ends in the same `render`, so
+they give the same bytes.
 
-Both tables are bounded in entries and in bytes (MEMO_*, MAX_REPLIES, REPLAY_BYTES); when one
-is full it is emptied, and refills from the queries that follow.
+A UDP reply that depends on nothing but the query's bytes after its ID also goes into the
+replay table (query minus ID -> (reply minus ID, the statistics key the shell gave for it)),
+and the same bytes get it again at once. The shell's UDP loops (kdns/_udpbatch.c, and the
+Python one through `replay_entry`) look replies up there before calling `handle`, to count
+each replay under its key: the responder counts nothing itself. The shell also puts fresh
+answers from the forwarding cache there (`remember_forwarded`), as (reply minus ID, key,
+deadline): valid until `deadline` (a `time.monotonic` reading: until their TTLs count down
+one more second), and only for clients the recursion allow list admits. The shell checks
+both; `handle` never replays such an entry.
+
+Both tables are bounded in entries and in bytes (MEMO_*, MAX_REPLIES, REPLAY_BYTES) and kept
+in two generations of half the bound each: lookups try the current generation, then the
+previous one, and a hit there is copied into the current one; when the current one is full,
+the previous one is dropped and the current one becomes the previous. What is asked for
+again within a generation's lifetime stays, however many unique names go by (a flood of
+them no longer empties the tables under a busy server's feet: perf/tables.py measures it).
+The C loop looks in both generations and promotes too (`promoted` adds what it copied).
 
 The memo is kept exact by `publish`: each index change names the names it touched, and only
 their entries are dropped; negative answers do not embed the SOA serial (it is appended at
-render time), so a new serial alone invalidates nothing.
-
-A UDP reply that depends on nothing but the query's bytes after its ID also goes into
-`replies` (query minus ID -> (reply minus ID, the statistics key the shell gave for it)), and
-the same bytes get it again at once. The shell's UDP loops (kdns/_udpbatch.c, and the Python
-one through `replayed`) look replies up there before calling `handle`, to count each replay
-under its key: the responder counts nothing itself. Pure: no sockets, no clock.
+render time), so a new serial alone invalidates nothing. Whole replies embed it: the replay
+table is emptied on every change. Pure: no sockets, no clock.
 """
 
 from __future__ import annotations
@@ -25,33 +41,40 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from kdns import answer as ans
-from kdns import names, wire
-from kdns.codes import AXFR, IXFR, NOERROR, REFUSED, SERVFAIL
+from kdns import names, packing, stats, wire
+from kdns.codes import AXFR, IXFR, NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 from kdns.index import Change, Snapshot
 from kdns.transfer import TransferQuery
 
 log = logging.getLogger("kdns.responder")
 
-MEMO_ENTRIES = 200_000  # packed answers kept (name x type); the memo is emptied when full
-MEMO_BYTES = 64 << 20  # ... or when its entries take this much (counted as `memo_cost`)
-MAX_REPLIES = 50_000  # whole UDP replies kept for replay; emptied when full and on every change
-REPLAY_BYTES = 16 << 20  # ... or when they take this much (counted as `replay_cost`)
+MEMO_ENTRIES = 200_000  # packed answers with records kept (name x type), both generations together
+MEMO_BYTES = 16 << 20  # ... and what they take (counted as `memo_cost`)
+MAX_REPLIES = 100_000  # whole UDP replies kept for replay, both generations; emptied on every change
+REPLAY_BYTES = 24 << 20  # ... and what they take (counted as `replay_cost`)
 MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
 # What an entry costs beyond its bytes (CPython 3.11, measured with tracemalloc): a memo entry's
-# Entry object, its header bytes and its slot in the per-name dict; a replay entry's key,
-# (reply, key) tuple and dict slot.
+# Entry object, its header bytes and its slot in the per-name dict (a shared negative Entry
+# costs nothing of its own: its name's key and dict do); a replay entry's key, (reply, key)
+# tuple and dict slot.
 MEMO_OVERHEAD = 550
+MEMO_NAME_OVERHEAD = 300  # the per-name dict and its slot, beside the name's bytes
 REPLAY_OVERHEAD = 200
+FORWARDED_OVERHEAD = 24  # the deadline (a float) in a forwarded entry's tuple
+
+Replay = tuple[Any, ...]  # (reply minus ID, key) or (reply minus ID, key, deadline)
+MAX_KEY_KINDS = 65_536  # statistics keys remembered by kind (the kinds are few: zones x types x 2 x buckets)
+_SIZE_INDEX = stats.size_index()  # a message's size -> its size bucket (stats.size_bucket)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class UpstreamQuery:
     """The reply needs an upstream: the shell asks for `question` and builds the reply
     (`upstream.render`) with `prefix` (our CNAMEs, packed for this query) before the
-    upstream's records."""
+    upstream's records. A value (not frozen only because frozen dataclasses are slow to build)."""
 
     query: wire.Query
     limit: int
@@ -63,32 +86,62 @@ class UpstreamQuery:
     @property
     def name(self) -> str:
         """The upstream question's name, lowercase dotted (for routing to stub domains)."""
+        if self.question is self.query.question:  # the client's own question: its labels are read
+            return ".".join(self.query.labels).lower()
         labels, _ = wire.read_name(self.question, 0, compressed=False)
         return ".".join(label.decode("latin-1") for label in labels).lower()
 
 
-# (query, reply, the responder's zones) -> what `replies` keeps beside the reply: the shell
-# gives stats.replay_key, the statistics key a replayed reply is counted under.
-ReplayKey = Callable[[bytes, bytes, tuple[str, ...]], Any]  # the shell's statistics key, opaque here
+# (query, reply, the responder's zones[, where the question name ends]) -> what `replies`
+# keeps beside the reply: the shell gives stats.replay_key, the statistics key a replayed
+# reply is counted under.
+ReplayKey = Callable[..., object]
 
 
 class Responder:
     def __init__(self, snapshot: Snapshot, *, replay_key: ReplayKey | None = None):
-        self.memo: dict[bytes, dict[bytes, wire.Entry]] = {}
-        # UDP query minus ID -> (reply minus ID, replay_key's value for it)
-        self.replies: dict[bytes, tuple[bytes, Any]] = {}
+        # The memo: lowercased question name -> {question type and class: packed answer}, in
+        # two generations (the current one, then the previous one).
+        self.memo: dict[bytes, dict[bytes, packing.Entry]] = {}
+        self.memo_old: dict[bytes, dict[bytes, packing.Entry]] = {}
+        self._memo_count = [0, 0]  # entries (name x type) in memo, memo_old
+        self._memo_size = [0, 0]  # what they take (memo_cost)
+        # The replay table: UDP query minus ID -> (reply minus ID, replay_key's value for it[,
+        # deadline]), in two generations; the C loop reads both.
+        self.replies: dict[bytes, Replay] = {}
+        self.replies_old: dict[bytes, Replay] = {}
+        self._replies_count_old = 0
+        self._replies_size = [0, 0]  # replay_cost of replies, replies_old
         self.replay_key = replay_key
-        self._entries = 0  # packed answers in the memo
-        self.memo_bytes = 0  # what they take (memo_cost)
-        self.replies_bytes = 0  # what `replies` takes (replay_cost)
+        self._keys: dict[tuple[Any, ...], object] = {}  # (zone, type, rcode, size buckets) -> replay_key's key
         self.snapshot = snapshot
         self.zones = snapshot.config.all_zones
-        self._soa: tuple[bytes, ...] = ()
+        self._soa: tuple[bytes, ...] = ()  # each zone's SOA record, written out in full
+        self._soa_parts: tuple[tuple[bytes, bytes, bytes] | None, ...] = ()
+        self._soa_at: dict[int, bytes] = {}  # zone index << 9 | offset -> SOA record pointing there
+        self._services_names: tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...] = ()
+        self._nxdomains: dict[int, tuple[packing.Entry, bytes]] = {}  # zone << 9 | name length -> (Entry, SOA record)
         self.publish(Change(snapshot, everything=True))
+
     @property
     def memo_entries(self) -> int:
-        """Packed answers in the memo (name x type)."""
-        return self._entries
+        """Packed answers in the memo (name x type), both generations."""
+        return self._memo_count[0] + self._memo_count[1]
+
+    @property
+    def memo_bytes(self) -> int:
+        """What the memo takes, as counted against MEMO_BYTES (`memo_cost`)."""
+        return self._memo_size[0] + self._memo_size[1]
+
+    @property
+    def replay_entries(self) -> int:
+        """Whole replies kept for replay, both generations."""
+        return len(self.replies) + self._replies_count_old
+
+    @property
+    def replies_bytes(self) -> int:
+        """What the replay table takes, as counted against REPLAY_BYTES (`replay_cost`)."""
+        return self._replies_size[0] + self._replies_size[1]
 
     def publish(self, change: Change) -> None:
         """Make `change.snapshot` the one answers come from, dropping stale memo entries."""
@@ -96,9 +149,8 @@ class Responder:
         if snap.config.all_zones != self.zones:
             raise ValueError("a Responder serves one set of zones")
         if not change.empty:
-            self.replies.clear()  # whole replies embed the serial: cheap to rebuild from the memo
-            self.replies_bytes = 0
-        if change.everything or len(change.names) + len(change.ips) + len(change.absolute) > len(self.memo):
+            self.drop_replies()  # whole replies embed the serial: cheap to rebuild from the memo
+        if change.everything or len(change.names) + len(change.ips) + len(change.absolute) > len(self.memo) + len(self.memo_old):
             # (Dropping everything is also the cheaper way when most names changed, as on
             # the first sync: no need to spell out a hundred thousand names to forget them.)
             self._clear_memo()
@@ -109,13 +161,32 @@ class Responder:
             stale += [names.reverse_name(ip) for ip in change.ips]
             stale += change.absolute  # the external zones' and outside names (kdns.tables)
             for name in stale:
-                byname = self.memo.pop(names.to_wire(name), None)
-                if byname is not None:
-                    self._entries -= len(byname)
-                    self.memo_bytes -= sum(memo_cost(entry) for entry in byname.values())
+                key = names.to_wire(name)
+                for gen, memo in enumerate((self.memo, self.memo_old)):
+                    byname = memo.pop(key, None)
+                    if byname is not None:
+                        self._memo_count[gen] -= len(byname)
+                        self._memo_size[gen] -= sum(memo_cost(key, entry) for entry in byname.values())
+        self._services_names = _services_names(snap)
         if snap.serials != self.snapshot.serials or not self._soa:
-            self._soa = tuple(wire.soa_record(zone, *snap.soa(zone)) for zone in self.zones)
+            soas = [snap.soa(zone) for zone in self.zones]
+            self._soa = tuple(wire.soa_record(zone, *soa) for zone, soa in zip(self.zones, soas, strict=True))
+            # (pieces pointing into the question for the zones whose SOA names are CoreDNS's;
+            # an external zone names its own: its SOA is written out in full)
+            self._soa_parts = tuple(
+                packing.soa_parts(zone, serial, ttl) if (mname, rname) == (names.join("ns.dns", zone), names.join("hostmaster", zone)) else None
+                for zone, (serial, ttl, mname, rname) in zip(self.zones, soas, strict=True)
+            )
+            self._soa_at = {}
+            self._nxdomains = {}
         self.snapshot = snap
+
+    def drop_replies(self) -> None:
+        """Forget every whole reply (on an index change, or when the forwarder changes)."""
+        self.replies = {}
+        self.replies_old = {}
+        self._replies_count_old = 0
+        self._replies_size = [0, 0]
 
     def handle(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | TransferQuery | None:
         """The reply to `data`, an `UpstreamQuery` when an upstream must help, a `TransferQuery`
@@ -125,37 +196,230 @@ class Responder:
         transport carries (TCP). `client` is the asking address (for autopath).
         """
         if limit is None:
-            hit = self.replayed(data)
-            if hit is not None:
-                return hit[0]
-        reply, reusable = self._reply(data, limit, client)
-        if reusable and limit is None and len(data) <= MAX_REPLAYED_QUERY:
+            hit = self.replay_entry(data[2:])
+            if hit is not None and len(hit) == 2:
+                return data[:2] + cast(bytes, hit[0])
+        return self.answer(data, limit, client)
+
+    def answer(self, data: bytes, limit: int | None = None, client: str | None = None) -> bytes | UpstreamQuery | TransferQuery | None:
+        """`handle` for a query the caller has already looked up in the replay table."""
+        return self.answer_keyed(data, limit, client)[0]
+
+    def answer_keyed(self, data: bytes, limit: int | None = None, client: str | None = None,
+                     labels: tuple[str, ...] | None = None) -> tuple[bytes | UpstreamQuery | TransferQuery | None, object]:
+        """`answer`, and the statistics key of a reply kept for replay (None for any other):
+        the shell counts the reply under it rather than working the labels out again.
+        `labels`: the question name's labels (`wire.plain_labels`), when the caller has them."""
+        if limit is None:
+            quick = self.plain_udp(data, client, labels)
+            if quick is not None:
+                return quick
+        reply, entry, end = self._reply(data, limit, client)
+        key = None
+        if entry is not None and limit is None and len(data) <= MAX_REPLAYED_QUERY:
             # Stub resolvers send the same bytes for the same question every time: the
             # reply to a UDP query is a function of everything after its ID.
-            if len(self.replies) >= MAX_REPLIES or self.replies_bytes >= REPLAY_BYTES:
-                self.replies.clear()
-                self.replies_bytes = 0
-            assert type(reply) is bytes  # only replies made here are reusable
-            key = self.replay_key(data, reply, self.zones) if self.replay_key is not None else None
-            if data[2:] not in self.replies:
-                self.replies_bytes += replay_cost(data, reply)
-            self.replies[data[2:]] = (reply[2:], key)
-        return reply
+            if self.replay_key is not None:
+                key = self.replay_key(data, reply, self.zones, end, entry.zone) if end else self.replay_key(data, reply, self.zones)
+            made = cast(bytes, reply)  # (a reply that may be replayed is bytes)
+            self._remember(data[2:], (made[2:], key), replay_cost(data, made))
+        return reply, key
+
+    def plain_udp(self, data: bytes, client: str | None, labels: tuple[str, ...] | None = None) -> tuple[bytes | UpstreamQuery | None, object] | None:
+        """`answer_keyed` for a plain UDP query (one question, at most an OPT record: what stub
+        resolvers send), in one piece: the path every first-time name takes. None for any
+        other query (the general path then answers it)."""
+        n = len(data)
+        if n < 17 or n > MAX_REPLAYED_QUERY or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+            return None
+        end = data.find(0, 12) + 1
+        if not end:
+            return None
+        qend = end + 4
+        arcount = data[10:12]
+        if arcount == b"\x00\x00":
+            if n != qend:
+                return None
+            edns = None
+        elif (
+            arcount == b"\x00\x01"
+            and n >= qend + 11
+            and data[qend : qend + 3] == b"\x00\x00\x29"
+            and data[qend + 6] == 0  # EDNS version 0
+            and n == qend + 11 + int.from_bytes(data[qend + 9 : qend + 11], "big")
+        ):
+            edns = (int.from_bytes(data[qend + 3 : qend + 5], "big"), data[qend + 7] >= 0x80)
+        else:
+            return None
+        qname = data[12:end].lower()
+        entry = self._memo_get(qname, data[end:qend]) if qname in self.memo or qname in self.memo_old else None
+        soa = None  # the SOA record that ends the reply, when known
+        reply: bytes | None = None
+        if entry is None:
+            if labels is None:
+                labels = wire.plain_labels(qname)
+                if labels is None:
+                    return None
+            snap = self.snapshot
+            # (class IN and not a zone transfer: `answer` refuses the others)
+            quick = self._services_names if data[end + 2 : end + 4] == b"\x00\x01" and data[end : end + 2] not in (b"\x00\xfc", b"\x00\xfb") else ()
+            for svc, count, nxdomain, zone in quick:
+                # `<name>.<ns>.svc.<zone>` that is not in the index: NXDOMAIN, as `answer` says
+                # (tests/test_fastpath.py holds the two to the same replies), without its detours.
+                if labels[-count:] == svc:
+                    # (A label with a dot in it is NXDOMAIN for `answer` too: no need to look.)
+                    if snap.node(".".join(labels[: len(labels) - count + 1])) is None:
+                        known = self._nxdomains.get(zone << 9 | len(qname))
+                        if known is None:
+                            entry = packing.negative_entry(qname, nxdomain, self.zones)
+                            known = self._nxdomains[zone << 9 | len(qname)] = (entry, self._soa_for(entry))
+                        entry, soa = known
+                    break
+            if entry is None:
+                client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
+                try:
+                    result = ans.answer(snap, labels, data[end] << 8 | data[end + 1], data[end + 2] << 8 | data[end + 3], client_ns)
+                except Exception:  # noqa: BLE001 - a bug: the general path answers again, SERVFAIL, and says where
+                    return None
+                if result.answer or result.additional or result.upstream is not None or not result.cacheable:
+                    query = wire.Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[end] << 8 | data[end + 1],
+                                       data[end + 2] << 8 | data[end + 3], None if edns is None else wire.Edns(max(wire.MIN_UDP, edns[0]), 0, edns[1]))
+                    got, entry = self._answer(query, None, client, result)
+                    if entry is None:
+                        return got, None
+                    reply = cast(bytes, got)  # (packed: bytes)
+                else:  # no records: NXDOMAIN or NODATA, the bulk of first-time names
+                    entry = packing.negative_entry(qname, result, self.zones)
+        if reply is None:
+            reply = wire.render(entry, data[:2], data[2] << 8 | data[3], data[12:qend], self._soa_for(entry) if soa is None else soa, edns,
+                                wire.udp_limit(edns))
+        key = None
+        if self.replay_key is not None:
+            # The statistics key holds only the zone, type, rcode and size buckets: one per kind.
+            kind = (entry.zone, data[end : end + 2], reply[3] & 0x0F, _SIZE_INDEX[n], _SIZE_INDEX[len(reply)])
+            key = self._keys.get(kind)
+            if key is None:
+                key = self.replay_key(data, reply, self.zones, end, entry.zone)
+                if len(self._keys) >= MAX_KEY_KINDS:
+                    self._keys.clear()
+                self._keys[kind] = key
+        # (`_remember`, written out)
+        replies, size = self.replies, self._replies_size
+        if len(replies) >= MAX_REPLIES // 2 or size[0] >= REPLAY_BYTES // 2:
+            self._rotate_replies()
+            replies, size = self.replies, self._replies_size
+        tail = data[2:]
+        old = replies.get(tail)
+        if old is not None:
+            size[0] -= REPLAY_OVERHEAD + 4 + len(tail) + len(old[0]) + (FORWARDED_OVERHEAD if len(old) > 2 else 0)
+        replies[tail] = (reply[2:], key)
+        size[0] += REPLAY_OVERHEAD + n + len(reply)
+        return reply, key
+
+    def replay_entry(self, key: bytes) -> Replay | None:
+        """The replay table's entry for a UDP query's bytes after its ID (promoted to the current
+        generation when found in the previous one), or None. The shell's UDP loop asks this
+        first, to count a replay under its key, as the C part does."""
+        hit = self.replies.get(key)
+        if hit is None:
+            hit = self.replies_old.get(key)
+            if hit is not None:
+                self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD if len(hit) > 2 else 0))
+        return hit
+
+    def promote(self, key: bytes) -> Replay | None:
+        """`replay_entry` for a key the caller did not find in the current generation."""
+        hit = self.replies_old.get(key)
+        if hit is not None:
+            self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD if len(hit) > 2 else 0))
+        return hit
+
+    def remember_forwarded(self, data: bytes, reply: bytes, key: object, deadline: float) -> None:
+        """Keep a reply made from the forwarding cache for replay until `deadline` (the shell's
+        `time.monotonic`), to clients the recursion allow list admits (the shell checks)."""
+        if len(data) <= MAX_REPLAYED_QUERY:
+            self._remember(data[2:], (reply[2:], key, deadline), replay_cost(data, reply) + FORWARDED_OVERHEAD)
+
+    def _remember(self, key: bytes, value: Replay, cost: int) -> None:
+        replies = self.replies
+        if len(replies) >= MAX_REPLIES // 2 or self._replies_size[0] >= REPLAY_BYTES // 2:
+            self._rotate_replies()
+            replies = self.replies
+        old = replies.get(key)
+        if old is not None:
+            self._replies_size[0] -= REPLAY_OVERHEAD + 4 + len(key) + len(old[0]) + (FORWARDED_OVERHEAD if len(old) > 2 else 0)
+        replies[key] = value
+        self._replies_size[0] += cost
+
+    def promoted(self, count: int, size: int) -> None:
+        """The C loop copied `count` entries of `size` bytes (keys and replies) from the previous
+        generation into the current one: count them, and start a new generation if it is full."""
+        if count:
+            self._replies_size[0] += count * (REPLAY_OVERHEAD + 4) + size
+            if len(self.replies) >= MAX_REPLIES // 2 or self._replies_size[0] >= REPLAY_BYTES // 2:
+                self._rotate_replies()
+
+    def _rotate_replies(self) -> None:
+        self.replies_old = self.replies
+        self._replies_count_old = len(self.replies)
+        self.replies = {}
+        self._replies_size = [0, self._replies_size[0]]
 
     def _clear_memo(self) -> None:
-        self.memo.clear()
-        self._entries = 0
-        self.memo_bytes = 0
+        self.memo = {}
+        self.memo_old = {}
+        self._memo_count = [0, 0]
+        self._memo_size = [0, 0]
 
-    def replayed(self, data: bytes) -> tuple[bytes, Any] | None:
-        """(the reply made before for a UDP query with these bytes after its ID, with this
-        query's ID; the key kept beside it), or None. The shell's UDP loop asks this first,
-        to count a replay under its key, as the C part does with `replies`."""
-        hit = self.replies.get(data[2:])
-        return None if hit is None else (data[:2] + hit[0], hit[1])
+    def _memo_get(self, qname: bytes, qtail: bytes) -> packing.Entry | None:
+        byname = self.memo.get(qname)
+        if byname is not None:
+            entry = byname.get(qtail)
+            if entry is not None:
+                return entry
+        byname = self.memo_old.get(qname)
+        if byname is not None:
+            entry = byname.get(qtail)
+            if entry is not None:
+                self._memo_put(qname, qtail, entry)  # promoted: asked again
+                return entry
+        return None
 
-    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | TransferQuery | None, bool]:
-        """The reply, and whether it may be replayed for the same bytes until the next change."""
+    def _memo_put(self, qname: bytes, qtail: bytes, entry: packing.Entry) -> None:
+        if self._memo_count[0] >= MEMO_ENTRIES // 2 or self._memo_size[0] >= MEMO_BYTES // 2:
+            self.memo_old = self.memo
+            self.memo = {}
+            self._memo_count = [0, self._memo_count[0]]
+            self._memo_size = [0, self._memo_size[0]]
+        byname = self.memo.get(qname)
+        if byname is None:
+            byname = self.memo[qname] = {}
+        old = byname.get(qtail)
+        if old is None:
+            self._memo_count[0] += 1
+        else:
+            self._memo_size[0] -= memo_cost(qname, old)
+        self._memo_size[0] += memo_cost(qname, entry)
+        byname[qtail] = entry
+
+    def _soa_for(self, entry: packing.Entry) -> bytes:
+        """The SOA record that ends `entry`'s reply: pointing into the question where it can."""
+        if entry.soa < 0:
+            return b""
+        parts = self._soa_parts[entry.soa]
+        if entry.soa_at < 0 or parts is None:
+            return self._soa[entry.soa]
+        key = entry.soa << 9 | entry.soa_at
+        record = self._soa_at.get(key)
+        if record is None:
+            record = self._soa_at[key] = packing.soa_record(parts, 12 + entry.soa_at)
+        return record
+
+    def _reply(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | TransferQuery | None, packing.Entry | None, int]:
+        """The reply; the packed answer it was made of when it may be replayed for the same
+        bytes until the next change (else None); where the question name ends when the fast
+        path read it (else 0)."""
+        reply: bytes | UpstreamQuery | TransferQuery | None
         # Fast path: one question, no answer/authority records, at most an OPT record.
         if len(data) >= 17 and not data[2] & 0xF8 and data[4:10] == b"\x00\x01\x00\x00\x00\x00":
             end = data.find(0, 12) + 1
@@ -177,76 +441,95 @@ class Responder:
                     if ok:
                         edns = (int.from_bytes(data[qend + 3 : qend + 5], "big"), data[qend + 7] >= 0x80)
                 if ok:
-                    byname = self.memo.get(data[12:end].lower())
-                    if byname is not None:
-                        entry = byname.get(data[end:qend])
-                        if entry is not None:
-                            reply = wire.render(
-                                entry,
-                                data[:2],
-                                data[2] << 8 | data[3],
-                                data[12:qend],
-                                self._soa[entry.soa] if entry.soa >= 0 else b"",
-                                edns,
-                                wire.udp_limit(edns) if limit is None else limit,
-                            )
-                            return reply, True
-        return self._full(data, limit, client)
+                    qname = data[12:end].lower()
+                    entry = self._memo_get(qname, data[end:qend])
+                    if entry is not None:
+                        reply = wire.render(
+                            entry,
+                            data[:2],
+                            data[2] << 8 | data[3],
+                            data[12:qend],
+                            self._soa_for(entry),
+                            edns,
+                            wire.udp_limit(edns) if limit is None else limit,
+                        )
+                        return reply, entry, end
+                    qtype = data[end] << 8 | data[end + 1]
+                    # (AXFR and IXFR go the general way: a zone transfer over TCP, REFUSED over UDP)
+                    query = wire.plain_query(data, qend, qname, edns) if qtype != AXFR and qtype != IXFR else None
+                    if query is not None:
+                        reply, entry = self._answer(query, limit, client)
+                        return reply, entry, end
+        reply, entry = self._full(data, limit, client)
+        return reply, entry, 0
 
-    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | TransferQuery | None, bool]:
+    def _full(self, data: bytes, limit: int | None, client: str | None) -> tuple[bytes | UpstreamQuery | TransferQuery | None, packing.Entry | None]:
         try:
             query = wire.parse_query(data)
         except wire.Malformed as exc:
             log.debug("malformed query: %s", exc)
-            return exc.reply, False
+            return exc.reply, None
         if query.edns is not None and query.edns.version != 0:
-            return wire.badvers_reply(query), False
+            return wire.badvers_reply(query), None
         if query.qtype == AXFR or query.qtype == IXFR:  # (never memoised: only misses get here)
             # Over TCP the shell transfers the zone (kdns.transfer); over UDP: REFUSED, as CoreDNS.
-            return (TransferQuery(query, data) if limit is not None else wire.simple_reply(query, REFUSED)), False
+            return (TransferQuery(query, data) if limit is not None else wire.simple_reply(query, REFUSED)), None
+        return self._answer(query, limit, client)
+
+    def _answer(self, query: wire.Query, limit: int | None, client: str | None,
+                result: ans.Answer | None = None) -> tuple[bytes | UpstreamQuery | None, packing.Entry | None]:
+        """The reply to `query` (with `result`, the answer to it, when the caller has it)."""
         snap = self.snapshot
-        client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
         edns = (query.edns.udp_size, query.edns.do) if query.edns else None
         limit = wire.udp_limit(edns) if limit is None else limit
         try:
-            result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
+            if result is None:
+                client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
+                result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
             if result.upstream is not None:
-                return self._upstream_query(query, result, limit), False
+                return self._upstream_query(query, result, limit), None
             entry = wire.pack_answer(query, result, self.zones)
         except Exception:  # a bug: answer SERVFAIL, say where, keep serving
             log.exception("failed to answer %r type %d", ".".join(query.labels), query.qtype)
-            return wire.simple_reply(query, SERVFAIL), False
-        if result.cacheable:
-            if self._entries >= MEMO_ENTRIES or self.memo_bytes >= MEMO_BYTES:
-                self._clear_memo()
-            byname = self.memo.setdefault(query.qname, {})
-            old = byname.get(query.qtail)
-            self._entries += old is None
-            self.memo_bytes += memo_cost(entry) - (memo_cost(old) if old is not None else 0)
-            byname[query.qtail] = entry
-        reply = wire.render(
-            entry,
-            query.qid,
-            query.flags,
-            query.question,
-            self._soa[entry.soa] if entry.soa >= 0 else b"",
-            edns,
-            limit,
-        )
-        return reply, result.cacheable
+            return wire.simple_reply(query, SERVFAIL), None
+        reply = wire.render(entry, query.qid, query.flags, query.question, self._soa_for(entry), edns, limit)
+        if not result.cacheable:
+            return reply, None
+        if entry.body:  # (an answer without records of its own is as cheap to make again: not kept)
+            self._memo_put(query.qname, query.qtail, entry)
+        return reply, entry
 
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
+        assert result.upstream is not None
         if not result.answer and result.upstream == ".".join(query.labels):
             return UpstreamQuery(query, limit, query.question, zones=self.zones)  # as asked, case and all
-        assert result.upstream is not None  # _reply asks only then
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
         return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones)
 
 
-def memo_cost(entry: wire.Entry) -> int:
-    """Bytes a packed answer takes in the memo (with its short form for small UDP sizes)."""
-    return MEMO_OVERHEAD + len(entry.body) + (len(entry.short.body) if entry.short is not None else 0)
+def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...]:
+    """For the quick NXDOMAIN of names under `svc.<zone>` not in the index: (("svc", *the
+    zone's labels), how many, the NXDOMAIN answer, the zone's index) for each forward zone no
+    other zone lies in; none until the first sync, or with autopath (the answer then depends
+    on the client)."""
+    config = snap.config
+    if not snap.synced or config.autopath:
+        return ()
+    out = []
+    for zone in config.zones:
+        if any(other != zone and other.endswith("." + zone) for other in config.all_zones):
+            continue
+        svc = ("svc", *zone.split("."))
+        out.append((svc, len(svc), ans.Answer(NXDOMAIN, soa_zone=zone), config.all_zones.index(zone)))
+    return tuple(out)
+
+
+def memo_cost(qname: bytes, entry: packing.Entry) -> int:
+    """Bytes one packed answer takes in the memo: its name's share (the key and the per-name
+    dict), and the Entry with its bytes unless it is a shared one (`packing.shared_entry`)."""
+    own = 0 if packing.is_shared(entry) else MEMO_OVERHEAD + len(entry.body) + (len(entry.short.body) if entry.short is not None else 0)
+    return MEMO_NAME_OVERHEAD + len(qname) + own
 
 
 def replay_cost(query: bytes, reply: bytes) -> int:

@@ -7,6 +7,7 @@ in these values. Pure.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from kdns.codes import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
@@ -15,7 +16,9 @@ from kdns.snapshot import Snapshot
 MAX_CHAIN = 8  # CNAME links followed inside kdns's own data
 
 
-@dataclass(frozen=True, slots=True)
+# Record and Answer are values (nobody changes one), but not frozen dataclasses: building a
+# frozen one takes 2-3 µs, a large share of a first-time name's budget (issue 15).
+@dataclass(slots=True, unsafe_hash=True)
 class Record:
     name: str  # absolute, lowercase
     rtype: int
@@ -25,7 +28,7 @@ class Record:
     data: object
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Answer:
     rcode: int
     answer: tuple[Record, ...] = ()
@@ -53,15 +56,19 @@ def from_upstream(name: str, chain: tuple[Record, ...] = ()) -> Answer:
     return Answer(NOERROR, chain, authoritative=bool(chain), cacheable=False, upstream=name)
 
 
+@functools.lru_cache(maxsize=64)
+def _zone_labels(zones: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...], int], ...]:
+    """(zone, its labels, how many) for each of `zones`, the longest first."""
+    return tuple((zone, tuple(zone.split(".")), zone.count(".") + 1) for zone in sorted(zones, key=len, reverse=True))
+
+
 def find_zone(labels: tuple[str, ...], zones: tuple[str, ...]) -> tuple[str, tuple[str, ...]] | None:
     """The longest zone that `labels` lies in, and the labels below it."""
-    best: tuple[str, tuple[str, ...]] | None = None
-    for zone in zones:
-        zl = zone.split(".")
-        n = len(zl)
-        if len(labels) >= n and list(labels[len(labels) - n:]) == zl and (best is None or len(zone) > len(best[0])):
-            best = (zone, labels[: len(labels) - n])
-    return best
+    total = len(labels)
+    for zone, zl, n in _zone_labels(tuple(zones)):
+        if total >= n and tuple(labels[total - n :]) == zl:
+            return zone, labels[: total - n]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +89,16 @@ def negative(snap: Snapshot, zone: str | None, rcode: int, answer: tuple[Record,
     if rcode == NXDOMAIN and not snap.synced:
         # Never NXDOMAIN out of ignorance: the name may exist once the sources have synced.
         return Answer(SERVFAIL, answer, cacheable=False)
-    return Answer(rcode, answer, soa_zone=zone)
+    if answer:
+        return Answer(rcode, answer, soa_zone=zone)
+    # The bulk of first-time names: one Answer per zone and rcode, not one per query (so
+    # nobody may change an Answer: they are shared).
+    shared = _NEGATIVE.get((zone, rcode))
+    if shared is None:
+        if len(_NEGATIVE) >= 256:
+            _NEGATIVE.clear()
+        shared = _NEGATIVE[(zone, rcode)] = Answer(rcode, soa_zone=zone)
+    return shared
+
+
+_NEGATIVE: dict[tuple[str | None, int], Answer] = {}

@@ -1,7 +1,8 @@
-"""The DNS wire format: reading queries, packing answers, splicing replies. (A little over
-400 lines: it is the one dnslib adapter and the one query parser, which is its point.)
+"""The DNS wire format: reading queries, packing answers, splicing replies. (Over 400 lines:
+it is the one dnslib adapter and the one query parser, which is its point; the packing that
+needs no dnslib is in `packing`.)
 
-kdns packs an answer once and reuses the bytes. `pack_answer` turns an `answer.Answer` into
+kdns packs an answer once and reuses the bytes. `pack_answer` turns an `result.Answer` into
 an `Entry`: the reply minus its first 12 bytes, its question and its SOA record, compressed
 against the lowercased question. Because name compression only records offsets, and a
 question's offsets depend on its length and not on its case, an `Entry` fits every query
@@ -32,8 +33,9 @@ from typing import Any
 from dnslib import AAAA, CNAME, MX, NS, PTR, RR, SOA, SRV, TXT, A, DNSLabel
 from dnslib.label import DNSBuffer
 
-from kdns import codes, names
+from kdns import codes, names, packing
 from kdns.codes import AA, BADKEY, BADVERS, CD, CLASS_ANY, FORMERR, NOTAUTH, NOTIMP, OPCODE_MASK, OPT, QR, RA, RD, SERVFAIL, TC, TSIG
+from kdns.packing import Entry
 from kdns.result import Answer, Record
 
 COPIED_FLAGS = RD | CD  # copied from the query into the reply
@@ -63,8 +65,11 @@ class Edns:
     do: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Query:
+    """A query as `parse_query` or `plain_query` read it: a value (nobody changes one); not
+    frozen only because a frozen dataclass takes 2-3 µs to build, a first-time name's budget."""
+
     qid: bytes  # the two ID bytes
     flags: int
     question: bytes  # qname + qtype + qclass exactly as received
@@ -200,6 +205,36 @@ def parse_query(data: bytes) -> Query:
     return query
 
 
+def plain_query(data: bytes, qend: int, qname: bytes, edns: tuple[int, bool] | None) -> Query | None:
+    """`parse_query` for a query whose framing is already checked, as the responder's fast
+    path checks it (a query, opcode 0, one question ending at `qend`, no answer or authority
+    records, at most an OPT record of version 0 that ends the packet; `edns` is its (UDP
+    size, DO)): only the name is left to read, from `qname`, the question name lowercased.
+    None when the name is not a well-formed uncompressed name: `parse_query` says why."""
+    labels = plain_labels(qname)
+    if labels is None:
+        return None
+    return Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[qend - 4] << 8 | data[qend - 3],
+                 data[qend - 2] << 8 | data[qend - 1], None if edns is None else Edns(max(MIN_UDP, edns[0]), 0, edns[1]))
+
+
+def plain_labels(qname: bytes) -> tuple[str, ...] | None:
+    """The labels of `qname`, an uncompressed wire name ending in its root byte (latin-1
+    text, as `Query.labels`), or None when it is not well formed."""
+    pos, last = 0, len(qname) - 1
+    if last >= MAX_NAME:
+        return None
+    text = qname.decode("latin-1")
+    labels = []
+    while pos < last:
+        length = qname[pos]
+        if length > 63:
+            return None
+        labels.append(text[pos + 1 : pos + 1 + length])
+        pos += 1 + length
+    return tuple(labels) if pos == last else None
+
+
 def _badkey_reply(data: bytes, query: Query, key: list[bytes], start: int, length: int) -> bytes:
     """NOTAUTH, and a TSIG record with error BADKEY: the query's key and algorithm names, time
     signed, fudge and original ID, no MAC and no other data (RFC 8945 sections 5.2.2, 5.3.2)."""
@@ -237,21 +272,6 @@ class _Buffer(DNSBuffer):  # type: ignore[misc]  # dnslib has no type informatio
                 del self.names[suffix]
 
 
-class Entry:
-    """A packed answer, independent of query ID, flags, question case and SOA serial."""
-
-    __slots__ = ("body", "counts", "counts_edns", "flags", "short", "soa")
-
-    def __init__(self, flags: int, counts: tuple[int, int, int], body: bytes, soa: int, short: Entry | None):
-        an, ns, ar = counts
-        self.flags = flags  # QR, AA and RCODE; RD and CD come from the query
-        self.counts = struct.pack("!4H", 1, an, ns, ar)
-        self.counts_edns = struct.pack("!4H", 1, an, ns, ar + 1)
-        self.body = body  # answer, authority and additional records, SOA excepted
-        self.soa = soa  # index of the zone whose SOA ends the message, or -1
-        self.short = short  # the same without the additional section, for small UDP sizes
-
-
 def _label(name: str) -> DNSLabel:
     return DNSLabel(name.encode("latin-1")) if name else DNSLabel(())
 
@@ -282,7 +302,17 @@ def _rdata(record: Record) -> Any:
 
 
 def pack_answer(query: Query, result: Answer, zones: tuple[str, ...]) -> Entry:
-    """Pack `result` for `query`'s (lowercased) question. `zones` indexes `Entry.soa`."""
+    """Pack `result` for `query`'s (lowercased) question. `zones` indexes `Entry.soa`.
+
+    `packing.pack` packs the types kdns answers with; an answer with another type of record
+    is packed here with dnslib (`_rdata` says which types it knows), with the same names
+    compression, so both give the same bytes."""
+    entry = packing.pack(query, result, zones)
+    return entry if entry is not None else pack_with_dnslib(query, result, zones)
+
+
+def pack_with_dnslib(query: Query, result: Answer, zones: tuple[str, ...]) -> Entry:
+    """`pack_answer` by dnslib, whatever the record types (`_rdata`)."""
     buffer = _Buffer()
     buffer.append(b"\x00" * 12)
     buffer.encode_name(DNSLabel(tuple(label.encode("latin-1") for label in query.labels)))
@@ -297,18 +327,21 @@ def pack_answer(query: Query, result: Answer, zones: tuple[str, ...]) -> Entry:
 
     soa = zones.index(result.soa_zone) if result.soa_zone is not None else -1
     an, ns = len(result.answer), 0
+    soa_at = -1
     if soa >= 0:
         # `render` appends the SOA after the body: it must be the last record.
         assert not result.additional, "an answer with an SOA has no additional section"
+        soa_at = packing.zone_offset(query.qname, names.to_wire(zones[soa]))
         if result.soa_in_answer:
             an += 1
         else:
             ns += 1
     flags = QR | (AA if result.authoritative else 0) | result.rcode
+    zone = packing.question_zone(query.qname, zones)
     short = None
     if result.additional:
-        short = Entry(flags, (an, ns, 0), data[start:middle], soa, None)
-    return Entry(flags, (an, ns, len(result.additional)), data[start:], soa, short)
+        short = Entry(flags, (an, ns, 0), data[start:middle], soa, None, soa_at, zone=zone)
+    return Entry(flags, (an, ns, len(result.additional)), data[start:], soa, short, soa_at, zone=zone)
 
 
 def soa_record(zone: str, serial: int, ttl: int, mname: str | None = None, rname: str | None = None) -> bytes:
@@ -339,11 +372,26 @@ def render(entry: Entry, qid: bytes, qflags: int, question: bytes, soa: bytes, e
     else:
         opt = OPT_RR_DO if edns[1] else OPT_RR
         reply = b"".join((qid, flags.to_bytes(2, "big"), entry.counts_edns, question, entry.body, soa, opt))
+    if entry.zone_at:
+        reply = _client_spelling(reply, entry.zone_at, question)
     if len(reply) <= limit:
         return reply
     if entry.short is not None:
         return render(entry.short, qid, qflags, question, soa, edns, limit)
     return _question_only(qid, flags | TC, question, b"" if edns is None else (OPT_RR_DO if edns[1] else OPT_RR))
+
+
+def _client_spelling(reply: bytes, zone_at: tuple[tuple[int, int, int], ...], question: bytes) -> bytes:
+    """`reply` with the question's spelling copied over the parts of SRV targets it shares
+    with the question (`Entry.zone_at`): unchanged when the client asked in lowercase."""
+    out = None
+    for at, q_at, length in zone_at:
+        spelled = question[q_at : q_at + length]
+        if reply[at : at + length] != spelled:
+            if out is None:
+                out = bytearray(reply)
+            out[at : at + length] = spelled
+    return reply if out is None else bytes(out)
 
 
 def udp_limit(edns: tuple[int, bool] | None) -> int:

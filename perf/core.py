@@ -82,6 +82,37 @@ def memoised(responder: object, data: bytes) -> bool:
     end = data.index(0, 12) + 1
     return data[end : end + 4] in responder.memo.get(data[12:end].lower(), {})
 
+
+def forwarding_shell(snapshot: object, outside: list[bytes]) -> tuple[Callable[[bytes], object], Callable[[], None]]:
+    """(ask, forget): the UDP slow path of `kdns serve --upstream ...` (`Serving.answer_udp`,
+    with statistics) over a forwarding cache that holds a fresh answer (one A record, TTL 300)
+    for every query of `outside`; `forget` empties the replay table, so that the next asking
+    of each is a fresh cache hit answered in Python (as the first of every second is)."""
+    import time as clock
+
+    import dns.message
+    import dns.rrset
+
+    from kdns import upstream as up
+    from kdns.cache import ForwardCache
+    from kdns.serve.forward import Forwarder, Upstream, _key
+    from kdns.serve.serving import Serving
+    from kdns.state import DnsState
+    from kdns.stats import QueryStats, replay_key
+
+    state = DnsState(snapshot.config, now=1, replay_key=replay_key)
+    state.responder = Responder(snapshot, replay_key=replay_key)
+    cache = ForwardCache(clock=clock.monotonic, maxsize=100_000, max_ttl=3600, stale_for=60)
+    serving = Serving(state, forwarder=Forwarder([Upstream("127.0.0.1", 53)], {}, cache, timeout=1.0))
+    for data in outside:
+        uq = state.responder.handle(data)
+        ours = dns.message.make_query(dns.name.from_wire(uq.question, 0)[0], "A", id=7, use_edns=0, payload=1232)
+        reply = dns.message.make_response(ours)
+        reply.answer.append(dns.rrset.from_text(ours.question[0].name, 300, "IN", "A", "192.0.2.1"))
+        cache.put(_key(uq), up.parse_reply(reply.to_wire(), 7, uq.question, 3600, snapshot.config.all_zones))
+    stats, peer = QueryStats("dns://127.0.0.1:53", "udp", "1"), ("127.0.0.1", 40000)
+    return (lambda data: serving.answer_udp(data, peer, stats)), state.responder.drop_replies
+
 # --- end of kdns's API ----------------------------------------------------------------------
 
 
@@ -188,13 +219,18 @@ class Replay(Case):
 
 class MemoHit(Case):
     def __init__(self, snapshot, mix: list[cluster.Query], rng: random.Random):
-        super().__init__("memo hit, new ID and case", "the same lines, each with a new ID and a spelling (case) the replay table does not hold")
+        super().__init__("memo hit, new ID and case", "the lines with records in their answer, each with a new ID and a spelling "
+                                                      "(case) the replay table does not hold")
         self.handle, self.responder = new_handler(snapshot)
         self.rng = rng
-        base, self.expected = distinct(mix)
+        base, expected = distinct(mix)
         for data in base.values():  # fills the memo (and the replay table with the lowercase bytes)
             self.handle(data)
-        self.lines = [base[q] for q in mix]
+        # (answers without records, NXDOMAIN and NODATA, are not kept in the memo: they are
+        # made again, as the first-time cases measure)
+        kept = {q for q, data in base.items() if memoised(self.responder, data)}
+        self.expected = {base[q]: expected[base[q]] for q in kept}
+        self.lines = [base[q] for q in mix if q in kept]
         self.positions = {data: letters(data) for data in base.values()}
         self.asked = dict.fromkeys(base.values(), 0)  # spellings of each query made so far
         self.at = 0
@@ -208,6 +244,8 @@ class MemoHit(Case):
         return with_id(recase(data, positions, k), self.rng)
 
     def check(self) -> None:
+        if len(self.expected) < 100:
+            raise CaseError(f"{self.label}: only {len(self.expected)} questions kept in the memo")
         for data, expected in self.expected.items():
             variant = self.spelling(data)
             if replayed(self.responder, variant) or not memoised(self.responder, variant):
@@ -248,6 +286,28 @@ class FirstTime(Case):
         return handle, chunk
 
 
+class ForwardHit(Case):
+    """A fresh answer of the forwarding cache, answered where the query arrives (no task): the
+    first asking of each question in every second (the rest are replayed)."""
+
+    def __init__(self, snapshot, names: list[bytes], rng: random.Random):
+        super().__init__("forwarding-cache hit", f"{len(names):,} outside names, A, each a fresh cache entry; "
+                                                 "the shell's UDP path with statistics (`Serving.answer_udp`)")
+        self.handle, self.forget = forwarding_shell(snapshot, names)
+        self.lines, self.rng = names, rng
+
+    def check(self) -> None:
+        self.forget()
+        for data in self.lines:
+            reply = self.handle(data)
+            if not isinstance(reply, bytes) or answer_class(reply) != "NOERROR":
+                raise CaseError(f"{self.label}: {name_of(data[12:])} was not answered from the cache at once")
+
+    def next_pass(self) -> tuple[Handler, list[bytes]]:
+        self.forget()
+        return self.handle, [with_id(data, self.rng) for data in self.lines[:PASS]]
+
+
 class NeedsUpstream(Case):
     def __init__(self, snapshot, targets: dict[bytes, str], rng: random.Random):
         externals = sum(1 for data, target in targets.items() if name_of(data[12:]) != target)
@@ -279,6 +339,7 @@ def make_cases(snapshot, forwarding, model: list[cluster.Service], rng: random.R
     return [
         Replay(snapshot, mix, rng),
         MemoHit(snapshot, mix, rng),
+        ForwardHit(forwarding, list(outside)[:1_000], rng),
         FirstTime("first-time NXDOMAIN", f"{len(misses):,} search-path misses `svc.ns.<other ns>.svc.cluster.local`, A",
                   snapshot, misses, "NXDOMAIN", rng),
         FirstTime("first-time positive", f"{len(found):,} ClusterIP and headless Services, A", snapshot, found, "NOERROR", rng),

@@ -14,6 +14,7 @@ import dns.message
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import pytest
 import trio
 
 from testkit.dnswire import rrs
@@ -241,6 +242,84 @@ async def test_refused_recursion_with_a_long_cname_chain_fits_udp(kdns, nursery,
     assert [rrset.rdtype for rrset in over_tcp.answer] == [dns.rdatatype.CNAME] * 8
     assert len(over_tcp.to_wire()) > 512
     assert upstream.count(f"{'x' * 60}.example.org") == 0
+
+
+def forwarded_replays(server) -> int:
+    """Replies made from the forwarding cache and then replayed (by the C loop or Python's),
+    as the listeners counted them (their statistics keys say which cache hit they are)."""
+    return sum(n for stats in server.server.listener_stats() for key, n in stats.counts.items() if key is not None and len(key) > 5)
+
+
+def burst(packets: list[tuple[str, bytes]], server, timeout: float = WAIT) -> dict[int, bytes]:
+    """Send every (source address, packet) with blocking sockets, before kdns (in this trio
+    loop) reads any, so that they reach it in one batch; {query ID: reply} as they come back."""
+    import socket
+
+    socks = {}
+    try:
+        for source, _ in packets:
+            if source not in socks:
+                socks[source] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks[source].bind((source, 0))
+        for source, packet in packets:
+            socks[source].sendto(packet, (server.host, server.port))
+        return {qid: reply for sock in socks.values() for qid, reply in _drain(sock, timeout)}
+    finally:
+        for sock in socks.values():
+            sock.close()
+
+
+def _drain(sock, timeout: float) -> list[tuple[int, bytes]]:
+    sock.settimeout(timeout)
+    got = []
+    try:
+        while True:
+            data = sock.recv(65535)
+            got.append((struct.unpack("!H", data[:2])[0], data))
+            sock.settimeout(0.3)
+    except OSError:  # (socket.timeout: no more replies)
+        return got
+
+
+@pytest.mark.parametrize("loop", ["c", "python"])
+async def test_replayed_forwarded_answers_only_reach_allowed_clients(kdns, nursery, monkeypatch, loop):
+    """A fresh answer from the forwarding cache is answered where it arrives and then replayed
+    for the same query bytes (by the C loop, or the Python loop) while its TTLs stand; a
+    client outside --allow-recursion sending the very same bytes, in the same burst, still
+    gets REFUSED, never the replayed answer. The upstream is asked once."""
+    from kdns.serve import udp
+
+    if loop == "c" and udp._udpbatch is None:
+        pytest.skip("kdns/_udpbatch.c is not built here")
+    monkeypatch.setenv("KDNS_PURE_PYTHON", "1" if loop == "python" else "0")
+    upstream = StubDNS("example.org. 300 IN A 127.0.0.77")
+    port = await nursery.start(upstream.serve)
+    server = await kdns(DEMO, args=["--upstream", f"127.0.0.1:{port}", "--allow-recursion", "127.0.0.1/32"])
+    assert server.server.c_loop is (loop == "c")
+    warm = dns.message.from_wire(await udp_from("127.0.0.1", server, query("example.org")))
+    assert rrs(warm.answer) == {"example.org. 30 IN A 127.0.0.77"}  # asked upstream, now cached
+    for attempt in range(3):  # (a burst that straddles the turn of a second replays nothing)
+        fresh = await udp_from("127.0.0.1", server, query("example.org", qid=0x0F00 + attempt))  # a cache hit: kept for replay
+        assert fresh is not None and addresses_of(dns.message.from_wire(fresh)) == {"127.0.0.77"}
+        before = forwarded_replays(server)
+        packets = [("127.0.0.1" if i % 2 == 0 else "127.0.0.2", query("example.org", qid=0x1000 * attempt + i)) for i in range(20)]
+        replies = await trio.to_thread.run_sync(burst, packets, server)
+        assert sorted(replies) == sorted(struct.unpack("!H", p[:2])[0] for _, p in packets)
+        for source, packet in packets:
+            reply = dns.message.from_wire(replies[struct.unpack("!H", packet[:2])[0]])
+            if source == "127.0.0.1":
+                assert reply.rcode() == dns.rcode.NOERROR and addresses_of(reply) == {"127.0.0.77"}
+            else:
+                assert reply.rcode() == dns.rcode.REFUSED and not reply.answer, "a replayed forwarded answer reached a refused client"
+        if forwarded_replays(server) >= before + 10:  # every allowed query of the burst
+            break
+    else:
+        pytest.fail("no forwarded answer was replayed in three bursts")
+    assert upstream.count("example.org") == 1
+
+
+def addresses_of(reply: dns.message.Message) -> set[str]:
+    return {rd.to_text() for rrset in reply.answer for rd in rrset}
 
 
 async def test_recursion_allowed_for_private_ranges_by_default(kdns, nursery):

@@ -409,6 +409,17 @@ def test_cache_and_proxy_metrics_move_when_forwarding():
         assert delta(before, after, "coredns_proxy_request_duration_seconds_count", to=stub.address, rcode="NXDOMAIN") == 1
         assert delta(before, after, "coredns_dns_requests_total", zone=".", type="A", proto="udp") == 4
 
+        # A fresh cache hit is kept for replay (the C loop answers the same bytes while its
+        # TTLs stand): every replay is a cache hit too.
+        before = after
+        for _ in range(5):
+            assert answer(lookup(k.port, "example.org"))[:2] == ("NOERROR", {"192.0.2.10"})
+        after = Metrics(k.http["/metrics"])
+        assert stub.count("example.org.", "A") == 1
+        assert delta(before, after, "coredns_cache_hits_total", type="success") == 5
+        assert delta(before, after, "coredns_cache_requests_total") == 5
+        assert delta(before, after, "coredns_dns_requests_total", zone=".", type="A", proto="udp") == 5
+
 
 def test_dns_programming_latency_counts_an_annotated_endpoint_change(tmp_path):
     """An EndpointSlice change carrying endpoints.kubernetes.io/last-change-trigger-time is

@@ -500,6 +500,29 @@ async def test_question_and_owner_names_keep_the_query_case(demo):
             assert [rrset.name.to_text() for rrset in r.answer] == [srv + "."]
 
 
+async def test_the_client_spelling_reaches_targets_and_the_soa(demo):
+    """As CoreDNS's handler_case_test: a resolver that randomises case (0x20) sees its own
+    spelling of the zone in an NXDOMAIN's SOA (owner, and both names in it), and in the zone
+    part of SRV targets and of their additional records; the records themselves are the
+    lowercase ones (compared case-insensitively by dnspython)."""
+    async with udp_socket(demo) as sock:
+        for qid in (1, 2):  # packed fresh, then from the memo
+            r = parse(await udp_ask(sock, query("nope.shop.svc.ClUsTeR.lOcAl", "A", qid=qid)))
+            assert r.rcode() == dns.rcode.NXDOMAIN
+            [soa] = r.authority
+            assert soa.name.to_text() == "ClUsTeR.lOcAl."
+            assert (soa[0].mname.to_text(), soa[0].rname.to_text()) == ("ns.dns.ClUsTeR.lOcAl.", "hostmaster.ClUsTeR.lOcAl.")
+        for qid in (3, 4):
+            name = "_postgres._tcp.db.shop.svc.cLuStEr.LoCaL"
+            r = parse(await udp_ask(sock, query(name, "SRV", qid=qid)))
+            assert [rrset.name.to_text() for rrset in r.answer] == [name + "."]
+            targets = {rr.target.to_text() for rr in r.answer[0]}
+            assert targets and all(t.endswith(".cLuStEr.LoCaL.") for t in targets), targets
+            assert all(rrset.name.to_text().endswith(".cLuStEr.LoCaL.") for rrset in r.additional)
+        lower = parse(await udp_ask(sock, query("_postgres._tcp.db.shop.svc.cluster.local", "SRV", qid=5)))
+        assert rrs(lower.answer) == rrs(r.answer) and rrs(lower.additional) == rrs(r.additional)
+
+
 @pytest.mark.parametrize(
     "name,rdtype",
     [
@@ -511,7 +534,9 @@ async def test_question_and_owner_names_keep_the_query_case(demo):
     ],
 )
 async def test_case_variants_get_identical_bytes(demo, name, rdtype):
-    """The same question in different case gets the same reply apart from ID and question case."""
+    """The same question in different case gets the same reply apart from ID and letter case:
+    the question's, and the client's spelling copied into SRV targets (they cannot point at
+    the question; test_the_client_spelling_reaches_targets_and_the_soa)."""
     variants = [name.lower(), name.upper(), "".join(c.upper() if i % 2 else c for i, c in enumerate(name))]
     replies = []
     async with udp_socket(demo) as sock:
@@ -521,7 +546,7 @@ async def test_case_variants_get_identical_bytes(demo, name, rdtype):
             assert reply[:2] == packet[:2]
             assert qsection(reply) == qsection(packet)
             n = 12 + len(qsection(packet))
-            replies.append((reply[2:12], reply[12:n].lower(), reply[n:]))
+            replies.append((reply[2:12], reply[12:n].lower(), reply[n:] if rdtype != "SRV" else reply[n:].lower()))
     assert all(r == replies[0] for r in replies)
 
 
@@ -529,14 +554,16 @@ async def test_case_variants_get_identical_bytes(demo, name, rdtype):
 @pytest.mark.parametrize("over_tcp", [False, True], ids=["udp", "tcp"])
 async def test_memo_gives_the_same_bytes_as_the_full_path(demo, edns, over_tcp):
     """For every demo question the first reply (packed fresh) and the second (served from the
-    memo) are byte-identical except the ID."""
+    memo when it has records: an answer without, NXDOMAIN, NODATA or the apex SOA, is made
+    again, as cheap as a lookup) are byte-identical except the ID."""
     make = {} if edns is None else {"use_edns": edns[0], "want_dnssec": edns[1]}
     async with udp_socket(demo) as sock, tcp(demo) as conn:
         ask = (lambda p: tcp_ask(conn, p)) if over_tcp else (lambda p: udp_ask(sock, p))
         for name, rdtype, code in DEMO_QUESTIONS:
             first = await ask(query(name, rdtype, qid=0x0101, **make))
             if code != REFUSED:
-                assert memoized(demo, name, rdtype), (name, rdtype)
+                records = [rrset for rrset in parse(first).answer if rrset.rdtype != dns.rdatatype.SOA]  # (the SOA is added to any)
+                assert memoized(demo, name, rdtype) == bool(records), (name, rdtype)
             second = await ask(query(name, rdtype, qid=0x0202, **make))
             assert first[:2] == b"\x01\x01" and second[:2] == b"\x02\x02"
             assert rcode(first) == code, (name, rdtype)

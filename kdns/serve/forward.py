@@ -32,6 +32,7 @@ import trio
 
 from kdns import upstream as up
 from kdns import wire
+from kdns.cache import Entry as CacheEntry
 from kdns.cache import ForwardCache, Key
 from kdns.codes import CD, RCODES, REFUSED, SERVFAIL
 from kdns.responder import UpstreamQuery
@@ -63,6 +64,16 @@ class Upstream:
     @property
     def family(self) -> int:
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+
+@dataclass(slots=True)
+class Fresh:
+    """A reply made from a fresh cache entry, the same bytes (but the ID) until `until` (the
+    cache's clock: `time.monotonic` in kdns serve), and whether it is a positive answer."""
+
+    reply: bytes
+    until: float
+    success: bool
 
 
 @dataclass
@@ -118,21 +129,38 @@ class Forwarder:
                 best = domain
         return self.stubs[best] if best is not None else self.upstreams
 
+    def fresh(self, uq: UpstreamQuery) -> Fresh | None:
+        """The reply from a fresh cache entry, at once (no task, no await), or None: then
+        `reply` asks the upstreams. A popular entry close to expiry is refreshed in the
+        background (prefetch), as `reply` does."""
+        upstreams = self.route(uq.name)
+        if not upstreams:
+            return None
+        key = _key(uq)
+        entry = self.cache.fresh(key)
+        if entry is None:
+            return None
+        self._prefetch(entry, key, uq, upstreams)
+        now = self.cache.clock()
+        reply = self._render(entry.answer, uq, now - entry.stored)
+        return Fresh(reply, self.cache.replay_until(entry, now), _success(entry.answer))
+
+    def _prefetch(self, entry: CacheEntry, key: Key, uq: UpstreamQuery, upstreams: list[Upstream]) -> None:
+        if self.cache.due_for_refresh(entry) and self._nursery is not None:
+            entry.refreshing = True
+            self._nursery.start_soon(self._refresh, key, uq.question, key[3], key[4], upstreams, uq.zones)
+
     async def reply(self, uq: UpstreamQuery) -> bytes:
         query = uq.query
-        do = bool(query.edns and query.edns.do)
-        cd = bool(query.flags & CD)
-        key: Key = (uq.question[:-4].lower(), *struct.unpack("!HH", uq.question[-4:]), do, cd)
+        key = _key(uq)
+        do, cd = key[3], key[4]
         upstreams = self.route(uq.name)
         if not upstreams:
             return wire.upstream_failure(query, REFUSED)
         entry, fresh = self.cache.get(key)
-        if fresh:
-            assert entry is not None  # fresh: found
-            if self.cache.due_for_refresh(entry) and self._nursery is not None:
-                entry.refreshing = True
-                self._nursery.start_soon(self._refresh, key, uq.question, do, cd, upstreams, uq.zones)
-            return self._render(entry.answer, uq, self.cache.clock() - entry.stored)  # the clock that stored it
+        if fresh and entry is not None:
+            self._prefetch(entry, key, uq, upstreams)
+            return self._render(entry.answer, uq, self.cache.clock() - entry.stored)
         if self.max_concurrent and key not in self._inflight and len(self._inflight) >= self.max_concurrent:
             self.refused_concurrent += 1
             return wire.upstream_failure(query, REFUSED)
@@ -256,6 +284,17 @@ class Forwarder:
                     raise up.ReplyError("the upstream closed the TCP connection early")
                 data += chunk
             return up.parse_reply(data[2 : 2 + int.from_bytes(data[:2], "big")], qid, question, self.cache.max_ttl, zones)
+
+
+def _key(uq: UpstreamQuery) -> Key:
+    """The cache key of a question: (name lowercased, type, class, DO, CD)."""
+    query = uq.query
+    return (uq.question[:-4].lower(), *struct.unpack("!HH", uq.question[-4:]), bool(query.edns and query.edns.do), bool(query.flags & CD))
+
+
+def _success(answer: up.UpstreamAnswer) -> bool:
+    """A positive answer (records in the answer section), as coredns_cache_hits{type="success"} counts them."""
+    return answer.rcode == 0 and answer.counts[0] > 0
 
 
 def _describe(exc: BaseException) -> str:

@@ -5,14 +5,17 @@ hands back (for every datagram without it) and by the TCP server for each messag
 
 1. the tap (kdns.testing's faults and query list; None in production) may answer instead,
    or make the answer late;
-2. over UDP, a reply already made for the same bytes is replayed, as the C part does;
+2. over UDP, a reply already made for the same bytes is replayed, as the C part does (one
+   made from the forwarding cache only while its TTLs stand, and to --allow-recursion
+   clients);
 3. the responder answers from the snapshot, or says that an upstream must help: a client
    outside --allow-recursion then gets our own records or REFUSED, and without a forwarder
-   the answer is SERVFAIL;
+   the answer is SERVFAIL; a fresh entry of the forwarding cache is answered at once (and,
+   over UDP, kept for replay until its TTLs count down another second);
 4. the reply is counted in the listener's statistics, rate limited (UDP, --rrl-rate),
    logged (--log-queries) and shown to the tap.
 
-What must wait (an upstream, a tap's delay) comes back as a `Pending`, which the transport
+What must wait (an upstream that is asked, a tap's delay) comes back as a `Pending`, which the transport
 finishes in a task of its own (`Serving.finish`): the UDP loop goes on with other queries.
 
 A zone transfer (AXFR, IXFR over TCP) from a client `--allow-transfer` allows comes back as
@@ -26,7 +29,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import trio
 
@@ -37,6 +40,7 @@ from kdns.responder import UpstreamQuery
 from kdns.serve.forward import Forwarder
 from kdns.state import DnsState
 from kdns.stats import QueryStats
+from kdns.stats import forwarded_key as stats_forwarded_key
 from kdns.transfer import Transfer, TransferQuery
 
 log = logging.getLogger("kdns.query")
@@ -101,21 +105,50 @@ class Serving:
                 return self._counted(data, peer, stats, detour.reply, time.perf_counter())
         return self._answer(data, peer, stats)
 
+    def answer_udp(self, data: bytes, peer: tuple, stats: QueryStats, labels: tuple[str, ...] | None = None) -> bytes | Pending | Transfer | None:
+        """`answer` for a UDP datagram the C loop did not find in the replay table, shorter when
+        nothing needs each query (no tap, rate limiting or query log: when the C loop runs):
+        the path of every first-time name. `labels`: the question name's labels, which the C
+        loop has read. (Not looked up in the replay table again: a datagram whose twin came
+        earlier in the same run is answered afresh, the same bytes.)"""
+        if self.tap is not None or self.rrl is not None or self.log_queries:
+            return self.answer(data, peer, stats)
+        stats.received += 1
+        responder = self.dns.responder
+        started = time.perf_counter()
+        try:
+            quick = responder.plain_udp(data, peer[0], labels)
+            reply, key = quick if quick is not None else responder.answer_keyed(data, None, peer[0])
+        except Exception:  # a bug in the serving core: log it, keep serving
+            log.exception("udp: failed to handle a %d-byte query from %s", len(data), peer)
+            return None
+        if key is not None:  # kept for replay: its key holds what the statistics count
+            stats.count_key(key, time.perf_counter() - started, len(data), len(reply))  # type: ignore[arg-type]
+            return reply  # type: ignore[return-value]
+        return self._then(data, peer, stats, reply, None, started, True)
+
     def _answer(self, data: bytes, peer: tuple, stats: QueryStats, started: float | None = None) -> bytes | Pending | Transfer | None:
         responder = self.dns.responder
         udp = stats.proto == "udp"
         if udp:
-            hit = responder.replayed(data)
-            if hit is not None:  # counted under its key, untimed, as the C part does
-                stats.counts[hit[1]] += 1  # the key responder.replay_key made
-                return self._deliver(data, peer, stats, hit[0])
+            hit = responder.replay_entry(data[2:])
+            # (A reply made from the forwarding cache only until its TTLs change, and only for
+            # clients that may have names forwarded: the C part checks the same.)
+            if hit is not None and (len(hit) == 2 or (time.monotonic() < hit[2] and self.acl.allows(peer[0]))):
+                stats.counts[hit[1]] += 1  # counted under its key, untimed, as the C part does
+                return self._deliver(data, peer, stats, data[:2] + hit[0])
         if started is None:
             started = time.perf_counter()
         try:
-            reply = responder.handle(data, None if udp else MAX_TCP, peer[0])
+            reply, key = responder.answer_keyed(data, None if udp else MAX_TCP, peer[0])
         except Exception:  # a bug in the serving core: log it, keep serving
             log.exception("%s: failed to handle a %d-byte query from %s", stats.proto, len(data), peer)
             return None
+        return self._then(data, peer, stats, reply, key, started, udp)
+
+    def _then(self, data: bytes, peer: tuple, stats: QueryStats, reply: bytes | UpstreamQuery | TransferQuery | None, key: object,
+              started: float, udp: bool) -> bytes | Pending | Transfer | None:
+        """What follows the responder's reply: the forwarder, the recursion allow list, counting."""
         if reply is None:
             return None  # not a query (too short for a header, or a response): no reply
         if isinstance(reply, TransferQuery):
@@ -126,14 +159,30 @@ class Serving:
                 outcome.messages = itertools.chain((first,), outcome.messages)
                 return outcome
             return self._counted(data, peer, stats, outcome, started)
-        if type(reply) is UpstreamQuery:
+        if isinstance(reply, UpstreamQuery):
+            uq = reply
             if not self.acl.allows(peer[0]):
-                reply = upstream.local_only(reply.query, reply.prefix, reply.prefix_count, reply.limit)
+                reply = upstream.local_only(uq.query, uq.prefix, uq.prefix_count, uq.limit)
             elif self.forwarder is not None:
-                return Pending(data, peer, stats, started, upstream=reply)
+                fresh = self.forwarder.fresh(uq)  # a fresh cache entry: answered here, no task
+                if fresh is None:
+                    return Pending(data, peer, stats, started, upstream=uq)
+                reply = fresh.reply
+                responder = self.dns.responder
+                if udp and self.forwarder.cache.clock is time.monotonic:  # (the C part's clock)
+                    end = 8 + len(uq.query.question)  # (where the question name ends: 12 + its length)
+                    fkey = stats_forwarded_key(data, reply, responder.zones, fresh.success, end) if responder.replay_key else None
+                    responder.remember_forwarded(data, reply, fkey, fresh.until)
+                    if fkey is not None:
+                        stats.count_key(fkey, time.perf_counter() - started, len(data), len(reply))
+                        return self._deliver(data, peer, stats, reply)
             else:
-                reply = wire.upstream_failure(reply.query)
-        return self._counted(data, peer, stats, reply, started)  # type: ignore[arg-type]  # an UpstreamQuery went above
+                reply = wire.upstream_failure(uq.query)
+        elif key is not None:  # kept for replay: its key holds what the statistics count
+            made = reply
+            stats.count_key(cast(tuple, key), time.perf_counter() - started, len(data), len(made))
+            return self._deliver(data, peer, stats, made)
+        return self._counted(data, peer, stats, reply, started)
 
     def _transfer(self, tq: TransferQuery, peer: tuple) -> bytes | Transfer:
         """A zone transfer over TCP, or why not (REFUSED, FORMERR)."""
@@ -162,10 +211,10 @@ class Serving:
         if pending.delay:
             await trio.sleep(pending.delay)
             result = self._answer(pending.data, pending.peer, pending.stats, pending.started)
-            if type(result) is not Pending:
-                return result  # type: ignore[return-value]  # not Pending
+            if not isinstance(result, Pending):
+                return result
             pending = result
-        assert pending.upstream is not None  # a Pending without a delay waits for an upstream
+        assert pending.upstream is not None
         reply = await self.ask_upstream(pending.upstream)
         return self._counted(pending.data, pending.peer, pending.stats, reply, pending.started)
 

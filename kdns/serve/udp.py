@@ -6,11 +6,14 @@ going through trio's scheduler once per batch instead of once per packet is most
 difference between 60k and 120k+ queries/s. What the C part does not answer goes through
 `Serving.answer`, the slow path TCP shares.
 
-Where the C part is built (kdns/_udpbatch.c, Linux), a batch is one call into it: one
-recvmmsg, the replays (queries whose bytes after the ID were seen before) answered with one
-sendmmsg, and the rest handed back to this loop. That cuts the CPU per query at full load
-by about a third (perf/RESULTS.md). It is skipped while RRL, query logging or kdns.testing's
-tap are on, which need each query in Python; KDNS_PURE_PYTHON=1 turns it off."""
+Where the C part is built (kdns/_udpbatch.c, Linux), a batch is a few calls into it: one
+recvmmsg, the replays (queries whose bytes after the ID were seen before, and fresh answers
+from the forwarding cache) answered with one sendmmsg, and each run of other datagrams handed
+back to this loop, whose replies the next call sends with the replays after them: replies
+leave in the order the queries came, and the Python path makes no system call of its own.
+That cuts the CPU per query at full load by about a third for replays (perf/RESULTS.md). It
+is skipped while RRL, query logging or kdns.testing's tap are on, which need each query in
+Python; KDNS_PURE_PYTHON=1 turns it off."""
 
 from __future__ import annotations
 
@@ -65,39 +68,34 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
         c_loop = batched()
     batch = _udpbatch.Batch(BATCH) if c_loop and _udpbatch is not None else None
     async with trio.open_nursery() as waiting:
+
+        def answered_later(pending: Pending) -> bytes | None:
+            """A task of its own answers it (None now), or SERVFAIL at once when too many wait."""
+            if len(waiting.child_tasks) < MAX_WAITING:
+                waiting.start_soon(_answer_later, sock, state, pending)
+                return None
+            return state.give_up(pending)
+
+        def answered(data: bytes, peer) -> bytes | None:
+            """The reply to send now (None: nothing now, or later by a task of its own)."""
+            reply = state.answer(data, peer, stats)
+            return reply if type(reply) is not Pending else answered_later(reply)  # type: ignore[return-value]
+
         while True:
             await trio.lowlevel.wait_readable(sock)
             if batch is not None and state.fast:
-                # Replayed replies are answered in C; the rest come back as (data, peer).
+                await _c_batch(batch, fd, sock, state, stats, answered_later)
+                continue
+            packets = []
+            for _ in range(BATCH):
                 try:
-                    received, packets, unsent, error = batch.answer(fd, state.dns.responder.replies, stats.counts)
-                except Exception:  # a bug in the C part: log it, keep serving
-                    log.exception("udp: batched receive failed")
-                    continue
-                stats.received += received - len(packets)  # (the rest are counted by state.answer)
-                if error:
-                    log.debug("udp receive: %s", os.strerror(error))
-                if unsent:  # replies the kernel did not take (a full buffer): once more, in order
-                    await trio.lowlevel.wait_writable(sock)
-                    for reply, peer in unsent:
-                        _send_once_more(sock, reply, peer)
-            else:
-                packets = []
-                for _ in range(BATCH):
-                    try:
-                        packets.append(recvfrom(RECV_SIZE))
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:  # e.g. ICMP errors reported on the socket
-                        log.debug("udp receive: %s", exc)
-            answer = state.answer
+                    packets.append(recvfrom(RECV_SIZE))
+                except BlockingIOError:
+                    break
+                except OSError as exc:  # e.g. ICMP errors reported on the socket
+                    log.debug("udp receive: %s", exc)
             for data, peer in packets:
-                reply = answer(data, peer, stats)
-                if type(reply) is Pending:
-                    if len(waiting.child_tasks) < MAX_WAITING:
-                        waiting.start_soon(_answer_later, sock, state, reply)
-                        continue
-                    reply = state.give_up(reply)
+                reply = answered(data, peer)
                 if reply is None:
                     continue
                 try:
@@ -107,6 +105,41 @@ async def serve_udp(sock: socket.socket, state: Serving, stats: QueryStats, c_lo
                     _send_once_more(sock, reply, peer)
                 except OSError as exc:
                     _log_send_error(exc, peer)
+
+
+async def _c_batch(batch, fd: int, sock: socket.socket, state: Serving, stats: QueryStats, answered_later) -> None:
+    """One wake-up of the C loop: one receive, the replays sent from C, each run of other
+    datagrams answered here and its replies sent by the next call (with the replays after
+    it), until every datagram received is done."""
+    answers: list | None = None
+    receive = True
+    while True:
+        responder = state.dns.responder
+        try:
+            replayed, packets, unsent, error, more, promoted, promoted_bytes = batch.answer(
+                fd, responder.replies, responder.replies_old, stats.counts, state.acl.packed, answers, receive)
+        except Exception:  # a bug in the C part: log it, keep serving
+            log.exception("udp: batched receive failed")
+            return
+        receive = False  # (one receive per wake-up: other tasks get their turn)
+        stats.received += replayed  # (the others are counted by state.answer)
+        responder.promoted(promoted, promoted_bytes)
+        if error:
+            log.debug("udp receive: %s", os.strerror(error))
+        if unsent:  # replies the kernel did not take (a full buffer): once more, in order
+            await trio.lowlevel.wait_writable(sock)
+            for reply, peer in unsent:
+                _send_once_more(sock, reply, peer)
+        if not packets:
+            if not more:
+                return
+            answers = None
+            continue
+        answer = state.answer_udp
+        answers = []
+        for data, peer, labels in packets:
+            reply = answer(data, peer, stats, labels)
+            answers.append(reply if type(reply) is not Pending else answered_later(reply))
 
 
 async def _answer_later(sock: socket.socket, state: Serving, pending: Pending) -> None:

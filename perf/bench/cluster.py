@@ -352,3 +352,50 @@ def write_inputs(work: Path, services: int) -> Inputs:
     query_file.write_text("".join(f"{q.qname} {q.qtype}\n" for q in queries))
     probe = next(s.fqdn for s in model if s.kind == "clusterip")
     return Inputs(manifests_dir, zones, query_file, queries, probe)
+
+
+# --- outside names and first-time names (the forwarding and first-time paths) ----------------
+
+UPSTREAM_ZONE = "example.com"
+UPSTREAM_TTL = 300
+OUTSIDE_NAMES = 1_000  # api-N.example.com that the forwarding path asks, A and AAAA
+
+
+def write_upstream_zone(cluster: list[Service], directory: Path) -> Path:
+    """The zone of the local upstream both forwarders ask: every outside name the queries use
+    (`api-N.example.com`, A and AAAA) and the targets of ExternalNames outside the cluster."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [
+        f"{UPSTREAM_ZONE}. {UPSTREAM_TTL} IN SOA ns.{UPSTREAM_ZONE}. hostmaster.{UPSTREAM_ZONE}. 1 7200 1800 86400 {UPSTREAM_TTL}\n",
+        f"{UPSTREAM_ZONE}. {UPSTREAM_TTL} IN NS ns.{UPSTREAM_ZONE}.\n",
+        f"ns.{UPSTREAM_ZONE}. {UPSTREAM_TTL} IN A 127.0.0.1\n",
+    ]
+    for n in range(max(OUTSIDE_NAMES, EXTERNAL_HOSTS)):
+        lines.append(f"api-{n}.{UPSTREAM_ZONE}. {UPSTREAM_TTL} IN A 192.0.2.{n % 250 + 1}\n")
+        lines.append(f"api-{n}.{UPSTREAM_ZONE}. {UPSTREAM_TTL} IN AAAA 2001:db8::{n:x}\n")
+    for svc in cluster:
+        if svc.kind == "external" and svc.external_name.endswith("." + UPSTREAM_ZONE):
+            lines.append(f"{svc.external_name}. {UPSTREAM_TTL} IN A 198.51.100.{len(lines) % 250 + 1}\n")
+    path = directory / f"{UPSTREAM_ZONE}.zone"
+    path.write_text("".join(lines))
+    return path
+
+
+def outside_queries(names: int = OUTSIDE_NAMES) -> list[Query]:
+    """What pods ask the cluster DNS last for a name outside the cluster (after the
+    search-path misses): the name itself, A and AAAA. Every one goes to the upstream once,
+    and then comes from the forwarding cache."""
+    return [Query(f"api-{n}.{UPSTREAM_ZONE}", qtype, "outside, forwarded") for n in range(names) for qtype in ("A", "AAAA")]
+
+
+def first_time_lines(count: int, namespaces: int, tag: str) -> str:
+    """`count` dnsperf lines, each a name asked for the first time (unique by `tag` and
+    number): search-path expansions of outside names (`api-<tag>-N.example.com.<ns>.svc.
+    cluster.local`) and Services that do not exist (`<tag>-N.<ns>.svc.cluster.local`), A
+    and AAAA in turn. All NXDOMAIN."""
+    out = []
+    for n in range(count):
+        ns = f"ns-{n % namespaces}"
+        name = f"api-{tag}-{n}.{UPSTREAM_ZONE}.{ns}.svc.{ZONE}" if n % 2 == 0 else f"{tag}-{n}.{ns}.svc.{ZONE}"
+        out.append(f"{name} {'A' if n % 4 < 2 else 'AAAA'}\n")
+    return "".join(out)
