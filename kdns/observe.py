@@ -35,7 +35,11 @@ from kdns.model import EndpointSlice, ServiceType
 
 log = logging.getLogger("kdns.http")
 
-HTTP_READ_TIMEOUT = 5.0
+HTTP_READ_TIMEOUT = 5.0  # to read a request
+HTTP_SEND_TIMEOUT = 5.0  # to send the response (a client that does not read is dropped)
+# Connections open at once on one HTTP listener; a connection beyond is closed at once, unread
+# (probes and scrapes retry). Each holds at most MAX_REQUEST bytes and a response.
+MAX_HTTP_CONNECTIONS = 64
 MAX_REQUEST = 8192
 
 
@@ -103,13 +107,21 @@ REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Req
            503: "Service Unavailable"}
 
 
-async def serve_http(listener: trio.SocketListener, routes: dict[str, Route]) -> None:
+async def serve_http(listener: trio.SocketListener, routes: dict[str, Route], max_connections: int = MAX_HTTP_CONNECTIONS) -> None:
+    open_now = 0
+
     async def handle(stream: trio.SocketStream) -> None:
+        nonlocal open_now
         async with stream:
+            if open_now >= max_connections:
+                return  # closed unread: nothing a client sends grows what kdns holds
+            open_now += 1
             try:
                 await _http_exchange(stream, routes)
             except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                 pass
+            finally:
+                open_now -= 1
 
     await trio.serve_listeners(handle, [listener])
 
@@ -148,7 +160,8 @@ async def _http_exchange(stream: trio.SocketStream, routes: dict[str, Route]) ->
         f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
-    await stream.send_all(head + (body if method != b"HEAD" else b""))
+    with trio.fail_after(HTTP_SEND_TIMEOUT):
+        await stream.send_all(head + (body if method != b"HEAD" else b""))
 
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -96,3 +96,37 @@ async def test_one_client_cannot_take_every_tcp_slot(kdns):
     finally:
         for stream in streams:
             await stream.aclose()
+
+
+async def test_http_connections_are_capped_and_the_endpoints_keep_answering(kdns):
+    """Idle connections to an HTTP listener past its cap are closed unread, and /health
+    answers again once one of them goes (issue 13: nothing a client sends grows a table)."""
+    from kdns.observe import MAX_HTTP_CONNECTIONS
+
+    server = await kdns(DEMO, args=["--health", "127.0.0.1:0"])
+    port = server.server.http_bound["/health"].port
+
+    async def get_health() -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            with trio.fail_after(5):
+                while chunk := await stream.receive_some(4096):
+                    data += chunk
+            return data
+
+    idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(MAX_HTTP_CONNECTIONS)]
+    try:
+        await trio.sleep(0.2)  # (the server has accepted them all)
+        assert await get_health() == b""  # one too many: closed unread
+        await idle.pop().aclose()
+        for _ in range(50):  # (until the server has seen that one go)
+            got = await get_health()
+            if got:
+                break
+            await trio.sleep(0.05)
+        assert got.startswith(b"HTTP/1.1 200 OK")
+    finally:
+        for stream in idle:
+            await stream.aclose()
