@@ -58,6 +58,14 @@ MEMORY_BYTES = 170 * 2**20
 API_PORT = 8001  # the fake API server, on the pod's loopback
 WAIT = 90.0  # seconds: the longest wait for any one thing
 QUERY_PREFIX = "dig @127.0.0.1 -p 5353 "
+PUBLISHED = ("5353/udp", "5353/tcp", "8080/tcp", "8181/tcp", "53/udp", "53/tcp", "9153/tcp")
+# kubeadm's Corefile (tests/corefiles/kubeadm.Corefile) with two lines changed for a container
+# without a cluster or an upstream: the API server is the fake one on the pod's loopback, and
+# the forward goes to a loopback port nothing listens on (the container's resolv.conf would
+# point kdns at itself: a loop, which kdns refuses as CoreDNS's loop plugin does).
+SWAP_COREFILE = ROOT / "tests" / "corefiles" / "kubeadm.Corefile"
+SWAP_CHANGES = (("       ttl 30\n", f"       ttl 30\n       endpoint http://127.0.0.1:{API_PORT}\n"),
+                ("forward . /etc/resolv.conf {", "forward . 127.0.0.1:5399 {"))
 
 
 class Skip(Exception):
@@ -250,7 +258,7 @@ def process_status(engine: str, container: str) -> dict[str, str]:
 def check(engine: str, tag: str) -> None:
     size = build(engine, tag)
     suffix = f"{os.getpid()}-{int(time.time())}"
-    pod, kdns = f"kdns-check-api-{suffix}", f"kdns-check-{suffix}"
+    pod, kdns, coredns = f"kdns-check-api-{suffix}", f"kdns-check-{suffix}", f"kdns-check-coredns-{suffix}"
     # Like a pod: read-only root (podman would add tmpfs mounts on /tmp and /run without the
     # second flag; a pod has none), a fixed non-root UID, no capabilities, a memory limit.
     confined = ["--read-only", "--user", f"{UID}:{UID}", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
@@ -267,7 +275,7 @@ def check(engine: str, tag: str) -> None:
             run([engine, "run", "-d", "--name", pod, *confined, "-v", f"{resolv}:/etc/resolv.conf:ro",
                  "-v", f"{ROOT / 'testkit'}:/check/testkit:ro",
                  "-v", f"{ROOT / 'config' / 'demo-cluster.yaml'}:/check/demo-cluster.yaml:ro",
-                 *[arg for port in ("5353/udp", "5353/tcp", "8080/tcp", "8181/tcp") for arg in ("-p", f"127.0.0.1::{port}")],
+                 *[arg for port in PUBLISHED for arg in ("-p", f"127.0.0.1::{port}")],
                  "--no-healthcheck", "--entrypoint", "python", tag, "-c", API_SERVER])
             wait_for("the fake API server", lambda: "serving" in run([engine, "logs", pod], check=False).stdout)
             run([engine, "run", "-d", "--name", kdns, *confined, "--network", f"container:{pod}",
@@ -319,17 +327,62 @@ def check(engine: str, tag: str) -> None:
             if code != "0":
                 raise Failed(f"kdns exited {code} after SIGTERM:\n" + run([engine, "logs", kdns], check=False).stderr[-3000:])
             say(f"SIGTERM: exit 0 after {time.monotonic() - started:.1f}s (the lameduck period is 5 s)")
+            check_coredns_swap(engine, tag, pod, coredns, Path(tmp))
         except Failed:
-            for name in (kdns, pod):
+            for name in (kdns, coredns, pod):
                 done = run([engine, "logs", "--tail", "30", name], check=False)
                 print(f"--- {name} logs ---\n{done.stdout}{done.stderr}", file=sys.stderr)
             raise
         finally:
-            for name in (kdns, pod):  # kdns first: the API server's container holds its network namespace
+            for name in (kdns, coredns, pod):  # kdns first: the API server's container holds its network namespace
                 done = run([engine, "rm", "-f", "-t", "0", name], check=False)
                 if done.returncode != 0 and "no such container" not in done.stderr.lower():
                     print(f"image: could not remove container {name}: {done.stderr.strip()}", file=sys.stderr)
     say(f"image-check passed: {tag}, {size / 1e6:.0f} MB")
+
+
+def check_coredns_swap(engine: str, tag: str, pod: str, name: str, tmp: Path) -> None:
+    """The image in CoreDNS's place, as kubeadm's Deployment runs CoreDNS (tests/coredns/
+    kubeadm.yaml): `-conf /etc/coredns/Corefile` with the ConfigMap mounted there, every
+    capability dropped but NET_BIND_SERVICE, no privilege escalation, read-only root, the
+    image's own user; DNS on 53, /health on 8080, /ready on 8181, metrics on 9153."""
+    text = SWAP_COREFILE.read_text(encoding="utf-8")
+    for old, new in SWAP_CHANGES:
+        if old not in text:
+            raise Failed(f"{SWAP_COREFILE} no longer has {old.strip()!r}")
+        text = text.replace(old, new)
+    (tmp / "coredns").mkdir()
+    (tmp / "coredns" / "Corefile").write_text(text, encoding="utf-8")
+    (tmp / "coredns").chmod(0o755)
+    (tmp / "coredns" / "Corefile").chmod(0o644)
+    swap = ["--read-only", "--cap-drop", "ALL", "--cap-add", "NET_BIND_SERVICE", "--security-opt", "no-new-privileges",
+            "--memory", MEMORY]
+    if engine == "podman":
+        swap.append("--read-only-tmpfs=false")
+    run([engine, "run", "-d", "--name", name, *swap, "--network", f"container:{pod}",
+         "-v", f"{tmp / 'coredns'}:/etc/coredns:ro", tag, "-conf", "/etc/coredns/Corefile"])
+    health, ready, metrics = host_port(engine, pod, "8080/tcp"), host_port(engine, pod, "8181/tcp"), host_port(engine, pod, "9153/tcp")
+    dns_udp, dns_tcp = host_port(engine, pod, "53/udp"), host_port(engine, pod, "53/tcp")
+    wait_for("/ready on 8181 to answer 200 (kdns from kubeadm's Corefile)", lambda: http_status(ready, "/ready") == 200)
+    if (status := http_status(health, "/health")) != 200 or (status := http_status(metrics, "/metrics")) != 200:
+        raise Failed(f"/health or /metrics answered {status}")
+    proc = process_status(engine, name)
+    if set(proc["Uid"].split()) != {str(UID)}:
+        raise Failed(f"kdns runs as {proc['Uid']}, not the image's user {UID}")
+    with kdns_on_host() as reference:
+        for args in (["web.shop.svc.cluster.local", "A"], ["+tcp", "_http._tcp.api.shop.svc.cluster.local", "SRV"],
+                     ["-x", "10.96.100.10"]):
+            want, got = dig((reference, reference), args), dig((dns_udp, dns_tcp), args)
+            if got != want or not got[1]:
+                raise Failed(f"dig {' '.join(args)} on port 53: the image said {got}, kdns on the host {want}")
+    say(f"CoreDNS swap: -conf /etc/coredns/Corefile (kubeadm's), UID {UID} with only NET_BIND_SERVICE and no privilege "
+        "escalation: port 53 answers as on the host, /health 8080, /ready 8181, /metrics 9153")
+    started = time.monotonic()
+    run([engine, "kill", "--signal", "TERM", name])
+    code = run([engine, "wait", name], timeout=60).stdout.strip().splitlines()[-1]
+    if code != "0":
+        raise Failed(f"kdns (-conf) exited {code} after SIGTERM")
+    say(f"CoreDNS swap: SIGTERM: exit 0 after {time.monotonic() - started:.1f}s (the Corefile's lameduck 5s)")
 
 
 def check_healthcheck(engine: str, container: str) -> None:
