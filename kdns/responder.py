@@ -55,6 +55,7 @@ log = logging.getLogger("kdns.responder")
 
 MEMO_ENTRIES = 200_000  # packed answers with records kept (name x type), both generations together
 MEMO_BYTES = 16 << 20  # ... and what they take (counted as `memo_cost`)
+MAX_REWRITTEN = 4096  # memo names a Corefile's rewrite answered from another name, forgotten on every change
 MAX_REPLIES = 100_000  # whole UDP replies kept for replay, both generations; emptied on every change
 REPLAY_BYTES = 24 << 20  # ... and what they take (counted as `replay_cost`)
 MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
@@ -126,7 +127,7 @@ class Responder:
         self._services_names: tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...] = ()
         self._nxdomains: dict[int, tuple[packing.Entry, bytes]] = {}  # zone << 9 | name length -> (Entry, SOA record)
         # Names whose memo entries a Corefile's rewrite made from another name's records: any
-        # change may touch them (kdns.rewrite). At most MEMO_ENTRIES (the memo is cleared then).
+        # change may touch them (kdns.rewrite). At most MAX_REWRITTEN (the memo is cleared then).
         self._rewritten: set[bytes] = set()
         self.publish(Change(snapshot, everything=True))
 
@@ -509,7 +510,7 @@ class Responder:
         if entry.body:  # (an answer without records of its own is as cheap to make again: not kept)
             self._memo_put(query.qname, query.qtail, entry)
             if result.via is not None and result.via.rewritten:  # it shows another name's records
-                if len(self._rewritten) >= MEMO_ENTRIES:
+                if len(self._rewritten) >= MAX_REWRITTEN:
                     self._clear_memo()
                 self._rewritten.add(query.qname)
         return reply, entry

@@ -245,6 +245,8 @@ class Via:
     steps: tuple[str, ...]
     rewritten: bool
     responses: tuple[ResponseRule, ...] = ()
+    looked_up: str = ""  # the name kdns's tables or a template were asked (dotless, as `Record` names)
+    template: bool = False  # a template answered
 
     def name(self, name: str) -> str:
         """An owner name (dotless, as in `Record`) mapped back."""
@@ -282,7 +284,7 @@ class Via:
 
 
 def _dotless(name: str) -> str:
-    return name[:-1] if name.endswith(".") and name != "." else name
+    return "" if name == "." else name.removesuffix(".")
 
 
 def _valid(name: str) -> bool:
@@ -325,11 +327,11 @@ def answer(rules: Rules, labels: tuple[str, ...], qtype: int, remote: str | None
         if got is not None:
             result, origin = got
             steps.append(f"answered by the template at {origin}")
-            return _back(result, Via(tuple(steps), rewritten, tuple(responses)))
+            return _back(result, Via(tuple(steps), rewritten, tuple(responses), _dotless(name), True))
     if not rewritten:
         return inner(labels)
     result = inner(tuple(name[:-1].split(".")) if name != "." else ())
-    return _back(result, Via(tuple(steps), True, tuple(responses)))
+    return _back(result, Via(tuple(steps), True, tuple(responses), _dotless(name)))
 
 
 def _back(result: Answer, via: Via) -> Answer:

@@ -5,6 +5,9 @@ Each kdns runs in the test's trio loop from its Corefile, against the fake API s
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 from pathlib import Path
 
 import dns.flags
@@ -13,6 +16,7 @@ import dns.rcode
 import pytest
 import trio
 
+from kdns import cli
 from testkit.corefile import api_objects, copy_localized, serve_corefile, synced
 from testkit.kubeapi import KubeAPI
 from testkit.stubdns import StubDNS
@@ -160,3 +164,27 @@ async def test_a_rewritten_name_goes_upstream_and_comes_back_as_asked(nursery, t
     assert lines((await both(running, "ads.blocked.example.org")).answer) == ["ads.blocked.example.org. 60 IN A 0.0.0.0"]
     assert (await running.query("www.blocked.example.org")).rcode() == dns.rcode.NXDOMAIN  # fallthrough: upstream's NXDOMAIN
     assert upstream.count("www.blocked.example.org.") >= 1
+
+
+async def test_explain_says_which_rule_or_template_answered(nursery, tmp_path, api, upstream):
+    """`kdns explain --server` against kdns serving a Corefile: the rewrite's file:line and the
+    names, or the template's file:line; the records as a query gets them."""
+    path = tmp_path / "Corefile"
+    path.write_text(FORWARDED.replace("API", api.url).replace("UPSTREAM", upstream.address))
+    running = await synced(await serve_corefile(nursery, path, "--listen", "127.0.0.1:0", "--explain", "127.0.0.1:0"))
+    url = f"http://127.0.0.1:{running.server.http_bound['/explain'].port}"
+
+    def explain(*args: str) -> dict:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli.main(["explain", "--server", url, *args, "--json"]) == 0
+        return json.loads(out.getvalue())
+
+    got = await trio.to_thread.run_sync(explain, "mirror.example.org", "A")
+    assert got["rcode"] == "NOERROR" and got["answered_by"] == "cluster zone"
+    assert got["reasons"][0] == f"rewritten by {path}:6 from mirror.example.org. to web.shop.svc.cluster.local."
+    assert [line["record"] for line in got["records"]] == ["mirror.example.org. 5 IN A 10.96.100.10"]
+    got = await trio.to_thread.run_sync(explain, "ads.blocked.example.org", "A")
+    assert (got["answered_by"], got["reasons"]) == ("template", [f"answered by the template at {path}:10"])
+    got = await trio.to_thread.run_sync(explain, "nope.example.org", "A")
+    assert all("rewritten" not in reason for reason in got["reasons"])
