@@ -216,3 +216,45 @@ def test_forwarded_records_are_renamed_back_with_their_ttl_offsets():
     assert [rrset.to_text() for rrset in out.authority] == ["example.net. 90 IN NS ns.corp.internal."]
     assert out.question[0].name.to_text() == "Alias.Corp.Internal."
     assert QTYPE.get(out.question[0].rdtype) == "CNAME"
+
+
+# -- in the serving core: the memo, the quick NXDOMAIN ------------------------------------------
+
+
+def core(body: str):
+    from dataclasses import replace
+
+    from kdns.config import DnsConfig
+    from kdns.model import Port, Service, ServiceType, Upsert
+    from kdns.state import DnsState
+
+    state = DnsState(replace(DnsConfig(ns_addresses=("127.0.0.1",)), rules=rules(body)), now=1000)
+    services = [Service("shop", f"s{i}", ServiceType.CLUSTER_IP, (f"10.96.1.{i}",), (Port("http", "tcp", 80),)) for i in range(30)]
+    state.apply([Upsert(s) for s in services], now=1000)
+    return state, Service, ServiceType, Port, Upsert
+
+
+def ask_core(state, name: str, rdtype: str = "A") -> dns.message.Message:
+    return dns.message.from_wire(state.responder.handle(dns.message.make_query(name, rdtype).to_wire()))
+
+
+def test_a_rewritten_answer_in_the_memo_follows_a_change_of_the_name_it_came_from():
+    state, Service, ServiceType, Port, Upsert = core("    rewrite name exact api.example.com s1.shop.svc.cluster.local")
+    for i in range(30):  # a memo larger than the change, so that only the changed names are dropped
+        ask_core(state, f"s{i}.shop.svc.cluster.local")
+    assert [rrset.to_text() for rrset in ask_core(state, "API.example.com").answer] == ["API.example.com. 5 IN A 10.96.1.1"]
+    assert b"\x03api\x07example\x03com\x00" in state.responder.memo
+    change = state.apply([Upsert(Service("shop", "s1", ServiceType.CLUSTER_IP, ("10.96.2.1",), (Port("http", "tcp", 80),)))], now=2000)
+    assert not change.everything and len(change.names) < 30
+    assert [rrset.to_text() for rrset in ask_core(state, "api.example.com").answer] == ["api.example.com. 5 IN A 10.96.2.1"]
+    assert b"\x02s2\x04shop\x03svc\x07cluster\x05local\x00" in state.responder.memo  # the others stay
+
+
+def test_no_quick_nxdomain_under_svc_where_a_rule_may_act():
+    regex = "    rewrite name regex ^(.*)\\.svc\\.cluster\\.local\\.svc\\.cluster\\.local\\.$ {1}.svc.cluster.local answer auto"
+    state = core(regex)[0]
+    assert state.responder._services_names == ()
+    got = ask_core(state, "s3.shop.svc.cluster.local.svc.cluster.local")
+    assert [rrset.to_text() for rrset in got.answer] == ["s3.shop.svc.cluster.local.svc.cluster.local. 5 IN A 10.96.1.3"]
+    plain = core("    rewrite name exact api.example.com s1.shop.svc.cluster.local")[0]
+    assert plain.responder._services_names != ()  # an exact rule elsewhere keeps it
