@@ -102,9 +102,9 @@ def test_explain_shows_refusals_and_exits_1(tmp_path):
 def test_explain_says_templates_are_served():
     result = run_kdns("corefile", "explain", "aks/Corefile", cwd=FIXTURES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ("aks/Corefile:29: template ANY ANY reddog.microsoft.com { ... }  [data] kdns answers matching names from the "
-            "template before its own tables, as CoreDNS asks templates before hosts and kubernetes (kdns.templates)"
-            ) in result.stdout.splitlines()
+    assert ("aks/Corefile:29: template ANY ANY reddog.microsoft.com { ... }  [data] ANY ANY queries under reddog.microsoft.com: "
+            "NXDOMAIN: kdns answers from the template before its own tables, as CoreDNS asks templates before hosts and "
+            "kubernetes (kdns.templates)") in result.stdout.splitlines()
     assert "aks/custom/puglife.server:2 (imported from aks/Corefile:33): puglife.local:53  [option]" in result.stdout
 
 

@@ -213,8 +213,11 @@ def _rewrite_or_template(notes: _Notes, e: Explanation, d: Directive, parent: Di
         rule = next((r for r in notes.t.rewrites if r.origin == d.origin), None)
         if rule is None:
             return _unknown(notes, e)
-        return replace(e, effect="kdns rewrites the question's name before it looks it up (first matching rule with "
-                                 "stop, continue ones chain) and maps the answer's names back (kdns.rewrite)")
+        back = ("the answer's names mapped back" if rule.auto and not rule.answers else
+                f"the answer's names mapped back by {len(rule.answers) + rule.auto} rule(s)" if rule.answers else
+                "the answer's names left as they are (no answer auto)")
+        return replace(e, effect=f"kdns rewrites query names ({rule.match} {rule.source} -> {rule.target}) before it looks "
+                                 f"them up, {back}; then {rule.mode} (kdns.rewrite)")
     t = next((x for x in notes.t.templates if x.origin == d.origin), None)
     if t is None:
         return _unknown(notes, e)
@@ -224,8 +227,9 @@ def _rewrite_or_template(notes: _Notes, e: Explanation, d: Directive, parent: Di
     why = templates.problem(t.qclass, t.qtype, t.rcode, records)
     if why:
         return notes.refuse(e, f"template: {why}")
-    return replace(e, effect="kdns answers matching names from the template before its own tables, as CoreDNS asks "
-                             "templates before hosts and kubernetes (kdns.templates)")
+    what = e.effect.split(": kept as Translation.templates", 1)[0]
+    return replace(e, effect=f"{what}: kdns answers from the template before its own tables, as CoreDNS asks templates "
+                             "before hosts and kubernetes (kdns.templates)")
 
 
 def _kubernetes(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
