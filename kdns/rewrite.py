@@ -150,7 +150,7 @@ class Rules:
         its dot: "svc.cluster.local."): the responder's quick NXDOMAIN is off there."""
         if any(may_touch(rule, suffix) for rule in self.rewrites):
             return True
-        return any(t.scope.covers(suffix) or any(_under(z, suffix) for z in t.scope.zones)  # type: ignore[attr-defined]
+        return any(t.scope.covers(suffix) or any(_under(z, suffix) for z in t.scope.zones)
                    for t in self.templates if any(_under(suffix, z) or _under(z, suffix) for z in t.zones))
 
 

@@ -26,11 +26,15 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dnslib import QTYPE
 
 from kdns import codes
 from kdns.result import Answer, Record
+
+if TYPE_CHECKING:
+    from kdns.rewrite import Scope
 
 DEFAULT_TTL = 3600  # miekg/dns's, for a template record without a TTL
 TYPES = {"A": codes.A, "AAAA": codes.AAAA, "CNAME": codes.CNAME, "PTR": codes.PTR, "NS": codes.NS, "TXT": codes.TXT,
@@ -60,7 +64,7 @@ class TemplateRule:
     additional: tuple[tuple[Part, ...], ...]
     fallthrough: tuple[str, ...]  # like `zones`; () none
     remote: bool  # some record uses {{ .Remote }}
-    scope: object  # kdns.rewrite.Scope: the names the template's server block sees
+    scope: Scope  # the names the template's server block sees
     origin: str  # file:line
 
 
@@ -74,7 +78,7 @@ def _under(name: str, zone: str) -> bool:
 
 def compile_template(qclass: str, qtype: str, zones: tuple[str, ...], patterns: tuple[str, ...], rcode: str,
                      answer: tuple[tuple[Part, ...], ...], additional: tuple[tuple[Part, ...], ...],
-                     fallthrough: tuple[str, ...], scope: object, origin: str) -> TemplateRule:
+                     fallthrough: tuple[str, ...], scope: Scope, origin: str) -> TemplateRule:
     """A template from the translator's values; TemplateError when kdns cannot serve it (`problem`)."""
     why = problem(qclass, qtype, rcode, answer + additional)
     if why:
@@ -208,7 +212,7 @@ def answer(templates: tuple[TemplateRule, ...], asked: str, name: str, qtype: in
     """The templates' answer to `name` (lowercase, with its dot; `asked` before any rewrite,
     which chooses the server block) and the template's origin, or None: kdns's tables answer."""
     for t in templates:
-        if not t.scope.covers(asked):  # type: ignore[attr-defined]
+        if not t.scope.covers(asked):
             continue
         zone = max((z for z in t.zones if _under(name, z)), key=len, default=None)
         if zone is None or (t.qtype is not None and qtype != codes.ANY and qtype != t.qtype):
