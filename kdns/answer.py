@@ -16,6 +16,8 @@ The rules (Kubernetes DNS spec 1.1.0 plus CoreDNS's choices where the spec is si
   namespace exists (CoreDNS's code checks the namespace even though its README says not).
 * ANY gets one RRset, never everything (RFC 8482). AXFR/IXFR are REFUSED: kdns does not
   transfer zones. Classes other than IN are REFUSED.
+* A Corefile's `rewrite name` rules and `template`s (DnsConfig.rules; kdns.rewrite) come
+  before everything else but the class check: the name they lead to is answered here.
 * The external zones and the names outside every zone are answered from kdns.answer_hosts:
   a record kdns holds for an outside name (a hosts file, the test double) comes before any
   upstream; a name with none goes upstream, or gets `--outside-names` (REFUSED or NXDOMAIN).
