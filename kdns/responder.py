@@ -292,7 +292,7 @@ class Responder:
                     result = ans.answer(snap, labels, data[end] << 8 | data[end + 1], data[end + 2] << 8 | data[end + 3], client_ns, client)
                 except Exception:  # noqa: BLE001 - a bug: the general path answers again, SERVFAIL, and says where
                     return None
-                if result.answer or result.additional or result.upstream is not None or not result.cacheable:
+                if result.answer or result.additional or result.upstream is not None or not result.cacheable or result.authority:
                     query = wire.Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[end] << 8 | data[end + 1],
                                        data[end + 2] << 8 | data[end + 3], None if edns is None else wire.Edns(max(wire.MIN_UDP, edns[0]), 0, edns[1]))
                     got, entry = self._answer(query, None, client, result)

@@ -52,6 +52,9 @@ class Answer:
     # Set when a Corefile's rewrite or template made the answer (kdns.rewrite): how, and the
     # rules that map an upstream's records back to the asked name.
     via: Via | None = None
+    # Records of the authority section other than kdns's own SOA (a Corefile's template's):
+    # never beside `soa_zone`.
+    authority: tuple[Record, ...] = ()
 
 
 def refused() -> Answer:

@@ -217,7 +217,7 @@ def from_translation(t: Translation) -> Rules | None:
                                tuple((a.field, a.pattern, a.replacement) for a in r.answers), scope(r.block_zones), where(r))
                      for r in t.rewrites)
     templates = tuple(tpl.compile_template(x.qclass, x.qtype, x.zones, x.patterns, x.rcode, _parts(x.answer), _parts(x.additional),
-                                           x.fallthrough, scope(x.block_zones), where(x))
+                                           _parts(x.authority), x.fallthrough, scope(x.block_zones), where(x))
                       for x in t.templates)
     return Rules(rewrites, templates)
 
@@ -272,6 +272,9 @@ class Via:
         elif r.rtype == codes.MX:
             mx = cast("tuple[int, str]", data)
             data = (mx[0], self.value(mx[1]))
+        elif r.rtype == codes.SOA:  # (a template's: the MNAME, as CoreDNS)
+            soa = cast("tuple[str, ...]", data)
+            data = (self.value(soa[0]), *soa[1:])
         if name == r.name and data is r.data:
             return r
         return Record(name, r.rtype, r.ttl, data)
@@ -338,7 +341,8 @@ def _back(result: Answer, via: Via) -> Answer:
     """`result` with its records' names mapped back, and `via` noted."""
     if via.responses:
         result = replace(result, answer=tuple(via.record(r) for r in result.answer),
-                         additional=tuple(via.record(r) for r in result.additional))
+                         additional=tuple(via.record(r) for r in result.additional),
+                         authority=tuple(via.record(r) for r in result.authority))
     else:
         result = replace(result)  # (a copy: negative answers are shared)
     result.via = via

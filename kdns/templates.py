@@ -6,7 +6,7 @@ the name after any rewrite (kdns.rewrite), as CoreDNS asks `template` before `ho
 `kubernetes`. For a name under one of a template's zones, of its type (or ANY) in class IN:
 
 * the first `match` regex that finds the name (lowercase, with its trailing dot; no `match`
-  is `.*`) makes the answer: `rcode` with the `answer` and `additional` records, filled in
+  is `.*`) makes the answer: `rcode` with the `answer`, `authority` and `additional` records, filled in
   (`{{ .Name }}`, `{{ .Zone }}`, `{{ .Class }}`, `{{ .Type }}`, `{{ .Remote }}`,
   `{{ index .Match N }}`, `{{ .Group.NAME }}`) and read as zone-file lines (owner, optional
   TTL, default 3600 as in CoreDNS, optional class IN, type, data); `rcode SERVFAIL` is a bare
@@ -15,8 +15,8 @@ the name after any rewrite (kdns.rewrite), as CoreDNS asks `template` before `ho
   kdns's tables; without, SERVFAIL.
 
 kdns serves template records of the types it answers with: A, AAAA, CNAME, PTR, NS, TXT,
-SRV and MX (`problem` says so for a template that would make another); `authority` records
-are not supported. An answer that used `{{ .Remote }}` depends on the client: never reused.
+SRV, MX, and SOA (for the authority section; `problem` says so for a template that would make
+another). An answer that used `{{ .Remote }}` depends on the client: never reused.
 
 Pure: no I/O.
 """
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_TTL = 3600  # miekg/dns's, for a template record without a TTL
 TYPES = {"A": codes.A, "AAAA": codes.AAAA, "CNAME": codes.CNAME, "PTR": codes.PTR, "NS": codes.NS, "TXT": codes.TXT,
-         "SRV": codes.SRV, "MX": codes.MX}
+         "SRV": codes.SRV, "MX": codes.MX, "SOA": codes.SOA}
 RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5, "YXDOMAIN": 6, "YXRRSET": 7,
           "NXRRSET": 8, "NOTAUTH": 9, "NOTZONE": 10}
 CLASSES = ("IN", "CS", "CH", "HS", "NONE", "ANY")
@@ -62,6 +62,7 @@ class TemplateRule:
     rcode: int
     answer: tuple[tuple[Part, ...], ...]
     additional: tuple[tuple[Part, ...], ...]
+    authority: tuple[tuple[Part, ...], ...]
     fallthrough: tuple[str, ...]  # like `zones`; () none
     remote: bool  # some record uses {{ .Remote }}
     scope: Scope  # the names the template's server block sees
@@ -78,16 +79,17 @@ def _under(name: str, zone: str) -> bool:
 
 def compile_template(qclass: str, qtype: str, zones: tuple[str, ...], patterns: tuple[str, ...], rcode: str,
                      answer: tuple[tuple[Part, ...], ...], additional: tuple[tuple[Part, ...], ...],
-                     fallthrough: tuple[str, ...], scope: Scope, origin: str) -> TemplateRule:
+                     authority: tuple[tuple[Part, ...], ...], fallthrough: tuple[str, ...], scope: Scope,
+                     origin: str) -> TemplateRule:
     """A template from the translator's values; TemplateError when kdns cannot serve it (`problem`)."""
-    why = problem(qclass, qtype, rcode, answer + additional)
+    records = answer + additional + authority
+    why = problem(qclass, qtype, rcode, records)
     if why:
         raise TemplateError(why)
     return TemplateRule(None if qtype == "ANY" else QTYPE.reverse[qtype], qtype, tuple(_zone(z) for z in zones),
-                        tuple(re.compile(p) for p in patterns or (".*",)), RCODES[rcode], answer, additional,
+                        tuple(re.compile(p) for p in patterns or (".*",)), RCODES[rcode], answer, additional, authority,
                         tuple(_zone(z) for z in fallthrough),
-                        any(not isinstance(p, str) and p[0] == "Remote" for parts in answer + additional for p in parts),
-                        scope, origin)
+                        any(not isinstance(p, str) and p[0] == "Remote" for parts in records for p in parts), scope, origin)
 
 
 def problem(qclass: str, qtype: str, rcode: str, records: tuple[tuple[Part, ...], ...]) -> str | None:
@@ -197,6 +199,11 @@ def parse_record(line: str) -> Record:
             if not all(0 <= v <= 0xFFFF for v in (prio, weight, port)):
                 raise TemplateError("SRV numbers out of range")
             value = (prio, weight, port, _absolute(data[3]))
+        elif rtype == codes.SOA:
+            numbers = tuple(int(x) for x in data[2:7])
+            if len(numbers) != 5 or not all(0 <= v <= 0xFFFFFFFF for v in numbers):
+                raise TemplateError("an SOA record has five numbers")
+            value = (_absolute(data[0]), _absolute(data[1]), *numbers)
         else:  # MX
             pref = int(data[0])
             if not 0 <= pref <= 0xFFFF:
@@ -228,9 +235,10 @@ def answer(templates: tuple[TemplateRule, ...], asked: str, name: str, qtype: in
         try:
             records = tuple(parse_record(fill(p, name, zone, "IN", qtype_text, remote or "", m)) for p in t.answer)
             extra = tuple(parse_record(fill(p, name, zone, "IN", qtype_text, remote or "", m)) for p in t.additional)
+            authority = tuple(parse_record(fill(p, name, zone, "IN", qtype_text, remote or "", m)) for p in t.authority)
         except TemplateError:
             return Answer(codes.SERVFAIL, cacheable=False), t.origin
-        return Answer(t.rcode, records, extra, cacheable=not t.remote), t.origin
+        return Answer(t.rcode, records, extra, cacheable=not t.remote, authority=authority), t.origin
     return None
 
 

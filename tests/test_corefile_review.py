@@ -31,8 +31,6 @@ def entries(r, line: int) -> list[tuple[str, str]]:
 
 # (body, the line refused, the start of the problem's message)
 REFUSED = [
-    ("template IN A example.org {\n answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n authority \"example.org. 60 IN NS ns.example.org.\"\n }",
-     5, "template IN A example.org { ... }: template authority records are not supported by kdns"),
     ("template CH TXT version.bind {\n answer \"{{ .Name }} 60 CH TXT kdns\"\n }", 5,
      "template CH TXT version.bind { ... }: template: kdns answers class IN only"),
     ("template IN A example.org {\n answer \"{{ .Name }} 60 IN HINFO a b\"\n }", 5,
@@ -100,6 +98,8 @@ HONOURED = [
     ("rewrite stop {\n name regex (.*)\\.x {1}.y\n answer name (.*)\\.y {1}.x\n }", 5, "data", {}),
     ("template IN A example.org {\n match \"^a[.]\"\n answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n fallthrough\n }", 5, "data", {}),
     ("template ANY ANY reddog.microsoft.com {\n rcode NXDOMAIN\n }", 5, "data", {}),
+    ("template IN ANY example.org {\n rcode NXDOMAIN\n authority \"example.org. 60 IN SOA ns.example.org. h.example.org. (1 60 60 60 60)\"\n }",
+     5, "data", {}),
     ("log . {\n class denial error\n }", 6, "no effect", {"log-queries": True}),
 ]
 

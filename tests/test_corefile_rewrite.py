@@ -139,6 +139,10 @@ FORWARDED = """\
     template IN TXT whoami.example.org {
         answer "{{ .Name }} 0 IN TXT {{ .Remote }} {{ .Type }}"
     }
+    template IN ANY nx.example.org {
+        rcode NXDOMAIN
+        authority "nx.example.org. 60 IN SOA ns.nx.example.org. hostmaster.nx.example.org. (7 3600 600 86400 60)"
+    }
     template IN A blocked.example.org {
         match ^ads\\.
         answer "{{ .Name }} 60 IN A 0.0.0.0"
@@ -166,6 +170,10 @@ async def test_a_rewritten_name_goes_upstream_and_comes_back_as_asked(nursery, t
     assert lines((await both(running, "mirror.example.org")).answer) == ["mirror.example.org. 5 IN A 10.96.100.10"]
     assert lines((await both(running, "whoami.example.org", "TXT")).answer) == ['whoami.example.org. 0 IN TXT "127.0.0.1" "TXT"']
     assert lines((await both(running, "ads.blocked.example.org")).answer) == ["ads.blocked.example.org. 60 IN A 0.0.0.0"]
+    reply = await both(running, "Any.NX.example.org", "AAAA")
+    assert (reply.rcode(), reply.answer) == (dns.rcode.NXDOMAIN, [])
+    # (names compressed against the question, so in its spelling, as kdns writes its own SOA)
+    assert lines(reply.authority) == ["NX.example.org. 60 IN SOA ns.NX.example.org. hostmaster.NX.example.org. 7 3600 600 86400 60"]
     assert (await running.query("www.blocked.example.org")).rcode() == dns.rcode.NXDOMAIN  # fallthrough: upstream's NXDOMAIN
     assert upstream.count("www.blocked.example.org.") >= 1
 
@@ -189,6 +197,6 @@ async def test_explain_says_which_rule_or_template_answered(nursery, tmp_path, a
     assert got["reasons"][0] == f"rewritten by {path}:6 from mirror.example.org. to web.shop.svc.cluster.local."
     assert [line["record"] for line in got["records"]] == ["mirror.example.org. 5 IN A 10.96.100.10"]
     got = await trio.to_thread.run_sync(explain, "ads.blocked.example.org", "A")
-    assert (got["answered_by"], got["reasons"]) == ("template", [f"answered by the template at {path}:10"])
+    assert (got["answered_by"], got["reasons"]) == ("template", [f"answered by the template at {path}:14"])
     got = await trio.to_thread.run_sync(explain, "nope.example.org", "A")
     assert all("rewritten" not in reason for reason in got["reasons"])

@@ -200,7 +200,7 @@ async def test_serves_from_coredns_command_line(distro: Distro, api, stubs, tmp_
     assert status == 0, process.lines
 
 
-REFUSED_TEMPLATE = '    template IN A reddog.microsoft.com {\n      authority "reddog.microsoft.com. 60 IN NS ns.example."\n    }\n'
+REFUSED_TEMPLATE = '    template IN A reddog.microsoft.com {\n      answer "{{ .Name }} 60 IN HINFO a b"\n    }\n'
 
 
 def test_a_refused_corefile_does_not_serve_unless_told_to_ignore(tmp_path):
@@ -211,8 +211,9 @@ def test_a_refused_corefile_does_not_serve_unless_told_to_ignore(tmp_path):
     path.write_text(path.read_text().replace("    import custom/*.override\n", "    import custom/*.override\n" + REFUSED_TEMPLATE))
     result = run_kdns("-conf", "aks/Corefile", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [("kdns: error: aks/Corefile:24: template IN A reddog.microsoft.com { ... }: template "
-                                           "authority records are not supported by kdns (answer and additional are)")]
+    assert result.stderr.splitlines() == [("kdns: error: aks/Corefile:24: template IN A reddog.microsoft.com { ... }: template: "
+                                           "kdns serves template records of types A, AAAA, CNAME, PTR, NS, TXT, SRV, MX, SOA; "
+                                           "'{{ .Name }} 60 IN HINFO a b' makes HINFO")]
     ignored = run_kdns("corefile", "check", "--ignore-unknown", "aks/Corefile", cwd=tmp_path)
     assert (ignored.returncode, ignored.stdout) == (0, "aks/Corefile: OK\n"), ignored.stdout + ignored.stderr
-    assert ignored.stderr.count("ignored (--corefile-ignore-unknown): template authority records") == 1
+    assert ignored.stderr.count("ignored (--corefile-ignore-unknown): template: kdns serves template records") == 1

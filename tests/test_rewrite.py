@@ -181,6 +181,16 @@ def test_template_remote_answers_are_never_reused_and_bad_records_are_servfail()
     assert got.rcode == codes.SERVFAIL
 
 
+def test_template_authority_records_as_the_coredns_docs_write_them():
+    r = rules("    template IN ANY example.org {\n      match \"(^|[.])ad[.]example[.]org[.]$\"\n      rcode NXDOMAIN\n"
+              "      authority \"example.org. 60 {{ .Class }} SOA ns.example.org. hostmaster.example.org. (1 60 60 60 60)\"\n"
+              "      fallthrough\n    }")
+    got, asked = ask(r, "x.ad.example.org", codes.MX)
+    assert (got.rcode, got.answer, asked) == (codes.NXDOMAIN, (), [])
+    assert got.authority == (Record("example.org", codes.SOA, 60, ("ns.example.org", "hostmaster.example.org", 1, 60, 60, 60, 60)),)
+    assert ask(r, "www.example.org")[1] == ["www.example.org"]
+
+
 def test_rewrite_then_template_then_back():
     r = rules("    rewrite name exact old.example. new.example.\n"
               "    template IN A example {\n      match ^new\\.\n      answer \"{{ .Name }} 60 IN A 192.0.2.1\"\n      fallthrough\n    }")

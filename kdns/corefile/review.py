@@ -11,8 +11,8 @@ The translator (kdns.corefile.translate) keeps as data what kdns's options canno
 - accepted with a warning, where kdns behaves a little differently and refusing would
   refuse every distribution's Corefile: `loadbalance` (kdns does not shuffle), `prefetch`
   (kdns's own rule), `log` classes (kdns logs every query);
-- refused, naming file:line and why: templates with `authority` records, of a class other
-  than IN, an extended rcode or a record type kdns does not answer with (the translator
+- refused, naming file:line and why: templates of a class other than IN, with an extended
+  rcode or a record type kdns does not answer with (the translator
   itself refuses rewrites of anything but the name, and template actions outside its
   subset), the kubernetes `fallthrough` for cluster zones, `noendpoints`, `endpoint_pod_names`, the
   forward options kdns does not implement (`policy`, `force_tcp`, `max_fails`, `health_check`,
@@ -221,9 +221,8 @@ def _rewrite_or_template(notes: _Notes, e: Explanation, d: Directive, parent: Di
     t = next((x for x in notes.t.templates if x.origin == d.origin), None)
     if t is None:
         return _unknown(notes, e)
-    if t.authority:
-        return notes.refuse(e, "template authority records are not supported by kdns (answer and additional are)")
-    records = tuple(tuple(p if isinstance(p, str) else (p.name, p.key) for p in r.parts) for r in t.answer + t.additional)
+    records = tuple(tuple(p if isinstance(p, str) else (p.name, p.key) for p in r.parts)
+                    for r in t.answer + t.additional + t.authority)
     why = templates.problem(t.qclass, t.qtype, t.rcode, records)
     if why:
         return notes.refuse(e, f"template: {why}")
