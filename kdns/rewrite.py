@@ -237,8 +237,8 @@ def _zone(z: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Via:
-    """How an answer was made other than by kdns's tables: `steps` (for kdns explain: each
-    rewrite "file:line: FROM -> TO", or the template "file:line"), `rewritten` when the name
+    """How an answer was made other than by kdns's tables: `steps` (for kdns explain: "rewritten
+    by FILE:LINE from X to Y" for each rule, "answered by the template at FILE:LINE"), `rewritten` when the name
     looked up was not the asked one (the answer then depends on another name's data), and
     the response rules to apply to the records (last first)."""
 
