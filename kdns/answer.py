@@ -16,6 +16,8 @@ The rules (Kubernetes DNS spec 1.1.0 plus CoreDNS's choices where the spec is si
   namespace exists (CoreDNS's code checks the namespace even though its README says not).
 * ANY gets one RRset, never everything (RFC 8482). AXFR/IXFR are REFUSED: kdns does not
   transfer zones. Classes other than IN are REFUSED.
+* A Corefile's `rewrite name` rules and `template`s (DnsConfig.rules; kdns.rewrite) come
+  before everything else but the class check: the name they lead to is answered here.
 * The external zones and the names outside every zone are answered from kdns.answer_hosts:
   a record kdns holds for an outside name (a hosts file, the test double) comes before any
   upstream; a name with none goes upstream, or gets `--outside-names` (REFUSED or NXDOMAIN).
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kdns import answer_hosts, names
+from kdns import answer_hosts, names, rewrite
 from kdns.codes import AAAA, ANY, AXFR, CLASS_IN, CNAME, IXFR, NOERROR, NS, NXDOMAIN, PTR, REFUSED, SERVFAIL, SOA, SRV, TXT, A
 from kdns.config import PodsMode
 from kdns.records import Node
@@ -35,14 +37,20 @@ from kdns.snapshot import DNS_VERSION_TTL, Snapshot
 __all__ = ["MAX_CHAIN", "Answer", "Record", "answer", "find_zone", "from_upstream", "refused"]
 
 
-def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CLASS_IN, client_ns: str | None = None) -> Answer:
+def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CLASS_IN, client_ns: str | None = None,
+           remote: str | None = None, *, rules: bool = True) -> Answer:
     """The answer to one question. `labels` are the question's labels, lowercase.
 
     `client_ns` is the namespace of the pod that asks, when autopath is on and the client
-    is a pod kdns can tell apart (else None).
+    is a pod kdns can tell apart (else None). `remote` is the client's address (a template's
+    {{ .Remote }}). A Corefile's rewrite rules and templates (kdns.rewrite) come first, unless
+    `rules` is False (the name they lead to).
     """
     if qclass != CLASS_IN or qtype in (AXFR, IXFR):
         return refused()
+    if rules and snap.config.rules is not None:
+        return rewrite.answer(snap.config.rules, labels, qtype, remote,
+                              lambda name: answer(snap, name, qtype, qclass, client_ns, remote, rules=False))
     found = find_zone(labels, snap.config.all_zones)
     if found is None:
         return _chase(snap, answer_hosts.outside(snap, labels, qtype, ()), qtype)

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from kdns import names
 from kdns.options import OutsideNames, PodsMode, default
+
+if TYPE_CHECKING:
+    from kdns.rewrite import Rules
 
 __all__ = ["ApiSource", "ConfigError", "DnsConfig", "HostsFile", "HttpAddresses", "ListenAddress", "OutsideNames", "PodsMode",
            "ServeConfig"]
@@ -87,6 +91,8 @@ class DnsConfig:
     ingress_classes: tuple[str, ...] = ()  # --ingress-class: only these classes count; () every class
     # CoreDNS's `ignore empty_service`: a ClusterIP Service without ready endpoints has no names.
     ignore_empty_services: bool = default("ignore-empty-services")
+    # A Corefile's `rewrite name` rules and `template`s, compiled once (kdns.rewrite); None: none.
+    rules: Rules | None = None
 
     @property
     def all_zones(self) -> tuple[str, ...]:

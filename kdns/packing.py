@@ -296,7 +296,7 @@ def pack(query: Query, result: Answer, zones: tuple[str, ...]) -> Entry | None:
     """`result` packed for `query`'s question (a `wire.Query`: its lowercase `qname`, `labels`
     and `question`); None when a record has a type this module does not pack."""
     qname = query.qname
-    if not result.answer and not result.additional:
+    if not result.answer and not result.additional and not result.authority:
         return negative_entry(qname, result, zones)
     soa = zones.index(result.soa_zone) if result.soa_zone is not None else -1
     an, ns = len(result.answer), 0
@@ -318,6 +318,10 @@ def pack(query: Query, result: Answer, zones: tuple[str, ...]) -> Entry | None:
     zone_at: list[tuple[int, int, int]] = []
     if not _records(result.answer, qtext, comp, out, base, zone_at):
         return None
+    if result.authority:  # (a template's: kdns's own answers have only the SOA there)
+        if not _records(result.authority, qtext, comp, out, base, zone_at):
+            return None
+        ns += len(result.authority)
     middle = len(out)
     short_zone_at = tuple(zone_at)
     if not _records(result.additional, qtext, comp, out, base, zone_at):

@@ -38,6 +38,7 @@ table is emptied on every change. Pure: no sockets, no clock.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,11 +49,13 @@ from kdns import names, packing, stats, wire
 from kdns.codes import AXFR, IXFR, NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 from kdns.index import Change, Snapshot
 from kdns.transfer import TransferQuery
+from kdns.upstream import UpstreamAnswer
 
 log = logging.getLogger("kdns.responder")
 
 MEMO_ENTRIES = 200_000  # packed answers with records kept (name x type), both generations together
 MEMO_BYTES = 16 << 20  # ... and what they take (counted as `memo_cost`)
+MAX_REWRITTEN = 4096  # memo names a Corefile's rewrite answered from another name, forgotten on every change
 MAX_REPLIES = 100_000  # whole UDP replies kept for replay, both generations; emptied on every change
 REPLAY_BYTES = 24 << 20  # ... and what they take (counted as `replay_cost`)
 MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are not kept
@@ -82,6 +85,8 @@ class UpstreamQuery:
     prefix: bytes = b""
     prefix_count: int = 0
     zones: tuple[str, ...] = ()  # the zones kdns serves: an upstream's records for names there are dropped
+    # A Corefile's rewrite: the upstream's records mapped back to the asked name (kdns.rewrite.Via.upstream)
+    revert: Callable[[UpstreamAnswer], UpstreamAnswer] | None = None
 
     @property
     def name(self) -> str:
@@ -121,6 +126,9 @@ class Responder:
         self._soa_at: dict[int, bytes] = {}  # zone index << 9 | offset -> SOA record pointing there
         self._services_names: tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...] = ()
         self._nxdomains: dict[int, tuple[packing.Entry, bytes]] = {}  # zone << 9 | name length -> (Entry, SOA record)
+        # Names whose memo entries a Corefile's rewrite made from another name's records: any
+        # change may touch them (kdns.rewrite). At most MAX_REWRITTEN (the memo is cleared then).
+        self._rewritten: set[bytes] = set()
         self.publish(Change(snapshot, everything=True))
 
     @property
@@ -160,8 +168,11 @@ class Responder:
                 stale += self.zones
             stale += [names.reverse_name(ip) for ip in change.ips]
             stale += change.absolute  # the external zones' and outside names (kdns.tables)
-            for name in stale:
-                key = names.to_wire(name)
+            keys = [names.to_wire(name) for name in stale]
+            if self._rewritten and not change.empty:
+                keys += self._rewritten
+                self._rewritten = set()
+            for key in keys:
                 for gen, memo in enumerate((self.memo, self.memo_old)):
                     byname = memo.pop(key, None)
                     if byname is not None:
@@ -278,10 +289,10 @@ class Responder:
             if entry is None:
                 client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
                 try:
-                    result = ans.answer(snap, labels, data[end] << 8 | data[end + 1], data[end + 2] << 8 | data[end + 3], client_ns)
+                    result = ans.answer(snap, labels, data[end] << 8 | data[end + 1], data[end + 2] << 8 | data[end + 3], client_ns, client)
                 except Exception:  # noqa: BLE001 - a bug: the general path answers again, SERVFAIL, and says where
                     return None
-                if result.answer or result.additional or result.upstream is not None or not result.cacheable:
+                if result.answer or result.additional or result.upstream is not None or not result.cacheable or result.authority:
                     query = wire.Query(data[:2], data[2] << 8 | data[3], data[12:qend], qname, labels, data[end] << 8 | data[end + 1],
                                        data[end + 2] << 8 | data[end + 3], None if edns is None else wire.Edns(max(wire.MIN_UDP, edns[0]), 0, edns[1]))
                     got, entry = self._answer(query, None, client, result)
@@ -366,6 +377,7 @@ class Responder:
         self._replies_size = [0, self._replies_size[0]]
 
     def _clear_memo(self) -> None:
+        self._rewritten = set()
         self.memo = {}
         self.memo_old = {}
         self._memo_count = [0, 0]
@@ -485,7 +497,7 @@ class Responder:
         try:
             if result is None:
                 client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
-                result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns)
+                result = ans.answer(snap, query.labels, query.qtype, query.qclass, client_ns, client)
             if result.upstream is not None:
                 return self._upstream_query(query, result, limit), None
             entry = wire.pack_answer(query, result, self.zones)
@@ -497,6 +509,10 @@ class Responder:
             return reply, None
         if entry.body:  # (an answer without records of its own is as cheap to make again: not kept)
             self._memo_put(query.qname, query.qtail, entry)
+            if result.via is not None and result.via.rewritten:  # it shows another name's records
+                if len(self._rewritten) >= MAX_REWRITTEN:
+                    self._clear_memo()
+                self._rewritten.add(query.qname)
         return reply, entry
 
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
@@ -505,7 +521,9 @@ class Responder:
             return UpstreamQuery(query, limit, query.question, zones=self.zones)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
-        return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones)
+        via = result.via
+        revert = functools.partial(via.upstream, asked=query.question[:-4]) if via is not None and via.responses else None
+        return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones, revert)
 
 
 def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...]:
@@ -520,6 +538,8 @@ def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Ans
     for zone in config.zones:
         if any(other != zone and other.endswith("." + zone) for other in config.all_zones):
             continue
+        if config.rules is not None and config.rules.may_see(f"svc.{zone}."):
+            continue  # a Corefile's rewrite or template may answer such a name (kdns.rewrite)
         svc = ("svc", *zone.split("."))
         out.append((svc, len(svc), ans.Answer(NXDOMAIN, soa_zone=zone), config.all_zones.index(zone)))
     return tuple(out)

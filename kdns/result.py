@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kdns.codes import NOERROR, NXDOMAIN, REFUSED, SERVFAIL
 from kdns.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from kdns.rewrite import Via
 
 MAX_CHAIN = 8  # CNAME links followed inside kdns's own data
 
@@ -45,6 +49,12 @@ class Answer:
     # name to ask for, with the question's type and class. `answer` then holds what goes
     # before the upstream's records: the CNAMEs that led there (none for a plain forward).
     upstream: str | None = None
+    # Set when a Corefile's rewrite or template made the answer (kdns.rewrite): how, and the
+    # rules that map an upstream's records back to the asked name.
+    via: Via | None = None
+    # Records of the authority section other than kdns's own SOA (a Corefile's template's):
+    # never beside `soa_zone`.
+    authority: tuple[Record, ...] = ()
 
 
 def refused() -> Answer:

@@ -318,7 +318,7 @@ def pack_with_dnslib(query: Query, result: Answer, zones: tuple[str, ...]) -> En
     buffer.encode_name(DNSLabel(tuple(label.encode("latin-1") for label in query.labels)))
     buffer.pack("!HH", query.qtype, query.qclass)
     start = buffer.offset
-    for record in result.answer:
+    for record in result.answer + result.authority:
         RR(_label(record.name), record.rtype, ttl=record.ttl, rdata=_rdata(record)).pack(buffer)
     middle = buffer.offset
     for record in result.additional:
@@ -326,7 +326,7 @@ def pack_with_dnslib(query: Query, result: Answer, zones: tuple[str, ...]) -> En
     data = bytes(buffer.data)
 
     soa = zones.index(result.soa_zone) if result.soa_zone is not None else -1
-    an, ns = len(result.answer), 0
+    an, ns = len(result.answer), len(result.authority)
     soa_at = -1
     if soa >= 0:
         # `render` appends the SOA after the body: it must be the last record.

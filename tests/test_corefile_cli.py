@@ -25,7 +25,7 @@ BROKEN = textwrap.dedent("""\
         forward . 10.0.0.1 {
             policy sequential
         }
-        rewrite name exact a.example b.example
+        template CH TXT version.bind
         etcd example.org
     }
     """)
@@ -51,7 +51,7 @@ def test_check_lists_every_problem_with_file_and_line(tmp_path):
         ("Corefile:3: noendpoints: noendpoints is not supported by kdns: it always watches EndpointSlices and serves headless "
         "Services and endpoint names"),
         "Corefile:6: policy sequential: policy sequential is not supported by kdns: it tries healthy upstreams in random order",
-        "Corefile:8: rewrite name exact a.example b.example: not yet supported by kdns: kdns does not rewrite query names yet",
+        "Corefile:8: template CH TXT version.bind: template: kdns answers class IN only; a template of class CH would never be asked",
     ]
 
 
@@ -91,11 +91,20 @@ def test_explain_says_what_each_directive_became():
     assert "kubeadm.Corefile:10: (no endpoint, no kubeconfig)  [option] in-cluster" in result.stdout
 
 
-def test_explain_shows_refusals_and_exits_1():
-    result = run_kdns("corefile", "explain", "aks/Corefile", cwd=FIXTURES)
+def test_explain_shows_refusals_and_exits_1(tmp_path):
+    (tmp_path / "Corefile").write_text(BROKEN)
+    result = run_kdns("corefile", "explain", "Corefile", cwd=tmp_path)
     assert result.returncode == 1
-    assert ("aks/Corefile:29: template ANY ANY reddog.microsoft.com { ... }  [refused] not yet supported by kdns: kdns does not "
-            "answer from templates yet") in result.stdout.splitlines()
+    assert ("Corefile:8: template CH TXT version.bind  [refused] template: kdns answers class IN only; a template of class CH "
+            "would never be asked") in result.stdout.splitlines()
+
+
+def test_explain_says_templates_are_served():
+    result = run_kdns("corefile", "explain", "aks/Corefile", cwd=FIXTURES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ("aks/Corefile:29: template ANY ANY reddog.microsoft.com { ... }  [data] ANY ANY queries under reddog.microsoft.com: "
+            "NXDOMAIN: kdns answers from the template before its own tables, as CoreDNS asks templates before hosts and "
+            "kubernetes (kdns.templates)") in result.stdout.splitlines()
     assert "aks/custom/puglife.server:2 (imported from aks/Corefile:33): puglife.local:53  [option]" in result.stdout
 
 

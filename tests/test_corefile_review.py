@@ -31,10 +31,11 @@ def entries(r, line: int) -> list[tuple[str, str]]:
 
 # (body, the line refused, the start of the problem's message)
 REFUSED = [
-    ("rewrite name exact a.example.org b.example.org", 5, ("rewrite name exact a.example.org b.example.org: not yet supported by "
-     "kdns: kdns does not rewrite query names yet")),
-    ("template IN A example.org {\n answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n }", 5, ("template IN A example.org { ... }: not yet "
-     "supported by kdns: kdns does not answer from templates yet")),
+    ("template CH TXT version.bind {\n answer \"{{ .Name }} 60 CH TXT kdns\"\n }", 5,
+     "template CH TXT version.bind { ... }: template: kdns answers class IN only"),
+    ("template IN A example.org {\n answer \"{{ .Name }} 60 IN HINFO a b\"\n }", 5,
+     "template IN A example.org { ... }: template: kdns serves template records of types A, AAAA, CNAME, PTR, NS, TXT, SRV, MX"),
+    ("template IN A example.org {\n rcode BADCOOKIE\n }", 5, "template IN A example.org { ... }: template: rcode BADCOOKIE does not"),
     ("forward . 10.0.0.1 {\n policy sequential\n }", 6, "policy sequential: policy sequential is not supported by kdns"),
     ("forward . 10.0.0.1 {\n policy round_robin\n }", 6, "policy round_robin: policy round_robin is not supported by kdns"),
     ("forward . 10.0.0.1 {\n force_tcp\n }", 6, "force_tcp: force_tcp is not supported by kdns"),
@@ -80,7 +81,7 @@ def test_kubernetes_options_kdns_lacks_are_refused(line, message):
 
 
 def test_a_refused_directive_is_one_problem_and_its_lines_say_so():
-    r = reviewed('template IN A example.org {\n match "^a[.]"\n answer "{{ .Name }} 60 IN A 10.0.0.1"\n rcode NOERROR\n }')
+    r = reviewed('template IN A example.org {\n match "^a[.]"\n answer "{{ .Name }} 60 IN HINFO a b"\n rcode NOERROR\n }')
     assert len(r.problems) == 1
     assert [e.effect for e in r.explanations if e.origin.line in (6, 7, 8)] == ["part of the template refused above"] * 3
 
@@ -93,6 +94,12 @@ HONOURED = [
     ("cache 30 {\n disable success cluster.local\n disable denial cluster.local\n }", 6, "no effect", {}),
     ("cache 30 {\n prefetch 10 1m 10%\n }", 6, "warning", {}),
     ("loadbalance", 5, "warning", {}),
+    ("rewrite name exact a.example.org b.example.org", 5, "data", {}),
+    ("rewrite stop {\n name regex (.*)\\.x {1}.y\n answer name (.*)\\.y {1}.x\n }", 5, "data", {}),
+    ("template IN A example.org {\n match \"^a[.]\"\n answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n fallthrough\n }", 5, "data", {}),
+    ("template ANY ANY reddog.microsoft.com {\n rcode NXDOMAIN\n }", 5, "data", {}),
+    ("template IN ANY example.org {\n rcode NXDOMAIN\n authority \"example.org. 60 IN SOA ns.example.org. h.example.org. (1 60 60 60 60)\"\n }",
+     5, "data", {}),
     ("log . {\n class denial error\n }", 6, "no effect", {"log-queries": True}),
 ]
 
@@ -157,13 +164,14 @@ def test_data_the_review_does_not_know_is_refused():
 @pytest.mark.parametrize("path", ["kubeadm.Corefile", "kubeadm-legacy.Corefile", "kind-configmap.yaml", "minikube.Corefile",
                                   "eks.Corefile", "kube-dns.yaml", "k3s.yaml", "aks/Corefile", "gardener/Corefile"])
 def test_every_data_entry_of_the_distributions_is_decided(path, monkeypatch):
-    """After the review, "data" is only what kdns serves (hosts), everything else an option, no
-    effect, a warning or a refusal."""
+    """After the review, "data" is only what kdns serves (hosts, rewrite, template and their lines),
+    everything else an option, no effect, a warning or a refusal."""
     monkeypatch.chdir(FIXTURES)
     corefile = load(path, DiskReader())
     r = review(translate(corefile), corefile)
     assert {e.directive.split()[0] for e in r.explanations if e.kind == "data"} <= {"hosts", "ttl", "reload", "fallthrough",
-                                                                                   "192.168.49.1"}
+                                                                                   "192.168.49.1", "rewrite", "template",
+                                                                                   "name", "answer", "match", "rcode"}
 
 
 @pytest.mark.parametrize("name", sorted(UNDERSTOOD))
@@ -171,8 +179,9 @@ def test_what_plugins_lists_is_understood(name):
     """`kdns -plugins` lists a directive only if a plain use of it is served."""
     uses = {"autopath": "autopath @kubernetes", "bind": "bind 127.0.0.1", "forward": "forward . 10.0.0.1",
             "proxy": "proxy . 10.0.0.1", "hosts": "hosts {\n fallthrough\n }", "k8s_external": "k8s_external example.org",
-            "kubernetes": None, "bufsize": "bufsize 1232"}
+            "kubernetes": None, "bufsize": "bufsize 1232", "rewrite": "rewrite name a.example.org b.example.org",
+            "template": "template IN A example.org"}
     use = uses.get(name, name)
     r = reviewed(use) if use is not None else reviewed("errors")
     assert r.ok, [str(p) for p in r.problems]
-    assert "rewrite" not in UNDERSTOOD and "template" not in UNDERSTOOD
+    assert "rewrite" in UNDERSTOOD and "template" in UNDERSTOOD

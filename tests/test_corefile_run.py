@@ -253,15 +253,21 @@ async def test_reload_follows_an_imported_file_and_keeps_the_old_one_when_it_bre
     assert ips(await running.query("app.example.test", "A")) == {"10.1.2.4"}
     assert ips(await running.query("new.example.test", "A")) == {"10.1.2.5"}
 
-    (tmp_path / "custom" / "more.override").write_text("rewrite name exact a.example.test b.example.test\n")
+    (tmp_path / "custom" / "more.override").write_text("template CH TXT version.bind\n")
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="kdns"):
         assert not running.server.reload()
     assert ips(await running.query("app.example.test", "A")) == {"10.1.2.4"}  # the old configuration serves on
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     where = f"{tmp_path / 'custom' / 'more.override'}:1 (imported from {path}:8)"
-    why = "rewrite name exact a.example.test b.example.test: not yet supported by kdns: kdns does not rewrite query names yet"
+    why = "template CH TXT version.bind: template: kdns answers class IN only; a template of class CH would never be asked"
     assert errors == [f"reload rejected, keeping the running configuration: {where}: {why}"], errors
+
+    # A rewrite brought in by a reload is served at once.
+    (tmp_path / "custom" / "more.override").write_text("rewrite name exact alias.example.test app.example.test\n")
+    assert running.server.reload()
+    reply = await running.query("Alias.Example.Test", "A")
+    assert [rrset.to_text() for rrset in reply.answer] == ["Alias.Example.Test. 3600 IN A 10.1.2.4"]
 
     (tmp_path / "custom" / "more.override").unlink()
     extra.write_text("hosts {\n    10.1.2.6 app.example.test\n    fallthrough\n}\n")

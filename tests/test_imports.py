@@ -29,7 +29,7 @@ from testkit.repo import ROOT
 KDNS = ROOT / "kdns"
 
 PURE = {
-    "kdns.answer", "kdns.answer_hosts", "kdns.external", "kdns.hostindex", "kdns.hosts", "kdns.result", "kdns.snapshot",
+    "kdns.answer", "kdns.answer_hosts", "kdns.rewrite", "kdns.templates", "kdns.external", "kdns.hostindex", "kdns.hosts", "kdns.result", "kdns.snapshot",
     "kdns.static", "kdns.tables", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
     "kdns.options", "kdns.packing", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.backoff", "kdns.sources.convert", "kdns.sources.select",

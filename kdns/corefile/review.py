@@ -3,15 +3,18 @@
 The translator (kdns.corefile.translate) keeps as data what kdns's options cannot say
 (explanations of kind "data"). `review` decides each of them for the kdns that exists today:
 
-- honoured: `hosts` (served from kdns's hosts table, kdns.sources.hosts), `k8s_external`
+- honoured: `hosts` (served from kdns's hosts table, kdns.sources.hosts), `rewrite name`
+  (kdns.rewrite) and `template` (kdns.templates, record types kdns answers with), `k8s_external`
   (the external-zone options), `max_concurrent` (upstream-max-concurrent), `ignore
   empty_service` (ignore-empty-services), `except` zones that another forward or server block
   takes anyway, the line-level details of those;
 - accepted with a warning, where kdns behaves a little differently and refusing would
   refuse every distribution's Corefile: `loadbalance` (kdns does not shuffle), `prefetch`
   (kdns's own rule), `log` classes (kdns logs every query);
-- refused, naming file:line and why: `rewrite` and `template` (not yet supported by kdns),
-  the kubernetes `fallthrough` for cluster zones, `noendpoints`, `endpoint_pod_names`, the
+- refused, naming file:line and why: templates of a class other than IN, with an extended
+  rcode or a record type kdns does not answer with (the translator
+  itself refuses rewrites of anything but the name, and template actions outside its
+  subset), the kubernetes `fallthrough` for cluster zones, `noendpoints`, `endpoint_pod_names`, the
   forward options kdns does not implement (`policy`, `force_tcp`, `max_fails`, `health_check`,
   `except` left to the next plugin), cache rules kdns's one cache cannot follow, `bufsize`
   below kdns's, k8s_external zones kdns cannot serve, its `fallthrough`; and, by default,
@@ -35,6 +38,7 @@ import posixpath
 from dataclasses import dataclass, replace
 from typing import Any
 
+from kdns import templates
 from kdns.corefile.model import Corefile, CorefileError, Directive, Origin
 from kdns.corefile.translate.context import head
 from kdns.corefile.translate.kubernetes import REVERSE, is_reverse
@@ -46,7 +50,7 @@ NOT_YET = "not yet supported by kdns"
 # The directives kdns reads and serves without refusing them outright (`kdns -plugins`).
 UNDERSTOOD = ("autopath", "bind", "bufsize", "cache", "cancel", "debug", "errors", "forward", "health", "hosts",
               "k8s_external", "kubernetes", "loadbalance", "log", "loop", "metadata", "pprof", "prometheus", "proxy",
-              "ready", "reload")
+              "ready", "reload", "rewrite", "template")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +205,30 @@ def _hosts(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None
 
 
 def _rewrite_or_template(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
-    name = (parent or d).name
-    what = "kdns does not rewrite query names yet" if name == "rewrite" else "kdns does not answer from templates yet"
-    return notes.refuse(e, f"{NOT_YET}: {what}", report=parent is None)
+    """Served by kdns.rewrite and kdns.templates (compiled into DnsConfig.rules by
+    kdns.corefile.wiring from the directives accepted here)."""
+    if parent is not None:
+        return e  # the lines of a rule or template kdns serves as a whole
+    if d.name == "rewrite":
+        rule = next((r for r in notes.t.rewrites if r.origin == d.origin), None)
+        if rule is None:
+            return _unknown(notes, e)
+        back = ("the answer's names mapped back" if rule.auto and not rule.answers else
+                f"the answer's names mapped back by {len(rule.answers) + rule.auto} rule(s)" if rule.answers else
+                "the answer's names left as they are (no answer auto)")
+        return replace(e, effect=f"kdns rewrites query names ({rule.match} {rule.source} -> {rule.target}) before it looks "
+                                 f"them up, {back}; then {rule.mode} (kdns.rewrite)")
+    t = next((x for x in notes.t.templates if x.origin == d.origin), None)
+    if t is None:
+        return _unknown(notes, e)
+    records = tuple(tuple(p if isinstance(p, str) else (p.name, p.key) for p in r.parts)
+                    for r in t.answer + t.additional + t.authority)
+    why = templates.problem(t.qclass, t.qtype, t.rcode, records)
+    if why:
+        return notes.refuse(e, f"template: {why}")
+    what = e.effect.split(": kept as Translation.templates", 1)[0]
+    return replace(e, effect=f"{what}: kdns answers from the template before its own tables, as CoreDNS asks templates "
+                             "before hosts and kubernetes (kdns.templates)")
 
 
 def _kubernetes(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:

@@ -9,6 +9,9 @@ overriding them. A value those checks reject is reported at the directive that s
 (`file:line: kdns's OPTION from here: REASON`); the source flags (--manifests, --kubeconfig,
 --apiserver, --in-cluster) replace the Corefile's source as a whole.
 
+The `rewrite name` rules and `template`s the review accepts are compiled into the
+DnsConfig's `rules` (kdns.rewrite): a Corefile-only setting, with no kdns option of its own.
+
 `CorefileReloader` is what `kdns.app.Server` reloads from: the same steps again, on SIGHUP or
 when the Corefile, one of its imports or what an import pattern matches changes (every
 `reload` interval, only when the Corefile has a `reload` directive, as CoreDNS). A broken new
@@ -33,7 +36,9 @@ from kdns.corefile.model import CorefileError, Origin
 from kdns.corefile.reader import MemoryReader, NotFound, Reader, ReadError
 from kdns.corefile.review import HostsPlan, Review, review
 from kdns.corefile.translate import translate
+from kdns.corefile.translate.values import DATA
 from kdns.options import BY_NAME, OPTIONS, SOURCE
+from kdns.rewrite import Rules, from_translation
 
 log = logging.getLogger("kdns.corefile")
 
@@ -78,7 +83,18 @@ def load_corefile(path: str, *, flags: argparse.Namespace | None = None, dns_por
     config = _config(r, flags, environ, problems, every_problem)
     if problems or config is None:
         return Loaded(r, None, tuple(problems), tuple(warnings), corefile.files, corefile.globs)
-    return Loaded(r, replace(config, corefile_hosts=hosts), (), tuple(warnings), corefile.files, corefile.globs)
+    rules = _rules(r)
+    dns = replace(config.dns, rules=rules) if rules is not None else config.dns
+    return Loaded(r, replace(config, corefile_hosts=hosts, dns=dns), (), tuple(warnings), corefile.files, corefile.globs)
+
+
+def _rules(r: Review) -> Rules | None:
+    """The rewrite rules and templates the review accepted (not those ignored with
+    --corefile-ignore-unknown), compiled once for the answer path (kdns.rewrite)."""
+    t = r.translation
+    served = {e.origin for e in r.explanations if e.kind == DATA and e.directive.split(" ", 1)[0] in ("rewrite", "template")}
+    return from_translation(replace(t, rewrites=tuple(x for x in t.rewrites if x.origin in served),
+                                    templates=tuple(x for x in t.templates if x.origin in served)))
 
 
 def _config(r: Review, flags: argparse.Namespace | None, environ: Mapping[str, str], problems: list[CorefileError],

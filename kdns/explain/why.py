@@ -92,9 +92,17 @@ def describe(view: View, name: str, qtype: int, client_ns: str | None = None) ->
     if qtype in (codes.AXFR, codes.IXFR):
         return _transfer(view, name, qtype)
     result = ans.answer(snap, labels, qtype, codes.CLASS_IN, client_ns)
+    via = result.via  # a Corefile's rewrite or template (kdns.rewrite): explain the name looked up
+    asked = name
+    if via is not None and via.rewritten:
+        name = via.looked_up
+        labels = tuple(name.split(".")) if name else ()
     found = find_zone(labels, snap.config.all_zones)
     zone = found[0] if found else None
     answered_by, reasons = _what(view, name, labels, qtype, result, found, client_ns)
+    if via is not None:
+        reasons = [*via.steps, *(() if via.template else reasons)]
+        answered_by = "template" if via.template else answered_by
     lines = [_line(view, "answer", r) for r in result.answer]
     if result.soa_zone is not None:
         serial, ttl, mname, rname = snap.soa(result.soa_zone)
@@ -103,20 +111,23 @@ def describe(view: View, name: str, qtype: int, client_ns: str | None = None) ->
     lines += [_line(view, "additional", r) for r in result.additional]
     rcode = codes.RCODES.get(result.rcode, str(result.rcode))
     why_negative, near = "", cast(tuple[str, ...], ())
-    final_name = _final_name(name, result)
+    final_name = _final_name(asked, result)
     has_records = any(r.name == final_name for r in result.answer)
     if result.upstream is None and not has_records and result.rcode in (codes.NOERROR, codes.NXDOMAIN, codes.SERVFAIL):
-        why_negative = negative.why_missing(snap, view.index, final_name, qtype, result.rcode)
-        if final_name != name:
+        missing = name if final_name == asked else final_name  # (the name looked up, after a rewrite)
+        why_negative = negative.why_missing(snap, view.index, missing, qtype, result.rcode)
+        if final_name != asked:
             why_negative = f"the CNAME's target {final_name}.: {why_negative}"
         if result.rcode == codes.NXDOMAIN:
-            near = negative.nearest(snap, view.index, final_name)
+            near = negative.nearest(snap, view.index, missing)
     elif result.rcode == codes.REFUSED:
         why_negative = negative.why_missing(snap, view.index, name, qtype, result.rcode)
     forward = None
     if result.upstream is not None:
         forward = view.forward(result.upstream, qtype) if view.forward is not None else {"name": f"{result.upstream}.", "upstreams": []}
-    return Explanation(f"{name}." if name else ".", codes.TYPES.get(qtype, str(qtype)), rcode, answered_by, zone and f"{zone}.",
+    if via is not None and via.template:
+        why_negative, near = "", ()
+    return Explanation(f"{asked}." if asked else ".", codes.TYPES.get(qtype, str(qtype)), rcode, answered_by, zone and f"{zone}.",
                        tuple(reasons), tuple(lines), why_negative, near, forward, None, view.source, snap.synced)
 
 

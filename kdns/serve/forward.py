@@ -174,6 +174,8 @@ class Forwarder:
         return self._render(answer, uq, 0)
 
     def _render(self, answer: up.UpstreamAnswer, uq: UpstreamQuery, elapsed: float, stale_ttl: int | None = None) -> bytes:
+        if uq.revert is not None:  # a Corefile's rewrite: the records' names back to the asked one
+            answer = uq.revert(answer)
         return up.render(answer, uq.query, elapsed, uq.limit, stale_ttl=stale_ttl, prefix=uq.prefix, prefix_count=uq.prefix_count)
 
     async def _resolve(
