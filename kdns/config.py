@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 
 from kdns import names
 from kdns.options import OutsideNames, PodsMode, default
+from kdns.pool import DEFAULT as DEFAULT_POOL
+from kdns.pool import PoolOptions
 
 __all__ = ["ApiSource", "ConfigError", "DnsConfig", "HostsFile", "HttpAddresses", "ListenAddress", "OutsideNames", "PodsMode",
            "ServeConfig"]
@@ -214,6 +216,8 @@ class ServeConfig:
     log_format: str
     log_queries: bool
     upstream_max_concurrent: int = 0  # questions asked upstream at once; 0: no limit
+    upstream_options: PoolOptions = DEFAULT_POOL  # the default upstreams' policy, transport, health checks
+    stub_options: tuple[tuple[str, PoolOptions], ...] = ()  # each stub domain's (with upstreams)
     corefile_hosts: tuple[HostsFile, ...] = ()  # a Corefile's `hosts` directives (kdns.corefile.wiring)
 
     @property
