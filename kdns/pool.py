@@ -26,7 +26,7 @@ Pure: no I/O, no clock; randomness comes in as a parameter (a `random.Random`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from kdns import names
@@ -71,7 +71,6 @@ KEYS: dict[str, tuple[str, type]] = {
     "health-domain": ("health_domain", str),
     "health-recursion": ("health_recursion", bool),
 }
-_KEY_OF = {f: key for key, (f, _) in KEYS.items()}
 
 
 def normal_domain(text: str) -> str:
@@ -109,17 +108,6 @@ def parse_items(items: Sequence[str], base: PoolOptions) -> PoolOptions:
     if problem:
         raise ValueError(problem)
     return options
-
-
-def format_items(options: PoolOptions, base: PoolOptions) -> list[str]:
-    """The KEY=VALUE items that turn `base` into `options` (for a --stub-domain entry)."""
-    out = []
-    for f in fields(PoolOptions):
-        value = getattr(options, f.name)
-        if value != getattr(base, f.name):
-            text = str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
-            out.append(f"{_KEY_OF[f.name]}={text}")
-    return out
 
 
 class Shuffler(Protocol):
