@@ -7,6 +7,9 @@ value and makes the frozen `ServeConfig`; `build_config` does all of it for `kdn
 Every problem is a `ConfigError` saying where the value came from, as data: the flag
 (`--upstream`), or the key path in the file (`upstream[1]`, the second entry of the file's
 `upstream` list) and the file.
+
+(Longer than most modules: it is the one place every option's value is checked, and the
+checks read best side by side.)
 """
 
 from __future__ import annotations

@@ -213,3 +213,14 @@ def test_what_plugins_lists_is_understood(name):
     r = reviewed(use) if use is not None else reviewed("errors")
     assert r.ok, [str(p) for p in r.problems]
     assert "rewrite" not in UNDERSTOOD and "template" not in UNDERSTOOD
+
+
+def test_except_handed_to_a_resolv_conf_forward_is_refused_at_its_line():
+    """kdns would need a stub domain for the except zone with the `.` forward's upstreams; a
+    resolv.conf file cannot be one: refused, naming both places."""
+    corefile = parse_text(BASE % "forward example.org 10.0.0.1 {\n except a.example.org\n }\n    forward . /etc/resolv.conf")
+    t = translate(corefile)
+    assert [(p.origin.line, p.message) for p in t.problems] == [
+        (5, ("forward example.org 10.0.0.1 { ... }: except a.example.org: CoreDNS hands these names to the forward at "
+             "Corefile:8, whose upstreams come from a resolv.conf file; kdns sends them there as a stub domain, which takes "
+             "addresses only"))]

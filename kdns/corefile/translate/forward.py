@@ -285,6 +285,11 @@ def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanati
                 continue  # names this rule never sees, or kdns's own
             outcome = except_outcome(all_rules, rule, x, block_zones)
             if isinstance(outcome, ForwardRule) and not (outcome.from_zone != outer and within(outcome.from_zone, outer)):
+                if any(t.resolv_conf is not None for t in outcome.targets):
+                    ctx.refuse(d, f"except {x}: CoreDNS hands these names to the forward at {outcome.origin}, whose upstreams "
+                                  "come from a resolv.conf file; kdns sends them there as a stub domain, which takes "
+                                  "addresses only", slot=slot)
+                    continue
                 _stub(ctx, d, outcome, x, slot, [], pool_options(outcome), base)
             elif outcome is None:
                 ctx.append("upstream-except", x, d)
