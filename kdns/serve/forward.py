@@ -178,6 +178,8 @@ class Forwarder:
         do, cd = key[3], key[4]
         group = self.group(uq.name)
         if not group.upstreams:
+            if group is self.default:  # only stub domains, and the name is in none: not our business
+                return wire.upstream_failure(query, REFUSED)
             return wire.upstream_failure(query)  # an except zone: SERVFAIL, as CoreDNS's NextOrFailure
         entry, fresh = self.cache.get(key)
         if fresh and entry is not None:
