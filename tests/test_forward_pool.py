@@ -255,7 +255,8 @@ async def test_corefile_forward_options_served(nursery, stub, api, tmp_path):
 
 async def test_corefile_except_and_several_forwards(nursery, stub, api, tmp_path):
     """Each forward line keeps its options; an except zone goes to the next forward of the
-    block, and one nobody takes is SERVFAIL, as in CoreDNS."""
+    block, and one nobody takes is SERVFAIL, as in CoreDNS (the hosts plugin, ahead of
+    forward, still answers its own names there)."""
     main = await stub(*many("m", "127.0.12"), "x.nowhere.example. 300 IN A 127.0.12.99")
     corp1 = await stub(*[f"c{i}.corp.example. 300 IN A 127.0.13.{i}" for i in range(4)])
     corp2 = await stub(*[f"c{i}.corp.example. 300 IN A 127.0.13.{i}" for i in range(4)])
@@ -264,6 +265,10 @@ async def test_corefile_except_and_several_forwards(nursery, stub, api, tmp_path
         forward corp.example {corp1.address} {corp2.address} {{
             policy round_robin
             except legacy.corp.example
+        }}
+        hosts {{
+            127.0.15.1 db.nowhere.example
+            fallthrough
         }}
         forward . {main.address} {{
             except nowhere.example
@@ -280,4 +285,8 @@ async def test_corefile_except_and_several_forwards(nursery, stub, api, tmp_path
     assert reply.rcode() == dns.rcode.NXDOMAIN and main.count("db.legacy.corp.example") == 1 and not lookups(legacy)
     assert (await kd.query("x.nowhere.example")).rcode() == dns.rcode.SERVFAIL
     assert main.count("x.nowhere.example") == 0
+    assert addresses(await kd.query("db.nowhere.example")) == {"127.0.15.1"}  # hosts answers ahead of forward, as in CoreDNS
     assert addresses(await kd.query("m1.example.org")) == {"127.0.12.1"}
+    # No prefer_udp nor force_tcp: CoreDNS asks over the client's transport.
+    assert addresses(await kd.query("m2.example.org", tcp=True)) == {"127.0.12.2"}
+    assert [q.proto for q in main.queries if q.name.startswith(("m1.", "m2."))] == ["udp", "tcp"]
