@@ -197,7 +197,8 @@ class Server:
                 )
         cache = ForwardCache(clock=self.clock, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale,
                              max_bytes=config.cache_max_bytes)
-        return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout, max_concurrent=config.upstream_max_concurrent)
+        return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout, max_concurrent=config.upstream_max_concurrent,
+                         options=config.upstream_options, stub_options=dict(config.stub_options))
 
     # -- HTTP endpoints ---------------------------------------------------------------------
 
@@ -268,7 +269,7 @@ class Server:
             log.info(
                 "forwarding other names to %s%s; cache %ds, %d entries, %d bytes",
                 ", ".join(map(str, self.forwarder.upstreams)) or "nobody",
-                "".join(f"; {d} to {', '.join(map(str, s))}" for d, s in self.forwarder.stubs.items()),
+                "".join(f"; {d} to {', '.join(map(str, s)) or 'nobody (SERVFAIL)'}" for d, s in self.forwarder.stubs.items()),
                 cfg.cache_ttl,
                 cfg.cache_size,
                 cfg.cache_max_bytes,

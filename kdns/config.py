@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from kdns import names
 from kdns.options import OutsideNames, PodsMode, default
+from kdns.pool import DEFAULT as DEFAULT_POOL
+from kdns.pool import PoolOptions
 
 if TYPE_CHECKING:
     from kdns.rewrite import Rules
@@ -220,6 +222,8 @@ class ServeConfig:
     log_format: str
     log_queries: bool
     upstream_max_concurrent: int = 0  # questions asked upstream at once; 0: no limit
+    upstream_options: PoolOptions = DEFAULT_POOL  # the default upstreams' policy, transport, health checks
+    stub_options: tuple[tuple[str, PoolOptions], ...] = ()  # each stub domain's (with upstreams)
     corefile_hosts: tuple[HostsFile, ...] = ()  # a Corefile's `hosts` directives (kdns.corefile.wiring)
 
     @property

@@ -20,6 +20,11 @@ MAX_WORKERS = 256  # --workers
 # The longest zone: 196 characters of Kubernetes names (three 63-character labels, "svc",
 # four dots) before it leave 57 of the 253 a DNS name may have.
 MAX_ZONE = 253 - (3 * 63 + 3 + 4)
+# The upstream-* options of an upstream group (kdns.pool): the default group's, and the
+# stub domains' that do not set their own.
+POOL_POLICIES = ("random", "round_robin", "sequential")
+POOL_TRANSPORTS = ("udp", "client", "tcp")
+POOL_FIELDS = ("upstream_options", "stub_options")
 
 SOURCE, ANSWERS, EXTERNAL, OUTSIDE, WEB, FORWARDING, OPERATION = (
     "source", "answers", "external", "outside", "web", "forwarding", "operation")
@@ -145,8 +150,30 @@ OPTIONS: tuple[Option, ...] = (
     Option("resolv-conf", str, None, "use the nameservers of this resolv.conf as upstreams (in a pod: /etc/resolv.conf, "
            "the default when kdns runs in-cluster and no --upstream is given; `none`: no resolv.conf, even there)",
            FORWARDING, metavar="PATH", fields=("upstreams", "dns.forwarding")),
-    Option("stub-domain", str, [], "send names under DOMAIN to this resolver only (kube-dns stubDomains); repeatable",
-           FORWARDING, True, "DOMAIN=HOST[:PORT]", fields=("stub_domains", "dns.stub_domains")),
+    Option("stub-domain", str, [], "send names under DOMAIN to this resolver only (kube-dns stubDomains); repeatable. "
+           "KEY=VALUE items after it set that domain's own upstream options (else the --upstream-* ones): policy, "
+           "transport, max-fails, health-check, health-domain, health-recursion, e.g. "
+           "corp.example=10.0.0.53,policy=sequential,max-fails=1", FORWARDING, True, "DOMAIN=HOST[:PORT][,KEY=VALUE...]",
+           fields=("stub_domains", "dns.stub_domains", "stub_options")),
+    Option("upstream-except", str, [], "forward no name under ZONE (SERVFAIL, as CoreDNS's forward `except` with no "
+           "plugin after it); a deeper --stub-domain still takes its names; repeatable", FORWARDING, True, "ZONE",
+           fields=("stub_domains", "dns.stub_domains")),
+    Option("upstream-policy", str, "random", "the order upstreams are tried in for each question: a random order "
+           "(random), each question starting at the next one (round_robin), or always the list's order, so the first "
+           "healthy one takes every question (sequential); CoreDNS's forward policy", FORWARDING,
+           choices=POOL_POLICIES, fields=POOL_FIELDS),
+    Option("upstream-transport", str, "udp", "how upstreams are asked: UDP, then TCP when the reply is truncated (udp: "
+           "CoreDNS's prefer_udp); over TCP when the client asked over TCP, else as udp (client: CoreDNS's default); "
+           "over TCP only (tcp: CoreDNS's force_tcp)", FORWARDING, choices=POOL_TRANSPORTS, fields=POOL_FIELDS),
+    Option("upstream-max-fails", int, 2, "failures in a row (questions or health probes) after which an upstream is "
+           "down: asked only when no other is left, and probed until it answers; 0: never down (CoreDNS's max_fails)",
+           FORWARDING, metavar="N", fields=POOL_FIELDS),
+    Option("upstream-health-check", float, 0.5, "seconds between health probes of a down upstream (CoreDNS's "
+           "health_check)", FORWARDING, metavar="SECONDS", fields=POOL_FIELDS),
+    Option("upstream-health-domain", str, ".", "the health probe asks for DOMAIN IN NS (CoreDNS's health_check "
+           "domain)", FORWARDING, metavar="DOMAIN", fields=POOL_FIELDS),
+    Option("upstream-health-recursion", bool, True, "the health probe asks for recursion (RD); "
+           "--no-upstream-health-recursion: CoreDNS's health_check no_rec", FORWARDING, fields=POOL_FIELDS),
     Option("upstream-timeout", float, 1.5, "timeout of one try", FORWARDING, metavar="SECONDS"),
     Option("upstream-max-concurrent", int, 0, "questions asked upstream at once at most (identical ones count once); "
            "beyond, REFUSED, as CoreDNS's forward max_concurrent; 0: no limit", FORWARDING, metavar="N"),

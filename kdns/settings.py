@@ -7,6 +7,9 @@ value and makes the frozen `ServeConfig`; `build_config` does all of it for `kdn
 Every problem is a `ConfigError` saying where the value came from, as data: the flag
 (`--upstream`), or the key path in the file (`upstream[1]`, the second entry of the file's
 `upstream` list) and the file.
+
+(Longer than most modules: it is the one place every option's value is checked, and the
+checks read best side by side.)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from kdns import config, files, names, upstream
+from kdns import config, files, names, pool, upstream
 from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, OutsideNames, PodsMode, ServeConfig
 from kdns.options import BY_NAME, GROUPS, MAX_HOSTS_TTL, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, RESTART_ONLY, Option, default
 
@@ -201,7 +204,8 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     zones = _zones(v)
     external = _zones(v, "external-zone", taken=zones)
     api = _api_source(v, environ)
-    upstreams, stubs = _forwarding(v, zones + external, in_cluster=api is not None and api.in_cluster)
+    pooled = _pool_options(v)
+    upstreams, stubs, stub_options = _forwarding(v, zones + external, pooled, in_cluster=api is not None and api.in_cluster)
     for option in OPTIONS:
         if option.kind is float and not math.isfinite(v[option.name]):
             raise v.error(option.name, f"must be a finite number, got {v[option.name]}")
@@ -284,6 +288,8 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         log_format=v["log-format"],
         log_queries=v["log-queries"],
         upstream_max_concurrent=v["upstream-max-concurrent"],
+        upstream_options=pooled,
+        stub_options=stub_options,
     )
 
 
@@ -379,8 +385,21 @@ def _ingress_classes(v: Values) -> tuple[str, ...]:
     return tuple(dict.fromkeys(classes))
 
 
-def _forwarding(v: Values, zones: tuple[str, ...], *, in_cluster: bool):
-    """(default upstreams, stub domains) from upstream, resolv-conf and stub-domain."""
+def _pool_options(v: Values) -> pool.PoolOptions:
+    """The default upstream group's options (upstream-policy, upstream-transport...)."""
+    options = pool.PoolOptions(v["upstream-policy"], v["upstream-transport"], v["upstream-max-fails"],
+                               v["upstream-health-check"], pool.normal_domain(v["upstream-health-domain"]),
+                               v["upstream-health-recursion"])
+    problem = options.problem()
+    if problem:
+        name = next(f"upstream-{key}" for key in pool.KEYS if problem.startswith(key))
+        raise v.error(name, problem)
+    return options
+
+
+def _forwarding(v: Values, zones: tuple[str, ...], pooled: pool.PoolOptions, *, in_cluster: bool):
+    """(default upstreams, stub domains, stub domains' options) from upstream, resolv-conf,
+    stub-domain and upstream-except."""
     upstreams: list[tuple[str, int]] = []
     for i, text in enumerate(v["upstream"]):
         try:
@@ -400,18 +419,36 @@ def _forwarding(v: Values, zones: tuple[str, ...], *, in_cluster: bool):
             raise v.error("resolv-conf", f"{resolv_conf}: no nameserver lines")
         upstreams += [(ip, upstream.DEFAULT_PORT) for ip in servers]
     stubs: dict[str, list[tuple[str, int]]] = {}
+    items: dict[str, tuple[int, tuple[str, ...]]] = {}  # domain -> (entry, its KEY=VALUE items)
     for i, text in enumerate(v["stub-domain"]):
-        domain, sep, server = text.partition("=")
+        domain, sep, rest = text.partition("=")
+        server, *more = rest.split(",")
         domain = domain.strip().rstrip(".").lower()
         if not sep or not names.is_subdomain(domain):
-            raise v.error("stub-domain", f"expected DOMAIN=HOST[:PORT], got {text!r}", i)
+            raise v.error("stub-domain", f"expected DOMAIN=HOST[:PORT][,KEY=VALUE...], got {text!r}", i)
         if any(domain == z or domain.endswith("." + z) for z in zones + names.REVERSE_ZONES):
             raise v.error("stub-domain", f"{domain!r} lies inside a zone kdns serves itself", i)
         try:
             stubs.setdefault(domain, []).append(upstream.parse_upstream(server))
+            pool.parse_items(more, pooled)
         except ValueError as exc:
             raise v.error("stub-domain", str(exc), i) from None
-    return tuple(dict.fromkeys(upstreams)), tuple((d, tuple(s)) for d, s in stubs.items())
+        if more:
+            first = items.setdefault(domain, (i, tuple(more)))
+            if sorted(first[1]) != sorted(more):
+                raise v.error("stub-domain", f"{domain}: options {','.join(more)} differ from entry {first[0] + 1}'s "
+                                             f"({','.join(first[1])}); a domain's upstreams share one set", i)
+    options = tuple((d, pool.parse_items(items[d][1], pooled) if d in items else pooled) for d in stubs)
+    for i, text in enumerate(v["upstream-except"]):
+        domain = text.strip().rstrip(".").lower()
+        if not names.is_subdomain(domain):
+            raise v.error("upstream-except", f"not a domain name: {text!r}", i)
+        if any(domain == z or domain.endswith("." + z) for z in zones + names.REVERSE_ZONES):
+            raise v.error("upstream-except", f"{domain!r} lies inside a zone kdns serves itself", i)
+        if stubs.get(domain):
+            raise v.error("upstream-except", f"{domain} is also a stub-domain: forward its names or not", i)
+        stubs[domain] = []
+    return tuple(dict.fromkeys(upstreams)), tuple((d, tuple(s)) for d, s in stubs.items()), options
 
 
 def _api_source(v: Values, environ: Mapping[str, str]) -> ApiSource | None:

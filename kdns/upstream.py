@@ -129,9 +129,10 @@ def parse_resolv_conf(text: str) -> list[str]:
     return servers
 
 
-def build_query(qid: int, question: bytes, *, do: bool, cd: bool) -> bytes:
-    """Our query for `question` (name, type, class as the client sent them)."""
-    flags = RD | (CD if cd else 0)
+def build_query(qid: int, question: bytes, *, do: bool, cd: bool, rd: bool = True) -> bytes:
+    """Our query for `question` (name, type, class as the client sent them); `rd` off only
+    for a health probe that asks for it (CoreDNS's health_check no_rec)."""
+    flags = (RD if rd else 0) | (CD if cd else 0)
     opt = b"\x00\x00\x29" + struct.pack("!HBBHH", wire.MAX_UDP, 0, 0, 0x8000 if do else 0, 0)
     return struct.pack("!6H", qid, flags, 1, 0, 0, 1) + question + opt
 

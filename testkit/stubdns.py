@@ -10,7 +10,7 @@ the name has records of other types only; NXDOMAIN with the SOA otherwise. The S
 `negative_ttl` seconds. Answer records are named as the question spells the name, as a real
 server's compression pointers to the question do.
 
-Every query is recorded in `queries` (name as asked, type, "udp"/"tcp", trio time), including
+Every query is recorded in `queries` (name as asked, type, "udp"/"tcp", trio time, RD), including
 the ones it does not answer. Behaviour, changeable at any time:
 
 * `delay`: seconds to wait before replying;
@@ -42,6 +42,7 @@ class Query(NamedTuple):
     type: str  # "A", "AAAA", ...
     proto: str  # "udp" or "tcp"
     time: float  # trio.current_time() when it arrived
+    rd: bool = True  # the query's RD flag
 
 
 class StubDNS:
@@ -188,7 +189,7 @@ class StubDNS:
         except DNSError:
             return None
         qname, qtype = request.q.qname, request.q.qtype
-        self.queries.append(Query(str(qname), QTYPE.get(qtype, str(qtype)), proto, trio.current_time()))
+        self.queries.append(Query(str(qname), QTYPE.get(qtype, str(qtype)), proto, trio.current_time(), bool(request.header.rd)))
         if self.mode == "drop":
             return None
         if self.delay:

@@ -22,8 +22,8 @@ BROKEN = textwrap.dedent("""\
         kubernetes cluster.local {
             noendpoints
         }
-        forward . 10.0.0.1 {
-            policy sequential
+        loadbalance round_robin {
+            prefer 10.0.0.0/8
         }
         template CH TXT version.bind
         etcd example.org
@@ -50,7 +50,7 @@ def test_check_lists_every_problem_with_file_and_line(tmp_path):
         "from etcd"),
         ("Corefile:3: noendpoints: noendpoints is not supported by kdns: it always watches EndpointSlices and serves headless "
         "Services and endpoint names"),
-        "Corefile:6: policy sequential: policy sequential is not supported by kdns: it tries healthy upstreams in random order",
+        "Corefile:5: loadbalance round_robin { ... }: loadbalance prefer 10.0.0.0/8 is not supported by kdns",
         "Corefile:8: template CH TXT version.bind: template: kdns answers class IN only; a template of class CH would never be asked",
     ]
 

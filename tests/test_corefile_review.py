@@ -36,12 +36,6 @@ REFUSED = [
     ("template IN A example.org {\n answer \"{{ .Name }} 60 IN HINFO a b\"\n }", 5,
      "template IN A example.org { ... }: template: kdns serves template records of types A, AAAA, CNAME, PTR, NS, TXT, SRV, MX"),
     ("template IN A example.org {\n rcode BADCOOKIE\n }", 5, "template IN A example.org { ... }: template: rcode BADCOOKIE does not"),
-    ("forward . 10.0.0.1 {\n policy sequential\n }", 6, "policy sequential: policy sequential is not supported by kdns"),
-    ("forward . 10.0.0.1 {\n policy round_robin\n }", 6, "policy round_robin: policy round_robin is not supported by kdns"),
-    ("forward . 10.0.0.1 {\n force_tcp\n }", 6, "force_tcp: force_tcp is not supported by kdns"),
-    ("forward . 10.0.0.1 {\n max_fails 5\n }", 6, "max_fails 5: max_fails 5 is not supported by kdns"),
-    ("forward . 10.0.0.1 {\n health_check 5s\n }", 6, "health_check 5s: health_check 5s is not supported by kdns"),
-    ("forward . 10.0.0.1 {\n except example.org\n }", 6, "except example.org: except example.org: CoreDNS leaves these names"),
     ("cache 30 example.org", 5, "cache 30 example.org: kdns has one cache for every forwarded answer"),
     ("cache 30 {\n disable success example.org\n }", 6, "disable success example.org: kdns caches every forwarded answer"),
     ("cache 30 {\n success 1000 300 10\n }", 6, "success 1000 300 10: success with a minimum TTL"),
@@ -88,6 +82,14 @@ def test_a_refused_directive_is_one_problem_and_its_lines_say_so():
 
 HONOURED = [
     ("forward . 10.0.0.1 {\n max_concurrent 100\n }", 6, "option", {"upstream-max-concurrent": 100}),
+    ("forward . 10.0.0.1 {\n policy sequential\n }", 6, "option", {"upstream-policy": "sequential"}),
+    ("forward . 10.0.0.1 {\n policy round_robin\n }", 6, "option", {"upstream-policy": "round_robin"}),
+    ("forward . 10.0.0.1 {\n force_tcp\n }", 6, "option", {"upstream-transport": "tcp"}),
+    ("forward . 10.0.0.1 {\n prefer_udp\n }", 6, "option", {}),  # transport udp: kdns's default (below)
+    ("forward . 10.0.0.1 {\n max_fails 5\n }", 6, "option", {"upstream-max-fails": 5}),
+    ("forward . 10.0.0.1 {\n health_check 5s no_rec\n }", 6, "option",
+     {"upstream-health-check": 5.0, "upstream-health-recursion": False}),
+    ("forward . 10.0.0.1 {\n except example.org\n }", 6, "option", {"upstream-except": ["example.org"]}),
     ("hosts {\n 10.0.0.9 db.example.org\n ttl 60\n fallthrough\n }", 5, "data", {}),
     ("k8s_external example.org {\n apex ns\n ttl 40\n headless\n }", 5, "option",
      {"external-zone": ["example.org"], "external-apex": "ns", "external-ttl": 40, "external-headless": True}),
@@ -127,8 +129,43 @@ def test_one_max_concurrent_for_every_forward():
 
 def test_except_is_honoured_when_another_forward_takes_those_names():
     r = reviewed("forward . 10.0.0.1 {\n except example.org\n }\n    forward example.org 10.0.0.2")
-    assert r.ok and entries(r, 6)[0][0] == "data"
-    assert r.options["stub-domain"] == ["example.org=10.0.0.2:53"]
+    assert r.ok and entries(r, 6)[0][0] == "option"
+    assert r.options["stub-domain"] == ["example.org=10.0.0.2:53"] and "upstream-except" not in r.options
+
+
+def test_except_goes_to_the_next_forward_of_the_block_with_its_options():
+    """CoreDNS hands an except zone's names to the next forward of the block: a later `forward .`
+    (a stub domain with its upstreams and options) or a later forward of the same zone."""
+    r = reviewed("forward example.org 10.0.0.1 {\n except a.example.org\n }\n    forward . 10.0.0.2 {\n policy sequential\n }")
+    assert r.ok, [str(p) for p in r.problems]
+    assert r.options["stub-domain"] == ["example.org=10.0.0.1:53,policy=random", "a.example.org=10.0.0.2:53"]
+    assert r.options["upstream-policy"] == "sequential" and "upstream-except" not in r.options
+    assert "to the forward at Corefile:8" in entries(r, 6)[0][1]
+
+
+def test_prefer_udp_is_kdns_default_transport_and_coredns_default_is_the_clients():
+    assert "upstream-transport" not in reviewed("forward . 10.0.0.1 {\n prefer_udp\n }").options
+    assert reviewed("forward . 10.0.0.1").options["upstream-transport"] == "client"
+    assert reviewed("forward . 10.0.0.1 {\n prefer_udp\n force_tcp\n }").options["upstream-transport"] == "tcp"
+
+
+def test_except_without_a_taker_is_servfail_as_in_coredns():
+    r = reviewed("forward . 10.0.0.1 {\n except internal.example cluster.local\n }")
+    assert r.ok and r.options["upstream-except"] == ["internal.example"]  # cluster names: kdns's own
+    effect = entries(r, 6)[0][1]
+    assert "upstream-except internal.example: SERVFAIL" in effect and "cluster.local: kdns answers these names itself" in effect
+
+
+def test_stub_forwards_keep_their_own_options():
+    """Several forward lines with different options: each group keeps its own (the `.` rule's
+    are the upstream-* options, a stub domain's differences ride on its entries)."""
+    r = reviewed("forward corp.example 10.0.0.5 10.0.0.6 {\n force_tcp\n max_fails 0\n }\n"
+                 "    forward . 10.0.0.1 {\n policy round_robin\n health_check 1s domain example.org\n }")
+    assert r.ok, [str(p) for p in r.problems]
+    items = ",policy=random,transport=tcp,max-fails=0,health-check=0.5,health-domain=."
+    assert r.options["stub-domain"] == [f"corp.example=10.0.0.5:53{items}", f"corp.example=10.0.0.6:53{items}"]
+    assert (r.options["upstream-policy"], r.options["upstream-transport"], r.options["upstream-health-check"],
+            r.options["upstream-health-domain"]) == ("round_robin", "client", 1.0, "example.org")
 
 
 def test_no_endpoint_and_no_kubeconfig_means_in_cluster():
@@ -185,3 +222,14 @@ def test_what_plugins_lists_is_understood(name):
     r = reviewed(use) if use is not None else reviewed("errors")
     assert r.ok, [str(p) for p in r.problems]
     assert "rewrite" in UNDERSTOOD and "template" in UNDERSTOOD
+
+
+def test_except_handed_to_a_resolv_conf_forward_is_refused_at_its_line():
+    """kdns would need a stub domain for the except zone with the `.` forward's upstreams; a
+    resolv.conf file cannot be one: refused, naming both places."""
+    corefile = parse_text(BASE % "forward example.org 10.0.0.1 {\n except a.example.org\n }\n    forward . /etc/resolv.conf")
+    t = translate(corefile)
+    assert [(p.origin.line, p.message) for p in t.problems] == [
+        (5, ("forward example.org 10.0.0.1 { ... }: except a.example.org: CoreDNS hands these names to the forward at "
+             "Corefile:8, whose upstreams come from a resolv.conf file; kdns sends them there as a stub domain, which takes "
+             "addresses only"))]

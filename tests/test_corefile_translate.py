@@ -44,6 +44,7 @@ KUBEADM = {
     "listen": BOTH_53, "health": ":8080", "lameduck": 5.0, "ready": ":8181", "zone": ["cluster.local"], "pods": "insecure",
     "ttl": 30, "metrics": ":9153", "resolv-conf": "/etc/resolv.conf", "allow-recursion": EVERYONE, "cache-ttl": 30,
     "cache-size": 20_000, "serve-stale": 0, "reload-interval": 30.0, "log-queries": False, "autopath": False,
+    "upstream-transport": "client",  # CoreDNS asks upstreams over the transport the client used
 }
 
 
@@ -181,6 +182,7 @@ def test_kube_dns_configmap(at_fixtures):
         "upstream": ["8.8.8.8:53", "8.8.4.4:53"],
         "stub-domain": ["acme.local=1.2.3.4:53", "corp.example=10.0.0.53:5353", "corp.example=10.0.0.54:53"],
         "cache-ttl": 30, "cache-size": 20_000, "serve-stale": 0, "lameduck": 0.0, "log-queries": False, "autopath": False,
+        "upstream-transport": "client",
     }
     assert t.origin_of("stub-domain").where == "kube-dns.yaml[kube-dns/stubDomains]:2"
 
@@ -233,14 +235,22 @@ BASE_OPTIONS = translate(parse_text(BASE % "errors")).options
     ("bind 127.0.0.1 ::1", {"listen": ["127.0.0.1:53", "[::1]:53"]}, "option"),
     ("bind 0.0.0.0 10.0.0.1 {\n except 10.0.0.1\n }", {"listen": ["0.0.0.0:53"]}, "option"),
     ("forward . 1.1.1.1 dns://9.9.9.9:5353 [2001:db8::1]:53 2001:db8::2",
-     {"upstream": ["1.1.1.1:53", "9.9.9.9:5353", "[2001:db8::1]:53", "[2001:db8::2]:53"], "allow-recursion": EVERYONE},
+     {"upstream": ["1.1.1.1:53", "9.9.9.9:5353", "[2001:db8::1]:53", "[2001:db8::2]:53"], "allow-recursion": EVERYONE,
+      "upstream-transport": "client"},
      "option"),
     ("forward . /etc/resolv.conf 10.0.0.1", {"resolv-conf": "/etc/resolv.conf", "upstream": ["10.0.0.1:53"],
-                                             "allow-recursion": EVERYONE}, "option"),
+                                             "allow-recursion": EVERYONE, "upstream-transport": "client"}, "option"),
     ("forward . 1.1.1.1 {\n read_timeout 3s\n }", {"upstream": ["1.1.1.1:53"], "upstream-timeout": 3.0,
-                                                    "allow-recursion": EVERYONE}, "option"),
+                                                    "allow-recursion": EVERYONE, "upstream-transport": "client"}, "option"),
     ("forward corp.example 10.0.0.1 10.0.0.2:5353", {"stub-domain": ["corp.example=10.0.0.1:53", "corp.example=10.0.0.2:5353"],
-                                                     "allow-recursion": EVERYONE}, "option"),
+                                                     "allow-recursion": EVERYONE, "upstream-transport": "client"}, "option"),
+    ("forward . 10.0.0.1 10.0.0.2 {\n policy sequential\n max_fails 1\n force_tcp\n health_check 2s no_rec domain example.org\n }",
+     {"upstream": ["10.0.0.1:53", "10.0.0.2:53"], "allow-recursion": EVERYONE, "upstream-policy": "sequential",
+      "upstream-max-fails": 1, "upstream-transport": "tcp", "upstream-health-check": 2.0,
+      "upstream-health-domain": "example.org", "upstream-health-recursion": False}, "option"),
+    ("forward . 10.0.0.1 {\n prefer_udp\n max_fails 0\n policy round_robin\n }",
+     {"upstream": ["10.0.0.1:53"], "allow-recursion": EVERYONE, "upstream-policy": "round_robin", "upstream-max-fails": 0},
+     "option"),
     ("cache", {"cache-ttl": 3600, "cache-size": 20_000}, "option"),
     ("cache 30", {"cache-ttl": 30, "cache-size": 20_000}, "option"),
     ("cache {\n success 5000\n denial 1000\n serve_stale\n }", {"cache-ttl": 3600, "cache-size": 6000, "serve-stale": 3600.0},

@@ -6,17 +6,17 @@ The translator (kdns.corefile.translate) keeps as data what kdns's options canno
 - honoured: `hosts` (served from kdns's hosts table, kdns.sources.hosts), `rewrite name`
   (kdns.rewrite) and `template` (kdns.templates, record types kdns answers with), `k8s_external`
   (the external-zone options), `max_concurrent` (upstream-max-concurrent), `ignore
-  empty_service` (ignore-empty-services), `except` zones that another forward or server block
-  takes anyway, the line-level details of those;
+  empty_service` (ignore-empty-services), `except` zones (the translator routes them: to the
+  forward or server block that takes them next, else SERVFAIL as in CoreDNS), the line-level
+  details of those;
 - accepted with a warning, where kdns behaves a little differently and refusing would
   refuse every distribution's Corefile: `loadbalance` (kdns does not shuffle), `prefetch`
   (kdns's own rule), `log` classes (kdns logs every query);
 - refused, naming file:line and why: templates of a class other than IN, with an extended
-  rcode or a record type kdns does not answer with (the translator
-  itself refuses rewrites of anything but the name, and template actions outside its
-  subset), the kubernetes `fallthrough` for cluster zones, `noendpoints`, `endpoint_pod_names`, the
-  forward options kdns does not implement (`policy`, `force_tcp`, `max_fails`, `health_check`,
-  `except` left to the next plugin), cache rules kdns's one cache cannot follow, `bufsize`
+  rcode or a record type kdns does not answer with (the translator itself refuses rewrites of
+  anything but the name, and template actions outside its subset), the kubernetes
+  `fallthrough` for cluster zones, `noendpoints`, `endpoint_pod_names`, a second
+  `max_concurrent` that differs from the first, cache rules kdns's one cache cannot follow, `bufsize`
   below kdns's, k8s_external zones kdns cannot serve, its `fallthrough`; and, by default,
   any data this module does not know (a translator newer than the review).
 
@@ -41,6 +41,7 @@ from typing import Any
 from kdns import templates
 from kdns.corefile.model import Corefile, CorefileError, Directive, Origin
 from kdns.corefile.translate.context import head
+from kdns.corefile.translate.forward import except_outcome
 from kdns.corefile.translate.kubernetes import REVERSE, is_reverse
 from kdns.corefile.translate.values import DATA, NO_EFFECT, OPTION, REFUSED, WARNING, Explanation, ForwardRule, HostsSource, Translation
 
@@ -264,30 +265,23 @@ def _forward(notes: _Notes, e: Explanation, d: Directive, parent: Directive | No
         return replace(e, kind=OPTION, effect=f"upstream-max-concurrent {rule.max_concurrent}: at most that many distinct "
                                               "questions in flight upstream, REFUSED beyond (one limit for every forward)")
     if d.name == "except" and rule is not None:
-        alone = [x for x in rule.except_zones if not _elsewhere(notes.t, rule, x)]
-        if not alone:
-            return replace(e, effect="these names go to the forward or server block that takes them, as in CoreDNS")
-        return notes.refuse(e, f"except {' '.join(alone)}: CoreDNS leaves these names to the next plugin (none here: "
-                               "SERVFAIL); kdns cannot leave names of a forwarded zone unanswered")
-    reasons = {
-        "force_tcp": "force_tcp is not supported by kdns: it asks upstreams over UDP first (TCP when the reply is truncated)",
-        "policy": f"policy {' '.join(d.args)} is not supported by kdns: it tries healthy upstreams in random order",
-        "max_fails": f"max_fails {' '.join(d.args)} is not supported by kdns: it marks an upstream down after 2 "
-                     "failures in a row",
-        "health_check": f"health_check {' '.join(d.args)} is not supported by kdns: it probes a down upstream with "
-                        "'. NS' every 0.5 s, growing to 5 s",
-    }
-    if d.name in reasons:
-        return notes.refuse(e, reasons[d.name])
+        return replace(e, kind=OPTION, effect="; ".join(_elsewhere(notes.t, rule, x) for x in rule.except_zones))
     return _unknown(notes, e)
 
 
-def _elsewhere(t: Translation, rule: ForwardRule, zone: str) -> bool:
-    """Another forward (not for the root) or a server block below the rule's block takes `zone`."""
-    if any(r is not rule and r.from_zone != "." and within(zone, r.from_zone) for r in t.forwards):
-        return True
-    return any(within(zone, z) and z not in rule.block_zones and any(within(z, b) and z != b for b in rule.block_zones)
-               for block in t.blocks for z in block.zones)
+def _elsewhere(t: Translation, rule: ForwardRule, zone: str) -> str:
+    """Where the names of `rule`'s except `zone` go, as the translator routed them."""
+    served = (*(t.kubernetes.zones if t.kubernetes else ()), *REVERSE)
+    if any(within(zone, s) for s in served):
+        return f"{zone}: kdns answers these names itself"
+    block_zones = [z for block in t.blocks for z in block.zones]
+    taker = except_outcome(list(t.forwards), rule, zone, block_zones)
+    if isinstance(taker, ForwardRule):
+        return f"{zone}: to the forward at {taker.origin}, as in CoreDNS"
+    if taker is not None:
+        return f"{zone}: to the server block for {taker}, as in CoreDNS"
+    return (f"upstream-except {zone}: SERVFAIL, as CoreDNS (no plugin after forward takes these names; hosts "
+            "entries for them still answer)")
 
 
 def _cache(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:

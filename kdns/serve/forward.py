@@ -4,16 +4,20 @@
 
 1. a fresh cache entry is served at once, with its TTLs counted down (and, if it is
    popular and about to expire, refreshed in the background: prefetch);
-2. otherwise the upstreams are asked, healthy ones first in random order (CoreDNS's default
-   policy), each with a timeout: UDP first on a connected socket (the kernel drops datagrams
-   from anyone else; a reply must also carry our random ID and our question), then TCP when
-   the reply is truncated. Identical questions in flight share one upstream exchange;
+2. otherwise the upstreams of the name's group are asked, healthy ones first in the order of
+   the group's policy (kdns.pool: random by default, as CoreDNS), each with a timeout: UDP
+   first on a connected socket (the kernel drops datagrams from anyone else; a reply must
+   also carry our random ID and our question), then TCP when the reply is truncated, or TCP
+   at once as the group's transport says. Identical questions in flight share one upstream
+   exchange;
 3. when every upstream fails, an expired entry still within the serve-stale window is served
    with a short TTL (RFC 8767); failing that, SERVFAIL.
 
-An upstream that fails twice in a row is marked unhealthy and skipped (unless nothing else is
-left) until a background probe (`. NS`) gets an answer from it. Names under a stub domain go
-only to that domain's upstreams. `detect_loop` runs once at start and refuses upstreams that
+An upstream that fails max_fails times in a row (2 by default) is marked unhealthy and skipped
+(unless nothing else is left) until a background probe (`. NS`, every health_check seconds)
+gets an answer from it. Names under a stub domain go only to that domain's upstreams; names
+under a domain of no upstreams (--upstream-except) get SERVFAIL, as CoreDNS's `forward ...
+{ except }` with no plugin after it. `detect_loop` runs once at start and refuses upstreams that
 send our own queries back to us.
 """
 
@@ -30,22 +34,19 @@ from dataclasses import dataclass, field
 
 import trio
 
+from kdns import pool, wire
 from kdns import upstream as up
-from kdns import wire
 from kdns.cache import Entry as CacheEntry
 from kdns.cache import ForwardCache, Key
 from kdns.codes import CD, RCODES, REFUSED, SERVFAIL
+from kdns.pool import DEFAULT, PoolOptions
 from kdns.responder import UpstreamQuery
 from kdns.stats import duration_bucket
 
 log = logging.getLogger("kdns.forward")
 
-MAX_FAILS = 2  # consecutive failures that make an upstream unhealthy
-PROBE_EVERY = 0.5  # seconds between health probes of an unhealthy upstream (first)
-PROBE_MAX = 5.0  # ... growing to this
 MAX_TRIES = 3  # upstreams asked for one question
 STALE_TTL = 30  # RFC 8767's recommended TTL for stale answers
-PROBE_QUESTION = b"\x00\x00\x02\x00\x01"  # ". IN NS"
 # What one exchange with an upstream may fail with: network errors (trio's streams report a
 # reset connection as BrokenResourceError), a timeout, a reply that does not fit the query.
 EXCHANGE_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, up.ReplyError, wire.BadName)
@@ -64,6 +65,16 @@ class Upstream:
     @property
     def family(self) -> int:
         return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+
+@dataclass(eq=False)
+class Group:
+    """The upstreams one name goes to, with their options; `turn` counts its questions
+    (for round_robin). No upstreams: names of an `except` zone (SERVFAIL)."""
+
+    upstreams: list[Upstream]
+    options: PoolOptions = DEFAULT
+    turn: int = 0
 
 
 @dataclass(slots=True)
@@ -92,12 +103,19 @@ class Forwarder:
         timeout: float,
         stale_ttl: int = STALE_TTL,
         max_concurrent: int = 0,
+        options: PoolOptions = DEFAULT,
+        stub_options: dict[str, PoolOptions] | None = None,
+        rng: random.Random | None = None,
     ):
         """`timeout`: seconds one try may take (--upstream-timeout). `max_concurrent`: distinct
         questions in flight upstream at most, REFUSED beyond (--upstream-max-concurrent,
-        CoreDNS's forward max_concurrent); 0: no limit."""
+        CoreDNS's forward max_concurrent); 0: no limit. `options`: the default upstreams'
+        policy, transport and health checks; `stub_options`: a stub domain's (else `options`)."""
         self.upstreams = upstreams
-        self.stubs = stubs  # domain (lowercase, no trailing dot) -> its upstreams
+        self.stubs = stubs  # domain (lowercase, no trailing dot) -> its upstreams ([]: SERVFAIL)
+        self.default = Group(upstreams, options)
+        self.groups = {domain: Group(servers, (stub_options or {}).get(domain, options)) for domain, servers in stubs.items()}
+        self.rng = rng or random.Random()
         self.cache = cache
         self.timeout = timeout
         self.stale_ttl = stale_ttl
@@ -123,48 +141,56 @@ class Forwarder:
 
     def route(self, name: str) -> list[Upstream]:
         """The upstreams for `name`: the longest stub domain it lies in, else the default."""
+        return self.group(name).upstreams
+
+    def group(self, name: str) -> Group:
+        """The group for `name`: the longest stub domain it lies in, else the default."""
         best = None
-        for domain in self.stubs:
+        for domain in self.groups:
             if (name == domain or name.endswith("." + domain)) and (best is None or len(domain) > len(best)):
                 best = domain
-        return self.stubs[best] if best is not None else self.upstreams
+        return self.groups[best] if best is not None else self.default
 
     def fresh(self, uq: UpstreamQuery) -> Fresh | None:
         """The reply from a fresh cache entry, at once (no task, no await), or None: then
         `reply` asks the upstreams. A popular entry close to expiry is refreshed in the
         background (prefetch), as `reply` does."""
-        upstreams = self.route(uq.name)
-        if not upstreams:
+        group = self.group(uq.name)
+        if not group.upstreams:
             return None
         key = _key(uq)
         entry = self.cache.fresh(key)
         if entry is None:
             return None
-        self._prefetch(entry, key, uq, upstreams)
+        self._prefetch(entry, key, uq, group)
         now = self.cache.clock()
         reply = self._render(entry.answer, uq, now - entry.stored)
         return Fresh(reply, self.cache.replay_until(entry, now), _success(entry.answer))
 
-    def _prefetch(self, entry: CacheEntry, key: Key, uq: UpstreamQuery, upstreams: list[Upstream]) -> None:
+    def _prefetch(self, entry: CacheEntry, key: Key, uq: UpstreamQuery, group: Group) -> None:
         if self.cache.due_for_refresh(entry) and self._nursery is not None:
             entry.refreshing = True
-            self._nursery.start_soon(self._refresh, key, uq.question, key[3], key[4], upstreams, uq.zones)
+            self._nursery.start_soon(self._refresh, key, uq.question, key[3], key[4], group, uq.zones)
 
     async def reply(self, uq: UpstreamQuery) -> bytes:
         query = uq.query
         key = _key(uq)
         do, cd = key[3], key[4]
-        upstreams = self.route(uq.name)
-        if not upstreams:
-            return wire.upstream_failure(query, REFUSED)
+        group = self.group(uq.name)
+        if not group.upstreams:
+            if group is self.default:  # only stub domains, and the name is in none: not our business
+                return wire.upstream_failure(query, REFUSED)
+            return wire.upstream_failure(query)  # an except zone: SERVFAIL, as CoreDNS's NextOrFailure
         entry, fresh = self.cache.get(key)
         if fresh and entry is not None:
-            self._prefetch(entry, key, uq, upstreams)
+            self._prefetch(entry, key, uq, group)
             return self._render(entry.answer, uq, self.cache.clock() - entry.stored)
         if self.max_concurrent and key not in self._inflight and len(self._inflight) >= self.max_concurrent:
             self.refused_concurrent += 1
             return wire.upstream_failure(query, REFUSED)
-        answer = await self._resolve(key, uq.question, do, cd, upstreams, uq.zones)
+        # A client over TCP gets a limit beyond any UDP size (wire.MAX_TCP): transport `client`
+        # then asks over TCP too.
+        answer = await self._resolve(key, uq.question, do, cd, group, uq.zones, uq.limit > wire.MAX_UDP)
         if answer is None:
             if entry is not None:  # every upstream failed: serve stale (RFC 8767)
                 self.cache.stale_served += 1
@@ -179,7 +205,7 @@ class Forwarder:
         return up.render(answer, uq.query, elapsed, uq.limit, stale_ttl=stale_ttl, prefix=uq.prefix, prefix_count=uq.prefix_count)
 
     async def _resolve(
-        self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream], zones: tuple[str, ...]
+        self, key: Key, question: bytes, do: bool, cd: bool, group: Group, zones: tuple[str, ...], client_tcp: bool
     ) -> up.UpstreamAnswer | None:
         """Ask the upstreams once per question, however many clients are waiting for it."""
         pending = self._inflight.get(key)
@@ -188,7 +214,7 @@ class Forwarder:
             return pending.result
         pending = self._inflight[key] = _Pending()
         try:
-            pending.result = await self._ask(question, do, cd, upstreams, zones)
+            pending.result = await self._ask(question, do, cd, group, zones, client_tcp)
             if pending.result is not None:
                 self.cache.put(key, pending.result)
         finally:
@@ -196,8 +222,8 @@ class Forwarder:
             pending.done.set()
         return pending.result
 
-    async def _refresh(self, key: Key, question: bytes, do: bool, cd: bool, upstreams: list[Upstream], zones: tuple[str, ...]) -> None:
-        answer = await self._ask(question, do, cd, upstreams, zones)
+    async def _refresh(self, key: Key, question: bytes, do: bool, cd: bool, group: Group, zones: tuple[str, ...]) -> None:
+        answer = await self._ask(question, do, cd, group, zones, False)
         if answer is not None:
             self.cache.put(key, answer)
         else:
@@ -205,15 +231,17 @@ class Forwarder:
             if entry is not None:
                 entry.refreshing = False
 
-    async def _ask(self, question: bytes, do: bool, cd: bool, upstreams: list[Upstream], zones: tuple[str, ...]) -> up.UpstreamAnswer | None:
-        healthy = [u for u in upstreams if u.healthy]
-        random.shuffle(healthy)
-        order = healthy + [u for u in upstreams if not u.healthy]
-        for upstream in order[:MAX_TRIES]:
+    async def _ask(self, question: bytes, do: bool, cd: bool, group: Group, zones: tuple[str, ...],
+                   client_tcp: bool) -> up.UpstreamAnswer | None:
+        upstreams, options = group.upstreams, group.options
+        group.turn += 1
+        order = pool.order([u.healthy for u in upstreams], options.policy, group.turn, self.rng)
+        tcp = pool.over_tcp(options.transport, client_tcp)
+        for upstream in (upstreams[i] for i in order[:MAX_TRIES]):
             try:
-                answer = await self._exchange(upstream, question, do, cd, zones)
+                answer = await self._exchange(upstream, question, do, cd, zones, tcp=tcp)
             except EXCHANGE_ERRORS as exc:
-                self._failed(upstream, _describe(exc))
+                self._failed(upstream, _describe(exc), group)
                 continue
             upstream.fails = 0
             if answer.rcode in (SERVFAIL, REFUSED):
@@ -224,37 +252,41 @@ class Forwarder:
             return answer
         return None
 
-    def _failed(self, upstream: Upstream, cause: str) -> None:
+    def _failed(self, upstream: Upstream, cause: str, group: Group) -> None:
         upstream.fails += 1
         log.debug("upstream %s: %s", upstream, cause)
-        if upstream.healthy and upstream.fails >= MAX_FAILS:
+        if upstream.healthy and pool.down_after(upstream.fails, group.options.max_fails):
             upstream.healthy = False
             log.warning("upstream %s is unhealthy (%s); skipping it until it answers a probe", upstream, cause)
             if self._nursery is not None:
-                self._nursery.start_soon(self._probe, upstream)
+                self._nursery.start_soon(self._probe, upstream, group.options)
 
-    async def _probe(self, upstream: Upstream) -> None:
-        delay = PROBE_EVERY
+    async def _probe(self, upstream: Upstream, options: PoolOptions) -> None:
+        """Ask a down upstream `<health domain> IN NS` every health_check seconds until it
+        answers (any reply that fits the query will do, as CoreDNS's)."""
+        question = pool.probe_question(options)
         while not upstream.healthy:
-            await trio.sleep(delay)
+            await trio.sleep(pool.probe_delay(options))
             try:
-                await self._exchange(upstream, PROBE_QUESTION, False, False, ())
+                await self._exchange(upstream, question, False, False, (), tcp=options.transport == "tcp",
+                                     rd=options.health_recursion)
             except EXCHANGE_ERRORS:
-                delay = min(PROBE_MAX, delay * 2)
+                upstream.fails += 1
                 continue
             upstream.healthy, upstream.fails = True, 0
             log.info("upstream %s answers again", upstream)
 
-    async def _exchange(self, upstream: Upstream, question: bytes, do: bool, cd: bool, zones: tuple[str, ...]) -> up.UpstreamAnswer:
-        """One question to one upstream: UDP, then TCP if the reply was truncated; its records
-        scrubbed (`upstream.scrub`: `zones` are kdns's own)."""
+    async def _exchange(self, upstream: Upstream, question: bytes, do: bool, cd: bool, zones: tuple[str, ...], *,
+                        tcp: bool = False, rd: bool = True) -> up.UpstreamAnswer:
+        """One question to one upstream: UDP, then TCP if the reply was truncated (`tcp`: TCP
+        alone); its records scrubbed (`upstream.scrub`: `zones` are kdns's own)."""
         self.requests += 1
         qid = secrets.randbelow(65536)
-        query = up.build_query(qid, question, do=do, cd=cd)
+        query = up.build_query(qid, question, do=do, cd=cd, rd=rd)
         started = time.monotonic()
         with trio.fail_after(self.timeout):
-            answer = await self._udp(upstream, query, qid, question, zones)
-            if answer.truncated:
+            answer = None if tcp else await self._udp(upstream, query, qid, question, zones)
+            if answer is None or answer.truncated:
                 answer = await self._tcp(upstream, query, qid, question, zones)
         seconds = time.monotonic() - started
         label = (str(upstream), RCODES.get(answer.rcode, str(answer.rcode)))

@@ -9,7 +9,14 @@ known, because what a rule becomes depends on the kubernetes zones and on the ot
   entries (addresses only);
 - names inside the cluster or reverse zones cannot be forwarded elsewhere by kdns: refused;
 - a rule that an earlier rule of its block (or a more specific block) always takes first is
-  never used: a warning.
+  never used: a warning;
+- its options (policy, force_tcp, prefer_udp, max_fails, health_check) become the default
+  upstreams' `upstream-*` options, or `KEY=VALUE` items of a stub domain's entries where they
+  differ from those (kdns.pool); CoreDNS's transport is the client's (`client`), kdns's `udp`;
+- an `except` zone goes to the rule that CoreDNS would hand its names to next (a later
+  forward of the block: a `stub-domain` for the zone with that rule's upstreams), to a deeper
+  server block, or nowhere: `upstream-except` (SERVFAIL, as CoreDNS's NextOrFailure when no
+  plugin follows forward).
 
 CoreDNS's defaults: policy random, max_fails 2, expire 10s, health_check 0.5s, read_timeout 2s,
 no max_concurrent, at most 15 TOs; TOs are IPs with an optional port, `dns://` addresses,
@@ -21,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import replace
 
-from kdns.corefile.keys import parse_key
+from kdns.corefile.keys import normalise_zone, parse_key
 from kdns.corefile.model import Directive
 from kdns.corefile.translate.context import DATA, NO_EFFECT, OPTION, WARNING, Block, Context, parse_duration, split_host_port
 from kdns.corefile.translate.values import Explanation, ForwardRule, ForwardTarget, Kubernetes
@@ -42,7 +49,7 @@ UNSUPPORTED = {
 NOT_NEEDED = {
     "max_idle_conns": "kdns keeps no idle upstream connections",
     "max_age": "kdns keeps no upstream connections to age",
-    "expire": "kdns keeps no upstream connections to expire (UDP, and TCP only for a truncated reply)",
+    "expire": "kdns keeps no upstream connections to expire (each TCP exchange has a connection of its own)",
     "max_connect_attempts": "kdns asks at most 3 upstreams for one question",
 }
 
@@ -136,9 +143,10 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
         if not ctx.arity(line, 0, 0):
             return None
         if name == "prefer_udp":
-            ctx.explain(line, NO_EFFECT, "kdns always asks over UDP first, and over TCP when the reply is truncated")
+            ctx.explain(line, OPTION, "transport udp: upstreams are asked over UDP even for a client over TCP, then over "
+                                      "TCP when the reply is truncated" + (" (force_tcp wins)" if rule.force_tcp else ""))
             return replace(rule, prefer_udp=True)
-        ctx.explain(line, DATA, "kdns asks over UDP first today; kept as ForwardRule.force_tcp")
+        ctx.explain(line, OPTION, "transport tcp: upstreams are asked over TCP only")
         return replace(rule, force_tcp=True)
     if name == "policy":
         allowed = POLICIES + (("least_conn", "first") if legacy else ())
@@ -146,10 +154,10 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
             ctx.refuse(line, f"policy takes one of {', '.join(allowed)}")
             return None
         policy = {"first": "sequential", "least_conn": "random"}.get(args[0], args[0])
-        if policy == "random":
-            ctx.explain(line, NO_EFFECT, "kdns tries healthy upstreams in random order")
-        else:
-            ctx.explain(line, DATA, f"kdns tries upstreams in random order today; kept as ForwardRule.policy ({policy})")
+        ctx.explain(line, OPTION, f"policy {policy}: " + {
+            "random": "healthy upstreams are tried in a random order",
+            "round_robin": "each question starts at the next upstream",
+            "sequential": "the first healthy upstream takes every question"}[policy])
         return replace(rule, policy=policy)
     if name in ("max_fails", "max_concurrent"):
         if not ctx.arity(line, 1, 1):
@@ -158,9 +166,8 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
         if value is None:
             return None
         if name == "max_fails":
-            same = value == 2
-            ctx.explain(line, NO_EFFECT if same else DATA, "kdns marks an upstream down after 2 failures in a row" if same
-                        else f"kdns marks an upstream down after 2 failures in a row today; kept as ForwardRule.max_fails ({value})")
+            ctx.explain(line, OPTION, f"max-fails {value}: " + (f"an upstream is down after {value} failures in a row "
+                                      "(questions or probes; CoreDNS counts probes only)" if value else "never down"))
             return replace(rule, max_fails=value)
         ctx.explain(line, DATA, f"at most {value} questions in flight (REFUSED beyond): kdns has no such cap yet (identical "
                                 "questions share one exchange); kept as ForwardRule.max_concurrent")
@@ -171,16 +178,22 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
         every = ctx.duration(line, args[0], "health_check")
         if every is None:
             return None
-        extra = args[1:]
-        if extra and not (extra in (("no_rec",),) or (extra[0] == "domain" and len(extra) == 2)
-                          or extra[:1] == ("no_rec",) and extra[1:2] == ("domain",) and len(extra) == 3):
-            ctx.refuse(line, "health_check takes DURATION [no_rec] [domain FQDN]")
+        rec, domain, rest = True, ".", list(args[1:])
+        while rest:
+            word = rest.pop(0)
+            if word == "no_rec":
+                rec = False
+            elif word == "domain" and rest and not normalise_zone(rest[0])[1]:
+                domain = normalise_zone(rest.pop(0))[0] or "."
+            else:
+                ctx.refuse(line, "health_check takes DURATION [no_rec] [domain FQDN]")
+                return None
+        if every > 3600:
+            ctx.refuse(line, "health_check: kdns probes at least once an hour (3600s)")
             return None
-        same = every == 0.5 and not extra
-        ctx.explain(line, NO_EFFECT if same else DATA, "kdns probes a down upstream with '. NS' every 0.5 s, growing to 5 s"
-                    if same else "kdns probes a down upstream with '. NS' every 0.5 s growing to 5 s today; kept as "
-                                 "ForwardRule.health_check")
-        return replace(rule, health_check=every)
+        ctx.explain(line, OPTION, f"health-check {every:g}: a down upstream is asked '{domain} NS' "
+                                  f"({'with' if rec else 'without'} recursion) every {every:g} s until it answers")
+        return replace(rule, health_check=every, health_domain=domain, health_recursion=rec)
     if name == "read_timeout":
         if not ctx.arity(line, 1, 1):
             return None
@@ -214,7 +227,7 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
 
 
 def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanation]]], k8s: Kubernetes | None, block_zones: list[str]) -> None:
-    """Turn the rules into upstream / resolv-conf / stub-domain options, in file order.
+    """Turn the rules into upstream / resolv-conf / stub-domain / upstream-* options, in file order.
 
     `rules` holds each rule with its directive and its explanation slot; `block_zones` are
     the zones of every server block (a block for a zone takes its names before any rule of
@@ -223,6 +236,14 @@ def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanati
     taken: list[tuple[tuple[str, ...], str, ForwardRule]] = []  # (block zones, zone, rule): names a rule forwards
     if rules:
         ctx.option("allow-recursion", ["0.0.0.0/0", "::/0"], rules[0][1])
+    # The upstream-* options: the `.` rule's (CoreDNS's defaults without one); stub domains
+    # say where they differ.
+    default = next(((r, d) for r, d, _ in rules if r.from_zone == "." and "." in r.block_zones), None)
+    base = pool_options(default[0] if default is not None else ForwardRule(".", ()))
+    for (_, option, value), (_, _, kdns_default) in zip(base, KDNS_DEFAULTS, strict=True):
+        if value != kdns_default and rules:
+            ctx.option(option, value, default[1] if default is not None else rules[0][1])
+    all_rules = [r for r, _, _ in rules]
     for rule, d, slot in rules:
         ctx.current = (d, slot)  # a refusal of d (a second resolv-conf, say) goes with its other entries
         effects: list[str] = []
@@ -231,6 +252,7 @@ def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanati
         if not zones:
             ctx.fill(slot, d, WARNING, f"never used: {rule.from_zone} lies outside this block's zones ({', '.join(rule.block_zones)})")
             continue
+        used: list[str] = []
         for zone in zones:
             first = next((r for bz, z, r in taken if bz == rule.block_zones and within(zone, z)
                           and not any(within(zone, x) for x in r.except_zones)), None)
@@ -246,19 +268,76 @@ def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanati
                 ok = False
                 continue
             taken.append((rule.block_zones, zone, rule))
-            ok = (_default(ctx, d, rule, effects) if zone == "." else _stub(ctx, d, rule, zone, slot, effects)) and ok
+            used.append(zone)
+            if zone == ".":
+                ok = _default(ctx, d, rule, effects) and ok
+            else:
+                ok = _stub(ctx, d, rule, zone, slot, effects, pool_options(rule), base) and ok
             deeper = [b for b in block_zones if within(b, zone) and b != zone and _deeper_block(b, rule)]
             if deeper:
                 effects.append(f"names under {', '.join(deeper)} go to their own server blocks")
         if effects and ok:
             timeout = f"upstream-timeout {rule.read_timeout:g} s" if rule.read_timeout != 2.0 else "1.5 s (CoreDNS: 2 s)"
-            ctx.fill(slot, d, OPTION, "; ".join(effects) + f"; kdns asks over UDP first (TCP on truncation), {timeout} per try")
+            ctx.fill(slot, d, OPTION, "; ".join(effects) + f"; {_describe(pool_options(rule))}, {timeout} per try")
         for x in rule.except_zones:
-            elsewhere = any(r is not rule and r.from_zone != "." and within(x, r.from_zone) for r, _, _ in rules)
-            if not elsewhere and not any(within(x, b) and _deeper_block(b, rule) for b in block_zones):
-                ctx.fill(slot, d, WARNING, f"except {x}: CoreDNS hands these names to the next plugin (none here: "
-                                           "SERVFAIL); kdns forwards them with the rest today")
+            outer = next((z for z in used if within(x, z)), None)
+            if outer is None or any(within(x, s) for s in served):
+                continue  # names this rule never sees, or kdns's own
+            outcome = except_outcome(all_rules, rule, x, block_zones)
+            if isinstance(outcome, ForwardRule) and not (outcome.from_zone != outer and within(outcome.from_zone, outer)):
+                if any(t.resolv_conf is not None for t in outcome.targets):
+                    ctx.refuse(d, f"except {x}: CoreDNS hands these names to the forward at {outcome.origin}, whose upstreams "
+                                  "come from a resolv.conf file; kdns sends them there as a stub domain, which takes "
+                                  "addresses only", slot=slot)
+                    continue
+                _stub(ctx, d, outcome, x, slot, [], pool_options(outcome), base)
+            elif outcome is None:
+                ctx.append("upstream-except", x, d)
     ctx.current = None
+
+
+def except_outcome(rules: list[ForwardRule], rule: ForwardRule, zone: str, block_zones: list[str]) -> ForwardRule | str | None:
+    """Who takes the names of `rule`'s except `zone` in CoreDNS: the first other forward of
+    the rule's block that matches them, else a deeper server block (its zone), else nobody
+    (None: SERVFAIL)."""
+    for other in rules:
+        if other is not rule and other.block_zones == rule.block_zones and within(zone, other.from_zone) \
+                and not any(within(zone, x) for x in other.except_zones):
+            return other
+    return next((b for b in block_zones if within(zone, b) and _deeper_block(b, rule)), None)
+
+
+# An upstream group's options (kdns.pool.PoolOptions) as (the KEY of a --stub-domain item,
+# its upstream-* option, value): kdns's defaults, and those of a rule.
+Options = tuple[tuple[str, str, object], ...]
+KDNS_DEFAULTS: Options = (("policy", "upstream-policy", "random"), ("transport", "upstream-transport", "udp"),
+                          ("max-fails", "upstream-max-fails", 2), ("health-check", "upstream-health-check", 0.5),
+                          ("health-domain", "upstream-health-domain", "."),
+                          ("health-recursion", "upstream-health-recursion", True))
+
+
+def pool_options(rule: ForwardRule) -> Options:
+    """A rule's options as kdns names them (CoreDNS asks over the client's transport by default)."""
+    transport = "tcp" if rule.force_tcp else "udp" if rule.prefer_udp else "client"
+    values = (rule.policy, transport, rule.max_fails, rule.health_check, rule.health_domain, rule.health_recursion)
+    return tuple((key, option, value) for (key, option, _), value in zip(KDNS_DEFAULTS, values, strict=True))
+
+
+def _text(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _items(options: Options, base: Options) -> str:
+    """The ,KEY=VALUE items of a stub-domain entry that turn `base` into `options`."""
+    return "".join(f",{key}={_text(value)}" for (key, _, value), (_, _, old) in zip(options, base, strict=True) if value != old)
+
+
+def _describe(options: Options) -> str:
+    policy, transport, max_fails = (value for _, _, value in options[:3])
+    how = {"udp": "over UDP (TCP on truncation)", "client": "over the client's transport (UDP then TCP on truncation "
+           "for a client over UDP)", "tcp": "over TCP only"}[str(transport)]
+    down = f"down after {max_fails} failures in a row" if max_fails else "never marked down"
+    return f"policy {policy}, asked {how}, {down}"
 
 
 def _deeper_block(zone: str, rule: ForwardRule) -> bool:
@@ -277,15 +356,20 @@ def _default(ctx: Context, d: Directive, rule: ForwardRule, effects: list[str]) 
         else:
             ctx.append("upstream", t.address, d)
             effects.append(f"upstream {t.address}")
+    for (_, option, value), (_, _, default) in zip(pool_options(rule), KDNS_DEFAULTS, strict=True):
+        if value != default:
+            effects.append(f"{option} {_text(value)}")
     return ok
 
 
-def _stub(ctx: Context, d: Directive, rule: ForwardRule, zone: str, slot: list[Explanation], effects: list[str]) -> bool:
+def _stub(ctx: Context, d: Directive, rule: ForwardRule, zone: str, slot: list[Explanation], effects: list[str],
+          options: Options, base: Options) -> bool:
     files = [t for t in rule.targets if t.resolv_conf is not None]
     if files:
         ctx.refuse(d, f"{files[0].text}: kdns's stub domains take addresses, not a resolv.conf file", slot=slot)
         return False
+    items = _items(options, base)
     for t in rule.targets:
-        ctx.append("stub-domain", f"{zone}={t.address}", d)
-        effects.append(f"stub-domain {zone}={t.address}")
+        ctx.append("stub-domain", f"{zone}={t.address}{items}", d)
+        effects.append(f"stub-domain {zone}={t.address}{items}")
     return True

@@ -109,6 +109,8 @@ class ForwardRule:
     max_fails: int = 2
     expire: float = 10.0
     health_check: float = 0.5
+    health_domain: str = "."  # health_check ... domain NAME (absolute)
+    health_recursion: bool = True  # health_check ... no_rec turns it off
     max_concurrent: int = 0  # 0: no limit
     read_timeout: float = 2.0
     block_zones: tuple[str, ...] = ()
