@@ -13,7 +13,7 @@ stored: `parse_reply` gives it a lifetime of 0.
 
 A `CachePolicy` (--cache-zone, --cache-disable-success|denial, --cache-min-ttl,
 --cache-denial-min-ttl: CoreDNS's `cache TTL ZONES`, `disable`, `success`/`denial` MINTTL) says
-which answers `put` keeps and how long at least: an answer it does not keep is forwarded every
+which answers `put` keeps, how long at least (and negative ones at most): an answer it does not keep is forwarded every
 time (and, never being a fresh entry, never replayed). A minimum raises the lifetime and the
 TTLs below it (as CoreDNS serves every record of a cached answer with the entry's TTL), never
 past `max_ttl`. The policy is looked at only when an answer is stored, never on a hit.
@@ -121,10 +121,14 @@ class ForwardCache:
             success = _success(answer)
             if not self.policy.caches(_dotted(key[0]), success):
                 return None
-            floor = min(self.policy.success_min_ttl if success else self.policy.denial_min_ttl, self.max_ttl)
+            ceiling = self.max_ttl if success or not self.policy.denial_max_ttl else min(self.max_ttl, self.policy.denial_max_ttl)
+            floor = min(self.policy.success_min_ttl if success else self.policy.denial_min_ttl, ceiling)
             if lifetime < floor:
                 lifetime = floor
                 answer = replace(answer, lifetime=floor, ttls=tuple(max(ttl, floor) for ttl in answer.ttls))
+            elif lifetime > ceiling:
+                lifetime = ceiling
+                answer = replace(answer, lifetime=ceiling)
         now = self.clock()
         entry = Entry(answer, now, now + lifetime)
         self._entries[key] = entry

@@ -121,8 +121,9 @@ class DnsConfig:
 
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
-    """Which forwarded answers the cache keeps, and how long at least (CoreDNS's `cache
-    TTL ZONES`, `disable success|denial ZONES`, `success N TTL MINTTL`, `denial N TTL MINTTL`).
+    """Which forwarded answers the cache keeps, how long at least, and negative ones at most
+    (CoreDNS's `cache TTL ZONES`, `disable success|denial ZONES`, `success N TTL MINTTL`,
+    `denial N TTL MINTTL`).
     Zones are absolute, lowercase; "." is every name."""
 
     zones: tuple[str, ...] = (".",)  # cache only names under these
@@ -130,6 +131,7 @@ class CachePolicy:
     no_denial: tuple[str, ...] = ()  # never negative answers under these
     success_min_ttl: int = 0
     denial_min_ttl: int = 0
+    denial_max_ttl: int = 0  # 0: the cache's own maximum
 
     def caches(self, name: str, success: bool) -> bool:
         """Whether an answer for `name` (absolute, lowercase) may be kept."""

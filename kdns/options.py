@@ -176,6 +176,8 @@ OPTIONS: tuple[Option, ...] = (
            "as CoreDNS's cache `disable success ZONE`; repeatable", FORWARDING, True, "ZONE", fields=("cache_policy",)),
     Option("cache-disable-denial", str, [], "never cache negative answers (NXDOMAIN, NODATA) for names under ZONE ('.' "
            "for every name), as CoreDNS's cache `disable denial ZONE`; repeatable", FORWARDING, True, "ZONE", fields=("cache_policy",)),
+    Option("cache-denial-ttl", int, 0, "keep a negative answer at most this long, when less than --cache-ttl (CoreDNS's "
+           "cache `denial CAPACITY TTL`); 0: --cache-ttl", FORWARDING, metavar="SECONDS", fields=("cache_policy",)),
     Option("cache-min-ttl", int, 0, "keep a positive answer at least this long (its records then say this TTL, counted "
            "down), at most --cache-ttl: CoreDNS's cache `success N TTL MINTTL`", FORWARDING, metavar="SECONDS", fields=("cache_policy",)),
     Option("cache-denial-min-ttl", int, 0, "keep a negative answer at least this long, at most --cache-ttl: CoreDNS's "

@@ -220,7 +220,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     if not wire.MIN_UDP <= v["udp-max-size"] <= wire.MAX_UDP:
         raise v.error("udp-max-size", f"must be between {wire.MIN_UDP} and {wire.MAX_UDP} bytes, got {v['udp-max-size']}")
     for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip", "upstream-max-concurrent",
-                 "cache-min-ttl", "cache-denial-min-ttl"):
+                 "cache-min-ttl", "cache-denial-min-ttl", "cache-denial-ttl"):
         if v[name] < 0:
             raise v.error(name, f"must not be negative, got {v[name]}")
     namespaces = None
@@ -291,7 +291,8 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         log_queries=v["log-queries"],
         upstream_max_concurrent=v["upstream-max-concurrent"],
         cache_policy=CachePolicy(_domains(v, "cache-zone") or (".",), _domains(v, "cache-disable-success"),
-                                 _domains(v, "cache-disable-denial"), v["cache-min-ttl"], v["cache-denial-min-ttl"]),
+                                 _domains(v, "cache-disable-denial"), v["cache-min-ttl"], v["cache-denial-min-ttl"],
+                                 v["cache-denial-ttl"]),
         endpoints=v["endpoints"],
         endpoint_pod_names=v["endpoint-pod-names"],
     )

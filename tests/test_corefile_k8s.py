@@ -269,6 +269,16 @@ async def test_cache_success_minimum_ttl(api, upstream, nursery, tmp_path):
     assert 0 < again.answer[0].ttl <= 10 and upstream.count("short.example.com.") == 1
 
 
+@pytest.mark.parametrize(("denial", "soa_ttl"), [("{\n    denial 1000 5\n}\n", 5), ("\n", 30)])
+async def test_cache_denial_maximum_ttl(api, upstream, nursery, tmp_path, denial, soa_ttl):
+    """`denial 1000 5` below `cache 30`: a negative answer (the stub's SOA says 60) is kept, and
+    said, 5 s at most; without it, 30 (the cache's TTL)."""
+    body = f"forward . {upstream.address}\ncache 30 {denial}"
+    server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=body)))
+    reply = await server.query("nope.example.com", "A")
+    assert rcode(reply) == "NXDOMAIN" and [rr.ttl for rr in reply.authority] == [soa_ttl]
+
+
 async def test_without_a_minimum_the_answer_keeps_its_own_ttl(api, upstream, nursery, tmp_path):
     server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=f"forward . {upstream.address}\ncache 30\n")))
     assert rrs((await server.query("short.example.com", "A")).answer) == {"short.example.com. 1 IN A 192.0.2.12"}

@@ -111,6 +111,12 @@ def test_minimum_ttls_raise_lifetime_and_ttls_never_past_the_cap():
     assert put(CachePolicy(denial_min_ttl=7), "nope.example.com", rcode=NXDOMAIN, ttl=2).answer.lifetime == 7
 
 
+def test_denial_maximum_ttl():
+    assert put(CachePolicy(denial_max_ttl=5), "nope.example.com", rcode=NXDOMAIN, ttl=60).answer.lifetime == 5
+    assert put(CachePolicy(denial_max_ttl=5), "www.example.com", ttl=60).answer.lifetime == 30  # (success: cache-ttl)
+    assert put(CachePolicy(denial_max_ttl=50), "nope.example.com", rcode=NXDOMAIN, ttl=60).answer.lifetime == 30
+
+
 # -- endpoints named after their Pods ------------------------------------------------------------------
 
 
