@@ -19,9 +19,9 @@ from testkit.kubeapi import KubeAPI
 
 BROKEN = textwrap.dedent("""\
     .:53 {
-        kubernetes cluster.local {
-            noendpoints
-        }
+        kubernetes cluster.local
+        k8s_external svc.cluster.local
+        errors
         forward . 10.0.0.1 {
             policy sequential
         }
@@ -48,10 +48,10 @@ def test_check_lists_every_problem_with_file_and_line(tmp_path):
     assert result.stdout.splitlines() == [
         ("Corefile:9: etcd example.org: the etcd plugin is not supported: kdns serves names from the Kubernetes API only, not "
         "from etcd"),
-        ("Corefile:3: noendpoints: noendpoints is not supported by kdns: it always watches EndpointSlices and serves headless "
-        "Services and endpoint names"),
         "Corefile:6: policy sequential: policy sequential is not supported by kdns: it tries healthy upstreams in random order",
         "Corefile:8: rewrite name exact a.example b.example: not yet supported by kdns: kdns does not rewrite query names yet",
+        ("Corefile:3: k8s_external svc.cluster.local: k8s_external: svc.cluster.local overlaps the cluster zone cluster.local: "
+         "the zones must not overlap"),
     ]
 
 
