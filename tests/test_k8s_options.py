@@ -11,6 +11,7 @@ from kdns import answer, settings, wire
 from kdns.cache import ForwardCache
 from kdns.codes import NOERROR, NXDOMAIN, SERVFAIL, TXT, A
 from kdns.config import CachePolicy, ConfigError, DnsConfig
+from kdns.explain import View, explain
 from kdns.model import Namespace, Port, Service, ServiceType, Synced, Upsert
 from kdns.responder import UpstreamQuery
 from kdns.sources.convert import convert
@@ -69,6 +70,13 @@ def test_the_responder_asks_upstream_and_keeps_the_upstreams_records_for_the_nam
     plain = state()
     reply = dns.message.from_wire(plain.responder.handle(query))
     assert reply.rcode() == NXDOMAIN
+
+
+def test_explain_says_a_fallthrough_name_is_forwarded():
+    s = state(cluster_fallthrough=("cluster.local",))
+    data = explain(View(s.snapshot, s.index), "legacy.shop.svc.cluster.local.", "A").to_json()
+    assert data["answered_by"] == "forwarding" and "fallthrough" in data["reasons"][-1]
+    assert not any("outside the zones" in r for r in data["reasons"])
 
 
 # -- the UDP limit ---------------------------------------------------------------------------------
