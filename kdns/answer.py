@@ -74,6 +74,8 @@ def _fallthrough(snap: Snapshot, zone: str, labels: tuple[str, ...], result: Ans
     if result.rcode != NXDOMAIN or result.answer or not snap.synced or not (config.cluster_fallthrough or config.external_fallthrough):
         return result
     name = ".".join(labels)
+    if zone in config.external_zones and names.within(name, f"{config.external_apex}.{zone}"):
+        return result  # the name server's own names: k8s_external answers them itself
     return from_upstream(name) if config.falls_through(zone, name) and can_forward(snap, labels) else result
 
 

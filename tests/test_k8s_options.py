@@ -56,6 +56,7 @@ def test_external_fallthrough_is_the_external_zones_own():
     s = state(external_zones=("k8s.example.org",), external_fallthrough=("k8s.example.org",))
     assert ask(s, "old.k8s.example.org").upstream == "old.k8s.example.org"
     assert ask(s, "legacy.shop.svc.cluster.local").rcode == NXDOMAIN  # (the cluster zone has none)
+    assert ask(s, "ns2.dns.k8s.example.org").rcode == NXDOMAIN  # under the apex: k8s_external's own, as CoreDNS
 
 
 def test_the_responder_asks_upstream_and_keeps_the_upstreams_records_for_the_name():
