@@ -12,11 +12,12 @@ answer that could not reach a client whole (truncated, or larger than any reply)
 stored: `parse_reply` gives it a lifetime of 0.
 
 A `CachePolicy` (--cache-zone, --cache-disable-success|denial, --cache-min-ttl,
---cache-denial-min-ttl: CoreDNS's `cache TTL ZONES`, `disable`, `success`/`denial` MINTTL) says
-which answers `put` keeps, how long at least (and negative ones at most): an answer it does not keep is forwarded every
-time (and, never being a fresh entry, never replayed). A minimum raises the lifetime and the
-TTLs below it (as CoreDNS serves every record of a cached answer with the entry's TTL), never
-past `max_ttl`. The policy is looked at only when an answer is stored, never on a hit.
+--cache-denial-min-ttl, --cache-denial-ttl: CoreDNS's `cache TTL ZONES`, `disable`, `success`/
+`denial` TTL and MINTTL) says which answers `put` keeps, how long at least, and negative ones
+at most: an answer it does not keep is forwarded every time (and, never being a fresh entry,
+never replayed). A minimum raises the lifetime and the TTLs below it (as CoreDNS serves every
+record of a cached answer with the entry's TTL), never past `max_ttl`. The policy is looked at
+only when an answer is stored, never on a hit.
 
 Cluster names never enter this cache: they are answered from the live index.
 Pure: the clock is injected.

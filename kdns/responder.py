@@ -516,8 +516,8 @@ class Responder:
 def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...]:
     """For the quick NXDOMAIN of names under `svc.<zone>` not in the index: (("svc", *the
     zone's labels), how many, the NXDOMAIN answer, the zone's index) for each forward zone no
-    other zone lies in and no fallthrough touches; none until the first sync, or with autopath (the answer then depends
-    on the client)."""
+    other zone lies in and no --cluster-fallthrough touches (NXDOMAIN may go upstream there);
+    none until the first sync, or with autopath (the answer then depends on the client)."""
     config = snap.config
     if not snap.synced or config.autopath:
         return ()
@@ -526,7 +526,7 @@ def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Ans
         if any(other != zone and other.endswith("." + zone) for other in config.all_zones):
             continue
         if any(f == "." or names.within(f, zone) or names.within(zone, f) for f in config.cluster_fallthrough):
-            continue  # NXDOMAIN may go upstream there
+            continue
         svc = ("svc", *zone.split("."))
         out.append((svc, len(svc), ans.Answer(NXDOMAIN, soa_zone=zone), config.all_zones.index(zone)))
     return tuple(out)
