@@ -223,14 +223,20 @@ BIG = "".join(f"10.7.0.{i} big.example.test\n" for i in range(1, 41))  # 40 A re
 @pytest.mark.parametrize(("bufsize", "truncated"), [("bufsize 512\n", True), ("", False), ("bufsize 1232\n", False)])
 async def test_bufsize_caps_udp_replies(api, nursery, tmp_path, bufsize, truncated):
     """`bufsize 512`: a client offering 4096 bytes gets at most 512 over UDP (TC, then TCP
-    answers in full), the same again when the reply is replayed; kdns's own limit is 1232."""
-    path = corefile(tmp_path, api, body=f"{bufsize}hosts {{\n{textwrap.indent(BIG, '    ')}    fallthrough\n}}\n")
+    answers in full), the same again when the reply is replayed, for kdns's own records and
+    for forwarded ones (asked, then from the cache); kdns's own limit is 1232."""
+    # (30: forwarded records go out with their names written in full, about 31 bytes each)
+    big = StubDNS(*(f"big.example.com. 300 IN A 10.8.0.{i}" for i in range(1, 31)))
+    await nursery.start(big.serve)
+    path = corefile(tmp_path, api, body=f"{bufsize}hosts {{\n{textwrap.indent(BIG, '    ')}    fallthrough\n}}\n"
+                                        f"forward . {big.address}\ncache 30\n")
     server = await synced(await serve_corefile(nursery, path))
-    for _ in range(2):  # (the second is a replay)
-        reply = await server.query("big.example.test", "A", use_edns=0, payload=4096)
-        assert bool(reply.flags & dns.flags.TC) == truncated
-        assert len(ips(reply)) == (0 if truncated else 40)
-    assert len(ips(await server.query("big.example.test", "A", tcp=True))) == 40
+    for name, count in (("big.example.test", 40), ("big.example.com", 30)):
+        for _ in range(2):  # (the second is a replay, or a cache hit)
+            reply = await server.query(name, "A", use_edns=0, payload=4096)
+            assert bool(reply.flags & dns.flags.TC) == truncated, name
+            assert len(ips(reply)) == (0 if truncated else count), name
+        assert len(ips(await server.query(name, "A", tcp=True))) == count
 
 
 # -- cache zones, disable, minimum TTLs -----------------------------------------------------------------
