@@ -117,6 +117,13 @@ def test_honoured(body, line, kind, options):
     assert {k: r.options[k] for k in options} == options
 
 
+def test_cache_zones_keep_the_names_of_blocks_with_a_cache_of_their_own():
+    text = (".:53 {\n kubernetes cluster.local {\n  endpoint http://127.0.0.1:1\n }\n forward . 10.0.0.1\n cache 30 example.com\n}\n"
+            "corp.example:53 {\n forward . 10.0.0.2\n cache 30\n}\nlab.example:53 {\n forward . 10.0.0.3\n}\n")
+    r = reviewed("", text=text)
+    assert r.ok and r.options["cache-zone"] == ["example.com", "corp.example"]
+
+
 def test_a_narrower_blocks_disable_covers_its_own_names():
     """`disable denial` in a stub block's cache: CoreDNS leaves denials of that block's names
     out; kdns's one cache does the same for those names (and those alone)."""

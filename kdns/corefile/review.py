@@ -284,8 +284,10 @@ def _cache(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None
     if parent is None:  # "CoreDNS caches only under ZONES"
         if not primary:
             return _unknown(notes, e)
-        notes.option("cache-zone", list(rule.zones), d.origin)
-        return replace(e, kind=OPTION, effect=f"cache-zone {' '.join(rule.zones)}: only forwarded answers for names "
+        # (the names of another block with a cache of its own stay cached, as there)
+        zones = list(dict.fromkeys([*rule.zones, *(z for r in notes.t.caches if r is not rule for z in r.zones)]))
+        notes.option("cache-zone", zones, d.origin)
+        return replace(e, kind=OPTION, effect=f"cache-zone {' '.join(zones)}: only forwarded answers for names "
                                               "there are cached; others are forwarded every time")
     if d.name == "prefetch":
         return notes.warn(e, "kdns refreshes an entry asked for twice when less than 10% of its life is left; "
