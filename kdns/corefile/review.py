@@ -278,9 +278,9 @@ def _elsewhere(t: Translation, rule: ForwardRule, zone: str) -> bool:
 
 def _cache(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
     rule = next((r for r in notes.t.caches if r.origin == (parent or d).origin), None)
-    primary = rule is not None and notes.t.origin_of("cache-ttl") == rule.origin  # the one that sets kdns's cache
     if rule is None:
         return _unknown(notes, e)
+    primary = notes.t.origin_of("cache-ttl") == rule.origin  # the rule that sets kdns's one cache
     if parent is None:  # "CoreDNS caches only under ZONES"
         if not primary:
             return _unknown(notes, e)
