@@ -31,7 +31,7 @@ from kdns import answer_hosts, names, rewrite
 from kdns.codes import AAAA, ANY, AXFR, CLASS_IN, CNAME, IXFR, NOERROR, NS, NXDOMAIN, PTR, REFUSED, SERVFAIL, SOA, SRV, TXT, A
 from kdns.config import PodsMode
 from kdns.records import Node
-from kdns.result import MAX_CHAIN, Answer, Chase, Record, find_zone, from_upstream, negative, refused
+from kdns.result import MAX_CHAIN, Answer, Chase, Record, can_forward, find_zone, from_upstream, negative, refused
 from kdns.snapshot import DNS_VERSION_TTL, Snapshot
 
 __all__ = ["MAX_CHAIN", "Answer", "Record", "answer", "find_zone", "from_upstream", "refused"]
@@ -58,7 +58,7 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
     if "." in "".join(rel):
         return negative(snap, zone, NXDOMAIN)  # a dot inside a label: no such name here
     if zone in snap.config.external_zones:
-        return _chase(snap, answer_hosts.external(snap, zone, rel, qtype, ()), qtype)
+        return _fallthrough(snap, zone, labels, _chase(snap, answer_hosts.external(snap, zone, rel, qtype, ()), qtype))
     if not rel:
         return _apex(snap, zone, qtype)
     if zone in names.REVERSE_ZONES:
@@ -68,9 +68,23 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
         # `<name>.<ns>.svc.<zone>` is the first name a pod in <ns> tries for <name>: the
         # answer depends on who asks, so it is never reused.
         if client_ns is not None and rel[-2] == client_ns:
-            return _autopath(snap, zone, rel, qtype, result)
-        return replace(result, cacheable=False)
-    return result
+            result = _autopath(snap, zone, rel, qtype, result)
+        else:
+            result = replace(result, cacheable=False)
+    return _fallthrough(snap, zone, labels, result) if result.rcode == NXDOMAIN else result
+
+
+def _fallthrough(snap: Snapshot, zone: str, labels: tuple[str, ...], result: Answer) -> Answer:
+    """CoreDNS's `fallthrough ZONES` (kubernetes, k8s_external): a name of the zone that kdns
+    does not hold (NXDOMAIN: never NODATA, never before the sync) goes on to the next plugin,
+    the upstream; with none that takes it, the NXDOMAIN stands."""
+    config = snap.config
+    if result.rcode != NXDOMAIN or result.answer or not snap.synced or not (config.cluster_fallthrough or config.external_fallthrough):
+        return result
+    name = ".".join(labels)
+    if zone in config.external_zones and names.within(name, f"{config.external_apex}.{zone}"):
+        return result  # the name server's own names: k8s_external answers them itself
+    return from_upstream(name) if config.falls_through(zone, name) and can_forward(snap, labels) else result
 
 
 def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, original: Answer) -> Answer:

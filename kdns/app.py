@@ -196,7 +196,7 @@ class Server:
                     "(is it a resolver that forwards to kdns, such as a resolv.conf pointing at kdns?)"
                 )
         cache = ForwardCache(clock=self.clock, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale,
-                             max_bytes=config.cache_max_bytes)
+                             max_bytes=config.cache_max_bytes, policy=config.cache_policy)
         return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout, max_concurrent=config.upstream_max_concurrent,
                          options=config.upstream_options, stub_options=dict(config.stub_options))
 

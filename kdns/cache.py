@@ -11,6 +11,14 @@ what the objects around them take); beyond either, the least recently used go fi
 answer that could not reach a client whole (truncated, or larger than any reply) is never
 stored: `parse_reply` gives it a lifetime of 0.
 
+A `CachePolicy` (--cache-zone, --cache-disable-success|denial, --cache-min-ttl,
+--cache-denial-min-ttl, --cache-denial-ttl: CoreDNS's `cache TTL ZONES`, `disable`, `success`/
+`denial` TTL and MINTTL) says which answers `put` keeps, how long at least, and negative ones
+at most: an answer it does not keep is forwarded every time (and, never being a fresh entry,
+never replayed). A minimum raises the lifetime and the TTLs below it (as CoreDNS serves every
+record of a cached answer with the entry's TTL), never past `max_ttl`. The policy is looked at
+only when an answer is stored, never on a hit.
+
 Cluster names never enter this cache: they are answered from the live index.
 Pure: the clock is injected.
 """
@@ -18,11 +26,14 @@ Pure: the clock is injected.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cachetools import TLRUCache
 
+from kdns.config import CachePolicy
 from kdns.upstream import UpstreamAnswer
+
+EVERYTHING = CachePolicy()
 
 Key = tuple[bytes, int, int, bool, bool]  # (qname lowercased wire form, qtype, qclass, DO, CD)
 
@@ -40,11 +51,14 @@ class Entry:
 
 
 class ForwardCache:
-    def __init__(self, *, clock: Callable[[], float], maxsize: int, max_ttl: int, stale_for: float, max_bytes: int = 32 << 20):
+    def __init__(self, *, clock: Callable[[], float], maxsize: int, max_ttl: int, stale_for: float, max_bytes: int = 32 << 20,
+                 policy: CachePolicy = EVERYTHING):
         """`maxsize` entries at most (--cache-size) and `max_bytes` bytes (--cache-max-bytes),
         kept `max_ttl` seconds at most (--cache-ttl), then `stale_for` seconds more for
-        serve-stale (--serve-stale)."""
+        serve-stale (--serve-stale); `policy`: which answers, and how long at least."""
         self.clock = clock
+        self.policy = policy
+        self._filtered = policy != EVERYTHING
         self.max_ttl = max_ttl
         self.stale_for = stale_for
         self.maxsize = maxsize
@@ -98,11 +112,24 @@ class ForwardCache:
         return min(entry.stored + int(now - entry.stored) + 1, entry.expires, entry.expires - lifetime * PREFETCH_WINDOW)
 
     def put(self, key: Key, answer: UpstreamAnswer) -> Entry | None:
+        """Keep `answer` (the entry made, or None when it is not kept)."""
         lifetime = min(answer.lifetime, self.max_ttl)
         if lifetime <= 0:
             return None
         if answer.size > self.max_bytes:
             return None
+        if self._filtered:
+            success = _success(answer)
+            if not self.policy.caches(_dotted(key[0]), success):
+                return None
+            ceiling = self.max_ttl if success or not self.policy.denial_max_ttl else min(self.max_ttl, self.policy.denial_max_ttl)
+            floor = min(self.policy.success_min_ttl if success else self.policy.denial_min_ttl, ceiling)
+            if lifetime < floor:
+                lifetime = floor
+                answer = replace(answer, lifetime=floor, ttls=tuple(max(ttl, floor) for ttl in answer.ttls))
+            elif lifetime > ceiling:
+                lifetime = ceiling
+                answer = replace(answer, lifetime=ceiling)
         now = self.clock()
         entry = Entry(answer, now, now + lifetime)
         self._entries[key] = entry
@@ -133,6 +160,15 @@ class ForwardCache:
         entries = list(self._entries.values())
         success = sum(1 for e in entries if _success(e.answer))
         return success, len(entries) - success
+
+
+def _dotted(wire_name: bytes) -> str:
+    """A lowercase name in wire form as dotted text ("" for the root)."""
+    labels, at = [], 0
+    while at < len(wire_name) and wire_name[at]:
+        labels.append(wire_name[at + 1 : at + 1 + wire_name[at]].decode("latin-1"))
+        at += 1 + wire_name[at]
+    return ".".join(labels)
 
 
 def _entry_size(entry: Entry) -> int:

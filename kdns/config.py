@@ -17,7 +17,7 @@ from kdns.pool import PoolOptions
 if TYPE_CHECKING:
     from kdns.rewrite import Rules
 
-__all__ = ["ApiSource", "ConfigError", "DnsConfig", "HostsFile", "HttpAddresses", "ListenAddress", "OutsideNames", "PodsMode",
+__all__ = ["ApiSource", "CachePolicy", "ConfigError", "DnsConfig", "HostsFile", "HttpAddresses", "ListenAddress", "OutsideNames", "PodsMode",
            "ServeConfig"]
 
 
@@ -95,6 +95,12 @@ class DnsConfig:
     ignore_empty_services: bool = default("ignore-empty-services")
     # A Corefile's `rewrite name` rules and `template`s, compiled once (kdns.rewrite); None: none.
     rules: Rules | None = None
+    # CoreDNS's kubernetes and k8s_external `fallthrough ZONES`: a name under these zones
+    # (absolute, "." for every name) that the cluster zone (external zone) does not hold
+    # goes upstream instead of NXDOMAIN.
+    cluster_fallthrough: tuple[str, ...] = ()
+    external_fallthrough: tuple[str, ...] = ()
+    udp_max: int = default("udp-max-size")  # the most kdns sends over UDP (CoreDNS's bufsize)
 
     @property
     def all_zones(self) -> tuple[str, ...]:
@@ -108,6 +114,10 @@ class DnsConfig:
         hosts): until the first sync, such a name cannot be told apart from any other."""
         return self.ingress_hosts or self.gateway_hosts
 
+    def falls_through(self, zone: str, name: str) -> bool:
+        """Whether NXDOMAIN for `name` (absolute) in `zone` goes upstream instead (fallthrough)."""
+        return _under(name, self.external_fallthrough if zone in self.external_zones else self.cluster_fallthrough)
+
     def zone_of(self, name: str) -> str | None:
         """The zone kdns is authoritative for that an absolute name lies in (the longest), or None."""
         best = None
@@ -115,6 +125,29 @@ class DnsConfig:
             if (name == zone or name.endswith("." + zone)) and (best is None or len(zone) > len(best)):
                 best = zone
         return best
+
+
+@dataclass(frozen=True, slots=True)
+class CachePolicy:
+    """Which forwarded answers the cache keeps, how long at least, and negative ones at most
+    (CoreDNS's `cache TTL ZONES`, `disable success|denial ZONES`, `success N TTL MINTTL`,
+    `denial N TTL MINTTL`).
+    Zones are absolute, lowercase; "." is every name."""
+
+    zones: tuple[str, ...] = (".",)  # cache only names under these
+    no_success: tuple[str, ...] = ()  # never positive answers under these
+    no_denial: tuple[str, ...] = ()  # never negative answers under these
+    success_min_ttl: int = 0
+    denial_min_ttl: int = 0
+    denial_max_ttl: int = 0  # 0: the cache's own maximum
+
+    def caches(self, name: str, success: bool) -> bool:
+        """Whether an answer for `name` (absolute, lowercase) may be kept."""
+        return _under(name, self.zones) and not _under(name, self.no_success if success else self.no_denial)
+
+
+def _under(name: str, zones: tuple[str, ...]) -> bool:
+    return any(names.within(name, z) for z in zones)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +258,9 @@ class ServeConfig:
     upstream_options: PoolOptions = DEFAULT_POOL  # the default upstreams' policy, transport, health checks
     stub_options: tuple[tuple[str, PoolOptions], ...] = ()  # each stub domain's (with upstreams)
     corefile_hosts: tuple[HostsFile, ...] = ()  # a Corefile's `hosts` directives (kdns.corefile.wiring)
+    cache_policy: CachePolicy = CachePolicy()  # which forwarded answers are cached (--cache-zone, --cache-disable-*)
+    endpoints: bool = default("endpoints")  # watch EndpointSlices (--no-endpoints: CoreDNS's noendpoints)
+    endpoint_pod_names: bool = default("endpoint-pod-names")  # endpoints without a hostname named after their Pod
 
     @property
     def hosts_files(self) -> tuple[HostsFile, ...]:

@@ -128,3 +128,8 @@ def to_wire(name: str) -> bytes:
 def join(*parts: str) -> str:
     """Join dotted names, skipping empty parts (the root)."""
     return ".".join(p for p in parts if p)
+
+
+def within(name: str, zone: str) -> bool:
+    """Whether absolute lowercase `name` is `zone` or below it ("." holds every name)."""
+    return zone == "." or name == zone or name.endswith("." + zone)

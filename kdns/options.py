@@ -112,6 +112,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("external-headless", bool, False, "a headless Service without external addresses serves its ready "
            "endpoints in the external zones (<svc>.<ns>.<zone>, <hostname>.<svc>.<ns>.<zone>)", EXTERNAL,
            fields=("dns.external_headless",)),
+    Option("external-fallthrough", str, [], "a name under ZONE (inside an external zone; '.' for every one) that kdns "
+           "does not hold goes upstream instead of NXDOMAIN, as CoreDNS's k8s_external `fallthrough ZONE`; repeatable",
+           EXTERNAL, True, "ZONE", fields=("dns.external_fallthrough",)),
     Option("hosts", str, [], "answer the names of this hosts file (IP NAME... lines, as /etc/hosts) ahead of "
            "forwarding, with PTR records for its addresses; repeatable (the first file naming a name wins); "
            "re-read when it changes", OUTSIDE, True, "PATH", reload=False),
@@ -143,6 +146,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("ignore-empty-services", bool, False, "a ClusterIP Service without ready endpoints has no names: NXDOMAIN, "
            "as CoreDNS's `ignore empty_service` (its ClusterIP keeps its PTR record)", ANSWERS,
            fields=("dns.ignore_empty_services",)),
+    Option("cluster-fallthrough", str, [], "a name under ZONE (inside a cluster zone; '.' for every one) that the cluster "
+           "does not hold goes upstream instead of NXDOMAIN, as CoreDNS's kubernetes `fallthrough ZONE`; repeatable. "
+           "Names that exist without the asked type stay NODATA; without an upstream they stay NXDOMAIN", ANSWERS, True,
+           "ZONE", fields=("dns.cluster_fallthrough",)),
+    Option("endpoints", bool, True, "watch EndpointSlices (--no-endpoints: CoreDNS's noendpoints: headless Services, "
+           "endpoint names and endpoint PTR records are NXDOMAIN, ignore-empty-services hides every ClusterIP Service)",
+           ANSWERS, reload=False),
+    Option("endpoint-pod-names", bool, False, "an endpoint without a hostname is named after its Pod (targetRef) "
+           "rather than its dashed address, when the Pod's name is a DNS label (CoreDNS's endpoint_pod_names)", ANSWERS,
+           reload=False),
+    Option("udp-max-size", int, 1232, "the largest reply sent over UDP, 512-1232: a client that offers more (EDNS) gets "
+           "at most this, larger answers are truncated (TC) and go over TCP (CoreDNS's bufsize)", ANSWERS,
+           metavar="BYTES", fields=("dns.udp_max",)),
     Option("startup-timeout", float, 5.0, "warn when the first sync with the API takes longer; cluster names that kdns "
            "does not know yet get SERVFAIL until it completes", ANSWERS, metavar="SECONDS"),
     Option("upstream", str, [], "resolver for names outside the zones and unknown reverse names; repeatable",
@@ -181,6 +197,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache-size", int, 10_000, "forwarded answers kept in the cache", FORWARDING, metavar="N"),
     Option("cache-max-bytes", int, 32 << 20, "the most the cache of forwarded answers may take, in bytes; beyond it "
            "(or --cache-size), the least recently used answers go first", FORWARDING, metavar="BYTES"),
+    Option("cache-zone", str, [], "cache only forwarded answers for names under ZONE (CoreDNS's `cache TTL ZONE`); "
+           "repeatable; none: every name. Other names are forwarded every time", FORWARDING, True, "ZONE", fields=("cache_policy",)),
+    Option("cache-disable-success", str, [], "never cache positive answers for names under ZONE ('.' for every name), "
+           "as CoreDNS's cache `disable success ZONE`; repeatable", FORWARDING, True, "ZONE", fields=("cache_policy",)),
+    Option("cache-disable-denial", str, [], "never cache negative answers (NXDOMAIN, NODATA) for names under ZONE ('.' "
+           "for every name), as CoreDNS's cache `disable denial ZONE`; repeatable", FORWARDING, True, "ZONE", fields=("cache_policy",)),
+    Option("cache-denial-ttl", int, 0, "keep a negative answer at most this long, when less than --cache-ttl (CoreDNS's "
+           "cache `denial CAPACITY TTL`); 0: --cache-ttl", FORWARDING, metavar="SECONDS", fields=("cache_policy",)),
+    Option("cache-min-ttl", int, 0, "keep a positive answer at least this long (its records then say this TTL, counted "
+           "down), at most --cache-ttl: CoreDNS's cache `success N TTL MINTTL`", FORWARDING, metavar="SECONDS", fields=("cache_policy",)),
+    Option("cache-denial-min-ttl", int, 0, "keep a negative answer at least this long, at most --cache-ttl: CoreDNS's "
+           "cache `denial N TTL MINTTL`", FORWARDING, metavar="SECONDS",
+           fields=("cache_policy",)),
     Option("serve-stale", float, 3600.0, "when every upstream fails, serve answers expired for up to this long, "
            "with a 30 s TTL; 0 disables", FORWARDING, metavar="SECONDS"),
     Option("autopath", bool, False, "answer a pod's whole search path in one round trip (watches Pods to know who asks)",

@@ -179,6 +179,8 @@ class Responder:
                         self._memo_count[gen] -= len(byname)
                         self._memo_size[gen] -= sum(memo_cost(key, entry) for entry in byname.values())
         self._services_names = _services_names(snap)
+        self._fallthrough = bool(snap.config.cluster_fallthrough or snap.config.external_fallthrough)
+        self.udp_max = snap.config.udp_max
         if snap.serials != self.snapshot.serials or not self._soa:
             soas = [snap.soa(zone) for zone in self.zones]
             self._soa = tuple(wire.soa_record(zone, *soa) for zone, soa in zip(self.zones, soas, strict=True))
@@ -303,7 +305,7 @@ class Responder:
                     entry = packing.negative_entry(qname, result, self.zones)
         if reply is None:
             reply = wire.render(entry, data[:2], data[2] << 8 | data[3], data[12:qend], self._soa_for(entry) if soa is None else soa, edns,
-                                wire.udp_limit(edns))
+                                wire.udp_limit(edns, self.udp_max))
         key = None
         if self.replay_key is not None:
             # The statistics key holds only the zone, type, rcode and size buckets: one per kind.
@@ -463,7 +465,7 @@ class Responder:
                             data[12:qend],
                             self._soa_for(entry),
                             edns,
-                            wire.udp_limit(edns) if limit is None else limit,
+                            wire.udp_limit(edns, self.udp_max) if limit is None else limit,
                         )
                         return reply, entry, end
                     qtype = data[end] << 8 | data[end + 1]
@@ -493,7 +495,7 @@ class Responder:
         """The reply to `query` (with `result`, the answer to it, when the caller has it)."""
         snap = self.snapshot
         edns = (query.edns.udp_size, query.edns.do) if query.edns else None
-        limit = wire.udp_limit(edns) if limit is None else limit
+        limit = wire.udp_limit(edns, self.udp_max) if limit is None else limit
         try:
             if result is None:
                 client_ns = (snap.client_ns.get(client) or None) if client is not None and snap.config.autopath else None
@@ -517,20 +519,23 @@ class Responder:
 
     def _upstream_query(self, query: wire.Query, result: ans.Answer, limit: int) -> UpstreamQuery:
         assert result.upstream is not None
+        zones = self.zones
+        if self._fallthrough:  # a name of ours that falls through: the upstream's records for it are wanted
+            zones = tuple(z for z in zones if not names.within(result.upstream, z))
         if not result.answer and result.upstream == ".".join(query.labels):
-            return UpstreamQuery(query, limit, query.question, zones=self.zones)  # as asked, case and all
+            return UpstreamQuery(query, limit, query.question, zones=zones)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
         via = result.via
         revert = functools.partial(via.upstream, asked=query.question[:-4]) if via is not None and via.responses else None
-        return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones, revert)
+        return UpstreamQuery(query, limit, question, prefix, len(result.answer), zones, revert)
 
 
 def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...]:
     """For the quick NXDOMAIN of names under `svc.<zone>` not in the index: (("svc", *the
     zone's labels), how many, the NXDOMAIN answer, the zone's index) for each forward zone no
-    other zone lies in; none until the first sync, or with autopath (the answer then depends
-    on the client)."""
+    other zone lies in and no --cluster-fallthrough touches (NXDOMAIN may go upstream there);
+    none until the first sync, or with autopath (the answer then depends on the client)."""
     config = snap.config
     if not snap.synced or config.autopath:
         return ()
@@ -540,6 +545,8 @@ def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Ans
             continue
         if config.rules is not None and config.rules.may_see(f"svc.{zone}."):
             continue  # a Corefile's rewrite or template may answer such a name (kdns.rewrite)
+        if any(f == "." or names.within(f, zone) or names.within(zone, f) for f in config.cluster_fallthrough):
+            continue
         svc = ("svc", *zone.split("."))
         out.append((svc, len(svc), ans.Answer(NXDOMAIN, soa_zone=zone), config.all_zones.index(zone)))
     return tuple(out)

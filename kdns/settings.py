@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from kdns import config, files, names, pool, upstream
-from kdns.config import ApiSource, ConfigError, DnsConfig, HttpAddresses, ListenAddress, OutsideNames, PodsMode, ServeConfig
+from kdns import config, files, names, pool, upstream, wire
+from kdns.config import ApiSource, CachePolicy, ConfigError, DnsConfig, HttpAddresses, ListenAddress, OutsideNames, PodsMode, ServeConfig
 from kdns.options import BY_NAME, GROUPS, MAX_HOSTS_TTL, MAX_TTL, MAX_WORKERS, MAX_ZONE, OPTIONS, RESTART_ONLY, Option, default
 
 __all__ = ["BY_NAME", "OPTIONS", "RESTART_ONLY", "Option", "Values", "add_arguments", "build", "build_config",
@@ -221,7 +221,10 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
                  "cache-max-bytes", "tcp-max-per-client", "tcp-send-timeout"):
         if v[name] <= 0 and not (name == "cache-ttl" and v[name] == 0):
             raise v.error(name, f"must be more than 0, got {v[name]}")
-    for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip", "upstream-max-concurrent"):
+    if not wire.MIN_UDP <= v["udp-max-size"] <= wire.MAX_UDP:
+        raise v.error("udp-max-size", f"must be between {wire.MIN_UDP} and {wire.MAX_UDP} bytes, got {v['udp-max-size']}")
+    for name in ("serve-stale", "startup-timeout", "lameduck", "rrl-rate", "rrl-slip", "upstream-max-concurrent",
+                 "cache-min-ttl", "cache-denial-min-ttl", "cache-denial-ttl"):
         if v[name] < 0:
             raise v.error(name, f"must not be negative, got {v[name]}")
     namespaces = None
@@ -249,6 +252,9 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         ingress_controllers=_ingress_controllers(v),
         ingress_classes=_ingress_classes(v),
         ignore_empty_services=v["ignore-empty-services"],
+        cluster_fallthrough=_domains(v, "cluster-fallthrough"),
+        external_fallthrough=_domains(v, "external-fallthrough"),
+        udp_max=v["udp-max-size"],
     )
     return ServeConfig(
         manifests=tuple(v["manifests"]),
@@ -290,6 +296,11 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         upstream_max_concurrent=v["upstream-max-concurrent"],
         upstream_options=pooled,
         stub_options=stub_options,
+        cache_policy=CachePolicy(_domains(v, "cache-zone") or (".",), _domains(v, "cache-disable-success"),
+                                 _domains(v, "cache-disable-denial"), v["cache-min-ttl"], v["cache-denial-min-ttl"],
+                                 v["cache-denial-ttl"]),
+        endpoints=v["endpoints"],
+        endpoint_pod_names=v["endpoint-pod-names"],
     )
 
 
@@ -357,6 +368,20 @@ def _zones(v: Values, option: str = "zone", taken: tuple[str, ...] = ()) -> tupl
                 where = "is served already" if inner == outer else f"lies inside {outer!r}"
                 raise v.error(option, f"{inner!r} {where}: the zones must not overlap")
     return tuple(zones) or (default("zone") if option == "zone" else ())
+
+
+def _domains(v: Values, option: str) -> tuple[str, ...]:
+    """The domain names of `option` (fallthrough and cache zones): lowercase, no trailing dot,
+    "." for every name; each once."""
+    out: list[str] = []
+    for i, text in enumerate(v[option]):
+        zone = text.strip().lower()
+        zone = zone if zone == "." else zone.rstrip(".")
+        if zone != "." and not names.is_subdomain(zone):
+            raise v.error(option, f"not a domain name: {text!r}", i)
+        if zone not in out:
+            out.append(zone)
+    return tuple(out)
 
 
 def _ingress_controllers(v: Values) -> tuple[tuple[str, str, str], ...]:

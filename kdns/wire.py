@@ -394,10 +394,12 @@ def _client_spelling(reply: bytes, zone_at: tuple[tuple[int, int, int], ...], qu
     return reply if out is None else bytes(out)
 
 
-def udp_limit(edns: tuple[int, bool] | None) -> int:
+def udp_limit(edns: tuple[int, bool] | None, most: int = MAX_UDP) -> int:
+    """The largest UDP reply for a client that offers `edns` (its size, DO) or no EDNS;
+    `most`: the server's own limit (--udp-max-size, CoreDNS's bufsize)."""
     if edns is None:
         return MIN_UDP
-    return max(MIN_UDP, min(edns[0], MAX_UDP))
+    return max(MIN_UDP, min(edns[0], most))
 
 
 # -- the small replies: no records of ours, or none at all ------------------------------------

@@ -37,6 +37,11 @@ def string_values(tmp_path: Path) -> dict[str, object]:
         "hosts": [str(tmp_path / "hosts"), str(tmp_path / "more-hosts")],
         "ingress-controller": ["nginx=ingress-nginx/ingress-nginx-controller", "*=traefik/traefik"],
         "ingress-class": ["nginx", "internal"],
+        "cluster-fallthrough": ["legacy.cluster.local", "."],
+        "external-fallthrough": ["k8s.example.org"],
+        "cache-zone": ["example.org", "example.net"],
+        "cache-disable-success": ["cluster.local"],
+        "cache-disable-denial": ["cluster.local", "in-addr.arpa"],
     }
 
 
@@ -50,7 +55,7 @@ def non_default(option: settings.Option, tmp_path: Path):
     if option.kind is bool:
         return not option.default
     if option.kind is int:
-        return option.default * 2 + 1
+        return option.default - 208 if option.name == "udp-max-size" else option.default * 2 + 1  # (1232 is its most)
     if option.kind is float:
         return option.default * 2 + 0.5
     raise AssertionError(f"no test value for the string option {option.name!r}: add one to string_values()")

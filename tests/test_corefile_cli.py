@@ -19,12 +19,12 @@ from testkit.kubeapi import KubeAPI
 
 BROKEN = textwrap.dedent("""\
     .:53 {
-        kubernetes cluster.local {
-            noendpoints
-        }
+        kubernetes cluster.local
+        k8s_external svc.cluster.local
         loadbalance round_robin {
             prefer 10.0.0.0/8
         }
+        errors
         template CH TXT version.bind
         etcd example.org
     }
@@ -48,10 +48,10 @@ def test_check_lists_every_problem_with_file_and_line(tmp_path):
     assert result.stdout.splitlines() == [
         ("Corefile:9: etcd example.org: the etcd plugin is not supported: kdns serves names from the Kubernetes API only, not "
         "from etcd"),
-        ("Corefile:3: noendpoints: noendpoints is not supported by kdns: it always watches EndpointSlices and serves headless "
-        "Services and endpoint names"),
-        "Corefile:5: loadbalance round_robin { ... }: loadbalance prefer 10.0.0.0/8 is not supported by kdns",
+        "Corefile:4: loadbalance round_robin { ... }: loadbalance prefer 10.0.0.0/8 is not supported by kdns",
         "Corefile:8: template CH TXT version.bind: template: kdns answers class IN only; a template of class CH would never be asked",
+        ("Corefile:3: k8s_external svc.cluster.local: k8s_external: svc.cluster.local overlaps the cluster zone cluster.local: "
+         "the zones must not overlap"),
     ]
 
 

@@ -36,22 +36,19 @@ REFUSED = [
     ("template IN A example.org {\n answer \"{{ .Name }} 60 IN HINFO a b\"\n }", 5,
      "template IN A example.org { ... }: template: kdns serves template records of types A, AAAA, CNAME, PTR, NS, TXT, SRV, MX"),
     ("template IN A example.org {\n rcode BADCOOKIE\n }", 5, "template IN A example.org { ... }: template: rcode BADCOOKIE does not"),
-    ("cache 30 example.org", 5, "cache 30 example.org: kdns has one cache for every forwarded answer"),
-    ("cache 30 {\n disable success example.org\n }", 6, "disable success example.org: kdns caches every forwarded answer"),
-    ("cache 30 {\n success 1000 300 10\n }", 6, "success 1000 300 10: success with a minimum TTL"),
-    ("bufsize 1000", 5, "bufsize 1000: bufsize 1000: kdns sends up to 1232 bytes"),
     ("loadbalance round_robin {\n prefer 10.0.0.0/8\n }", 5, "loadbalance round_robin { ... }: loadbalance prefer 10.0.0.0/8"),
     ("k8s_external .", 5, "k8s_external .: k8s_external: the root zone"),
     ("k8s_external in-addr.arpa", 5, "k8s_external in-addr.arpa: k8s_external: in-addr.arpa is a reverse zone"),
     ("k8s_external svc.cluster.local", 5, "k8s_external svc.cluster.local: k8s_external: svc.cluster.local overlaps the cluster"),
-    ("k8s_external example.org {\n fallthrough\n }", 5, ("k8s_external example.org { ... }: k8s_external: fallthrough . has no "
-     "kdns equivalent")),
+    ("cache 30 {\n denial 1000 300\n }\n}\nexample.org:53 {\n cache 30 {\n  success 1000 300 10\n }\n forward . 10.0.0.2", 11,
+     "success 1000 300 10: success with a minimum TTL in a block other than the one forwarding every other name"),
 ]
-KUBERNETES_REFUSED = [
-    ("fallthrough", "fallthrough: fallthrough (every zone): kdns answers every name under the cluster zones itself"),
-    ("fallthrough cluster.local", "fallthrough cluster.local: fallthrough cluster.local: kdns answers every name"),
-    ("noendpoints", "noendpoints: noendpoints is not supported by kdns"),
-    ("endpoint_pod_names", "endpoint_pod_names: endpoint_pod_names is not supported by kdns"),
+# A kubernetes property (line 3) -> the options it sets.
+KUBERNETES_OPTIONS = [
+    ("fallthrough", {"cluster-fallthrough": ["."]}),
+    ("fallthrough cluster.local in-addr.arpa", {"cluster-fallthrough": ["cluster.local"]}),
+    ("noendpoints", {"endpoints": False}),
+    ("endpoint_pod_names", {"endpoint-pod-names": True}),
 ]
 
 
@@ -66,12 +63,19 @@ def test_refused_with_file_and_line(body, line, message):
     assert any(w.origin.line == line and "ignored" in w.message for w in ignored.warnings)
 
 
-@pytest.mark.parametrize(("line", "message"), KUBERNETES_REFUSED, ids=[k[0] for k in KUBERNETES_REFUSED])
-def test_kubernetes_options_kdns_lacks_are_refused(line, message):
+@pytest.mark.parametrize(("line", "options"), KUBERNETES_OPTIONS, ids=[k[0] for k in KUBERNETES_OPTIONS])
+def test_kubernetes_properties_become_options(line, options):
     text = f".:53 {{\n    kubernetes cluster.local {{\n        {line}\n    }}\n}}\n"
     r = reviewed("", text=text)
-    assert [(p.origin.line, p.message[: len(message)]) for p in r.problems] == [(3, message)]
-    assert reviewed("", text=text, ignore_unknown=True).ok
+    assert r.ok, [str(p) for p in r.problems]
+    assert {k: r.options[k] for k in options} == options
+    assert entries(r, 3)[0][0] == "option" and all(r.origin_of(k).line == 3 for k in options)
+    assert not any("fallthrough" in w.message for w in r.warnings)  # (no "kdns answers them NXDOMAIN itself" any more)
+
+
+def test_reverse_fallthrough_alone_sets_nothing():
+    r = reviewed("", text=".:53 {\n kubernetes cluster.local in-addr.arpa {\n  fallthrough in-addr.arpa\n }\n}\n")
+    assert r.ok and "cluster-fallthrough" not in r.options and entries(r, 3)[0][0] == "no effect"
 
 
 def test_a_refused_directive_is_one_problem_and_its_lines_say_so():
@@ -95,6 +99,14 @@ HONOURED = [
      {"external-zone": ["example.org"], "external-apex": "ns", "external-ttl": 40, "external-headless": True}),
     ("cache 30 {\n disable success cluster.local\n disable denial cluster.local\n }", 6, "no effect", {}),
     ("cache 30 {\n prefetch 10 1m 10%\n }", 6, "warning", {}),
+    ("cache 30 example.org example.net", 5, "option", {"cache-zone": ["example.org", "example.net"], "cache-ttl": 30}),
+    ("cache 30 {\n disable success example.org\n disable success example.net\n disable denial .\n }", 6, "option",
+     {"cache-disable-success": ["example.org", "example.net"], "cache-disable-denial": ["."]}),
+    ("cache 30 {\n success 1000 300 10\n denial 500 60 3\n }", 6, "option", {"cache-min-ttl": 10, "cache-denial-min-ttl": 3,
+                                                                                       "cache-ttl": 300, "cache-denial-ttl": 60}),
+    ("bufsize 1000", 5, "option", {"udp-max-size": 1000}),
+    ("k8s_external example.org {\n fallthrough\n }", 5, "option", {"external-zone": ["example.org"], "external-fallthrough": ["."]}),
+    ("k8s_external example.org {\n fallthrough example.org\n }", 5, "option", {"external-fallthrough": ["example.org"]}),
     ("loadbalance", 5, "warning", {}),
     ("rewrite name exact a.example.org b.example.org", 5, "data", {}),
     ("rewrite stop {\n name regex (.*)\\.x {1}.y\n answer name (.*)\\.y {1}.x\n }", 5, "data", {}),
@@ -112,6 +124,23 @@ def test_honoured(body, line, kind, options):
     assert r.ok, [str(p) for p in r.problems]
     assert entries(r, line)[0][0] == kind
     assert {k: r.options[k] for k in options} == options
+
+
+def test_cache_zones_keep_the_names_of_blocks_with_a_cache_of_their_own():
+    text = (".:53 {\n kubernetes cluster.local {\n  endpoint http://127.0.0.1:1\n }\n forward . 10.0.0.1\n cache 30 example.com\n}\n"
+            "corp.example:53 {\n forward . 10.0.0.2\n cache 30\n}\nlab.example:53 {\n forward . 10.0.0.3\n}\n")
+    r = reviewed("", text=text)
+    assert r.ok and r.options["cache-zone"] == ["example.com", "corp.example"]
+
+
+def test_a_narrower_blocks_disable_covers_its_own_names():
+    """`disable denial` in a stub block's cache: CoreDNS leaves denials of that block's names
+    out; kdns's one cache does the same for those names (and those alone)."""
+    text = (".:53 {\n kubernetes cluster.local {\n  endpoint http://127.0.0.1:1\n }\n forward . 10.0.0.1\n cache 30\n}\n"
+            "corp.example:53 {\n forward . 10.0.0.2\n cache 30 {\n  disable denial\n }\n}\n")
+    r = reviewed("", text=text)
+    assert r.ok, [str(p) for p in r.problems]
+    assert r.options["cache-disable-denial"] == ["corp.example"] and "cache-zone" not in r.options
 
 
 def test_ignore_empty_service_is_an_option():

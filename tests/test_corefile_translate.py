@@ -251,9 +251,10 @@ BASE_OPTIONS = translate(parse_text(BASE % "errors")).options
     ("forward . 10.0.0.1 {\n prefer_udp\n max_fails 0\n policy round_robin\n }",
      {"upstream": ["10.0.0.1:53"], "allow-recursion": EVERYONE, "upstream-policy": "round_robin", "upstream-max-fails": 0},
      "option"),
-    ("cache", {"cache-ttl": 3600, "cache-size": 20_000}, "option"),
+    ("cache", {"cache-ttl": 3600, "cache-size": 20_000, "cache-denial-ttl": 1800}, "option"),  # (CoreDNS's denial default)
     ("cache 30", {"cache-ttl": 30, "cache-size": 20_000}, "option"),
-    ("cache {\n success 5000\n denial 1000\n serve_stale\n }", {"cache-ttl": 3600, "cache-size": 6000, "serve-stale": 3600.0},
+    ("cache {\n success 5000\n denial 1000\n serve_stale\n }", {"cache-ttl": 3600, "cache-size": 6000, "serve-stale": 3600.0,
+                                                           "cache-denial-ttl": 1800},
      "option"),
     ("cache 10 {\n serve_stale 10m verify\n }", {"cache-ttl": 10, "cache-size": 20_000, "serve-stale": 600.0}, "option"),
 ])

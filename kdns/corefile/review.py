@@ -5,20 +5,24 @@ The translator (kdns.corefile.translate) keeps as data what kdns's options canno
 
 - honoured: `hosts` (served from kdns's hosts table, kdns.sources.hosts), `rewrite name`
   (kdns.rewrite) and `template` (kdns.templates, record types kdns answers with), `k8s_external`
-  (the external-zone options), `max_concurrent` (upstream-max-concurrent), `ignore
-  empty_service` (ignore-empty-services), `except` zones (the translator routes them: to the
-  forward or server block that takes them next, else SERVFAIL as in CoreDNS), the line-level
-  details of those;
+  (the external-zone options, its `fallthrough` as external-fallthrough), `max_concurrent`
+  (upstream-max-concurrent), the kubernetes `ignore empty_service` (ignore-empty-services),
+  `fallthrough` for cluster zones (cluster-fallthrough), `noendpoints` (no endpoints) and
+  `endpoint_pod_names` (endpoint-pod-names), `bufsize` below 1232 (udp-max-size), the cache
+  rules of the block forwarding every other name (`cache TTL ZONES`: cache-zone; `disable`:
+  cache-disable-success|denial, for a narrower block's cache under its own zones; `success`/
+  `denial` minimum TTLs: cache-min-ttl, cache-denial-min-ttl), `except` zones (the translator
+  routes them: to the forward or server block that takes them next, else SERVFAIL as in
+  CoreDNS), the line-level details of those;
 - accepted with a warning, where kdns behaves a little differently and refusing would
   refuse every distribution's Corefile: `loadbalance` (kdns does not shuffle), `prefetch`
   (kdns's own rule), `log` classes (kdns logs every query);
 - refused, naming file:line and why: templates of a class other than IN, with an extended
   rcode or a record type kdns does not answer with (the translator itself refuses rewrites of
-  anything but the name, and template actions outside its subset), the kubernetes
-  `fallthrough` for cluster zones, `noendpoints`, `endpoint_pod_names`, a second
-  `max_concurrent` that differs from the first, cache rules kdns's one cache cannot follow, `bufsize`
-  below kdns's, k8s_external zones kdns cannot serve, its `fallthrough`; and, by default,
-  any data this module does not know (a translator newer than the review).
+  anything but the name, and template actions outside its subset), a second `max_concurrent`
+  that differs from the first, minimum TTLs in a narrower block's cache (kdns's one cache has
+  one), k8s_external zones kdns cannot serve; and, by default, any data this module does not
+  know (a translator newer than the review).
 
 With `ignore_unknown` (--corefile-ignore-unknown) each refusal made here becomes a warning
 ("ignored"): the directive is not applied and kdns serves the rest. The translator's own
@@ -240,15 +244,22 @@ def _kubernetes(notes: _Notes, e: Explanation, d: Directive, parent: Directive |
         return replace(e, kind=OPTION, effect="ignore-empty-services: a ClusterIP Service without ready endpoints is "
                                               "NXDOMAIN (its ClusterIP keeps its PTR record)")
     if d.name == "fallthrough":
-        zones = " ".join(d.args) or "(every zone)"
-        return notes.refuse(e, f"fallthrough {zones}: kdns answers every name under the cluster zones itself (NXDOMAIN "
-                               "for a name it does not know); it cannot pass them on to a later plugin")
+        k8s = notes.t.kubernetes
+        zones = [z for z in (k8s.fallthrough if k8s else ()) if not is_reverse(z)]
+        if not zones:
+            return replace(e, kind=NO_EFFECT, effect="kdns does this itself: reverse names it does not know go upstream")
+        notes.option("cluster-fallthrough", zones, d.origin)
+        return replace(e, kind=OPTION, effect=f"cluster-fallthrough {' '.join(zones)}: a name there that the cluster does "
+                                              "not hold (NXDOMAIN, not NODATA) goes upstream, as CoreDNS passes it to "
+                                              "forward; without an upstream the NXDOMAIN stands")
     if d.name == "noendpoints":
-        return notes.refuse(e, "noendpoints is not supported by kdns: it always watches EndpointSlices and serves "
-                               "headless Services and endpoint names")
+        notes.option("endpoints", False, d.origin)
+        return replace(e, kind=OPTION, effect="no-endpoints: EndpointSlices are not watched; headless Services, endpoint "
+                                              "names and their PTR records are NXDOMAIN")
     if d.name == "endpoint_pod_names":
-        return notes.refuse(e, "endpoint_pod_names is not supported by kdns: an endpoint without a hostname is named "
-                               "after its address")
+        notes.option("endpoint-pod-names", True, d.origin)
+        return replace(e, kind=OPTION, effect="endpoint-pod-names: an endpoint without a hostname is named after its "
+                                              "Pod (when that name is a DNS label) rather than its address")
     return _unknown(notes, e)
 
 
@@ -285,17 +296,37 @@ def _elsewhere(t: Translation, rule: ForwardRule, zone: str) -> str:
 
 
 def _cache(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
+    rule = next((r for r in notes.t.caches if r.origin == (parent or d).origin), None)
+    if rule is None:
+        return _unknown(notes, e)
+    primary = notes.t.origin_of("cache-ttl") == rule.origin  # the rule that sets kdns's one cache
     if parent is None:  # "CoreDNS caches only under ZONES"
-        return notes.refuse(e, "kdns has one cache for every forwarded answer: it cannot cache only some zones")
+        if not primary:
+            return _unknown(notes, e)
+        # (the names of another block with a cache of its own stay cached, as there)
+        zones = list(dict.fromkeys([*rule.zones, *(z for r in notes.t.caches if r is not rule for z in r.zones)]))
+        notes.option("cache-zone", zones, d.origin)
+        return replace(e, kind=OPTION, effect=f"cache-zone {' '.join(zones)}: only forwarded answers for names "
+                                              "there are cached; others are forwarded every time")
     if d.name == "prefetch":
         return notes.warn(e, "kdns refreshes an entry asked for twice when less than 10% of its life is left; "
                              "this prefetch's numbers are not used")
     if d.name == "disable":
-        return notes.refuse(e, f"kdns caches every forwarded answer: it cannot leave {d.args[0]} answers under "
-                               f"{' '.join(d.args[1:]) or '.'} out")
+        # Names under the rule's block only (a narrower block's cache speaks for its own names).
+        asked = [z.lower().rstrip(".") or "." for z in d.args[1:]] or ["."]
+        zones = asked if primary else [b if within(b, z) else z for z in asked for b in rule.block_zones if within(z, b) or within(b, z)]
+        option = f"cache-disable-{d.args[0]}"
+        notes.option(option, list(dict.fromkeys([*notes.options.get(option, []), *zones])), d.origin)
+        return replace(e, kind=OPTION, effect=f"{option} {' '.join(zones)}: {d.args[0]} answers for names there are "
+                                              "never cached")
     if d.name in ("success", "denial"):
-        return notes.refuse(e, f"{d.name} with a minimum TTL: kdns keeps each answer for its own TTL (capped by "
-                               "cache-ttl), never longer")
+        if not primary:
+            return notes.refuse(e, f"{d.name} with a minimum TTL in a block other than the one forwarding every other "
+                                   "name: kdns has one minimum for its one cache")
+        option, low = ("cache-min-ttl", rule.success_min_ttl) if d.name == "success" else ("cache-denial-min-ttl", rule.denial_min_ttl)
+        notes.option(option, low, d.origin)
+        return replace(e, kind=OPTION, effect=f"{option} {low}: {'positive' if d.name == 'success' else 'negative'} "
+                                              f"answers are kept at least {low} s (at most cache-ttl), their TTLs raised to it")
     return _unknown(notes, e)
 
 
@@ -316,7 +347,11 @@ def _log(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) 
 
 
 def _bufsize(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
-    return notes.refuse(e, f"bufsize {notes.t.bufsize}: kdns sends up to 1232 bytes over UDP and has no smaller limit")
+    if parent is not None or notes.t.bufsize is None:
+        return _unknown(notes, e)
+    notes.option("udp-max-size", notes.t.bufsize, d.origin)
+    return replace(e, kind=OPTION, effect=f"udp-max-size {notes.t.bufsize}: a client offering more gets UDP replies of at "
+                                          "most this size, larger ones truncated (TC) for TCP")
 
 
 def _k8s_external(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None) -> Explanation:
@@ -349,8 +384,6 @@ def _external(notes: _Notes, out: list[Explanation]) -> list[Explanation]:
                   for z in ext.zones if is_reverse(z)), None),
             next((f"{z} overlaps the cluster zone {c}: the zones must not overlap" for z in ext.zones for c in cluster
                   if within(z, c) or within(c, z)), None),
-            ext.fallthrough and f"fallthrough {' '.join(ext.fallthrough)} has no kdns equivalent: kdns answers every "
-                                "name of an external zone itself (NXDOMAIN for one it does not hold)",
         ) if why), None)
         if bad:
             result.append(notes.refuse(e, f"k8s_external: {bad}"))
@@ -359,9 +392,13 @@ def _external(notes: _Notes, out: list[Explanation]) -> list[Explanation]:
         notes.option("external-apex", ext.apex, ext.origin)
         notes.option("external-ttl", ext.ttl, ext.origin)
         notes.option("external-headless", ext.headless, ext.origin)
+        if ext.fallthrough:
+            notes.option("external-fallthrough", list(ext.fallthrough), ext.origin)
         result.append(replace(e, kind=OPTION, effect=f"external-zone {', '.join(ext.zones)}, external-apex {ext.apex}, "
                                                       f"external-ttl {ext.ttl}"
-                                                      f"{', external-headless' if ext.headless else ''}: Services' "
+                                                      f"{', external-headless' if ext.headless else ''}"
+                                                      f"{', external-fallthrough ' + ' '.join(ext.fallthrough) if ext.fallthrough else ''}"
+                                                      ": Services' "
                                                       "external addresses by name, authoritatively"))
     return result
 

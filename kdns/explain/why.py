@@ -172,6 +172,10 @@ def _what(view: View, name: str, labels: tuple[str, ...], qtype: int, result: An
             answered_by = "autopath"
             reasons.append(f"autopath: {name}. does not exist, so kdns walked the search path of a pod in {client_ns} and "
                            "answers with a CNAME to the first name that does")
+    if result.upstream == name and not result.answer and answered_by != "forwarding":
+        answered_by = "forwarding"
+        reasons.append(f"kdns holds no {name}. and it lies under a fallthrough zone (--cluster-fallthrough, "
+                       "--external-fallthrough): forwarded, as CoreDNS's fallthrough hands it to forward")
     reasons += _chain_reasons(view, name, result)
     if result.upstream is not None and answered_by != "forwarding":
         reasons.append(f"{result.upstream}. lies outside the zones kdns serves: its records come from an upstream")

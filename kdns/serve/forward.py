@@ -216,7 +216,8 @@ class Forwarder:
         try:
             pending.result = await self._ask(question, do, cd, group, zones, client_tcp)
             if pending.result is not None:
-                self.cache.put(key, pending.result)
+                kept = self.cache.put(key, pending.result)
+                pending.result = kept.answer if kept is not None else pending.result  # (TTLs raised to a minimum)
         finally:
             del self._inflight[key]
             pending.done.set()

@@ -164,12 +164,13 @@ def identify(obj: dict[str, Any]) -> tuple[str, str, str]:
 Allocate = Callable[[str, str, tuple[int, ...]], tuple[str, ...]]
 
 
-def convert(obj: dict[str, Any], allocate: Allocate | None = None) -> KubeObject | None:
+def convert(obj: dict[str, Any], allocate: Allocate | None = None, *, pod_names: bool = False) -> KubeObject | None:
     """The model value for one Kubernetes object, None for objects DNS does not use.
 
     `allocate(namespace, name, families)` gives addresses to a ClusterIP Service that has
     none (objects written by hand, not yet seen by an API server); without it such a
-    Service keeps no address.
+    Service keeps no address. `pod_names` (CoreDNS's endpoint_pod_names): an endpoint
+    without a hostname takes its Pod's name (targetRef) as one, when that is a DNS label.
     """
     kind = kind_of(obj)
     if kind is None:
@@ -191,7 +192,7 @@ def convert(obj: dict[str, Any], allocate: Allocate | None = None) -> KubeObject
         svc = _external(f, svc, meta, f.mapping(obj.get("spec"), "spec"), f.mapping(obj.get("status"), "status"))
         return convert_web.service_labels(svc, meta)
     if kind is Kind.ENDPOINT_SLICE:
-        return _endpoint_slice(f, namespace, name, meta, obj)
+        return _endpoint_slice(f, namespace, name, meta, obj, pod_names)
     if kind is Kind.INGRESS:
         return convert_web.ingress(f, namespace, name, meta, obj)
     if kind is Kind.GATEWAY:
@@ -289,7 +290,8 @@ def _external(f: _Fields, svc: Service, meta: dict[str, Any], spec: dict[str, An
                    hostnames=tuple(dict.fromkeys(wanted))[:MAX_HOSTNAMES])
 
 
-def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict[str, Any], obj: dict[str, Any]) -> EndpointSlice | None:
+def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict[str, Any], obj: dict[str, Any],
+                    pod_names: bool = False) -> EndpointSlice | None:
     labels = f.mapping(meta.get("labels"), "metadata.labels")
     service = f.string(labels.get(SERVICE_NAME_LABEL), f"metadata.labels[{SERVICE_NAME_LABEL}]")
     address_type = f.string(obj.get("addressType"), "addressType")
@@ -317,6 +319,8 @@ def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict[str, Any],
         hostname = f.string(ep.get("hostname"), f"{field}.hostname")
         if hostname and not names.is_label(hostname):
             raise f.fail(f"{field}.hostname", f"not a DNS label: {hostname!r}")
+        if not hostname and pod_names:
+            hostname = _pod_name(ep.get("targetRef"))
         conditions = f.mapping(ep.get("conditions"), f"{field}.conditions")
         if f.boolean(conditions.get("ready"), f"{field}.conditions.ready", True):  # absent = ready
             endpoints.append(Endpoint(tuple(ips), hostname))
@@ -338,6 +342,15 @@ def _endpoint_slice(f: _Fields, namespace: str, name: str, meta: dict[str, Any],
     if not isinstance(annotations, dict):
         annotations = {}
     return EndpointSlice(namespace, name, service, family, tuple(endpoints), tuple(ports), _timestamp(annotations.get(TRIGGER_TIME)))
+
+
+def _pod_name(ref: Any) -> str:
+    """The name an endpoint's targetRef gives (a Pod's, as CoreDNS takes it whatever the kind),
+    lowercased, when it is a DNS label (a Pod's name may hold dots); else ""."""
+    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+        return ""
+    name = ref["name"].lower()
+    return name if names.is_label(name) else ""
 
 
 def _timestamp(value: Any) -> float | None:

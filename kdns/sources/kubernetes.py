@@ -350,7 +350,7 @@ class Reflector:
         if not self.scope.admits(item, self.resource.kind.value):
             return None
         try:
-            return convert.convert(item)
+            return convert.convert(item, pod_names=self.scope.pod_names)
         except convert.ObjectError as exc:
             log.warning("%s: ignoring %s", self.resource.label, exc)
             return None

@@ -53,7 +53,7 @@ SETTLE = 0.05  # seconds: a file modified more recently than this is read on the
 MAX_BYTES = 16 * files.MIB  # --manifest-max-bytes: the largest file read
 OPTION = "manifest-max-bytes"
 SKIPPED_BECAUSE = {Kind.INGRESS: "no --ingress-hosts", Kind.INGRESS_CLASS: "no --ingress-hosts", Kind.GATEWAY: "no --gateway-hosts",
-                   **{kind: "no --gateway-hosts" for kind in ROUTE_KINDS}}
+                   **{kind: "no --gateway-hosts" for kind in ROUTE_KINDS}, Kind.ENDPOINT_SLICE: "--no-endpoints"}
 FIELD_LINES = files.MIB  # YAML files up to this size keep their nodes while read, for the checks' field lines
 
 
@@ -302,7 +302,7 @@ class ManifestSet:
                     log.debug("%s: skipping %s: outside --namespaces/--labels", path, describe(_key_of(item)))
                     continue
                 try:
-                    obj = convert.convert(item, self.allocator)
+                    obj = convert.convert(item, self.allocator, pod_names=self.scope.pod_names)
                 except convert.ObjectError as exc:
                     raise ManifestError(f"{path}: {exc}") from None
                 if obj is None:

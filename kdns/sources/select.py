@@ -89,6 +89,7 @@ def parse_selector(text: str) -> Selector:
 class Scope:
     namespaces: frozenset[str] | None = None  # None: every namespace
     labels: Selector | None = None
+    pod_names: bool = False  # --endpoint-pod-names: an endpoint without a hostname is named after its Pod
 
     def admits(self, obj: dict[str, Any], kind: str) -> bool:
         """Whether this raw object is served (`kind` as in the manifest: "Service"...)."""

@@ -41,8 +41,8 @@ class Source:
             labels = parse_selector(config.labels) if config.labels else None
         except SelectorError as exc:
             raise SourceError(f"--labels: {exc}") from None
-        self.scope = Scope(config.namespaces, labels)
-        self.kinds = [Kind.NAMESPACE, Kind.SERVICE, Kind.ENDPOINT_SLICE]
+        self.scope = Scope(config.namespaces, labels, config.endpoint_pod_names)
+        self.kinds = [Kind.NAMESPACE, Kind.SERVICE] + ([Kind.ENDPOINT_SLICE] if config.endpoints else [])  # (--no-endpoints)
         if config.dns.pods is PodsMode.VERIFIED or config.dns.autopath:
             self.kinds.append(Kind.POD)
         if config.dns.ingress_hosts:
@@ -67,7 +67,7 @@ class Source:
             self.cluster = ClusterWatch(config.api, self.kinds, self.scope)
             self.names = [kind.value for kind in self.kinds]
         elif not memory:
-            unread = frozenset(kind for kind in WEB_KINDS if kind not in self.kinds)  # (their options are off)
+            unread = frozenset(kind for kind in (*WEB_KINDS, Kind.ENDPOINT_SLICE) if kind not in self.kinds)  # (their options are off)
             self.manifests = ManifestSet(config.manifests or (str(demo_cluster()),), self.scope, config.manifest_max_bytes, unread)
             self.names = [MANIFESTS]
 

@@ -8,7 +8,8 @@ given.
 
 kdns has one cache, for forwarded answers only (cluster names are answered live from the
 index), holding both kinds: the main block's `cache` sets `cache-ttl` (the success TTL),
-`cache-size` (success + denial capacity) and `serve-stale`.
+`cache-size` (success + denial capacity), `cache-denial-ttl` (when below the success TTL) and
+`serve-stale`; kdns.corefile.review maps the zones, `disable` and minimum TTLs.
 """
 
 from __future__ import annotations
@@ -142,9 +143,11 @@ def settle(ctx: Context, rules: list[tuple[CacheRule, Directive, list[Explanatio
                 ctx.fill(slot, d, OPTION, f"cache-ttl {rule.success_ttl}, cache-size {size} (success + denial entries in one "
                                           f"cache), serve-stale {stale:g}: kdns caches forwarded answers only; cluster names are "
                                           "answered live (CoreDNS would cache them too, up to the kubernetes ttl)")
-            if rule.denial_ttl != rule.success_ttl:
+            if rule.denial_ttl < rule.success_ttl and ctx.option("cache-denial-ttl", rule.denial_ttl, d):
+                ctx.fill(slot, d, OPTION, f"cache-denial-ttl {rule.denial_ttl}: negative answers are kept at most that long")
+            elif rule.denial_ttl > rule.success_ttl:
                 ctx.fill(slot, d, WARNING, f"denials are kept at most {rule.denial_ttl} s by CoreDNS; kdns caps them at "
-                                           f"cache-ttl ({rule.success_ttl} s) today (kept as CacheRule.denial_ttl)")
+                                           f"cache-ttl ({rule.success_ttl} s), as every cached answer")
             if not set(main) <= set(rule.zones) and "." not in rule.zones:
                 ctx.fill(slot, d, DATA, f"CoreDNS caches only under {', '.join(rule.zones)}; kdns caches every forwarded "
                                         "answer today (kept as CacheRule.zones)")

@@ -80,10 +80,6 @@ def kubernetes(ctx: Context, d: Directive, block: Block) -> Kubernetes | None:
 
 def _fallthrough(ctx: Context, d: Directive, k8s: Kubernetes) -> None:
     ft = k8s.fallthrough
-    cluster = [z for z in ft if z == "." or any(c == z or c.endswith("." + z) or z.endswith("." + c) for c in k8s.zones)]
-    if cluster:
-        ctx.explain(d, WARNING, f"fallthrough {' '.join(ft)}: CoreDNS passes cluster names it does not know on down the "
-                                "chain; kdns answers them NXDOMAIN itself (kept as Translation.kubernetes.fallthrough)")
     reverse_ft = "." in ft or all(any(r == z or r.endswith("." + z) for z in ft) for r in REVERSE)
     if k8s.reverse_zones and not reverse_ft:
         ctx.explain(d, WARNING, "without fallthrough in-addr.arpa ip6.arpa CoreDNS answers NXDOMAIN for reverse names it "
@@ -124,7 +120,7 @@ def _line(ctx: Context, d: Directive, line: Directive, v: dict[str, Any]) -> boo
         plain = set(zones) == set(REVERSE)
         ctx.explain(line, NO_EFFECT if plain else DATA,
                     "kdns does this itself: reverse names it does not know go upstream" if plain
-                    else "kept as Translation.kubernetes.fallthrough (see the kubernetes line)")
+                    else "kept as Translation.kubernetes.fallthrough")
     elif name in ("noendpoints", "endpoint_pod_names"):
         if not ctx.arity(line, 0, 0):
             return False
