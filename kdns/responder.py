@@ -82,6 +82,7 @@ class UpstreamQuery:
     prefix: bytes = b""
     prefix_count: int = 0
     zones: tuple[str, ...] = ()  # the zones kdns serves: an upstream's records for names there are dropped
+    replayable: bool = True  # False when the reply is the asking client's alone (autopath): never replayed
 
     @property
     def name(self) -> str:
@@ -505,7 +506,7 @@ class Responder:
             return UpstreamQuery(query, limit, query.question, zones=self.zones)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
-        return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones)
+        return UpstreamQuery(query, limit, question, prefix, len(result.answer), self.zones, not result.per_client)
 
 
 def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...]:

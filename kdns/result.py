@@ -45,6 +45,9 @@ class Answer:
     # name to ask for, with the question's type and class. `answer` then holds what goes
     # before the upstream's records: the CNAMEs that led there (none for a plain forward).
     upstream: str | None = None
+    # The answer depends on who asks (autopath): a reply made with an upstream's records is
+    # then not replayed to the next client that sends the same bytes.
+    per_client: bool = False
 
 
 def refused() -> Answer:
