@@ -118,7 +118,7 @@ class Responder:
         self.snapshot = snapshot
         self.zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()  # each zone's SOA record, written out in full
-        self._soa_parts: tuple[tuple[bytes, bytes, bytes] | None, ...] = ()
+        self._soa_parts: tuple[tuple[bytes, ...], ...] = ()
         self._soa_at: dict[int, bytes] = {}  # zone index << 9 | offset -> SOA record pointing there
         self._services_names: tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...] = ()
         self._nxdomains: dict[int, tuple[packing.Entry, bytes]] = {}  # zone << 9 | name length -> (Entry, SOA record)
@@ -173,10 +173,11 @@ class Responder:
             soas = [snap.soa(zone) for zone in self.zones]
             self._soa = tuple(wire.soa_record(zone, *soa) for zone, soa in zip(self.zones, soas, strict=True))
             # (pieces pointing into the question for the zones whose SOA names are CoreDNS's;
-            # an external zone names its own: its SOA is written out in full)
+            # an external zone names its own: only its owner points there, in the client's case)
             self._soa_parts = tuple(
-                packing.soa_parts(zone, serial, ttl) if (mname, rname) == (names.join("ns.dns", zone), names.join("hostmaster", zone)) else None
-                for zone, (serial, ttl, mname, rname) in zip(self.zones, soas, strict=True)
+                packing.soa_parts(zone, serial, ttl) if (mname, rname) == (names.join("ns.dns", zone), names.join("hostmaster", zone))
+                else (record[len(names.to_wire(zone)):],)
+                for zone, (serial, ttl, mname, rname), record in zip(self.zones, soas, self._soa, strict=True)
             )
             self._soa_at = {}
             self._nxdomains = {}
@@ -408,7 +409,7 @@ class Responder:
         if entry.soa < 0:
             return b""
         parts = self._soa_parts[entry.soa]
-        if entry.soa_at < 0 or parts is None:
+        if entry.soa_at < 0:
             return self._soa[entry.soa]
         key = entry.soa << 9 | entry.soa_at
         record = self._soa_at.get(key)
