@@ -495,3 +495,28 @@ def test_the_quick_nxdomain_beside_the_other_features_is_what_answer_says(featur
         if isinstance(udp_reply, UpstreamQuery) and isinstance(tcp_reply, UpstreamQuery):  # (forwarded: UDP's size limit aside)
             udp_reply, tcp_reply = replace(udp_reply, limit=0), replace(tcp_reply, limit=0)
         assert udp_reply == tcp_reply, (snap.config, data)
+
+
+async def test_forwarded_replies_from_the_cache_are_rate_limited(kdns, stub, tmp_path, loop):
+    """With --rrl-rate 5 (which takes the C loop off), a burst of 40 queries for a name in the
+    forwarding cache (answered in the loop, then replayed) gets about 5 answers and slips for
+    the rest, as an index answer does; the upstream is asked once."""
+    up = await stub("example.org. 300 IN A 127.0.0.141")
+    kd = await features(kdns, tmp_path, "--upstream", up.address, "--rrl-rate", "5", "--rrl-slip", "2")
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.1.3", 0))  # (another /24: its own rate)
+        await sock.sendto(query("example.org", qid=0xFFFF), ("127.0.0.1", kd.port))
+        assert dns.message.from_wire(await sock.recv(65535)).answer  # (asked upstream: now in the cache)
+    replies = []
+    with trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM) as sock:
+        await sock.bind(("127.0.0.1", 0))
+        for i in range(40):
+            await sock.sendto(query("example.org", qid=i), ("127.0.0.1", kd.port))
+        with trio.move_on_after(1.0):
+            while len(replies) < 40:
+                replies.append(dns.message.from_wire(await sock.recv(65535)))
+    full = [r for r in replies if not r.flags & dns.flags.TC]
+    slipped = [r for r in replies if r.flags & dns.flags.TC]
+    assert 4 <= len(full) <= 7 and all(r.answer for r in full), len(full)
+    assert 15 <= len(slipped) <= 19 and all(not r.answer for r in slipped), len(slipped)
+    assert up.count("example.org") == 1
