@@ -520,3 +520,27 @@ async def test_forwarded_replies_from_the_cache_are_rate_limited(kdns, stub, tmp
     assert 4 <= len(full) <= 7 and all(r.answer for r in full), len(full)
     assert 15 <= len(slipped) <= 19 and all(not r.answer for r in slipped), len(slipped)
     assert up.count("example.org") == 1
+
+
+async def test_a_reload_that_stops_forwarding_a_name_ends_its_replays(kdns, stub, tmp_path, loop):
+    """`example.org` is answered from the forwarding cache and kept for replay; a reload then
+    sends only `corp.example` to a stub domain and closes the world (--outside-names
+    nxdomain): the same UDP bytes get NXDOMAIN at once, not the replayed answer, while a name
+    of the stub domain is forwarded there."""
+    from kdns.options import OutsideNames
+
+    up = await stub("example.org. 300 IN A 127.0.0.141", "api.corp.example. 300 IN A 127.0.0.142")
+    kd = await features(kdns, tmp_path, "--upstream", up.address)
+    data = query("example.org")
+    for _ in range(3):
+        assert {rd.to_text() for rrset in (await ask(kd.port, data)).answer for rd in rrset} == {"127.0.0.141"}
+    config = kd.server.config
+    target = (up.host, up.port)
+    kd.server.reconfigure(replace(config, upstreams=(), stub_domains=(("corp.example", (target,)),),
+                                  dns=replace(config.dns, forwarding=False, stub_domains=("corp.example",),
+                                              outside_names=OutsideNames.NXDOMAIN)))
+    for _ in range(3):
+        reply = await ask(kd.port, data)
+        assert reply.rcode() == dns.rcode.NXDOMAIN and not reply.answer
+    assert {rd.to_text() for rrset in (await ask(kd.port, query("api.corp.example"))).answer for rd in rrset} == {"127.0.0.142"}
+    assert up.count("example.org") == 1
