@@ -271,6 +271,23 @@ def _ingress(*entries: str) -> dict:
             "spec": {"rules": [{"host": "shop.example.com"}, {"host": "*.apps.example.com"}]}, "status": _lb(*entries)}
 
 
+def _gateway(addresses: tuple[str, ...], hostname: str | None = None, names: tuple[str, ...] = ()) -> dict:
+    listener: dict = {"name": "http", "protocol": "HTTP", "port": 80, "allowedRoutes": {"namespaces": {"from": "All"}}}
+    if hostname:
+        listener["hostname"] = hostname
+    status = [{"type": "IPAddress", "value": ip} for ip in addresses] + [{"type": "Hostname", "value": n} for n in names]
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "public", "namespace": "infra"},
+            "spec": {"gatewayClassName": "example", "listeners": [listener]}, "status": {"addresses": status}}
+
+
+def _route(*hostnames: str) -> dict:
+    parent = {"name": "public", "namespace": "infra"}
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "api", "namespace": "shop", "generation": 1},
+            "spec": {"parentRefs": [parent], "hostnames": list(hostnames)},
+            "status": {"parents": [{"parentRef": parent, "controllerName": "example.com/gateway",
+                                    "conditions": [{"type": "Accepted", "status": "True", "observedGeneration": 1}]}]}}
+
+
 # Each object's versions (None: deleted). A step puts one object in one of its versions.
 PORTS = [{"name": "http", "port": 80}]
 OBJECTS: dict[str, list] = {
@@ -290,6 +307,13 @@ OBJECTS: dict[str, list] = {
     "peers-a": [None, _slice("peers-a", ("10.244.9.1", "peer-0", True)),
                 _slice("peers-a", ("10.244.9.1", "peer-0", False), ("10.244.9.2", "peer-1", True))],
     "ingress": [None, _ingress("203.0.113.50"), _ingress("203.0.113.51"), _ingress("lb-1.elb.example.com")],
+    "gateway": [None, _gateway(("10.96.80.1",)), _gateway(("10.96.80.2",), "*.example.com"), _gateway((), names=("gw.example.net",))],
+    "route": [None, _route("api.example.com"), _route("api.example.com", "api.other.example"), _route("*.gw.example.com")],
+    "controller": [None, _svc("ingress-nginx-controller", "ingress-nginx", clusterIP="10.96.50.1", type="LoadBalancer", ports=PORTS,
+                              status=_lb("203.0.113.60")),
+                   _svc("ingress-nginx-controller", "ingress-nginx", clusterIP="10.96.50.2", ports=PORTS)],
+    "nginx": [None, {**_ingress(), "metadata": {"name": "nginx", "namespace": "shop"},
+                     "spec": {"ingressClassName": "nginx", "rules": [{"host": "n.example.com"}]}}],
     "api.stripe.com": [None, "127.0.0.9", "127.0.0.10"],
     "lb-1.elb.example.com": [None, "127.0.0.21", "127.0.0.22"],
 }
@@ -298,14 +322,15 @@ CHANGE_NAMES = [f"web.shop.svc.{CL}", f"web.shop.{XZ}", f"www.{XZ}", f"elb.shop.
                 "shop.example.com", "x.apps.example.com", "api.stripe.com", "lb-1.elb.example.com", "lb-2.elb.example.com",
                 "1.113.0.203.in-addr.arpa", "9.0.0.127.in-addr.arpa", "1.9.244.10.in-addr.arpa", "50.0.96.10.in-addr.arpa",
                 "53.100.51.198.in-addr.arpa", f"_http._tcp.web.shop.{XZ}", f"_peer._tcp.peers.shop.svc.{CL}", f"_http._tcp.web.shop.svc.{CL}",
-                f"kube-dns.kube-system.svc.{CL}", CL, "10.0.96.10.in-addr.arpa", "2.100.51.198.in-addr.arpa"]
+                f"kube-dns.kube-system.svc.{CL}", CL, "10.0.96.10.in-addr.arpa", "2.100.51.198.in-addr.arpa", "api.example.com",
+                "api.other.example", "x.gw.example.com", "n.example.com", "gw.example.net", "1.80.96.10.in-addr.arpa"]
 CHANGE_TYPES = [1, 28, 33, 5, 2, 6, 12, 255]
 
 
 def _event(key: str, version: int):
     from kdns import static
     from kdns.model import Delete, Kind, Upsert
-    from kdns.sources.convert import convert, identify
+    from kdns.sources.convert import convert, identify, kind_of
 
     value = OBJECTS[key][version]
     if "." in key:  # a record() of the test double
@@ -314,8 +339,8 @@ def _event(key: str, version: int):
         return Upsert(static.name_records(key, [static.rrset(key, "A", value, 30)]))
     if value is None:
         template = next(v for v in OBJECTS[key] if v is not None)
-        kind, ns, name = identify(template)
-        return Delete((Kind.SERVICE if kind == "Service" else Kind.ENDPOINT_SLICE if kind == "EndpointSlice" else Kind.INGRESS, ns, name))
+        _, ns, name = identify(template)
+        return Delete((kind_of(template), ns, name))
     return Upsert(convert(value))
 
 
@@ -323,7 +348,8 @@ def _event(key: str, version: int):
 @given(steps=st.lists(st.tuples(st.sampled_from(sorted(OBJECTS)), st.integers(0, 4)), min_size=1, max_size=12),
        seed=st.integers(0, 0x7FFFFFFF))
 def test_after_every_change_the_answers_are_a_fresh_responders(steps, seed):
-    """Services, EndpointSlices, an Ingress and the test double's records change one by one
+    """Services, EndpointSlices, Ingresses (one through an ingress controller's Service), a
+    Gateway and its route, and the test double's records change one by one
     (their names in the cluster zone, the external zone, outside it, and their reverse names);
     after each change every question, asked twice over UDP (the second from the replay table
     when kept) in a 0x20 spelling, gets what a responder made for the new snapshot alone says:
@@ -336,7 +362,8 @@ def test_after_every_change_the_answers_are_a_fresh_responders(steps, seed):
     original = responder_module.MEMO_ENTRIES, responder_module.MAX_REPLIES
     responder_module.MEMO_ENTRIES, responder_module.MAX_REPLIES = 40, 60  # (both generations turn over)
     try:
-        config = DnsConfig(external_zones=(XZ,), external_headless=True, ingress_hosts=True)
+        config = DnsConfig(external_zones=(XZ,), external_headless=True, ingress_hosts=True, gateway_hosts=True,
+                           ingress_controllers=(("nginx", "ingress-nginx", "ingress-nginx-controller"),))
         state = DnsState(config, now=1000)
         state.apply([_event(key, 1) for key in OBJECTS if key != "peers-a"], now=1000)
         for step, (key, version) in enumerate(steps):
