@@ -314,6 +314,9 @@ OBJECTS: dict[str, list] = {
                    _svc("ingress-nginx-controller", "ingress-nginx", clusterIP="10.96.50.2", ports=PORTS)],
     "nginx": [None, {**_ingress(), "metadata": {"name": "nginx", "namespace": "shop"},
                      "spec": {"ingressClassName": "nginx", "rules": [{"host": "n.example.com"}]}}],
+    "hosts-a": [None, [("10.0.0.5", ["db.corp.example"]), ("10.0.0.6", ["alias.corp.example", "api.stripe.com"])],
+                [("10.0.0.5", ["db.corp.example", "alias.corp.example"]), ("10.0.0.7", ["lb-1.elb.example.com"])]],
+    "hosts-b": [None, [("10.0.0.5", ["other.corp.example"]), ("10.0.0.8", ["db.corp.example"])]],
     "api.stripe.com": [None, "127.0.0.9", "127.0.0.10"],
     "lb-1.elb.example.com": [None, "127.0.0.21", "127.0.0.22"],
 }
@@ -323,7 +326,9 @@ CHANGE_NAMES = [f"web.shop.svc.{CL}", f"web.shop.{XZ}", f"www.{XZ}", f"elb.shop.
                 "1.113.0.203.in-addr.arpa", "9.0.0.127.in-addr.arpa", "1.9.244.10.in-addr.arpa", "50.0.96.10.in-addr.arpa",
                 "53.100.51.198.in-addr.arpa", f"_http._tcp.web.shop.{XZ}", f"_peer._tcp.peers.shop.svc.{CL}", f"_http._tcp.web.shop.svc.{CL}",
                 f"kube-dns.kube-system.svc.{CL}", CL, "10.0.96.10.in-addr.arpa", "2.100.51.198.in-addr.arpa", "api.example.com",
-                "api.other.example", "x.gw.example.com", "n.example.com", "gw.example.net", "1.80.96.10.in-addr.arpa"]
+                "api.other.example", "x.gw.example.com", "n.example.com", "gw.example.net", "1.80.96.10.in-addr.arpa",
+                "db.corp.example", "alias.corp.example", "other.corp.example", "corp.example", "5.0.0.10.in-addr.arpa",
+                "6.0.0.10.in-addr.arpa", "8.0.0.10.in-addr.arpa"]
 CHANGE_TYPES = [1, 28, 33, 5, 2, 6, 12, 255]
 
 
@@ -333,6 +338,10 @@ def _event(key: str, version: int):
     from kdns.sources.convert import convert, identify, kind_of
 
     value = OBJECTS[key][version]
+    if key.startswith("hosts-"):  # a hosts file (the first ranks first)
+        if value is None:
+            return Delete((Kind.HOSTS, "", key))
+        return Upsert(static.hosts_records(value, key, ttl=60, rank=int(key == "hosts-b")))
     if "." in key:  # a record() of the test double
         if value is None:
             return Delete((Kind.RECORD, "", key))
@@ -344,12 +353,12 @@ def _event(key: str, version: int):
     return Upsert(convert(value))
 
 
-@settings(max_examples=40, derandomize=True, database=None, deadline=None)
+@settings(max_examples=25, derandomize=True, database=None, deadline=None)
 @given(steps=st.lists(st.tuples(st.sampled_from(sorted(OBJECTS)), st.integers(0, 4)), min_size=1, max_size=12),
        seed=st.integers(0, 0x7FFFFFFF))
 def test_after_every_change_the_answers_are_a_fresh_responders(steps, seed):
     """Services, EndpointSlices, Ingresses (one through an ingress controller's Service), a
-    Gateway and its route, and the test double's records change one by one
+    Gateway and its route, two hosts files and the test double's records change one by one
     (their names in the cluster zone, the external zone, outside it, and their reverse names);
     after each change every question, asked twice over UDP (the second from the replay table
     when kept) in a 0x20 spelling, gets what a responder made for the new snapshot alone says:
