@@ -410,14 +410,17 @@ def counters(server) -> dict[tuple, float]:
     return {key: value for key, value in out.items() if value}
 
 
-async def test_statistics_count_the_same_over_the_fast_paths_and_tcp(kdns, stub, tmp_path, loop):
+@pytest.mark.parametrize("outside", ["upstream", "nxdomain", "refused"])
+async def test_statistics_count_the_same_over_the_fast_paths_and_tcp(kdns, stub, tmp_path, loop, outside):
     """The same questions (every table's names, forwarded names answered upstream then from
     the forwarding cache, each asked three times) to two kdns alike, one over UDP (the quick
     NXDOMAIN, the replay table, fresh cache hits in the loop and their replays) and one over
     TCP (none of those): coredns_dns_requests_total by zone and type, responses_total by
-    zone and rcode, and the cache's hits, misses and requests are the same."""
+    zone and rcode, and the cache's hits, misses and requests are the same. Names outside
+    the zones go to an upstream, or get NXDOMAIN (a closed world) or REFUSED."""
     up = await stub("example.org. 300 IN A 127.0.0.141", "www.example.org. 300 IN AAAA ::1")
-    servers = [await features(kdns, tmp_path / str(i), "--upstream", up.address) for i in range(2)]
+    args = {"upstream": ["--upstream", up.address], "nxdomain": ["--outside-names", "nxdomain"], "refused": []}[outside]
+    servers = [await features(kdns, tmp_path / str(i), *args) for i in range(2)]
     names = [*FEATURE_NAMES, "example.org", "www.example.org", "nx.example.org", f"NoPe.{mixed('shop.svc.' + CL, 5)}"]
     for name in names:
         for qtype in ("A", "AAAA", "SRV", "TXT"):
@@ -427,7 +430,11 @@ async def test_statistics_count_the_same_over_the_fast_paths_and_tcp(kdns, stub,
                 await tcp(servers[1].port, message)
     over_udp, over_tcp = (counters(s.server) for s in servers)
     assert over_udp == over_tcp
-    assert over_udp[("coredns_cache_hits_total", (("type", "success"), ("view", ""), ("zones", ".")))] >= 4
+    if outside == "upstream":
+        assert over_udp[("coredns_cache_hits_total", (("type", "success"), ("view", ""), ("zones", ".")))] >= 4
+    else:
+        rcode = "NXDOMAIN" if outside == "nxdomain" else "REFUSED"
+        assert over_udp[("coredns_dns_responses_total", (("plugin", "kubernetes"), ("rcode", rcode), ("view", ""), ("zone", ".")))] >= 9
 
 
 async def test_forwarded_replies_from_the_cache_are_each_logged(kdns, stub, tmp_path, loop, caplog):
