@@ -361,8 +361,9 @@ def test_after_every_change_the_answers_are_a_fresh_responders(steps, seed):
     Gateway and its route, two hosts files and the test double's records change one by one
     (their names in the cluster zone, the external zone, outside it, and their reverse names);
     after each change every question, asked twice over UDP (the second from the replay table
-    when kept) in a 0x20 spelling, gets what a responder made for the new snapshot alone says:
-    nothing kept from before (in either generation of the memo) outlives the change."""
+    when kept) in a 0x20 spelling, gets what a responder made for the new snapshot alone says
+    (which its general path, the query parsed in full, says too): nothing kept from before
+    (in either generation of the memo) outlives the change."""
     from kdns import responder as responder_module
     from kdns.config import DnsConfig
     from kdns.responder import Responder
@@ -382,6 +383,7 @@ def test_after_every_change_the_answers_are_a_fresh_responders(steps, seed):
                 for qtype in CHANGE_TYPES:
                     data = query(mixed(name, seed + n), qtype, qid=n)
                     want = fresh.handle(data)
+                    assert fresh._full(data, None, None)[0] == want, (steps[: step + 1], name, qtype, "parsed in full")
                     assert state.responder.handle(data) == want, (steps[: step + 1], name, qtype)
                     assert state.responder.handle(data) == want, (steps[: step + 1], name, qtype, "replayed")
     finally:
@@ -532,6 +534,11 @@ def test_the_quick_nxdomain_beside_the_other_features_is_what_answer_says(featur
     for snap in feature_snapshots:
         udp_reply = Responder(snap).handle(data)
         tcp_reply = Responder(snap).handle(data, limit=65535)
+        general = Responder(snap)._full(data, 65535, None)[0]  # (the query parsed in full: no memo, no fast parsing)
+        if isinstance(general, UpstreamQuery) and isinstance(tcp_reply, UpstreamQuery):
+            general, tcp_reply = replace(general, limit=0), replace(tcp_reply, limit=0)
+        if data[-4:-2] not in (b"\x00\xfc", b"\x00\xfb"):
+            assert general == tcp_reply, (snap.config, data, "parsed in full")
         if data[-4:-2] in (b"\x00\xfc", b"\x00\xfb"):
             assert udp_reply[3] & 0x0F == 5  # a zone transfer: REFUSED over UDP (TCP: a transfer or REFUSED)
             continue
