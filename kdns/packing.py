@@ -343,7 +343,10 @@ def soa_parts(zone: str, serial: int, ttl: int) -> tuple[bytes, bytes, bytes]:
     return head, b"\x0ahostmaster", numbers
 
 
-def soa_record(parts: tuple[bytes, bytes, bytes], offset: int) -> bytes:
-    """The SOA record whose owner and names point at the zone at message `offset`."""
+def soa_record(parts: tuple[bytes, ...], offset: int) -> bytes:
+    """The SOA record whose owner and names point at the zone at message `offset` (`soa_parts`;
+    or one piece, the record after its owner: only the owner points there)."""
     pointer = (0xC000 | offset).to_bytes(2, "big")
+    if len(parts) == 1:
+        return pointer + parts[0]
     return b"".join((pointer, parts[0], pointer, parts[1], pointer, parts[2]))

@@ -87,6 +87,7 @@ class UpstreamQuery:
     zones: tuple[str, ...] = ()  # the zones kdns serves: an upstream's records for names there are dropped
     # A Corefile's rewrite: the upstream's records mapped back to the asked name (kdns.rewrite.Via.upstream)
     revert: Callable[[UpstreamAnswer], UpstreamAnswer] | None = None
+    replayable: bool = True  # False when the reply is the asking client's alone (autopath): never replayed
 
     @property
     def name(self) -> str:
@@ -122,7 +123,7 @@ class Responder:
         self.snapshot = snapshot
         self.zones = snapshot.config.all_zones
         self._soa: tuple[bytes, ...] = ()  # each zone's SOA record, written out in full
-        self._soa_parts: tuple[tuple[bytes, bytes, bytes] | None, ...] = ()
+        self._soa_parts: tuple[tuple[bytes, ...], ...] = ()
         self._soa_at: dict[int, bytes] = {}  # zone index << 9 | offset -> SOA record pointing there
         self._services_names: tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...] = ()
         self._nxdomains: dict[int, tuple[packing.Entry, bytes]] = {}  # zone << 9 | name length -> (Entry, SOA record)
@@ -185,10 +186,11 @@ class Responder:
             soas = [snap.soa(zone) for zone in self.zones]
             self._soa = tuple(wire.soa_record(zone, *soa) for zone, soa in zip(self.zones, soas, strict=True))
             # (pieces pointing into the question for the zones whose SOA names are CoreDNS's;
-            # an external zone names its own: its SOA is written out in full)
+            # an external zone names its own: only its owner points there, in the client's case)
             self._soa_parts = tuple(
-                packing.soa_parts(zone, serial, ttl) if (mname, rname) == (names.join("ns.dns", zone), names.join("hostmaster", zone)) else None
-                for zone, (serial, ttl, mname, rname) in zip(self.zones, soas, strict=True)
+                packing.soa_parts(zone, serial, ttl) if (mname, rname) == (names.join("ns.dns", zone), names.join("hostmaster", zone))
+                else (record[len(names.to_wire(zone)):],)
+                for zone, (serial, ttl, mname, rname), record in zip(self.zones, soas, self._soa, strict=True)
             )
             self._soa_at = {}
             self._nxdomains = {}
@@ -421,7 +423,7 @@ class Responder:
         if entry.soa < 0:
             return b""
         parts = self._soa_parts[entry.soa]
-        if entry.soa_at < 0 or parts is None:
+        if entry.soa_at < 0:
             return self._soa[entry.soa]
         key = entry.soa << 9 | entry.soa_at
         record = self._soa_at.get(key)
@@ -523,12 +525,12 @@ class Responder:
         if self._fallthrough:  # a name of ours that falls through: the upstream's records for it are wanted
             zones = tuple(z for z in zones if not names.within(result.upstream, z))
         if not result.answer and result.upstream == ".".join(query.labels):
-            return UpstreamQuery(query, limit, query.question, zones=zones)  # as asked, case and all
+            return UpstreamQuery(query, limit, query.question, zones=zones, replayable=not result.per_client)  # as asked, case and all
         question = _client_labels(query, result.upstream) + query.question[-4:]
         prefix = wire.pack_answer(query, ans.Answer(NOERROR, result.answer), self.zones).body if result.answer else b""
         via = result.via
         revert = functools.partial(via.upstream, asked=query.question[:-4]) if via is not None and via.responses else None
-        return UpstreamQuery(query, limit, question, prefix, len(result.answer), zones, revert)
+        return UpstreamQuery(query, limit, question, prefix, len(result.answer), zones, revert, not result.per_client)
 
 
 def _services_names(snap: Snapshot) -> tuple[tuple[tuple[str, ...], int, ans.Answer, int], ...]:

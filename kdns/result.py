@@ -55,6 +55,9 @@ class Answer:
     # Records of the authority section other than kdns's own SOA (a Corefile's template's):
     # never beside `soa_zone`.
     authority: tuple[Record, ...] = ()
+    # The answer depends on who asks (autopath): a reply made with an upstream's records is
+    # then not replayed to the next client that sends the same bytes.
+    per_client: bool = False
 
 
 def refused() -> Answer:

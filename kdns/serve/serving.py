@@ -169,7 +169,8 @@ class Serving:
                     return Pending(data, peer, stats, started, upstream=uq)
                 reply = fresh.reply
                 responder = self.dns.responder
-                if udp and self.forwarder.cache.clock is time.monotonic:  # (the C part's clock)
+                # (kept for replay unless it is this client's alone: autopath)
+                if udp and uq.replayable and self.forwarder.cache.clock is time.monotonic:  # (the C part's clock)
                     end = 8 + len(uq.query.question)  # (where the question name ends: 12 + its length)
                     fkey = stats_forwarded_key(data, reply, responder.zones, fresh.success, end) if responder.replay_key else None
                     responder.remember_forwarded(data, reply, fkey, fresh.until)
