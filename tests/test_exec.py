@@ -285,13 +285,27 @@ def test_where_namespaces_are_refused_it_says_so_in_one_line():
 def test_the_curl_example_of_the_docs_runs_as_written(tmp_path):
     """The `kdns exec` example of docs/testing.md, run as written (with the installed `kdns`
     command first on PATH): curl reaches the stand-in for `web` by its Service name."""
+    result = run_docs_example("curl", tmp_path)
+    assert (result.returncode, result.stdout) == (0, "hello from web\n"), result.stderr
+
+
+@needs("node")
+def test_the_node_example_of_the_docs_runs_as_written(tmp_path):
+    """The Node example of docs/testing.md, run as written: a Service's short name resolves to
+    its ClusterIP through getaddrinfo, a missing one is ENOTFOUND (NXDOMAIN), as in a pod."""
+    result = run_docs_example("node -e", tmp_path)
+    assert (result.returncode, result.stdout) == (0, "web 10.96.100.10\nno-such-service ENOTFOUND\n"), result.stderr
+
+
+def run_docs_example(marker: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """The one `kdns exec` block of docs/testing.md holding `marker`, run by sh with the
+    installed `kdns` command first on PATH."""
     text = (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
-    blocks = [b for b in re.findall(r"^```sh\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE) if "kdns exec" in b]
+    blocks = [b for b in re.findall(r"^```sh\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE) if "kdns exec" in b and marker in b]
     assert len(blocks) == 1
     script = tmp_path / "example.sh"
     script.write_text(blocks[0])
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     assert shutil.which("kdns", path=env["PATH"]), "the kdns command is not installed beside this Python"
-    result = subprocess.run(["sh", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
-                            env=env, check=False, stdin=subprocess.DEVNULL)
-    assert (result.returncode, result.stdout) == (0, "hello from web\n"), result.stderr
+    return subprocess.run(["sh", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
+                          env=env, check=False, stdin=subprocess.DEVNULL)
