@@ -287,6 +287,9 @@ def _elsewhere(t: Translation, rule: ForwardRule, zone: str) -> str:
         return f"{zone}: kdns answers these names itself"
     block_zones = [z for block in t.blocks for z in block.zones]
     taker = except_outcome(list(t.forwards), rule, zone, block_zones)
+    if isinstance(taker, ForwardRule) and zone in dict(t.config).get("upstream-default", ()):
+        return (f"upstream-default {zone}: to the forward at {taker.origin} (kdns's default upstreams, asked as that "
+                "forward says), as in CoreDNS")
     if isinstance(taker, ForwardRule):
         return f"{zone}: to the forward at {taker.origin}, as in CoreDNS"
     if taker is not None:
