@@ -139,7 +139,8 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
                 return None
             zones += [k.zone for k in keys]
         ctx.explain(line, DATA, "kept as ForwardRule.except_zones (see the forward line for what kdns does with them)")
-        return replace(rule, except_zones=rule.except_zones + tuple(zones))
+        return replace(rule, except_zones=rule.except_zones + tuple(zones),
+                       except_origins=rule.except_origins + (line.origin,) * len(zones))
     if name in ("force_tcp", "prefer_udp"):
         if not ctx.arity(line, 0, 0):
             return None
