@@ -285,6 +285,11 @@ async def test_cache_denial_maximum_ttl(api, upstream, nursery, tmp_path, denial
     assert rcode(reply) == "NXDOMAIN" and [rr.ttl for rr in reply.authority] == [soa_ttl]
 
 
-async def test_without_a_minimum_the_answer_keeps_its_own_ttl(api, upstream, nursery, tmp_path):
-    server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=f"forward . {upstream.address}\ncache 30\n")))
-    assert rrs((await server.query("short.example.com", "A")).answer) == {"short.example.com. 1 IN A 192.0.2.12"}
+@pytest.mark.parametrize(("cache", "ttl"), [("cache 30\n", 5), ("cache 30 {\n    success 1000 30 0\n}\n", 1),
+                                          ("cache 3\n", 3)])
+async def test_coredns_default_minimum_ttl_is_5_seconds(api, upstream, nursery, tmp_path, cache, ttl):
+    """CoreDNS's cache keeps an answer at least 5 s unless MINTTL says otherwise (plugin/cache's
+    minTTL), at most its cap: the stub's TTL 1 answer is said, and kept, 5 s; with MINTTL 0 its
+    own 1; under `cache 3`, 3."""
+    server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=f"forward . {upstream.address}\n{cache}")))
+    assert rrs((await server.query("short.example.com", "A")).answer) == {f"short.example.com. {ttl} IN A 192.0.2.12"}
