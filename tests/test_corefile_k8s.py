@@ -293,3 +293,19 @@ async def test_coredns_default_minimum_ttl_is_5_seconds(api, upstream, nursery, 
     own 1; under `cache 3`, 3."""
     server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=f"forward . {upstream.address}\n{cache}")))
     assert rrs((await server.query("short.example.com", "A")).answer) == {f"short.example.com. {ttl} IN A 192.0.2.12"}
+
+
+# -- hosts entries under the cluster zone --------------------------------------------------------
+
+
+async def test_hosts_entries_under_the_cluster_zone_are_skipped(api, upstream, nursery, tmp_path):
+    """A difference from CoreDNS, documented in docs/deploying.md: CoreDNS's hosts answers a
+    cluster name it holds before kubernetes does; kdns answers cluster names from Kubernetes
+    alone (the Service's ClusterIP, NXDOMAIN for a name it does not hold), and the rest of the
+    hosts data is served."""
+    body = (f"hosts {{\n    192.0.2.9 {WEB} gw.example.net\n    192.0.2.8 other.cluster.local\n    fallthrough\n}}\n"
+            f"forward . {upstream.address}\n")
+    server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=body)))
+    assert ips(await server.query(WEB, "A")) == {"10.96.100.10"}
+    assert rcode(await server.query("other.cluster.local", "A")) == "NXDOMAIN"
+    assert ips(await server.query("gw.example.net", "A")) == {"192.0.2.9"}

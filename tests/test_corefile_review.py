@@ -265,3 +265,13 @@ def test_except_handed_to_a_resolv_conf_forward_goes_to_the_default_upstreams():
     assert r.options["stub-domain"] == ["example.org=10.0.0.1:53"] and "upstream-except" not in r.options
     assert entries(r, 6) == [("option", ("upstream-default a.example.org: to the forward at Corefile:8 (kdns's default "
                                         "upstreams, asked as that forward says), as in CoreDNS"))]
+
+
+def test_inline_hosts_names_under_the_cluster_zone_are_a_warning():
+    """CoreDNS's hosts runs before kubernetes and answers a cluster name it holds; kdns answers
+    cluster names from Kubernetes alone: a warning at the hosts line, the rest of it served."""
+    r = reviewed("hosts {\n 192.0.2.9 web.shop.svc.cluster.local gw.example.net\n fallthrough\n }")
+    assert r.ok
+    assert [(w.origin.line, w.message) for w in r.warnings if "cluster zone" in w.message] == [
+        (5, ("hosts { ... }: web.shop.svc.cluster.local: under the cluster zone, where CoreDNS's hosts answers first; kdns "
+            "answers those names from Kubernetes alone and skips these entries"))]
