@@ -198,7 +198,8 @@ class Server:
         cache = ForwardCache(clock=self.clock, maxsize=config.cache_size, max_ttl=config.cache_ttl, stale_for=config.serve_stale,
                              max_bytes=config.cache_max_bytes, policy=config.cache_policy)
         return Forwarder(upstreams, stubs, cache, timeout=config.upstream_timeout, max_concurrent=config.upstream_max_concurrent,
-                         options=config.upstream_options, stub_options=dict(config.stub_options))
+                         options=config.upstream_options, stub_options=dict(config.stub_options),
+                         defaults=config.default_domains)
 
     # -- HTTP endpoints ---------------------------------------------------------------------
 

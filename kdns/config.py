@@ -77,6 +77,10 @@ class DnsConfig:
     ns_addresses: tuple[str, ...] = ()
     forwarding: bool = False  # names outside the zones (and unknown PTRs) go upstream
     stub_domains: tuple[str, ...] = ()  # domains with upstreams of their own
+    # --upstream-except zones (no upstreams: SERVFAIL), each with where it was set (the flag, or
+    # the Corefile's except line), for kdns explain.
+    except_zones: tuple[tuple[str, str], ...] = ()
+    default_domains: tuple[str, ...] = ()  # --upstream-default: names there go to the default upstreams
     autopath: bool = default("autopath")  # answer a pod's whole search path server-side
     # The external zones (CoreDNS's k8s_external): Services' external addresses by name.
     external_zones: tuple[str, ...] = ()
@@ -257,6 +261,7 @@ class ServeConfig:
     upstream_max_concurrent: int = 0  # questions asked upstream at once; 0: no limit
     upstream_options: PoolOptions = DEFAULT_POOL  # the default upstreams' policy, transport, health checks
     stub_options: tuple[tuple[str, PoolOptions], ...] = ()  # each stub domain's (with upstreams)
+    default_domains: tuple[str, ...] = ()  # names there go to the default upstreams, even under a stub domain
     corefile_hosts: tuple[HostsFile, ...] = ()  # a Corefile's `hosts` directives (kdns.corefile.wiring)
     cache_policy: CachePolicy = CachePolicy()  # which forwarded answers are cached (--cache-zone, --cache-disable-*)
     endpoints: bool = default("endpoints")  # watch EndpointSlices (--no-endpoints: CoreDNS's noendpoints)

@@ -173,7 +173,11 @@ OPTIONS: tuple[Option, ...] = (
            fields=("stub_domains", "dns.stub_domains", "stub_options")),
     Option("upstream-except", str, [], "forward no name under ZONE (SERVFAIL, as CoreDNS's forward `except` with no "
            "plugin after it); a deeper --stub-domain still takes its names; repeatable", FORWARDING, True, "ZONE",
-           fields=("stub_domains", "dns.stub_domains")),
+           fields=("stub_domains", "dns.stub_domains", "dns.except_zones")),
+    Option("upstream-default", str, [], "names under ZONE go to the default upstreams (--upstream, --resolv-conf, as "
+           "they are read at start and at each reload) even inside a --stub-domain or --upstream-except zone: CoreDNS's "
+           "forward `except ZONE` handing its names on to a later `forward .`; a deeper --stub-domain still takes its "
+           "names; repeatable", FORWARDING, True, "ZONE", fields=("default_domains", "dns.default_domains")),
     Option("upstream-policy", str, "random", "the order upstreams are tried in for each question: a random order "
            "(random), each question starting at the next one (round_robin), or always the list's order, so the first "
            "healthy one takes every question (sequential); CoreDNS's forward policy", FORWARDING,

@@ -25,7 +25,7 @@ from kdns.options import OPTIONS
 
 # What the forwarder (kdns.serve.forward.Forwarder) and its cache are built from.
 FORWARDER_FIELDS = ("upstreams", "stub_domains", "upstream_timeout", "cache_ttl", "cache_size", "cache_max_bytes", "serve_stale",
-                    "upstream_max_concurrent", "upstream_options", "stub_options", "cache_policy")
+                    "upstream_max_concurrent", "upstream_options", "stub_options", "cache_policy", "default_domains")
 
 
 @dataclass(frozen=True)

@@ -206,6 +206,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
     api = _api_source(v, environ)
     pooled = _pool_options(v)
     upstreams, stubs, stub_options = _forwarding(v, zones + external, pooled, in_cluster=api is not None and api.in_cluster)
+    defaults = _default_domains(v, zones + external, stubs)
     for option in OPTIONS:
         if option.kind is float and not math.isfinite(v[option.name]):
             raise v.error(option.name, f"must be a finite number, got {v[option.name]}")
@@ -241,6 +242,8 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         ns_addresses=config.ns_addresses(tuple(listen)),
         forwarding=bool(upstreams),
         stub_domains=tuple(domain for domain, _ in stubs),
+        except_zones=tuple((domain, f"--upstream-except {domain}") for domain, servers in stubs if not servers),
+        default_domains=defaults,
         autopath=v["autopath"],
         external_zones=external,
         external_apex=apex,
@@ -296,6 +299,7 @@ def build(v: Values, environ: Mapping[str, str]) -> ServeConfig:
         upstream_max_concurrent=v["upstream-max-concurrent"],
         upstream_options=pooled,
         stub_options=stub_options,
+        default_domains=defaults,
         cache_policy=CachePolicy(_domains(v, "cache-zone") or (".",), _domains(v, "cache-disable-success"),
                                  _domains(v, "cache-disable-denial"), v["cache-min-ttl"], v["cache-denial-min-ttl"],
                                  v["cache-denial-ttl"]),
@@ -474,6 +478,22 @@ def _forwarding(v: Values, zones: tuple[str, ...], pooled: pool.PoolOptions, *, 
             raise v.error("upstream-except", f"{domain} is also a stub-domain: forward its names or not", i)
         stubs[domain] = []
     return tuple(dict.fromkeys(upstreams)), tuple((d, tuple(s)) for d, s in stubs.items()), options
+
+
+def _default_domains(v: Values, zones: tuple[str, ...], stubs) -> tuple[str, ...]:
+    """--upstream-default: zones whose names go to the default upstreams, whatever they are."""
+    out: list[str] = []
+    routed = {domain for domain, _ in stubs}
+    for i, text in enumerate(v["upstream-default"]):
+        domain = text.strip().rstrip(".").lower()
+        if not names.is_subdomain(domain):
+            raise v.error("upstream-default", f"not a domain name: {text!r}", i)
+        if any(domain == z or domain.endswith("." + z) for z in zones + names.REVERSE_ZONES):
+            raise v.error("upstream-default", f"{domain!r} lies inside a zone kdns serves itself", i)
+        if domain in routed:
+            raise v.error("upstream-default", f"{domain} is also a stub-domain or upstream-except zone: give it one place", i)
+        out.append(domain)
+    return tuple(dict.fromkeys(out))
 
 
 def _api_source(v: Values, environ: Mapping[str, str]) -> ApiSource | None:

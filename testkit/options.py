@@ -25,6 +25,7 @@ def string_values(tmp_path: Path) -> dict[str, object]:
         "resolv-conf": str(resolv),
         "stub-domain": ["corp.example=127.0.0.4:5300,policy=sequential,max-fails=1", "lab.example=::1"],
         "upstream-except": ["blocked.example", "lab.example.net"],
+        "upstream-default": ["open.corp.example", "lab.example.org"],
         "upstream-health-domain": "example.org",
         "health": "127.0.0.1:8080",
         "ready": ":8181",

@@ -285,6 +285,27 @@ async def test_cache_denial_maximum_ttl(api, upstream, nursery, tmp_path, denial
     assert rcode(reply) == "NXDOMAIN" and [rr.ttl for rr in reply.authority] == [soa_ttl]
 
 
-async def test_without_a_minimum_the_answer_keeps_its_own_ttl(api, upstream, nursery, tmp_path):
-    server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=f"forward . {upstream.address}\ncache 30\n")))
-    assert rrs((await server.query("short.example.com", "A")).answer) == {"short.example.com. 1 IN A 192.0.2.12"}
+@pytest.mark.parametrize(("cache", "ttl"), [("cache 30\n", 5), ("cache 30 {\n    success 1000 30 0\n}\n", 1),
+                                          ("cache 3\n", 3)])
+async def test_coredns_default_minimum_ttl_is_5_seconds(api, upstream, nursery, tmp_path, cache, ttl):
+    """CoreDNS's cache keeps an answer at least 5 s unless MINTTL says otherwise (plugin/cache's
+    minTTL), at most its cap: the stub's TTL 1 answer is said, and kept, 5 s; with MINTTL 0 its
+    own 1; under `cache 3`, 3."""
+    server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=f"forward . {upstream.address}\n{cache}")))
+    assert rrs((await server.query("short.example.com", "A")).answer) == {f"short.example.com. {ttl} IN A 192.0.2.12"}
+
+
+# -- hosts entries under the cluster zone --------------------------------------------------------
+
+
+async def test_hosts_entries_under_the_cluster_zone_are_skipped(api, upstream, nursery, tmp_path):
+    """A difference from CoreDNS, documented in docs/deploying.md: CoreDNS's hosts answers a
+    cluster name it holds before kubernetes does; kdns answers cluster names from Kubernetes
+    alone (the Service's ClusterIP, NXDOMAIN for a name it does not hold), and the rest of the
+    hosts data is served."""
+    body = (f"hosts {{\n    192.0.2.9 {WEB} gw.example.net\n    192.0.2.8 other.cluster.local\n    fallthrough\n}}\n"
+            f"forward . {upstream.address}\n")
+    server = await synced(await serve_corefile(nursery, corefile(tmp_path, api, body=body)))
+    assert ips(await server.query(WEB, "A")) == {"10.96.100.10"}
+    assert rcode(await server.query("other.cluster.local", "A")) == "NXDOMAIN"
+    assert ips(await server.query("gw.example.net", "A")) == {"192.0.2.9"}

@@ -167,9 +167,12 @@ def test_except_goes_to_the_next_forward_of_the_block_with_its_options():
     (a stub domain with its upstreams and options) or a later forward of the same zone."""
     r = reviewed("forward example.org 10.0.0.1 {\n except a.example.org\n }\n    forward . 10.0.0.2 {\n policy sequential\n }")
     assert r.ok, [str(p) for p in r.problems]
-    assert r.options["stub-domain"] == ["example.org=10.0.0.1:53,policy=random", "a.example.org=10.0.0.2:53"]
+    assert r.options["stub-domain"] == ["example.org=10.0.0.1:53,policy=random"]
+    assert r.options["upstream-default"] == ["a.example.org"]  # the `.` forward's own group
     assert r.options["upstream-policy"] == "sequential" and "upstream-except" not in r.options
     assert "to the forward at Corefile:8" in entries(r, 6)[0][1]
+    r = reviewed("forward . 10.0.0.2 {\n except a.example.org\n }\n    forward example.org 10.0.0.1")
+    assert r.options["stub-domain"] == ["a.example.org=10.0.0.1:53"] and "upstream-default" not in r.options
 
 
 def test_prefer_udp_is_kdns_default_transport_and_coredns_default_is_the_clients():
@@ -253,12 +256,22 @@ def test_what_plugins_lists_is_understood(name):
     assert "rewrite" in UNDERSTOOD and "template" in UNDERSTOOD
 
 
-def test_except_handed_to_a_resolv_conf_forward_is_refused_at_its_line():
-    """kdns would need a stub domain for the except zone with the `.` forward's upstreams; a
-    resolv.conf file cannot be one: refused, naming both places."""
-    corefile = parse_text(BASE % "forward example.org 10.0.0.1 {\n except a.example.org\n }\n    forward . /etc/resolv.conf")
-    t = translate(corefile)
-    assert [(p.origin.line, p.message) for p in t.problems] == [
-        (5, ("forward example.org 10.0.0.1 { ... }: except a.example.org: CoreDNS hands these names to the forward at "
-             "Corefile:8, whose upstreams come from a resolv.conf file; kdns sends them there as a stub domain, which takes "
-             "addresses only"))]
+def test_except_handed_to_a_resolv_conf_forward_goes_to_the_default_upstreams():
+    """CoreDNS hands a.example.org to the `.` forward, whose upstreams come from resolv.conf:
+    kdns sends its names to the default upstreams (upstream-default), whatever they are."""
+    r = reviewed("forward example.org 10.0.0.1 {\n except a.example.org\n }\n    forward . /etc/resolv.conf")
+    assert r.ok, [str(p) for p in r.problems]
+    assert r.options["upstream-default"] == ["a.example.org"] and r.options["resolv-conf"] == "/etc/resolv.conf"
+    assert r.options["stub-domain"] == ["example.org=10.0.0.1:53"] and "upstream-except" not in r.options
+    assert entries(r, 6) == [("option", ("upstream-default a.example.org: to the forward at Corefile:8 (kdns's default "
+                                        "upstreams, asked as that forward says), as in CoreDNS"))]
+
+
+def test_inline_hosts_names_under_the_cluster_zone_are_a_warning():
+    """CoreDNS's hosts runs before kubernetes and answers a cluster name it holds; kdns answers
+    cluster names from Kubernetes alone: a warning at the hosts line, the rest of it served."""
+    r = reviewed("hosts {\n 192.0.2.9 web.shop.svc.cluster.local gw.example.net\n fallthrough\n }")
+    assert r.ok
+    assert [(w.origin.line, w.message) for w in r.warnings if "cluster zone" in w.message] == [
+        (5, ("hosts { ... }: web.shop.svc.cluster.local: under the cluster zone, where CoreDNS's hosts answers first; kdns "
+            "answers those names from Kubernetes alone and skips these entries"))]

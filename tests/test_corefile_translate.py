@@ -45,6 +45,7 @@ KUBEADM = {
     "ttl": 30, "metrics": ":9153", "resolv-conf": "/etc/resolv.conf", "allow-recursion": EVERYONE, "cache-ttl": 30,
     "cache-size": 20_000, "serve-stale": 0, "reload-interval": 30.0, "log-queries": False, "autopath": False,
     "upstream-transport": "client",  # CoreDNS asks upstreams over the transport the client used
+    "cache-min-ttl": 5, "cache-denial-min-ttl": 5,  # CoreDNS's cache keeps an answer at least 5 s
 }
 
 
@@ -182,7 +183,7 @@ def test_kube_dns_configmap(at_fixtures):
         "upstream": ["8.8.8.8:53", "8.8.4.4:53"],
         "stub-domain": ["acme.local=1.2.3.4:53", "corp.example=10.0.0.53:5353", "corp.example=10.0.0.54:53"],
         "cache-ttl": 30, "cache-size": 20_000, "serve-stale": 0, "lameduck": 0.0, "log-queries": False, "autopath": False,
-        "upstream-transport": "client",
+        "upstream-transport": "client", "cache-min-ttl": 5, "cache-denial-min-ttl": 5,
     }
     assert t.origin_of("stub-domain").where == "kube-dns.yaml[kube-dns/stubDomains]:2"
 
@@ -251,12 +252,13 @@ BASE_OPTIONS = translate(parse_text(BASE % "errors")).options
     ("forward . 10.0.0.1 {\n prefer_udp\n max_fails 0\n policy round_robin\n }",
      {"upstream": ["10.0.0.1:53"], "allow-recursion": EVERYONE, "upstream-policy": "round_robin", "upstream-max-fails": 0},
      "option"),
-    ("cache", {"cache-ttl": 3600, "cache-size": 20_000, "cache-denial-ttl": 1800}, "option"),  # (CoreDNS's denial default)
-    ("cache 30", {"cache-ttl": 30, "cache-size": 20_000}, "option"),
+    ("cache", {"cache-ttl": 3600, "cache-size": 20_000, "cache-denial-ttl": 1800, "cache-min-ttl": 5, "cache-denial-min-ttl": 5}, "option"),  # (CoreDNS's denial default)
+    ("cache 30", {"cache-ttl": 30, "cache-size": 20_000, "cache-min-ttl": 5, "cache-denial-min-ttl": 5}, "option"),
     ("cache {\n success 5000\n denial 1000\n serve_stale\n }", {"cache-ttl": 3600, "cache-size": 6000, "serve-stale": 3600.0,
-                                                           "cache-denial-ttl": 1800},
+                                                           "cache-denial-ttl": 1800, "cache-min-ttl": 5, "cache-denial-min-ttl": 5},
      "option"),
-    ("cache 10 {\n serve_stale 10m verify\n }", {"cache-ttl": 10, "cache-size": 20_000, "serve-stale": 600.0}, "option"),
+    ("cache 10 {\n serve_stale 10m verify\n }", {"cache-ttl": 10, "cache-size": 20_000, "serve-stale": 600.0, "cache-min-ttl": 5, "cache-denial-min-ttl": 5},
+     "option"),
 ])
 def test_single_directive(line, options, kind):
     t = translate(parse_text(BASE % line))

@@ -290,3 +290,57 @@ async def test_corefile_except_and_several_forwards(nursery, stub, api, tmp_path
     # No prefer_udp nor force_tcp: CoreDNS asks over the client's transport.
     assert addresses(await kd.query("m2.example.org", tcp=True)) == {"127.0.12.2"}
     assert [q.proto for q in main.queries if q.name.startswith(("m1.", "m2."))] == ["udp", "tcp"]
+
+
+# -- an except zone handed on to the `.` forward (--upstream-default) ------------------------
+
+
+async def test_upstream_default_takes_names_back_from_a_stub_domain(kdns, stub):
+    """--upstream-default open.corp.example: those names go to the default upstreams although
+    corp.example is a stub domain; a deeper stub domain still takes its own."""
+    default = await stub("a.open.corp.example. 300 IN A 127.0.16.1", "x.example.org. 300 IN A 127.0.16.2")
+    corp = await stub("a.open.corp.example. 300 IN A 127.0.17.1", "db.corp.example. 300 IN A 127.0.17.2")
+    deep = await stub("a.deep.open.corp.example. 300 IN A 127.0.18.1")
+    kd = await kdns(DEMO, args=[*flags(default), "--stub-domain", f"corp.example={corp.address}",
+                                "--upstream-default", "open.corp.example",
+                                "--stub-domain", f"deep.open.corp.example={deep.address}"])
+    assert addresses(await kd.query("a.open.corp.example")) == {"127.0.16.1"}
+    assert addresses(await kd.query("db.corp.example")) == {"127.0.17.2"}
+    assert addresses(await kd.query("a.deep.open.corp.example")) == {"127.0.18.1"}
+    assert (default.count("a.open.corp.example"), corp.count("a.open.corp.example")) == (1, 0)
+
+
+@pytest.fixture
+def port_53_at_156():
+    """Skip unless a server can listen on port 53 of 127.0.0.156 (root, the port free):
+    resolv.conf's nameserver lines have no port numbers."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+            udp.bind(("127.0.0.156", 53))
+            tcp.bind(("127.0.0.156", 53))
+    except OSError as exc:
+        pytest.skip(f"cannot listen on 127.0.0.156:53: {exc.strerror}")
+
+
+async def test_corefile_except_handed_to_a_resolv_conf_forward(nursery, stub, api, tmp_path, port_53_at_156):
+    """`forward corp.example A { except open.corp.example }` then `forward . RESOLV.CONF`:
+    CoreDNS sends open.corp.example's names to resolv.conf's nameservers, and so does kdns;
+    the rest of corp.example goes to A."""
+    default = await stub("a.open.corp.example. 300 IN A 127.0.19.1", "x.example.org. 300 IN A 127.0.19.2",
+                         host="127.0.0.156", port=53)
+    corp = await stub("a.open.corp.example. 300 IN A 127.0.20.1", "db.corp.example. 300 IN A 127.0.20.2")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("search svc.cluster.local\nnameserver 127.0.0.156\n")
+    path = corefile(tmp_path, api, f"""\
+        forward corp.example {corp.address} {{
+            except open.corp.example
+        }}
+        forward . {resolv}
+        """)
+    kd = await synced(await serve_corefile(nursery, path))
+    assert addresses(await kd.query("a.open.corp.example")) == {"127.0.19.1"}
+    assert addresses(await kd.query("db.corp.example")) == {"127.0.20.2"}
+    assert addresses(await kd.query("x.example.org")) == {"127.0.19.2"}
+    assert (default.count("a.open.corp.example"), corp.count("a.open.corp.example")) == (1, 0)

@@ -109,6 +109,6 @@ def test_forwarder_fields_are_the_forwarding_options():
     """Every option that decides a forwarder field makes a new forwarder, and only those."""
     deciding = {o.name for o in OPTIONS if set(o.paths) & set(FORWARDER_FIELDS)}
     assert deciding == {"upstream", "resolv-conf", "stub-domain", "upstream-timeout", "cache-ttl", "cache-size", "cache-max-bytes", "serve-stale",
-                        "upstream-max-concurrent", "upstream-except", "upstream-policy", "upstream-transport", "upstream-max-fails",
+                        "upstream-max-concurrent", "upstream-except", "upstream-default", "upstream-policy", "upstream-transport", "upstream-max-fails",
                         "upstream-health-check", "upstream-health-domain", "upstream-health-recursion", "cache-zone",
                         "cache-disable-success", "cache-disable-denial", "cache-min-ttl", "cache-denial-min-ttl", "cache-denial-ttl"}

@@ -38,7 +38,14 @@ COREDNS_FLAGS = {"conf": True, "dns.port": True, "p": True, "pidfile": True, "qu
 
 
 def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
-    group = serve.add_argument_group("a Corefile instead of a config file (CoreDNS's configuration; docs/deploying.md)")
+    group = add_source_arguments(serve)
+    group.add_argument("--pidfile", metavar="PATH", help="write kdns's process ID to this file at start and remove it "
+                       "at exit (CoreDNS's -pidfile)")
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--corefile and the flags that go with it (kdns serve's, and kdns explain's)."""
+    group = parser.add_argument_group("a Corefile instead of a config file (CoreDNS's configuration; docs/deploying.md)")
     group.add_argument("--corefile", metavar="PATH", help="serve what this Corefile says, or the Corefile of this "
                        "ConfigMap manifest (.yaml, .yml, .json; its other keys are files beside it, as when mounted). "
                        "Flags given here override it; reloaded on SIGHUP, and when it or an import changes if it "
@@ -48,8 +55,7 @@ def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     group.add_argument("--corefile-ignore-unknown", action="store_true", help="serve a Corefile with directives kdns "
                        "does not support (unknown plugins, rewrite, template...), warning about each and leaving it out, "
                        "instead of refusing to start; also KDNS_COREFILE_IGNORE_UNKNOWN=1")
-    group.add_argument("--pidfile", metavar="PATH", help="write kdns's process ID to this file at start and remove it "
-                       "at exit (CoreDNS's -pidfile)")
+    return group
 
 
 def add_commands(commands) -> None:

@@ -203,6 +203,11 @@ def _hosts(notes: _Notes, e: Explanation, d: Directive, parent: Directive | None
         return _unknown(notes, e)
     path = _absolute(source.path, source.origin)
     what = f"{len(source.inline)} inline entr{'y' if len(source.inline) == 1 else 'ies'} and " if source.inline else ""
+    cluster = notes.t.kubernetes.zones if notes.t.kubernetes else ()
+    inside = [n for entry in source.inline for n in entry.names if any(within(n, z) for z in cluster)]
+    if inside:  # CoreDNS's hosts runs before kubernetes and would answer these; kdns does not
+        notes.warn(e, f"{', '.join(inside[:3])}{' ...' if len(inside) > 3 else ''}: under the cluster zone, where CoreDNS's "
+                      "hosts answers first; kdns answers those names from Kubernetes alone and skips these entries")
     return replace(e, effect=f"kdns answers names under {', '.join(source.zones)} from {what}{path} (looked at every "
                              f"{source.reload:g} s{'' if source.reload else ': read once'}), ttl {source.ttl}"
                              f"{'' if source.reverse else ', no PTR records'}, ahead of forwarding; names under the "
@@ -287,6 +292,9 @@ def _elsewhere(t: Translation, rule: ForwardRule, zone: str) -> str:
         return f"{zone}: kdns answers these names itself"
     block_zones = [z for block in t.blocks for z in block.zones]
     taker = except_outcome(list(t.forwards), rule, zone, block_zones)
+    if isinstance(taker, ForwardRule) and zone in dict(t.config).get("upstream-default", ()):
+        return (f"upstream-default {zone}: to the forward at {taker.origin} (kdns's default upstreams, asked as that "
+                "forward says), as in CoreDNS")
     if isinstance(taker, ForwardRule):
         return f"{zone}: to the forward at {taker.origin}, as in CoreDNS"
     if taker is not None:

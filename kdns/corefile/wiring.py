@@ -85,7 +85,19 @@ def load_corefile(path: str, *, flags: argparse.Namespace | None = None, dns_por
         return Loaded(r, None, tuple(problems), tuple(warnings), corefile.files, corefile.globs)
     rules = _rules(r)
     dns = replace(config.dns, rules=rules) if rules is not None else config.dns
+    dns = replace(dns, except_zones=_except_lines(r, dns.except_zones))
     return Loaded(r, replace(config, corefile_hosts=hosts, dns=dns), (), tuple(warnings), corefile.files, corefile.globs)
+
+
+def _except_lines(r: Review, zones: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Each except zone kdns forwards nowhere, with the Corefile line that made it (for kdns
+    explain): the first except line naming it; a zone given as a flag keeps the flag."""
+    lines: dict[str, str] = {}
+    for rule in r.translation.forwards:
+        for zone, origin in zip(rule.except_zones, rule.except_origins, strict=False):
+            if origin is not None:
+                lines.setdefault(zone.rstrip(".").lower(), f"the except line at {origin}")
+    return tuple((zone, lines.get(zone, where)) for zone, where in zones)
 
 
 def _rules(r: Review) -> Rules | None:

@@ -3,9 +3,11 @@
 Two ways to look:
 
 * with the source options of `kdns serve` (`--manifests`, `--kubeconfig`, `--apiserver`,
-  a `--config` file, the answer options): kdns reads the source as `kdns serve` would (an API
-  server is listed until synced, at most `--sync-timeout` seconds), explains, and exits. It
-  asks no upstream: a forwarded name is explained as far as where it would go;
+  a `--config` file or a `--corefile`, the answer options): kdns reads the source as `kdns
+  serve` would (an API server is listed until synced, at most `--sync-timeout` seconds),
+  explains, and exits; a Corefile's rewrites, templates, hosts and fallthrough show as
+  they would when served. It asks no upstream: a forwarded name is explained as far as where
+  it would go;
 * with `--server URL`: it asks the `/explain` endpoint of a running kdns (`kdns serve
   --explain ADDRESS`), which explains from what that server holds now, its forwarding cache
   included.
@@ -30,6 +32,8 @@ import trio
 
 from kdns import observe, settings
 from kdns.config import ConfigError, ServeConfig
+from kdns.corefile import cli as corefile_cli
+from kdns.corefile.model import CorefileError
 from kdns.explain import View, explain, from_json, text
 from kdns.sources.source import Source, SourceError
 from kdns.state import DnsState
@@ -47,7 +51,7 @@ def add_parser(commands: Any) -> None:
             "Explain the answer kdns gives to NAME (and TYPE, default A): which zone or table answered and why, each "
             "record with the objects that made it (file:line or resourceVersion), why a negative answer is NXDOMAIN, "
             "NODATA or SERVFAIL and which names look alike, and with --namespace the search-path walk of a pod there. "
-            "It reads the source the options of kdns serve name (see kdns serve --help), or asks a running kdns (--server)."
+            "It reads the source the options of kdns serve name (see kdns serve --help), a --corefile included, or asks a running kdns (--server)."
         ),
     )
     parser.add_argument("name", metavar="NAME", help="a name; without a final dot and with --namespace, as a pod writes it")
@@ -60,16 +64,24 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--sync-timeout", type=float, default=SYNC_TIMEOUT, metavar="SECONDS",
                         help=f"how long to wait for an API server's first list (default {SYNC_TIMEOUT:g})")
     settings.add_arguments(parser)
+    corefile_cli.add_source_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.server:
         return _ask(args)
+    if args.corefile and args.config:
+        print("kdns explain: error: --corefile and --config cannot be combined: give one", file=sys.stderr)
+        return 2
     try:
-        cfg = settings.build_config(args)
+        cfg = corefile_cli.serve_config(args)[0] if args.corefile else settings.build_config(args)
     except ConfigError as exc:
         print(f"kdns explain: error: {exc}", file=sys.stderr)
         return 2 if exc.flag is not None else 1
+    except CorefileError as refused:
+        for each in refused.problems:
+            print(f"kdns explain: error: {each}", file=sys.stderr)
+        return 1
     observe.setup_logging("warning", cfg.log_format)  # what the source warns about (kdns lint's findings) shows
     try:
         source = Source(cfg)
@@ -110,7 +122,7 @@ async def _sync(source: Source, dns: DnsState, at_most: float) -> None:
 def _forward_info(cfg: ServeConfig):
     def info(name: str, qtype: int) -> dict[str, Any]:
         best = None
-        for domain, servers in cfg.stub_domains:
+        for domain, servers in (*cfg.stub_domains, *((d, cfg.upstreams) for d in cfg.default_domains)):
             if (name == domain or name.endswith("." + domain)) and (best is None or len(domain) > len(best[0])):
                 best = (domain, servers)
         servers = best[1] if best is not None else cfg.upstreams

@@ -125,10 +125,33 @@ def describe(view: View, name: str, qtype: int, client_ns: str | None = None) ->
     forward = None
     if result.upstream is not None:
         forward = view.forward(result.upstream, qtype) if view.forward is not None else {"name": f"{result.upstream}.", "upstreams": []}
+        nowhere = _forwarded_nowhere(snap, result.upstream)
+        if nowhere is not None:  # what the forwarder answers itself: SERVFAIL or REFUSED
+            rcode, why_negative = nowhere
     if via is not None and via.template:
         why_negative, near = "", ()
     return Explanation(f"{asked}." if asked else ".", codes.TYPES.get(qtype, str(qtype)), rcode, answered_by, zone and f"{zone}.",
                        tuple(reasons), tuple(lines), why_negative, near, forward, None, view.source, snap.synced)
+
+
+def _forwarded_nowhere(snap: Snapshot, name: str) -> tuple[str, str] | None:
+    """The rcode and the reason when the forwarder asks no upstream for `name`: an except
+    zone (SERVFAIL, naming where it was set), or an --upstream-default zone without default
+    upstreams (REFUSED); None when some upstream is asked."""
+    cfg = snap.config
+    if not cfg.except_zones and not cfg.default_domains:
+        return None
+    found = find_zone(tuple(name.split(".")) if name else (), cfg.stub_domains + cfg.default_domains)
+    if found is None:
+        return None
+    where = dict(cfg.except_zones).get(found[0])
+    if where is not None:
+        return "SERVFAIL", (f"{name}. lies under {found[0]}., which no upstream takes ({where}): SERVFAIL, as CoreDNS's forward "
+                            "except when no plugin after forward takes the name")
+    if found[0] in cfg.default_domains and not cfg.forwarding:
+        return "REFUSED", (f"{name}. lies under {found[0]}. (--upstream-default), whose names go to the default upstreams, "
+                           "and there are none: REFUSED")
+    return None
 
 
 def _final_name(name: str, result: Answer) -> str:
@@ -198,8 +221,14 @@ def _outside(view: View, name: str, labels: tuple[str, ...], result: Answer) -> 
         reasons += _chain_reasons(view, name, result)
         return what, reasons
     if result.upstream is not None:
-        stub = find_zone(labels, snap.config.stub_domains)
-        reasons.append("kdns holds no record for it: forwarded" + (f" to the upstreams of stub domain {stub[0]}" if stub else ""))
+        stub = find_zone(labels, snap.config.stub_domains + snap.config.default_domains)
+        if stub is not None and stub[0] in snap.config.default_domains:
+            reasons.append(f"kdns holds no record for it: forwarded to the default upstreams (--upstream-default {stub[0]}, "
+                           "even inside a stub domain)")
+        elif stub is not None and stub[0] in dict(snap.config.except_zones):
+            reasons.append("kdns holds no record for it, and no upstream takes it")
+        else:
+            reasons.append("kdns holds no record for it: forwarded" + (f" to the upstreams of stub domain {stub[0]}" if stub else ""))
         return "forwarding", reasons
     if result.rcode == codes.REFUSED:
         reasons.append("kdns holds no record for it and no upstream takes it: REFUSED (--outside-names refused; --upstream "

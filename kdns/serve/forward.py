@@ -17,7 +17,8 @@ An upstream that fails max_fails times in a row (2 by default) is marked unhealt
 (unless nothing else is left) until a background probe (`. NS`, every health_check seconds)
 gets an answer from it. Names under a stub domain go only to that domain's upstreams; names
 under a domain of no upstreams (--upstream-except) get SERVFAIL, as CoreDNS's `forward ...
-{ except }` with no plugin after it. `detect_loop` runs once at start and refuses upstreams that
+{ except }` with no plugin after it; names under an --upstream-default domain go to the
+default group even inside a stub domain (an `except` handed on to a later `forward .`). `detect_loop` runs once at start and refuses upstreams that
 send our own queries back to us.
 """
 
@@ -105,16 +106,20 @@ class Forwarder:
         max_concurrent: int = 0,
         options: PoolOptions = DEFAULT,
         stub_options: dict[str, PoolOptions] | None = None,
+        defaults: tuple[str, ...] = (),
         rng: random.Random | None = None,
     ):
         """`timeout`: seconds one try may take (--upstream-timeout). `max_concurrent`: distinct
         questions in flight upstream at most, REFUSED beyond (--upstream-max-concurrent,
         CoreDNS's forward max_concurrent); 0: no limit. `options`: the default upstreams'
-        policy, transport and health checks; `stub_options`: a stub domain's (else `options`)."""
+        policy, transport and health checks; `stub_options`: a stub domain's (else `options`).
+        `defaults`: domains whose names go to the default group (the same upstreams, their
+        health and turn shared) even inside a stub domain (--upstream-default)."""
         self.upstreams = upstreams
         self.stubs = stubs  # domain (lowercase, no trailing dot) -> its upstreams ([]: SERVFAIL)
         self.default = Group(upstreams, options)
         self.groups = {domain: Group(servers, (stub_options or {}).get(domain, options)) for domain, servers in stubs.items()}
+        self.groups.update((domain, self.default) for domain in defaults if domain not in self.groups)
         self.rng = rng or random.Random()
         self.cache = cache
         self.timeout = timeout

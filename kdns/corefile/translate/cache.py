@@ -8,8 +8,10 @@ given.
 
 kdns has one cache, for forwarded answers only (cluster names are answered live from the
 index), holding both kinds: the main block's `cache` sets `cache-ttl` (the success TTL),
-`cache-size` (success + denial capacity), `cache-denial-ttl` (when below the success TTL) and
-`serve-stale`; kdns.corefile.review maps the zones, `disable` and minimum TTLs.
+`cache-size` (success + denial capacity), `cache-denial-ttl` (when below the success TTL),
+`cache-min-ttl` and `cache-denial-min-ttl` (CoreDNS's 5 s floors unless `success`/`denial` set
+MINTTL: a TTL 0 answer is kept, and served, 5 s) and `serve-stale`; kdns.corefile.review maps
+the zones and `disable`.
 """
 
 from __future__ import annotations
@@ -143,6 +145,13 @@ def settle(ctx: Context, rules: list[tuple[CacheRule, Directive, list[Explanatio
                 ctx.fill(slot, d, OPTION, f"cache-ttl {rule.success_ttl}, cache-size {size} (success + denial entries in one "
                                           f"cache), serve-stale {stale:g}: kdns caches forwarded answers only; cluster names are "
                                           "answered live (CoreDNS would cache them too, up to the kubernetes ttl)")
+            # CoreDNS keeps every answer at least its MINTTL (5 s unless a success or denial line
+            # says otherwise; plugin/cache's minTTL and minNTTL), at most its TTL cap.
+            floors = ctx.option("cache-min-ttl", rule.success_min_ttl, d) & ctx.option("cache-denial-min-ttl", rule.denial_min_ttl, d)
+            if floors:
+                ctx.fill(slot, d, OPTION, f"cache-min-ttl {rule.success_min_ttl}, cache-denial-min-ttl {rule.denial_min_ttl}: "
+                                          "a forwarded answer is kept (and its TTLs say) at least that long, at most the cap, "
+                                          "as CoreDNS's cache")
             if rule.denial_ttl < rule.success_ttl and ctx.option("cache-denial-ttl", rule.denial_ttl, d):
                 ctx.fill(slot, d, OPTION, f"cache-denial-ttl {rule.denial_ttl}: negative answers are kept at most that long")
             elif rule.denial_ttl > rule.success_ttl:

@@ -13,10 +13,11 @@ known, because what a rule becomes depends on the kubernetes zones and on the ot
 - its options (policy, force_tcp, prefer_udp, max_fails, health_check) become the default
   upstreams' `upstream-*` options, or `KEY=VALUE` items of a stub domain's entries where they
   differ from those (kdns.pool); CoreDNS's transport is the client's (`client`), kdns's `udp`;
-- an `except` zone goes to the rule that CoreDNS would hand its names to next (a later
-  forward of the block: a `stub-domain` for the zone with that rule's upstreams), to a deeper
-  server block, or nowhere: `upstream-except` (SERVFAIL, as CoreDNS's NextOrFailure when no
-  plugin follows forward).
+- an `except` zone goes to the rule that CoreDNS would hand its names to next: the `.`
+  forward of the `.` block (`upstream-default`: the default upstreams, a resolv.conf's
+  included), another later forward of the block (a `stub-domain` for the zone with that
+  rule's upstreams), a deeper server block, or nowhere: `upstream-except` (SERVFAIL, as
+  CoreDNS's NextOrFailure when no plugin follows forward).
 
 CoreDNS's defaults: policy random, max_fails 2, expire 10s, health_check 0.5s, read_timeout 2s,
 no max_concurrent, at most 15 TOs; TOs are IPs with an optional port, `dns://` addresses,
@@ -138,7 +139,8 @@ def _line(ctx: Context, line: Directive, rule: ForwardRule, legacy: bool) -> For
                 return None
             zones += [k.zone for k in keys]
         ctx.explain(line, DATA, "kept as ForwardRule.except_zones (see the forward line for what kdns does with them)")
-        return replace(rule, except_zones=rule.except_zones + tuple(zones))
+        return replace(rule, except_zones=rule.except_zones + tuple(zones),
+                       except_origins=rule.except_origins + (line.origin,) * len(zones))
     if name in ("force_tcp", "prefer_udp"):
         if not ctx.arity(line, 0, 0):
             return None
@@ -244,6 +246,7 @@ def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanati
         if value != kdns_default and rules:
             ctx.option(option, value, default[1] if default is not None else rules[0][1])
     all_rules = [r for r, _, _ in rules]
+    pending: list[tuple[ForwardRule, Directive, list[Explanation], str, str]] = []  # except zones, routed last
     for rule, d, slot in rules:
         ctx.current = (d, slot)  # a refusal of d (a second resolv-conf, say) goes with its other entries
         effects: list[str] = []
@@ -279,20 +282,26 @@ def route(ctx: Context, rules: list[tuple[ForwardRule, Directive, list[Explanati
         if effects and ok:
             timeout = f"upstream-timeout {rule.read_timeout:g} s" if rule.read_timeout != 2.0 else "1.5 s (CoreDNS: 2 s)"
             ctx.fill(slot, d, OPTION, "; ".join(effects) + f"; {_describe(pool_options(rule))}, {timeout} per try")
-        for x in rule.except_zones:
-            outer = next((z for z in used if within(x, z)), None)
-            if outer is None or any(within(x, s) for s in served):
-                continue  # names this rule never sees, or kdns's own
-            outcome = except_outcome(all_rules, rule, x, block_zones)
-            if isinstance(outcome, ForwardRule) and not (outcome.from_zone != outer and within(outcome.from_zone, outer)):
-                if any(t.resolv_conf is not None for t in outcome.targets):
-                    ctx.refuse(d, f"except {x}: CoreDNS hands these names to the forward at {outcome.origin}, whose upstreams "
-                                  "come from a resolv.conf file; kdns sends them there as a stub domain, which takes "
-                                  "addresses only", slot=slot)
-                    continue
-                _stub(ctx, d, outcome, x, slot, [], pool_options(outcome), base)
-            elif outcome is None:
-                ctx.append("upstream-except", x, d)
+        pending += [(rule, d, slot, x, outer) for x in rule.except_zones
+                    if (outer := next((z for z in used if within(x, z)), None)) is not None
+                    and not any(within(x, s) for s in served)]  # (not names this rule never sees, nor kdns's own)
+    # Every rule routed: an except zone's taker is known to get its names itself, or not.
+    for rule, d, slot, x, outer in pending:
+        ctx.current = (d, slot)
+        outcome = except_outcome(all_rules, rule, x, block_zones)
+        if default is not None and outcome is default[0]:
+            ctx.append("upstream-default", x, d)  # the `.` forward's own group, resolv.conf or not
+        elif isinstance(outcome, ForwardRule):
+            if any(r is outcome and within(x, z) for bz, z, r in taken if z != outer):
+                continue  # a rule routed for a zone holding these names (its stub domain) takes them
+            if any(t.resolv_conf is not None for t in outcome.targets):
+                ctx.refuse(d, f"except {x}: CoreDNS hands these names to the forward at {outcome.origin}, whose upstreams "
+                              "come from a resolv.conf file; kdns sends them there as a stub domain, which takes "
+                              "addresses only", slot=slot)
+                continue
+            _stub(ctx, d, outcome, x, slot, [], pool_options(outcome), base)
+        elif outcome is None:
+            ctx.append("upstream-except", x, d)
     ctx.current = None
 
 

@@ -103,6 +103,7 @@ class ForwardRule:
     from_zone: str
     targets: tuple[ForwardTarget, ...]
     except_zones: tuple[str, ...] = ()
+    except_origins: tuple[Origin | None, ...] = ()  # the except line of each except zone
     policy: str = "random"  # random | round_robin | sequential
     force_tcp: bool = False
     prefer_udp: bool = False
