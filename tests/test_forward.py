@@ -630,10 +630,19 @@ async def test_cluster_names_never_come_from_the_cache(kdns, stub, tmp_path):
 # -- loop detection -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` for UDP and TCP at this moment."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no port free for UDP and TCP on {host}")
 
 
 async def run_kdns(*args: str) -> trio.Process:
@@ -645,11 +654,12 @@ async def run_kdns(*args: str) -> trio.Process:
 
 async def test_upstream_that_is_kdns_itself_refused_at_start():
     """An upstream equal to kdns's own listen address is reported in one line, exit 1."""
-    port = free_port()
-    result = await run_kdns("--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{port}")
+    # (an address of its own: no client connection on 127.0.0.1 takes the port meanwhile)
+    port = free_port("127.0.0.157")
+    result = await run_kdns("--listen", f"127.0.0.157:{port}", "--upstream", f"127.0.0.157:{port}")
     lines = result.stderr.decode().splitlines()
     assert result.returncode == 1, lines
-    assert len(lines) == 1 and lines[0].startswith(f"kdns: error: upstream 127.0.0.1:{port} is kdns itself"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"kdns: error: upstream 127.0.0.157:{port} is kdns itself"), lines
 
 
 async def test_resolv_conf_pointing_at_kdns_refused_at_start(tmp_path, port_53):
