@@ -104,7 +104,7 @@ def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, origi
     bare = ".".join(name)
     result = answer(snap, name, qtype)  # e.g. `kubernetes.default.svc.cluster.local`, `example.com`
     if result.upstream is not None:
-        return from_upstream(result.upstream, (link(bare),) + result.answer)
+        return replace(from_upstream(result.upstream, (link(bare),) + result.answer), per_client=True)
     if result.rcode not in (NXDOMAIN, SERVFAIL, REFUSED):
         return replace(result, answer=(link(bare),) + result.answer, cacheable=False)
     return replace(original, cacheable=False)

@@ -55,6 +55,9 @@ class Answer:
     # Records of the authority section other than kdns's own SOA (a Corefile's template's):
     # never beside `soa_zone`.
     authority: tuple[Record, ...] = ()
+    # Set on an upstream answer that depends on who asks (autopath: the client's namespace):
+    # the reply made from the forwarding cache is then not kept for replay.
+    per_client: bool = False
 
 
 def refused() -> Answer:
