@@ -10,6 +10,7 @@ wait for the second to turn).
 
 from __future__ import annotations
 
+import itertools
 import socket
 import struct
 
@@ -162,7 +163,8 @@ def test_a_replayed_reply_is_what_a_fresh_render_gives_until_its_deadline(case):
     serving._remember_forwarded(data, fresh.reply, None, fresh, uq.prefix_count)
     body, _, deadline, base, patches = state.responder.replies[data[2:]]
     lifetime = stored.expires - stored.stored
-    ttls = [r.ttl for r in (lambda m: m.answer + m.authority + m.additional)(dns.message.from_wire(fresh.reply))]
+    parsed = dns.message.from_wire(fresh.reply)
+    ttls = [r.ttl for r in parsed.answer + parsed.authority + parsed.additional]
     assert deadline == min(stored.expires - lifetime * 0.1, stored.stored + min(ttls[uq.prefix_count:]))
     moments = sorted({5000.0 + s + d for s in range(int(deadline - 5000.0) + 1) for d in (-0.001, 0.0, 0.5)} | {deadline - 1e-6})
     checked = 0
@@ -223,7 +225,7 @@ async def test_a_cached_outside_name_is_replayed_with_its_ttls_counting_down(kdn
         if round_ == 0:
             rendered = cache.hits  # (a burst's twins that came in one run are all answered in Python)
         await trio.sleep(1.05)
-    for earlier, later in zip(rounds, rounds[1:]):
+    for earlier, later in itertools.pairwise(rounds):
         assert min(earlier) - 1 >= max(later), rounds
     assert upstream.count("example.org") == 1
     assert cache.hits == rendered  # (never rendered in Python again: every later reply was a replay)
