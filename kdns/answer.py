@@ -69,6 +69,8 @@ def answer(snap: Snapshot, labels: tuple[str, ...], qtype: int, qclass: int = CL
         # answer depends on who asks, so it is never reused.
         if client_ns is not None and rel[-2] == client_ns:
             result = _autopath(snap, zone, rel, qtype, result)
+            if result.upstream is not None:  # (an ExternalName's or an outside name's: not for replay)
+                result = replace(result, per_client=True)
         else:
             result = replace(result, cacheable=False)
     return _fallthrough(snap, zone, labels, result) if result.rcode == NXDOMAIN else result
@@ -104,7 +106,7 @@ def _autopath(snap: Snapshot, zone: str, rel: tuple[str, ...], qtype: int, origi
     bare = ".".join(name)
     result = answer(snap, name, qtype)  # e.g. `kubernetes.default.svc.cluster.local`, `example.com`
     if result.upstream is not None:
-        return replace(from_upstream(result.upstream, (link(bare),) + result.answer), per_client=True)
+        return from_upstream(result.upstream, (link(bare),) + result.answer)
     if result.rcode not in (NXDOMAIN, SERVFAIL, REFUSED):
         return replace(result, answer=(link(bare),) + result.answer, cacheable=False)
     return replace(original, cacheable=False)

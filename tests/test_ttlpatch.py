@@ -275,20 +275,23 @@ def ask_from(source: str, port: int, packet: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("loop", ["c", "python"], indirect=True)
-async def test_an_autopath_answer_is_not_replayed_to_another_client(kdns, nursery, tmp_path, loop):
-    """With --autopath, the pod at 127.0.0.1 (namespace default) gets a CNAME and the
-    upstream's records for `example.org.default.svc.cluster.local`, made from the forwarding
-    cache the second time; the same bytes from 127.0.0.2 (no pod) are NXDOMAIN: the reply
-    depends on who asks, so it is never kept for replay."""
-    upstream = StubDNS("example.org. 300 IN A 127.0.0.141")
+@pytest.mark.parametrize(("name", "asked", "types"), [("example.org.default.svc.cluster.local", "example.org", [5, 1]),
+                                                      ("payments.shop.default.svc.cluster.local", "payments.example.com", [5, 5, 1])])
+async def test_an_autopath_answer_is_not_replayed_to_another_client(kdns, nursery, tmp_path, loop, name, asked, types):
+    """With --autopath, the pod at 127.0.0.1 (namespace default) gets CNAMEs and the
+    upstream's records for a search-path expansion of an outside name (or of an ExternalName
+    Service's), made from the forwarding cache after the first time; the same bytes from
+    127.0.0.2 (no pod) are NXDOMAIN: the reply depends on who asks, so it is never kept for
+    replay."""
+    upstream = StubDNS("example.org. 300 IN A 127.0.0.141", "payments.example.com. 300 IN A 127.0.0.142")
     port = await nursery.start(upstream.serve)
     pods = tmp_path / "pods.yaml"
     pods.write_text(POD)
     server = await kdns(DEMO, pods, args=["--upstream", f"127.0.0.1:{port}", "--autopath"])
-    packet = query("example.org.default.svc.cluster.local", qid=9)
+    packet = query(name, qid=9)
     for _ in range(3):
         reply = dns.message.from_wire(await trio.to_thread.run_sync(ask_from, "127.0.0.1", server.port, packet))
-        assert [rrset.rdtype for rrset in reply.answer] == [5, 1]
+        assert [rrset.rdtype for rrset in reply.answer] == types
     other = dns.message.from_wire(await trio.to_thread.run_sync(ask_from, "127.0.0.2", server.port, packet))
     assert other.rcode() == 3 and not other.answer
-    assert upstream.count("example.org") == 1
+    assert upstream.count(asked) == 1
