@@ -115,6 +115,31 @@ def test_a_ttl_already_at_zero_stays_there():
         assert [r.ttl for r in dns.message.from_wire(wire[:2] + ttlpatch.patched(wire[2:], patches, passed)).answer] == ttls
 
 
+def test_a_forwarded_entry_counts_its_patches_against_the_replay_bound(monkeypatch):
+    """The replay table's bytes include each forwarded entry's patches and its overhead, in
+    the current generation and after a copy from the previous one (as the C loop counts it)."""
+    from kdns import responder as responder_module
+
+    monkeypatch.setattr(responder_module, "MAX_REPLIES", 4)
+    r = Responder(forwarding_snapshot())
+    data = query("www.example.org")
+    reply = sample().to_wire()
+    patches, _ = ttlpatch.table(reply, 0, 0)
+    r.remember_forwarded(data, reply, None, 10.0, 1.0, patches)
+    cost = responder_module.replay_cost(data, reply) + responder_module.FORWARDED_OVERHEAD + len(patches)
+    assert r.replies_bytes == cost and len(patches) == 30
+    for i in range(2):  # (two more: the first generation is full, then the previous one)
+        r.remember_forwarded(query(f"n{i}.example.org"), reply, None, 10.0, 1.0, patches)
+    assert data[2:] in r.replies_old and data[2:] not in r.replies
+    assert r.replay_entry(data[2:]) == (reply[2:], None, 10.0, 1.0, patches)
+    assert data[2:] in r.replies
+    entries = [*r.replies.items(), *r.replies_old.items()]
+    assert r.replies_bytes == sum(responder_module.replay_cost(b"..", b"..") + len(k) + len(v[0]) + responder_module.FORWARDED_OVERHEAD
+                                  + len(v[4]) for k, v in entries)
+    if udp._udpbatch is not None:
+        assert udp._udpbatch.FORWARDED_OVERHEAD == responder_module.FORWARDED_OVERHEAD
+
+
 # -- replayed bytes against fresh renders on a manual clock ------------------------------------
 
 def forwarding_snapshot():
