@@ -14,9 +14,12 @@
    came, and a first-time question costs Python no system call of its own.
 
    A replay table entry is (body, stats key) for an answer from the index, or (body, stats
-   key, deadline) for one made from the forwarding cache: replayed only before `deadline` (a
-   time.monotonic() reading: CLOCK_MONOTONIC here) and only to a client inside the recursion
-   allow list (`acl`, RecursionAcl.packed); otherwise Python answers it.
+   key, deadline, base, patches) for one made from the forwarding cache: replayed only before
+   `deadline` (a time.monotonic() reading: CLOCK_MONOTONIC here) and only to a client inside
+   the recursion allow list (`acl`, RecursionAcl.packed), otherwise Python answers it; its
+   reply is written into the query's receive buffer (free once the query is read, and not
+   received into again before the reply is sent) with each TTL of `patches` counted down by
+   the whole seconds since `base`, as kdns/ttlpatch.py `patched` does.
 
    What Python would do per replayed query is done here too: the listener's counter for the
    reply's statistics key is incremented. Nothing here blocks: the socket is non-blocking and
@@ -41,7 +44,8 @@
 
 #define MAX_BATCH 256
 #define RECV_SIZE 65535 /* as the Python loop's recvfrom(65535) */
-#define FORWARDED_OVERHEAD 24 /* responder.FORWARDED_OVERHEAD: what a promoted entry's deadline costs */
+#define FORWARDED_OVERHEAD 120 /* responder.FORWARDED_OVERHEAD: what a promoted forwarded entry costs beyond its patches */
+#define PATCH 6 /* ttlpatch.PATCH: offset in the body (2 bytes), TTL at the base time (4), big-endian */
 #define ACL_ENTRY 18 /* RecursionAcl.packed: family (4 or 6), prefix length, 16 address bytes */
 #define PEERS 8 /* address tuples remembered */
 
@@ -231,16 +235,19 @@ PyDoc_STRVAR(answer_doc,
 "to `batch` (the constructor's) datagrams queued on the non-blocking UDP socket `fd` (one\n"
 "recvmmsg). Go through the datagrams not yet done: each whose bytes after the ID are a key\n"
 "of `replies` or else of `previous` (bytes -> (body, stats key) or (body, stats key,\n"
-"deadline)) is answered with its ID followed by the body, and counts[stats key] is\n"
-"incremented; an entry found in `previous` is copied into `replies`; a (body, key, deadline)\n"
-"entry only before `deadline` (time.monotonic) and to a client inside `acl` (None: everyone;\n"
-"else RecursionAcl.packed). The first run of other datagrams is handed back, and the call\n"
+"deadline, base, patches)) is answered with its ID followed by the body, and counts[stats\n"
+"key] is incremented; an entry found in `previous` is copied into `replies`; a (body, key,\n"
+"deadline, base, patches) entry only before `deadline` (time.monotonic) and to a client inside\n"
+"`acl` (None: everyone; else RecursionAcl.packed), with the TTLs at `patches` counted down by\n"
+"the whole seconds since `base` (kdns.ttlpatch). The first run of other datagrams is handed\n"
+"back, and the call\n"
 "ends there. All the replies of the call go out in one sendmmsg.\n\n"
 "Returns how many datagrams were replayed, the ones handed back as a list of (data,\n"
 "address, labels of the question name or None) for Python to answer, the replies the kernel did not take as a list of (reply,\n"
 "address), the errno of a failed receive (0 if none; EAGAIN is none), whether datagrams of\n"
 "this receive are left for the next call, and how many entries were copied from `previous`\n"
-"and what they take (keys and bodies, plus FORWARDED_OVERHEAD for each with a deadline).");
+"and what they take (keys and bodies, plus FORWARDED_OVERHEAD and the patches for each with a\n"
+"deadline).");
 
 static PyObject *answer_batch(Batch *b, int fd, PyObject *replies, PyObject *previous, PyObject *counts, PyObject *acl,
                               PyObject *answers, int receive);
@@ -348,8 +355,14 @@ lookup(const char *data, Py_ssize_t size, const struct sockaddr_storage *sa, PyO
         return NULL;
     }
     Py_ssize_t n = PyTuple_CheckExact(hit) ? PyTuple_GET_SIZE(hit) : 0;
-    if ((n != 2 && n != 3) || !PyBytes_CheckExact(PyTuple_GET_ITEM(hit, 0))) {
+    if ((n != 2 && n != 5) || !PyBytes_CheckExact(PyTuple_GET_ITEM(hit, 0))) {
         Py_DECREF(key); /* not an entry of ours: let Python deal with it */
+        return NULL;
+    }
+    if (n == 5 && (!PyFloat_CheckExact(PyTuple_GET_ITEM(hit, 2)) || !PyFloat_CheckExact(PyTuple_GET_ITEM(hit, 3)) ||
+                   !PyBytes_CheckExact(PyTuple_GET_ITEM(hit, 4)) || PyBytes_GET_SIZE(PyTuple_GET_ITEM(hit, 4)) % PATCH != 0 ||
+                   PyBytes_GET_SIZE(PyTuple_GET_ITEM(hit, 0)) > RECV_SIZE - 2)) {
+        Py_DECREF(key); /* not an entry of ours (or too big to write into a receive buffer): Python's */
         return NULL;
     }
     Py_INCREF(hit); /* held until sent: nothing below may free it */
@@ -360,17 +373,46 @@ lookup(const char *data, Py_ssize_t size, const struct sockaddr_storage *sa, PyO
             return NULL;
         }
         *promoted += 1;
-        *promoted_bytes += PyBytes_GET_SIZE(key) + PyBytes_GET_SIZE(PyTuple_GET_ITEM(hit, 0)) + (n == 3 ? FORWARDED_OVERHEAD : 0);
+        *promoted_bytes += PyBytes_GET_SIZE(key) + PyBytes_GET_SIZE(PyTuple_GET_ITEM(hit, 0)) +
+                           (n == 5 ? FORWARDED_OVERHEAD + PyBytes_GET_SIZE(PyTuple_GET_ITEM(hit, 4)) : 0);
     }
     Py_DECREF(key);
-    if (n == 3) { /* made from the forwarding cache: while its TTLs stand, to allowed clients */
-        PyObject *deadline = PyTuple_GET_ITEM(hit, 2);
-        if (!PyFloat_CheckExact(deadline) || !(now < PyFloat_AS_DOUBLE(deadline)) || !allowed(sa, acl)) {
+    if (n == 5) { /* made from the forwarding cache: until its deadline, to allowed clients */
+        if (!(now < PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(hit, 2))) || !allowed(sa, acl)) {
             Py_DECREF(hit);
             return NULL;
         }
     }
     return hit;
+}
+
+/* Write the reply of the forwarded entry `hit` (lookup's checks passed) after the query's ID
+   in its receive buffer `reply` (RECV_SIZE bytes), with each TTL of its patches counted down
+   by the whole seconds since its base (never below 0), as ttlpatch.patched; its length. */
+static size_t
+patch_ttls(char *reply, PyObject *hit, double now)
+{
+    PyObject *body = PyTuple_GET_ITEM(hit, 0), *patches = PyTuple_GET_ITEM(hit, 4);
+    Py_ssize_t size = PyBytes_GET_SIZE(body);
+    memcpy(reply + 2, PyBytes_AS_STRING(body), (size_t)size);
+    double since = now - PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(hit, 3));
+    /* int(now - base) in Python: truncated toward 0 (now is never before base) */
+    long long passed = since < 0 ? 0 : since > 4294967295.0 ? 4294967296LL : (long long)since;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(patches);
+    const unsigned char *end = p + PyBytes_GET_SIZE(patches);
+    unsigned char *out = (unsigned char *)reply + 2;
+    for (; p < end; p += PATCH) {
+        size_t offset = (size_t)p[0] << 8 | p[1];
+        long long base = (long long)p[2] << 24 | (long long)p[3] << 16 | (long long)p[4] << 8 | p[5];
+        if (offset + 4 > (size_t)size)
+            continue; /* (not an offset of this body: ttlpatch never makes one) */
+        unsigned long value = base > passed ? (unsigned long)(base - passed) : 0;
+        out[offset] = (unsigned char)(value >> 24);
+        out[offset + 1] = (unsigned char)(value >> 16);
+        out[offset + 2] = (unsigned char)(value >> 8);
+        out[offset + 3] = (unsigned char)value;
+    }
+    return 2 + (size_t)size;
 }
 
 /* Send the `out` queued replies with sendmmsg and release them. A reply the kernel does not
@@ -476,7 +518,10 @@ answer_batch(Batch *b, int fd, PyObject *replies, PyObject *previous, PyObject *
                 break;
             }
             PyObject *body = PyTuple_GET_ITEM(hit, 0);
-            queue(b, &out, i, data, 2, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body), hit);
+            if (PyTuple_GET_SIZE(hit) == 2)
+                queue(b, &out, i, data, 2, PyBytes_AS_STRING(body), (size_t)PyBytes_GET_SIZE(body), hit);
+            else
+                queue(b, &out, i, data, patch_ttls(b->in_iov[i].iov_base, hit, now), NULL, 0, hit);
             replayed++;
             b->next++;
             if (count(counts, PyTuple_GET_ITEM(hit, 1)) < 0)

@@ -104,12 +104,11 @@ class ForwardCache:
             self.hits_success += 1
         return entry
 
-    def replay_until(self, entry: Entry, now: float) -> float:
-        """Until when a reply rendered from `entry` at `now` stays the same bytes: its TTLs
-        count down whole seconds since it was stored. Never past its expiry, nor into the
-        window where a popular entry is refreshed (prefetch must see the queries then)."""
-        lifetime = entry.expires - entry.stored
-        return min(entry.stored + int(now - entry.stored) + 1, entry.expires, entry.expires - lifetime * PREFETCH_WINDOW)
+    def replay_until(self, entry: Entry) -> float:
+        """Until when a reply rendered from `entry` may be replayed (its TTLs counted down by
+        the replay: kdns.ttlpatch): never past its expiry, nor into the window where a popular
+        entry is refreshed (prefetch must see the queries then)."""
+        return entry.expires - (entry.expires - entry.stored) * PREFETCH_WINDOW  # (the window's start)
 
     def put(self, key: Key, answer: UpstreamAnswer) -> Entry | None:
         """Keep `answer` (the entry made, or None when it is not kept)."""

@@ -18,9 +18,11 @@ and the same bytes get it again at once. The shell's UDP loops (kdns/_udpbatch.c
 Python one through `replay_entry`) look replies up there before calling `handle`, to count
 each replay under its key: the responder counts nothing itself. The shell also puts fresh
 answers from the forwarding cache there (`remember_forwarded`), as (reply minus ID, key,
-deadline): valid until `deadline` (a `time.monotonic` reading: until their TTLs count down
-one more second), and only for clients the recursion allow list admits. The shell checks
-both; `handle` never replays such an entry.
+deadline, base, patches): valid until `deadline` (a `time.monotonic` reading: the start of
+the prefetch window or the first expiry), and only for clients the recursion allow list
+admits; each replay writes the TTLs at `patches` counted down by the whole seconds since
+`base` (kdns.ttlpatch), the bytes a fresh render would give. The shell checks and patches;
+`handle` never replays such an entry.
 
 Both tables are bounded in entries and in bytes (MEMO_*, MAX_REPLIES, REPLAY_BYTES) and kept
 in two generations of half the bound each: lookups try the current generation, then the
@@ -66,9 +68,11 @@ MAX_REPLAYED_QUERY = 512  # bytes; larger queries (padded with EDNS options) are
 MEMO_OVERHEAD = 550
 MEMO_NAME_OVERHEAD = 300  # the per-name dict and its slot, beside the name's bytes
 REPLAY_OVERHEAD = 200
-FORWARDED_OVERHEAD = 24  # the deadline (a float) in a forwarded entry's tuple
+# A forwarded entry's three more tuple slots, its deadline and base (floats) and its patches'
+# bytes object, beside the patches themselves (counted by their length; kdns/_udpbatch.c too).
+FORWARDED_OVERHEAD = 120
 
-Replay = tuple[Any, ...]  # (reply minus ID, key) or (reply minus ID, key, deadline)
+Replay = tuple[Any, ...]  # (reply minus ID, key) or (reply minus ID, key, deadline, base, patches)
 MAX_KEY_KINDS = 65_536  # statistics keys remembered by kind (the kinds are few: zones x types x 2 x buckets)
 _SIZE_INDEX = stats.size_index()  # a message's size -> its size bucket (stats.size_bucket)
 
@@ -113,7 +117,7 @@ class Responder:
         self._memo_count = [0, 0]  # entries (name x type) in memo, memo_old
         self._memo_size = [0, 0]  # what they take (memo_cost)
         # The replay table: UDP query minus ID -> (reply minus ID, replay_key's value for it[,
-        # deadline]), in two generations; the C loop reads both.
+        # deadline, base, patches]), in two generations; the C loop reads both.
         self.replies: dict[bytes, Replay] = {}
         self.replies_old: dict[bytes, Replay] = {}
         self._replies_count_old = 0
@@ -326,7 +330,7 @@ class Responder:
         tail = data[2:]
         old = replies.get(tail)
         if old is not None:
-            size[0] -= REPLAY_OVERHEAD + 4 + len(tail) + len(old[0]) + (FORWARDED_OVERHEAD if len(old) > 2 else 0)
+            size[0] -= REPLAY_OVERHEAD + 4 + len(tail) + len(old[0]) + (FORWARDED_OVERHEAD + len(old[4]) if len(old) > 2 else 0)
         replies[tail] = (reply[2:], key)
         size[0] += REPLAY_OVERHEAD + n + len(reply)
         return reply, key
@@ -339,21 +343,25 @@ class Responder:
         if hit is None:
             hit = self.replies_old.get(key)
             if hit is not None:
-                self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD if len(hit) > 2 else 0))
+                self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD + len(hit[4]) if len(hit) > 2 else 0))
         return hit
 
     def promote(self, key: bytes) -> Replay | None:
         """`replay_entry` for a key the caller did not find in the current generation."""
         hit = self.replies_old.get(key)
         if hit is not None:
-            self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD if len(hit) > 2 else 0))
+            self._remember(key, hit, REPLAY_OVERHEAD + 4 + len(key) + len(hit[0]) + (FORWARDED_OVERHEAD + len(hit[4]) if len(hit) > 2 else 0))
         return hit
 
-    def remember_forwarded(self, data: bytes, reply: bytes, key: object, deadline: float) -> None:
+    def remember_forwarded(self, data: bytes, reply: bytes, key: object, deadline: float, base: float,
+                           patches: bytes) -> None:
         """Keep a reply made from the forwarding cache for replay until `deadline` (the shell's
-        `time.monotonic`), to clients the recursion allow list admits (the shell checks)."""
+        `time.monotonic`), to clients the recursion allow list admits, with the TTLs at
+        `patches` counted down by the whole seconds since `base` (kdns.ttlpatch; the shell
+        checks and patches)."""
         if len(data) <= MAX_REPLAYED_QUERY:
-            self._remember(data[2:], (reply[2:], key, deadline), replay_cost(data, reply) + FORWARDED_OVERHEAD)
+            self._remember(data[2:], (reply[2:], key, deadline, base, patches),
+                           replay_cost(data, reply) + FORWARDED_OVERHEAD + len(patches))
 
     def _remember(self, key: bytes, value: Replay, cost: int) -> None:
         replies = self.replies
@@ -362,7 +370,7 @@ class Responder:
             replies = self.replies
         old = replies.get(key)
         if old is not None:
-            self._replies_size[0] -= REPLAY_OVERHEAD + 4 + len(key) + len(old[0]) + (FORWARDED_OVERHEAD if len(old) > 2 else 0)
+            self._replies_size[0] -= REPLAY_OVERHEAD + 4 + len(key) + len(old[0]) + (FORWARDED_OVERHEAD + len(old[4]) if len(old) > 2 else 0)
         replies[key] = value
         self._replies_size[0] += cost
 

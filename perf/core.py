@@ -87,7 +87,7 @@ def forwarding_shell(snapshot: object, outside: list[bytes]) -> tuple[Callable[[
     """(ask, forget): the UDP slow path of `kdns serve --upstream ...` (`Serving.answer_udp`,
     with statistics) over a forwarding cache that holds a fresh answer (one A record, TTL 300)
     for every query of `outside`; `forget` empties the replay table, so that the next asking
-    of each is a fresh cache hit answered in Python (as the first of every second is)."""
+    of each is a fresh cache hit answered in Python (as the first asking of each is)."""
     import time as clock
 
     import dns.message
@@ -288,7 +288,7 @@ class FirstTime(Case):
 
 class ForwardHit(Case):
     """A fresh answer of the forwarding cache, answered where the query arrives (no task): the
-    first asking of each question in every second (the rest are replayed)."""
+    first asking of each question (the rest are replayed until the prefetch window opens)."""
 
     def __init__(self, snapshot, names: list[bytes], rng: random.Random):
         super().__init__("forwarding-cache hit", f"{len(names):,} outside names, A, each a fresh cache entry; "

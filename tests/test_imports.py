@@ -30,7 +30,7 @@ KDNS = ROOT / "kdns"
 
 PURE = {
     "kdns.answer", "kdns.answer_hosts", "kdns.rewrite", "kdns.templates", "kdns.external", "kdns.hostindex", "kdns.hosts", "kdns.result", "kdns.snapshot",
-    "kdns.static", "kdns.tables", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
+    "kdns.static", "kdns.tables", "kdns.ttlpatch", "kdns.cache", "kdns.codes", "kdns.config", "kdns.guard", "kdns.index", "kdns.model", "kdns.names",
     "kdns.options", "kdns.packing", "kdns.pool", "kdns.records", "kdns.reload", "kdns.responder", "kdns.state", "kdns.stats", "kdns.upstream",
     "kdns.wire", "kdns.yamlload", "kdns.sources.allocate", "kdns.sources.backoff", "kdns.sources.convert", "kdns.sources.select",
     "kdns.ingress", "kdns.gateway", "kdns.webhosts", "kdns.sources.convert_web", "kdns.sources.resources",

@@ -80,12 +80,16 @@ class Group:
 
 @dataclass(slots=True)
 class Fresh:
-    """A reply made from a fresh cache entry, the same bytes (but the ID) until `until` (the
-    cache's clock: `time.monotonic` in kdns serve), and whether it is a positive answer."""
+    """A reply made from a fresh cache entry, and whether it is a positive answer. Until
+    `until` (the cache's clock: `time.monotonic` in kdns serve) it stays the same bytes but the
+    ID and its TTLs, which count down whole seconds since `stored` (`passed` of them when it
+    was rendered: kdns.ttlpatch)."""
 
     reply: bytes
     until: float
     success: bool
+    stored: float = 0.0
+    passed: int = 0
 
 
 @dataclass
@@ -168,9 +172,9 @@ class Forwarder:
         if entry is None:
             return None
         self._prefetch(entry, key, uq, group)
-        now = self.cache.clock()
-        reply = self._render(entry.answer, uq, now - entry.stored)
-        return Fresh(reply, self.cache.replay_until(entry, now), _success(entry.answer))
+        elapsed = self.cache.clock() - entry.stored
+        reply = self._render(entry.answer, uq, elapsed)
+        return Fresh(reply, self.cache.replay_until(entry), _success(entry.answer), entry.stored, int(elapsed))
 
     def _prefetch(self, entry: CacheEntry, key: Key, uq: UpstreamQuery, group: Group) -> None:
         if self.cache.due_for_refresh(entry) and self._nursery is not None:

@@ -33,11 +33,11 @@ from typing import Protocol, cast
 
 import trio
 
-from kdns import transfer, upstream, wire
+from kdns import transfer, ttlpatch, upstream, wire
 from kdns.codes import FORMERR, IXFR, REFUSED, TYPES, rcode_name
 from kdns.guard import DROP, SEND, RateLimiter, RecursionAcl
 from kdns.responder import UpstreamQuery
-from kdns.serve.forward import Forwarder
+from kdns.serve.forward import Forwarder, Fresh
 from kdns.state import DnsState
 from kdns.stats import QueryStats
 from kdns.stats import forwarded_key as stats_forwarded_key
@@ -132,11 +132,16 @@ class Serving:
         udp = stats.proto == "udp"
         if udp:
             hit = responder.replay_entry(data[2:])
-            # (A reply made from the forwarding cache only until its TTLs change, and only for
-            # clients that may have names forwarded: the C part checks the same.)
-            if hit is not None and (len(hit) == 2 or (time.monotonic() < hit[2] and self.acl.allows(peer[0]))):
-                stats.counts[hit[1]] += 1  # counted under its key, untimed, as the C part does
-                return self._deliver(data, peer, stats, data[:2] + hit[0])
+            if hit is not None:
+                if len(hit) == 2:
+                    stats.counts[hit[1]] += 1  # counted under its key, untimed, as the C part does
+                    return self._deliver(data, peer, stats, data[:2] + hit[0])
+                # A reply made from the forwarding cache: until its deadline, only for clients
+                # that may have names forwarded, its TTLs counted down (the C part does the same).
+                now = time.monotonic()
+                if now < hit[2] and self.acl.allows(peer[0]):
+                    stats.counts[hit[1]] += 1
+                    return self._deliver(data, peer, stats, data[:2] + ttlpatch.patched(hit[0], hit[4], int(now - hit[3])))
         if started is None:
             started = time.perf_counter()
         try:
@@ -173,7 +178,7 @@ class Serving:
                 if udp and uq.replayable and self.forwarder.cache.clock is time.monotonic:  # (the C part's clock)
                     end = 8 + len(uq.query.question)  # (where the question name ends: 12 + its length)
                     fkey = stats_forwarded_key(data, reply, responder.zones, fresh.success, end) if responder.replay_key else None
-                    responder.remember_forwarded(data, reply, fkey, fresh.until)
+                    self._remember_forwarded(data, reply, fkey, fresh, uq.prefix_count)
                     if fkey is not None:
                         stats.count_key(fkey, time.perf_counter() - started, len(data), len(reply))
                         return self._deliver(data, peer, stats, reply)
@@ -184,6 +189,18 @@ class Serving:
             stats.count_key(cast(tuple, key), time.perf_counter() - started, len(data), len(made))
             return self._deliver(data, peer, stats, made)
         return self._counted(data, peer, stats, reply, started)
+
+    def _remember_forwarded(self, data: bytes, reply: bytes, key: object, fresh: Fresh, own: int) -> None:
+        """Keep a reply made from the forwarding cache for replay until its deadline or the first
+        of its TTLs reaches 0, whichever comes first; its TTLs counted down on replay
+        (kdns.ttlpatch; `own`: our records first in the answer, whose TTLs stay)."""
+        try:
+            patches, first_zero = ttlpatch.table(reply, own, fresh.passed)
+        except ttlpatch.BadReply:  # (never for a reply we rendered: then it is not replayed)
+            logging.getLogger("kdns.serve").exception("not replaying a reply made from the forwarding cache")
+            return
+        until = fresh.until if first_zero is None else min(fresh.until, fresh.stored + first_zero)
+        self.dns.responder.remember_forwarded(data, reply, key, until, fresh.stored, patches)
 
     def _transfer(self, tq: TransferQuery, peer: tuple) -> bytes | Transfer:
         """A zone transfer over TCP, or why not (REFUSED, FORMERR)."""
