@@ -129,13 +129,29 @@ class StubDNS:
 
     # -- serving -------------------------------------------------------------------------
 
+    def _stopped(self, exc: BaseException) -> bool:
+        """Whether `exc` (on a socket) only says that stop() closed it under a running task."""
+        return isinstance(exc, (OSError, trio.ClosedResourceError, trio.BrokenResourceError)) and self._scope.cancel_called
+
     async def _serve_udp(self, nursery: trio.Nursery) -> None:
         sock = self._udp
         while True:
-            data, peer = await sock.recvfrom(65535)
+            try:
+                data, peer = await sock.recvfrom(65535)
+            except Exception as exc:  # stop() closed the socket between two reads
+                if self._stopped(exc):
+                    return
+                raise
             nursery.start_soon(self._answer_udp, sock, data, peer)
 
     async def _answer_udp(self, sock, data: bytes, peer) -> None:
+        try:
+            await self._answer_udp_now(sock, data, peer)
+        except Exception as exc:  # stop() closed the socket while the reply was being made
+            if not self._stopped(exc):
+                raise
+
+    async def _answer_udp_now(self, sock, data: bytes, peer) -> None:
         reply = await self._reply(data, "udp")
         if reply is None:
             return
@@ -157,7 +173,12 @@ class StubDNS:
     async def _serve_tcp(self, nursery: trio.Nursery) -> None:
         listener = self._tcp
         while True:
-            conn, _ = await listener.accept()
+            try:
+                conn, _ = await listener.accept()
+            except Exception as exc:  # stop() closed the listener between two accepts
+                if self._stopped(exc):
+                    return
+                raise
             nursery.start_soon(self._tcp_connection, trio.SocketStream(conn))
 
     async def _tcp_connection(self, stream: trio.SocketStream) -> None:

@@ -71,7 +71,10 @@ class Upstream:
         return self.port
 
     def _call(self, fn, *args) -> None:
-        trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+        try:
+            trio.from_thread.run_sync(fn, *args, trio_token=self._token)
+        except trio.RunFinishedError:
+            raise RuntimeError(f"the stub upstream's loop has ended: {self._error!r}") from self._error
 
     def set_mode(self, mode: str) -> None:
         self._call(setattr, self.stub, "mode", mode)
