@@ -11,7 +11,9 @@ import trio
 import trio.testing
 
 from testkit import inprocess
+from testkit.corefile import api_objects
 from testkit.inprocess import Running
+from testkit.kubeapi import KubeAPI
 from testkit.netns import pod_kdns, pod_netns  # noqa: F401 - fixtures: a pod's network namespace and kdns for it (root only)
 from testkit.repo import DEMO
 
@@ -39,3 +41,14 @@ def clock() -> trio.testing.MockClock:
 async def demo(kdns) -> Running:
     """kdns serving the bundled demo cluster."""
     return await kdns(DEMO)
+
+
+@pytest.fixture(scope="module")
+def api():
+    """The fake API server holding testkit.corefile's cluster, which the Corefile tests serve
+    (a test module with a cluster of its own defines its own `api`, which takes precedence)."""
+    server = KubeAPI().start()
+    for obj in api_objects():
+        server.apply(obj)
+    yield server
+    server.stop()

@@ -17,22 +17,13 @@ import dns.rcode
 import pytest
 import trio
 
-from testkit.corefile import api_objects, serve_corefile, synced
+from testkit.corefile import serve_corefile, synced
 from testkit.dnswire import rrs
 from testkit.kubeapi import KubeAPI
 from testkit.stubdns import StubDNS
 
 WEB = "web.shop.svc.cluster.local."
 LEGACY = "legacy.shop.svc.cluster.local."  # not in the cluster; the old DNS server knows it
-
-
-@pytest.fixture(scope="module")
-def api():
-    server = KubeAPI().start()
-    for obj in api_objects():
-        server.apply(obj)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -22,22 +22,13 @@ import pytest
 import trio
 
 from kdns.corefile.wiring import load_corefile
-from testkit.corefile import CorefileProcess, api_objects, copy_localized, run_kdns, serve_corefile, synced
+from testkit.corefile import CorefileProcess, copy_localized, run_kdns, serve_corefile, synced
 from testkit.dnswire import rrs
 from testkit.kubeapi import KubeAPI
 from testkit.repo import needs_ipv6
 from testkit.stubdns import StubDNS
 
 WEB = "web.shop.svc.cluster.local."
-
-
-@pytest.fixture(scope="module")
-def api():
-    server = KubeAPI().start()
-    for obj in api_objects():
-        server.apply(obj)
-    yield server
-    server.stop()
 
 
 @pytest.fixture

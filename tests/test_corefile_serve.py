@@ -27,7 +27,6 @@ from testkit.corefile import (
     FIXTURES,
     CorefileProcess,
     a_lines,
-    api_objects,
     copy_localized,
     run_kdns,
     serve_corefile,
@@ -83,15 +82,6 @@ DISTROS = [
            replace={"1.2.3.4": "STUB", "10.0.0.53:5353": "STUB", "10.0.0.54": "STUB", "8.8.8.8": "UPSTREAM",
                     "8.8.4.4": "UPSTREAM"}, conf=False),
 ]
-
-
-@pytest.fixture(scope="module")
-def api():
-    server = KubeAPI().start()
-    for obj in api_objects():
-        server.apply(obj)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
